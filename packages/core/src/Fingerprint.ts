@@ -1,0 +1,115 @@
+/**
+ * The fingerprint of a request: SHA-256 (64 lowercase hex characters) of its
+ * model, kind, parameters, rendered prompt and output schema.
+ *
+ * It is the `custom_id` sent to providers, the dedupe key inside a run and the
+ * key of the result cache across runs. It never depends on the row index, so a
+ * resumed run matches its earlier work even when the input changed order. 64
+ * hex characters fit every provider's custom-id rule (Anthropic's is
+ * `^[A-Za-z0-9_-]{1,64}$`).
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import { createHash } from "node:crypto"
+import type * as Request from "./Request.ts"
+
+/**
+ * Bumped when the fingerprint's inputs change shape, so old cache entries are
+ * never mistaken for new ones.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const VERSION = 1
+
+const schemaJsonCache = new WeakMap<object, string>()
+
+/**
+ * The canonical JSON text of a schema's JSON Schema document (draft 2020-12).
+ * Cached per schema object: a pipeline derives it once, not once per row.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const schemaJson = (schema: Schema.Top): string => {
+  let text = schemaJsonCache.get(schema)
+  if (text === undefined) {
+    text = canonicalJson(Schema.toJsonSchemaDocument(schema, { onExcessProperty: "error" }))
+    schemaJsonCache.set(schema, text)
+  }
+  return text
+}
+
+/**
+ * JSON with object keys sorted and `undefined` members dropped, so equal values
+ * always give equal text.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const canonicalJson = (value: unknown): string => JSON.stringify(sortKeys(value))
+
+const sortKeys = (value: unknown): unknown => {
+  if (Array.isArray(value)) return value.map(sortKeys)
+  if (value !== null && typeof value === "object") {
+    const out: Record<string, unknown> = {}
+    for (const key of Object.keys(value).sort()) {
+      const v = (value as Record<string, unknown>)[key]
+      if (v !== undefined) out[key] = sortKeys(v)
+    }
+    return out
+  }
+  return value
+}
+
+/**
+ * The fingerprint of a request.
+ *
+ * @example
+ * ```ts
+ * Fingerprint.of(Request.embedding({ model: "text-embedding-3-small", input: "hello" })) // => "3f1c…" (64 hex)
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const of = (request: Request.Request): string => {
+  const hash = createHash("sha256")
+  hash.update(`offpeak/v${VERSION}\n`)
+  switch (request._tag) {
+    case "Chat": {
+      hash.update(canonicalJson({
+        kind: "chat",
+        model: request.model,
+        params: request.params,
+        messages: request.messages
+      }))
+      if (request.output !== undefined) {
+        hash.update("\noutput:")
+        hash.update(request.output.name)
+        hash.update("\n")
+        hash.update(schemaJson(request.output.schema))
+      }
+      break
+    }
+    case "Embedding": {
+      hash.update(canonicalJson({
+        kind: "embedding",
+        model: request.model,
+        dimensions: request.dimensions,
+        input: request.input
+      }))
+      break
+    }
+  }
+  return hash.digest("hex")
+}
+
+/**
+ * True for strings shaped like a fingerprint.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isFingerprint = (u: unknown): u is string => typeof u === "string" && /^[0-9a-f]{64}$/.test(u)

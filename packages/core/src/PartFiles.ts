@@ -1,0 +1,160 @@
+/**
+ * A file sink made of part files: one file per part, written atomically
+ * (temporary file, fsync, rename), plus a `_manifest.json` listing every part.
+ *
+ * Writing a part again replaces its file and its manifest entry, which makes
+ * the sink idempotent per part. File formats (JSONL, CSV) are a {@link Format}.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Semaphore } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import type * as Sink from "./Sink.ts"
+import { SinkError } from "./Sink.ts"
+
+/**
+ * How rows become file content.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Format<A> {
+  /** file extension without the dot */
+  readonly extension: string
+  /** text written once at the top of every part file (a CSV header) */
+  readonly header?: string | undefined
+  /** one row's text, newline included */
+  readonly encodeRow: (row: A) => string
+}
+
+/**
+ * One entry of `_manifest.json`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ManifestEntry {
+  readonly file: string
+  readonly runId: string
+  readonly seq: number
+  readonly rows: number
+  readonly bytes: number
+}
+
+/**
+ * The manifest file's name.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const MANIFEST = "_manifest.json"
+
+/**
+ * The file name of a part.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const partFileName = (part: Sink.Part, extension: string): string =>
+  `part-${part.runId}-${String(part.seq).padStart(6, "0")}.${extension}`
+
+const WRITE_CHUNK = 1 << 20
+
+const writeAtomic = async (target: string, chunks: Iterable<string>): Promise<number> => {
+  const tmp = `${target}.tmp-${process.pid}`
+  const handle = await fs.open(tmp, "w")
+  let bytes = 0
+  try {
+    let pending = ""
+    for (const chunk of chunks) {
+      pending += chunk
+      if (pending.length >= WRITE_CHUNK) {
+        const buffer = Buffer.from(pending, "utf8")
+        await handle.write(buffer)
+        bytes += buffer.length
+        pending = ""
+      }
+    }
+    if (pending.length > 0) {
+      const buffer = Buffer.from(pending, "utf8")
+      await handle.write(buffer)
+      bytes += buffer.length
+    }
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  await fs.rename(tmp, target)
+  return bytes
+}
+
+/**
+ * Reads a directory's manifest; an absent manifest is an empty one.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const readManifest = async (dir: string): Promise<ReadonlyArray<ManifestEntry>> => {
+  try {
+    const text = await fs.readFile(path.join(dir, MANIFEST), "utf8")
+    return (JSON.parse(text) as { parts: ReadonlyArray<ManifestEntry> }).parts
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return []
+    throw error
+  }
+}
+
+/**
+ * A part-file sink in `dir`.
+ *
+ * @example
+ * ```ts
+ * PartFiles.make({ dir: "out/triage", format: { extension: "jsonl", encodeRow: (r) => JSON.stringify(r) + "\n" } })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <A>(options: {
+  readonly dir: string
+  readonly format: Format<A>
+  readonly name?: string | undefined
+}): Sink.Sink<A> => {
+  const dir = path.resolve(options.dir)
+  const name = options.name ?? dir
+  const manifestLock = Semaphore.makeUnsafe(1)
+  const fail = (cause: unknown) =>
+    new SinkError({ sink: name, message: cause instanceof Error ? cause.message : String(cause) })
+
+  const write = (part: Sink.Part, rows: ReadonlyArray<A>) =>
+    Effect.tryPromise({
+      try: async () => {
+        await fs.mkdir(dir, { recursive: true })
+        const file = partFileName(part, options.format.extension)
+        const encodeRow = options.format.encodeRow
+        const header = options.format.header
+        function* content() {
+          if (header !== undefined) yield header
+          for (const row of rows) yield encodeRow(row)
+        }
+        const bytes = await writeAtomic(path.join(dir, file), content())
+        return { file, runId: part.runId, seq: part.seq, rows: rows.length, bytes } satisfies ManifestEntry
+      },
+      catch: fail
+    }).pipe(
+      Effect.flatMap((entry) =>
+        Effect.tryPromise({
+          try: async () => {
+            const parts = (await readManifest(dir)).filter((p) => p.file !== entry.file)
+            parts.push(entry)
+            parts.sort((a, b) => a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : a.seq - b.seq)
+            await writeAtomic(path.join(dir, MANIFEST), [JSON.stringify({ parts }, null, 1) + "\n"])
+          },
+          catch: fail
+        }).pipe(Semaphore.withPermits(manifestLock, 1))
+      )
+    )
+
+  return { name, write }
+}

@@ -1,0 +1,270 @@
+/**
+ * The provider service: what offpeak needs from a batch API, in terms that fit
+ * every protocol it targets.
+ *
+ * | protocol | how a batch reaches it | how results come back |
+ * |---|---|---|
+ * | OpenAI Batch (and compatible hosts), Gemini file batches | a JSONL file is uploaded, then a batch is created over it | an output file, lines keyed by custom id |
+ * | Anthropic Message Batches, Gemini inline batches | the lines go inline in the create call | a results stream keyed by custom id |
+ * | Vertex batch prediction from BigQuery | a server-side job over a table; no line passes through this process | an output table joined on pass-through key columns |
+ *
+ * The first two are a {@link Lines} submission: the pipeline writes the encoded
+ * lines to a local JSONL file and the adapter uploads it or sends its lines
+ * inline. The third is a {@link Table} submission. In both, results come back as
+ * a stream of {@link LineResult}s in any order, each carrying the id it is
+ * joined on: the custom id (the request's fingerprint) or the row's key.
+ *
+ * Everything provider-specific (wire format, endpoints, status names, error
+ * shapes) stays in the adapter's folder.
+ *
+ * @since 0.1.0
+ */
+import type { Effect, Option, Schedule, Stream } from "effect"
+import { Context, Result as R } from "effect"
+import type * as ProviderError from "./ProviderError.ts"
+import type * as Request from "./Request.ts"
+import type { FailureKind, Usage } from "./Result.ts"
+
+// ===== Models =====
+
+/**
+ * Hard limits of one provider. The Batcher never builds a batch past
+ * `maxRequests` or `maxBytes` (bytes of the encoded lines, newline included);
+ * a single line over `maxRequestBytes` fails alone.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Limits {
+  readonly maxRequests: number
+  readonly maxBytes: number
+  readonly maxRequestBytes: number
+  /** a sensible default for batches in flight at once */
+  readonly maxInFlight: number
+}
+
+/**
+ * One request encoded for the provider. Requests can share a batch only when
+ * their `group` is equal (OpenAI: one endpoint and one model per file).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Encoded {
+  readonly line: string
+  /** UTF-8 bytes of `line` plus its newline */
+  readonly bytes: number
+  readonly group: string
+}
+
+/**
+ * A batch of encoded lines written to a local JSONL file (one line per
+ * request, in `Encoded.line` form).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Lines {
+  readonly _tag: "Lines"
+  /** offpeak's own id of the batch, stable across restarts; adapters tag the remote batch with it */
+  readonly batchId: string
+  readonly runId: string
+  readonly group: string
+  readonly path: string
+  readonly count: number
+  readonly bytes: number
+}
+
+/**
+ * A server-side job over a table: the provider reads `input` and writes
+ * `output` itself; rows are joined back on `keyColumns`, which the job passes
+ * through.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Table {
+  readonly _tag: "Table"
+  readonly batchId: string
+  readonly runId: string
+  readonly model: string
+  readonly input: string
+  readonly output: string
+  readonly keyColumns: ReadonlyArray<string>
+}
+
+/**
+ * What a batch is made of.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Submission = Lines | Table
+
+/**
+ * A batch that exists at the provider. `id` is the provider's batch id;
+ * `meta` keeps anything else the adapter needs later (an input file id, …).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RemoteBatch {
+  readonly id: string
+  readonly meta?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * The provider-neutral lifecycle of a remote batch.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type State =
+  | "validating"
+  | "running"
+  | "finalizing"
+  | "completed"
+  | "failed"
+  | "expired"
+  | "cancelling"
+  | "cancelled"
+
+/**
+ * A batch-level problem, such as a validation error on line 12 of the file.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Issue {
+  readonly code: string
+  readonly message: string
+  /** 1-based line of the submitted file, when the provider names one */
+  readonly line?: number | undefined
+}
+
+/**
+ * A snapshot of a remote batch.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Status {
+  readonly state: State
+  /** the provider's own status word */
+  readonly providerState: string
+  readonly counts: { readonly total: number; readonly completed: number; readonly failed: number }
+  readonly issues: ReadonlyArray<Issue>
+}
+
+/**
+ * A chat answer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChatResponse {
+  readonly _tag: "ChatResponse"
+  readonly text: string
+  readonly finishReason: "stop" | "length" | "content_filter" | "tool_calls" | "other"
+  readonly usage: Usage
+}
+
+/**
+ * An embedding answer.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EmbeddingResponse {
+  readonly _tag: "EmbeddingResponse"
+  readonly vector: ReadonlyArray<number>
+  readonly usage: Usage
+}
+
+/**
+ * A successful answer to one request.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Response = ChatResponse | EmbeddingResponse
+
+/**
+ * One line of a batch's results: a response, or the provider's error for it.
+ * `id` is the custom id (the fingerprint) for {@link Lines}, the key for {@link Table}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LineResult =
+  | { readonly _tag: "LineSucceeded"; readonly id: string; readonly response: Response }
+  | {
+    readonly _tag: "LineFailed"
+    readonly id: string
+    readonly kind: FailureKind
+    /** true when sending the same request again can succeed (429, 5xx, timeouts, expiry, cancellation) */
+    readonly retryable: boolean
+    readonly message: string
+    readonly status?: number | undefined
+    readonly raw?: string | undefined
+  }
+
+// ===== Service Interface =====
+
+/**
+ * What a provider adapter implements.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  readonly name: string
+  readonly limits: Limits
+  /** encodes one request with `customId`; fails with a reason when the provider cannot take it */
+  readonly encode: (request: Request.Request, customId: string) => R.Result<Encoded, string>
+  /** creates the remote batch (uploading its file first where the protocol needs one) */
+  readonly submit: (submission: Submission) => Effect.Effect<RemoteBatch, ProviderError.ProviderError>
+  /**
+   * Finds a remote batch an earlier `submit` created for `submission.batchId`,
+   * so a crash between create and the ledger write never pays twice.
+   */
+  readonly find: (submission: Submission) => Effect.Effect<Option.Option<RemoteBatch>, ProviderError.ProviderError>
+  readonly status: (batch: RemoteBatch) => Effect.Effect<Status, ProviderError.ProviderError>
+  /** every result line of a terminal batch, in any order */
+  readonly results: (
+    batch: RemoteBatch,
+    status: Status
+  ) => Stream.Stream<LineResult, ProviderError.ProviderError>
+  readonly cancel: (batch: RemoteBatch) => Effect.Effect<void, ProviderError.ProviderError>
+  /** decodes a structured-output answer with the request's schema (providers differ in how optional keys come back) */
+  readonly decodeOutput: (output: Request.Output, text: string) => R.Result<unknown, string>
+  /** how often to poll a running batch */
+  readonly pollSchedule: Schedule.Schedule<unknown>
+}
+
+/**
+ * The provider service tag.
+ *
+ * @since 0.1.0
+ * @category services
+ */
+export class Provider extends Context.Service<Provider, Service>()("@offpeak/core/Provider") {}
+
+// ===== Utilities =====
+
+/**
+ * True for states a batch never leaves.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isTerminal = (state: State): boolean =>
+  state === "completed" || state === "failed" || state === "expired" || state === "cancelled"
+
+/**
+ * UTF-8 size of an encoded line plus its newline.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const lineBytes = (line: string): number => Buffer.byteLength(line, "utf8") + 1

@@ -1,0 +1,75 @@
+/**
+ * Sources: typed streams of input records.
+ *
+ * A source reads its input as a stream of {@link Item}s: a decoded {@link Row},
+ * or a {@link Malformed} row that could not be read or decoded. Malformed rows
+ * are not errors of the stream: the pipeline sends them to the dead-letter sink
+ * with their reason and goes on. A {@link SourceError} (missing file, lost
+ * connection) stops the run; it is resumable.
+ *
+ * @since 0.1.0
+ */
+import type { Stream } from "effect"
+import { Schema } from "effect"
+
+/**
+ * A decoded record. `position` is its 1-based ordinal among the source's rows
+ * (header excluded) and `line` the 1-based line where it starts, when the
+ * source has lines.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Row<A> {
+  readonly _tag: "Row"
+  readonly position: number
+  readonly line?: number | undefined
+  readonly value: A
+}
+
+/**
+ * A row that could not be read or decoded. `reason` names the field when one
+ * is at fault (`row 17 (line 19): Expected a number, got "high" at ["priority"]`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Malformed {
+  readonly _tag: "Malformed"
+  readonly position: number
+  readonly line?: number | undefined
+  readonly reason: string
+  readonly raw?: string | undefined
+}
+
+/**
+ * What a source emits.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Item<A> = Row<A> | Malformed
+
+/**
+ * A source of records of type `A`. `schema` stores records in the ledger and
+ * reads them back; `name` names the source in messages (a file path, a table).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Source<A> {
+  readonly name: string
+  readonly schema: Schema.Codec<A, any>
+  readonly read: Stream.Stream<Item<A>, SourceError>
+}
+
+/**
+ * The source cannot be read at all.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class SourceError extends Schema.TaggedError<SourceError>()("SourceError", {
+  source: Schema.String,
+  message: Schema.String
+}) {}
