@@ -69,6 +69,8 @@ export interface Lines {
   /** offpeak's own id of the batch, stable across restarts; adapters tag the remote batch with it */
   readonly batchId: string
   readonly runId: string
+  /** when offpeak sealed the batch (epoch ms): `find` needs look no further back */
+  readonly sealedAt: number
   readonly group: string
   readonly path: string
   readonly count: number
@@ -87,6 +89,7 @@ export interface Table {
   readonly _tag: "Table"
   readonly batchId: string
   readonly runId: string
+  readonly sealedAt: number
   readonly model: string
   readonly input: string
   readonly output: string

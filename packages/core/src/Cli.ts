@@ -1,0 +1,305 @@
+/**
+ * The `offpeak` command line.
+ *
+ * - `offpeak run <module>`: runs the pipeline a module exports, with a live
+ *   progress line. Ctrl-C detaches: remote batches keep running.
+ * - `offpeak resume <run>`: re-attaches to a run's batches and sends what is missing.
+ * - `offpeak status [run]`: runs, or one run's batches, from the ledger.
+ * - `offpeak emulator <provider>`: serves a provider's local emulator.
+ *
+ * With no API key for the chosen provider, `run` and `resume` start that
+ * provider's emulator in-process (its state under `<state-dir>/emulator`) and
+ * say so.
+ *
+ * @since 0.1.0
+ */
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Console, Effect, Fiber, Layer, Option, Schedule, Schema } from "effect"
+import { Argument, CliError, Command, Flag } from "effect/cli"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
+import * as Ledger from "./Ledger.ts"
+import * as Pipeline from "./Pipeline.ts"
+import * as Progress from "./Progress.ts"
+import * as ProviderPlugin from "./ProviderPlugin.ts"
+import * as SqliteClient from "./SqliteClient.ts"
+
+/**
+ * A command failed with a message for the user.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
+  message: Schema.String
+}) {
+  override get [CliError.userMessage](): string {
+    return this.message
+  }
+}
+
+const failure = (e: { readonly message: string } | unknown) =>
+  new CliFailure({ message: e instanceof Error || (typeof e === "object" && e !== null && "message" in e) ? String((e as { message: unknown }).message) : String(e) })
+
+// ===== shared flags =====
+
+const stateDirFlag = Flag.String("state-dir").pipe(
+  Flag.withDescription("folder of the ledger (state.db), batch files and the local emulators' state"),
+  Flag.withDefault(".offpeak")
+)
+
+/**
+ * The SQLite ledger under a state folder.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const ledgerLayer = (stateDir: string): Layer.Layer<Ledger.Ledger, unknown> =>
+  Layer.unwrap(Effect.sync(() => {
+    fs.mkdirSync(stateDir, { recursive: true })
+    return Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(stateDir, "state.db") })))
+  }))
+
+/**
+ * Imports a module and returns the pipeline it exports (`default` or `pipeline`).
+ *
+ * @since 0.1.0
+ * @category loading
+ */
+export const loadPipeline = (modulePath: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      const absolute = path.resolve(modulePath)
+      if (!fs.existsSync(absolute)) throw new Error(`${modulePath}: no such file`)
+      const mod = await import(pathToFileURL(absolute).href)
+      const candidate = mod.default ?? mod.pipeline
+      if (!Pipeline.isPipeline(candidate)) {
+        throw new Error(`${modulePath} must export a pipeline (export default Pipeline.make({...}))`)
+      }
+      return candidate as Pipeline.Pipeline<unknown, unknown>
+    },
+    catch: failure
+  })
+
+// ===== progress =====
+
+const reporter = (progress: Progress.Counters) => {
+  const tty = process.stderr.isTTY === true
+  const draw = Effect.sync(() => {
+    const line = Progress.format(progress)
+    if (tty) process.stderr.write(`\r\x1b[2K${line}`)
+    else process.stderr.write(`${line}\n`)
+  })
+  return draw.pipe(Effect.repeat(Schedule.spaced(tty ? "250 millis" : "5 seconds")), Effect.asVoid)
+}
+
+const printSummary = (summary: Pipeline.Summary) =>
+  Effect.sync(() => {
+    if (process.stderr.isTTY) process.stderr.write("\r\x1b[2K")
+    process.stderr.write(`${Progress.format(summary.progress)}\n`)
+    const lines = [
+      `run ${summary.runId}: ${summary.state}`,
+      `  rows ${summary.rows.toLocaleString("en-US")} · succeeded ${summary.succeeded.toLocaleString("en-US")} · failed ${
+        summary.failed.toLocaleString("en-US")
+      } · batches ${summary.batches}`
+    ]
+    if (summary.failed > 0) lines.push(`  failed rows, with their reasons: ${summary.deadLetter}`)
+    if (summary.pending > 0) lines.push(`  ${summary.pending} rows pending: offpeak resume ${summary.runId}`)
+    process.stdout.write(lines.join("\n") + "\n")
+  })
+
+const execute = (options: {
+  readonly pipeline: Pipeline.Pipeline<unknown, unknown>
+  readonly modulePath: string
+  readonly providerName: string
+  readonly stateDir: string
+  readonly resume?: string | undefined
+}) =>
+  Effect.gen(function*() {
+    const stateDir = path.resolve(options.stateDir)
+    const plugin = yield* ProviderPlugin.load(options.providerName).pipe(Effect.mapError(failure))
+    const progress = Progress.make()
+    const providerLayer = plugin.layer({
+      emulatorDir: path.join(stateDir, "emulator", plugin.name),
+      onNotice: (line) => process.stderr.write(`${line}\n`)
+    })
+    const reporting = yield* reporter(progress).pipe(Effect.forkChild)
+    const summary = yield* Pipeline.run(options.pipeline, {
+      stateDir,
+      module: options.modulePath,
+      provider: plugin.name,
+      progress,
+      ...(options.resume !== undefined ? { resume: options.resume } : {})
+    }).pipe(
+      Effect.provide(Layer.mergeAll(providerLayer, ledgerLayer(stateDir))),
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          if (process.stderr.isTTY) process.stderr.write("\r\x1b[2K")
+          process.stderr.write(
+            `${Progress.format(progress)}\ndetached from run ${progress.runId}: batches at the provider keep running; ` +
+              `offpeak resume ${progress.runId} picks them up\n`
+          )
+        })
+      ),
+      Effect.ensuring(Fiber.interrupt(reporting)),
+      Effect.mapError(failure)
+    )
+    yield* printSummary(summary)
+  })
+
+// ===== commands =====
+
+const root = Command.make("offpeak").pipe(
+  Command.withDescription("Batch LLM inference pipelines: run, resume and inspect them")
+)
+
+const runCommand = Command.make(
+  "run",
+  {
+    module: Argument.String("module").pipe(Argument.withDescription("a .ts module whose default export is a Pipeline")),
+    provider: Flag.String("provider").pipe(
+      Flag.withDescription(`provider to use (default: the pipeline's, else openai; known: ${ProviderPlugin.known.join(", ")})`),
+      Flag.optional
+    ),
+    stateDir: stateDirFlag
+  },
+  ({ module, provider, stateDir }) =>
+    Effect.gen(function*() {
+      const pipeline = yield* loadPipeline(module)
+      yield* execute({
+        pipeline,
+        modulePath: path.resolve(module),
+        providerName: Option.getOrUndefined(provider) ?? pipeline.provider ?? "openai",
+        stateDir
+      })
+    })
+).pipe(Command.withDescription("Run the pipeline a module exports"))
+
+const resumeCommand = Command.make(
+  "resume",
+  {
+    runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
+    stateDir: stateDirFlag
+  },
+  ({ runId, stateDir }) =>
+    Effect.gen(function*() {
+      const run = yield* Effect.gen(function*() {
+        const ledger = yield* Ledger.Ledger
+        return yield* ledger.getRun(runId)
+      }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir))), Effect.mapError(failure))
+      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId}" in ${stateDir}` })
+      if (run.value.module === null) {
+        return yield* new CliFailure({ message: `run ${runId} was started from code; resume it with Pipeline.run(pipeline, { resume })` })
+      }
+      const pipeline = yield* loadPipeline(run.value.module)
+      yield* execute({
+        pipeline,
+        modulePath: run.value.module,
+        providerName: run.value.provider,
+        stateDir,
+        resume: runId
+      })
+    })
+).pipe(Command.withDescription("Re-attach to a run: poll its batches, send what is missing, deliver everything"))
+
+const pad = (s: string, n: number) => s.length >= n ? s : s + " ".repeat(n - s.length)
+
+const statusCommand = Command.make(
+  "status",
+  {
+    runId: Argument.String("run").pipe(Argument.optional),
+    json: Flag.Boolean("json").pipe(Flag.withDescription("machine-readable output"), Flag.withDefault(false)),
+    stateDir: stateDirFlag
+  },
+  ({ runId, json, stateDir }) =>
+    Effect.gen(function*() {
+      const ledger = yield* Ledger.Ledger
+      if (Option.isNone(runId)) {
+        const runs = yield* ledger.listRuns
+        const rows = []
+        for (const run of runs) rows.push({ ...run, counts: yield* ledger.counts(run.id) })
+        if (json) return yield* Console.log(JSON.stringify(rows, null, 2))
+        if (rows.length === 0) return yield* Console.log("no runs yet")
+        yield* Console.log(`${pad("RUN", 44)} ${pad("STATE", 10)} ${pad("ROWS", 9)} ${pad("OK", 9)} ${pad("FAILED", 8)} BATCHES`)
+        for (const r of rows) {
+          yield* Console.log(
+            `${pad(r.id, 44)} ${pad(r.state, 10)} ${pad(String(r.counts.items), 9)} ${pad(String(r.counts.delivered), 9)} ${
+              pad(String(r.counts.dead), 8)
+            } ${r.counts.batches}${r.counts.openBatches > 0 ? ` (${r.counts.openBatches} open)` : ""}`
+          )
+        }
+        return
+      }
+      const run = yield* ledger.getRun(runId.value)
+      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId.value}" in ${stateDir}` })
+      const counts = yield* ledger.counts(runId.value)
+      const batches = yield* ledger.batches(runId.value)
+      if (json) return yield* Console.log(JSON.stringify({ run: run.value, counts, batches }, null, 2))
+      const r = run.value
+      yield* Console.log(`run ${r.id} (${r.pipeline}, ${r.provider}): ${r.state}${r.message ? ` — ${r.message}` : ""}`)
+      yield* Console.log(
+        `  rows ${counts.items} · delivered ${counts.delivered} · failed ${counts.dead} · pending ${counts.pendingItems}`
+      )
+      yield* Console.log(
+        `  requests ${counts.requests} · queued ${counts.queued} · in batches ${counts.batched} · succeeded ${counts.succeeded} · failed ${counts.failed}`
+      )
+      if (batches.length > 0) {
+        yield* Console.log(`${pad("  BATCH", 34)} ${pad("STATE", 10)} ${pad("REMOTE", 36)} ${pad("PROVIDER", 11)} REQUESTS`)
+        for (const b of batches) {
+          yield* Console.log(
+            `  ${pad(b.id, 32)} ${pad(b.state, 10)} ${pad(b.remoteId ?? "-", 36)} ${pad(b.remoteState ?? "-", 11)} ${b.requestCount} (${b.completed} done, ${b.failed} failed)`
+          )
+        }
+      }
+    }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir))), Effect.mapError(failure))
+).pipe(Command.withDescription("List runs, or show one run and its batches"))
+
+const emulatorCommand = Command.make(
+  "emulator",
+  {
+    provider: Argument.String("provider").pipe(Argument.withDescription(`one of ${ProviderPlugin.known.join(", ")}`)),
+    port: Flag.Int("port").pipe(Flag.withDescription("0 picks a free port"), Flag.withDefault(0)),
+    dir: Flag.String("dir").pipe(Flag.withDescription("where the emulator keeps its state"), Flag.optional),
+    knobs: Flag.String("knobs").pipe(
+      Flag.withDescription("provider-specific options as JSON, e.g. '{\"lineFailures\":[{\"status\":500,\"rate\":0.05}]}'"),
+      Flag.optional
+    ),
+    stateDir: stateDirFlag
+  },
+  ({ provider, port, dir, knobs, stateDir }) =>
+    Effect.gen(function*() {
+      const plugin = yield* ProviderPlugin.load(provider).pipe(Effect.mapError(failure))
+      const parsed = Option.isSome(knobs)
+        ? yield* Effect.try({ try: () => JSON.parse(knobs.value) as Record<string, unknown>, catch: () => failure("--knobs is not JSON") })
+        : undefined
+      const handle = yield* plugin.serveEmulator({
+        dir: Option.getOrUndefined(dir) ?? path.join(path.resolve(stateDir), "emulator", plugin.name),
+        port,
+        knobs: parsed
+      }).pipe(Effect.mapError(failure))
+      yield* Console.log(handle.url)
+      return yield* Effect.never
+    }).pipe(Effect.scoped)
+).pipe(Command.withDescription("Serve a provider's local emulator (prints its base URL)"))
+
+/**
+ * The command tree.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = root.pipe(Command.withSubcommands([runCommand, resumeCommand, statusCommand, emulatorCommand]))
+
+/**
+ * Runs the CLI on `process.argv` (the `offpeak` binary).
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const main = (): void =>
+  command.pipe(
+    Command.run({ version: "0.1.0" }),
+    Effect.provide(NodeServices.layer),
+    NodeRuntime.runMain
+  )

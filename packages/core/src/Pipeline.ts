@@ -1,0 +1,178 @@
+/**
+ * A pipeline is a value: where records come from, what each one asks of a
+ * model, and where results go. `offpeak run <module>` runs the pipeline a
+ * module exports; the same value runs from code with {@link run}.
+ *
+ * @since 0.1.0
+ */
+import type { Duration, Effect, Schema } from "effect"
+import * as Runner from "./internal/runner.ts"
+import type * as Ledger from "./Ledger.ts"
+import type * as Progress from "./Progress.ts"
+import type * as Provider from "./Provider.ts"
+import type * as Request from "./Request.ts"
+import type * as Result from "./Result.ts"
+import type * as Sink from "./Sink.ts"
+import type * as Source from "./Source.ts"
+
+/**
+ * Batch limits of a pipeline. Each is capped by the provider's own limit.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface BatchOptions {
+  /** requests per batch */
+  readonly maxRequests?: number | undefined
+  /** bytes of encoded lines per batch */
+  readonly maxBytes?: number | undefined
+  /** batches at the provider at once; the source is not read ahead of this */
+  readonly maxInFlight?: number | undefined
+  /** a batch still open this long after its first request is sent as it is */
+  readonly flushAfter?: Duration.Input | undefined
+}
+
+/**
+ * Retry policy of failed requests.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RetryOptions {
+  /** attempts per request, the first included (default 3) */
+  readonly maxAttempts?: number | undefined
+  /** pause before the first retry round; doubles each round, up to a minute (default 1 second) */
+  readonly backoff?: Duration.Input | undefined
+}
+
+/**
+ * What `Pipeline.make` takes. `R` is the record type, `A` the decoded output.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Config<R, A> {
+  /** names runs and their files */
+  readonly name: string
+  readonly source: Source.Source<R>
+  /** a stable, unique id of the record (an id column); resume and dedupe rely on it, never on row order */
+  readonly key: (record: R) => string
+  /** the request for one record */
+  readonly request: (record: R) => Request.Request
+  /** the structured output of chat requests; answers are decoded with it */
+  readonly output?: Schema.Codec<A, any> | undefined
+  /** the name of the output schema sent to providers (default `output`) */
+  readonly outputName?: string | undefined
+  readonly sink: Sink.Sink<Result.Succeeded<R, A>>
+  /** where failed rows go, with their reason (default: JSONL part files under the run's state folder) */
+  readonly deadLetter?: Sink.Sink<Result.Failed<R>> | undefined
+  /** the provider the CLI uses unless told otherwise (default `openai`) */
+  readonly provider?: string | undefined
+  readonly batch?: BatchOptions | undefined
+  readonly retry?: RetryOptions | undefined
+}
+
+/**
+ * A pipeline value.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Pipeline<R, A> extends Config<R, A> {
+  readonly _tag: "Pipeline"
+}
+
+/**
+ * Builds a pipeline.
+ *
+ * @example
+ * ```ts
+ * export default Pipeline.make({
+ *   name: "triage",
+ *   source: Csv.source({ path: "tickets.csv", schema: Ticket }),
+ *   key: (t) => t.id,
+ *   request: (t) => Request.chat({ model: "gpt-4o-mini", system: "Triage this ticket.", prompt: t.body }),
+ *   output: Triage,
+ *   sink: Jsonl.sink({ dir: "out/triage" })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <R, A = unknown>(config: Config<R, A>): Pipeline<R, A> => ({ ...config, _tag: "Pipeline" })
+
+/**
+ * True for pipeline values (what a module must export for `offpeak run`).
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isPipeline = (u: unknown): u is Pipeline<unknown, unknown> =>
+  typeof u === "object" && u !== null && (u as { _tag?: unknown })._tag === "Pipeline"
+
+/**
+ * How to run.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RunOptions {
+  /** a new run gets this id (default: `<name>-<timestamp>-<random>`) */
+  readonly runId?: string | undefined
+  /** continue an existing run instead of starting one */
+  readonly resume?: string | undefined
+  /** folder for batch files and the default dead-letter sink (default `.offpeak`) */
+  readonly stateDir?: string | undefined
+  /** the module path recorded so `offpeak resume` can load the pipeline again */
+  readonly module?: string | undefined
+  /** the provider name recorded with the run (default: the pipeline's, else `openai`) */
+  readonly provider?: string | undefined
+  /** live counters, updated as the run goes */
+  readonly progress?: Progress.Counters | undefined
+}
+
+/**
+ * What a finished (or detached) run did.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary {
+  readonly runId: string
+  readonly state: Ledger.RunState
+  /** rows of the run in the ledger */
+  readonly rows: number
+  readonly succeeded: number
+  readonly failed: number
+  /** rows not yet delivered (a run that stopped early) */
+  readonly pending: number
+  readonly batches: number
+  readonly deadLetter: string
+  readonly progress: Progress.Counters
+}
+
+/**
+ * Runs a pipeline to the end: reads the source, submits batches, polls them,
+ * and delivers every row to the sink or the dead-letter sink. Interrupting it
+ * detaches: remote batches keep running and `resume` picks them up.
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const run: <R, A>(
+  pipeline: Pipeline<R, A>,
+  options?: RunOptions
+) => Effect.Effect<Summary, Runner.RunError, Provider.Provider | Ledger.Ledger> = Runner.run
+
+export {
+  /**
+   * The run could not go on (the source cannot be read, a sink refused a part,
+   * the provider keeps failing). The ledger keeps everything done so far:
+   * resume the run once the cause is fixed.
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  RunError
+} from "./internal/runner.ts"

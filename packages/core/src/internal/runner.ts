@@ -1,0 +1,657 @@
+import { Duration, Effect, Option, Predicate, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import * as Batcher from "../Batcher.ts"
+import * as Fingerprint from "../Fingerprint.ts"
+import * as Ledger from "../Ledger.ts"
+import * as PartFiles from "../PartFiles.ts"
+import type * as Pipeline from "../Pipeline.ts"
+import * as Progress from "../Progress.ts"
+import * as Provider from "../Provider.ts"
+import * as ProviderError from "../ProviderError.ts"
+import * as Request from "../Request.ts"
+import type * as Result from "../Result.ts"
+import type * as Source from "../Source.ts"
+
+/** @internal */
+export class RunError extends Schema.TaggedError<RunError>()("RunError", {
+  runId: Schema.String,
+  message: Schema.String
+}) {}
+
+const ADMIT_CHUNK = 1_000
+const PART_SIZE = 10_000
+const QUEUE_PAGE = 2_000
+const OUTCOME_CHUNK = 500
+
+const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "run"
+
+const newRunId = (name: string) => {
+  const d = new Date()
+  const pad = (n: number) => String(n).padStart(2, "0")
+  const stamp = `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}-${pad(d.getUTCHours())}${
+    pad(d.getUTCMinutes())
+  }${pad(d.getUTCSeconds())}`
+  return `${slug(name)}-${stamp}-${Math.random().toString(36).slice(2, 6)}`
+}
+
+const message = (u: unknown) => u instanceof Error ? u.message : String(u)
+
+/** transient provider errors (network, 429, 5xx) are retried with jittered exponential backoff, about 3 minutes in all */
+const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("30 seconds")]).pipe(
+  Schedule.jittered
+)
+
+/** @internal */
+export const run = <Rec, A>(
+  pipeline: Pipeline.Pipeline<Rec, A>,
+  options: Pipeline.RunOptions = {}
+): Effect.Effect<Pipeline.Summary, RunError, Provider.Provider | Ledger.Ledger> =>
+  Effect.gen(function*() {
+    const ledger = yield* Ledger.Ledger
+    const provider = yield* Provider.Provider
+    const stateDir = path.resolve(options.stateDir ?? ".offpeak")
+
+    // ----- the run -----
+    const run = options.resume !== undefined
+      ? yield* ledger.getRun(options.resume).pipe(
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.fail(new RunError({ runId: options.resume!, message: `no run "${options.resume}" in the ledger` })),
+          onSome: Effect.succeed
+        }))
+      )
+      : yield* ledger.createRun({
+        id: options.runId ?? newRunId(pipeline.name),
+        pipeline: pipeline.name,
+        module: options.module ?? null,
+        provider: options.provider ?? pipeline.provider ?? provider.name
+      })
+    const runId = run.id
+    const fail = (msg: string) => new RunError({ runId, message: msg })
+    if (run.pipeline !== pipeline.name) {
+      return yield* fail(`run ${runId} belongs to pipeline "${run.pipeline}", not "${pipeline.name}"`)
+    }
+    yield* ledger.updateRun(runId, { state: "running", message: null })
+    const progress = options.progress ?? Progress.make(runId)
+    progress.runId = runId
+
+    const runDir = path.join(stateDir, "runs", runId)
+    const batchDir = path.join(runDir, "batches")
+    yield* Effect.tryPromise({
+      try: () => fs.mkdir(batchDir, { recursive: true }),
+      catch: (e) => fail(`cannot create ${batchDir}: ${message(e)}`)
+    })
+    const deadLetter = pipeline.deadLetter ??
+      PartFiles.make<Result.Failed<Rec>>({
+        dir: path.join(runDir, "dead-letter"),
+        format: { extension: "jsonl", encodeRow: (row) => JSON.stringify(row) + "\n" }
+      })
+
+    // ----- limits -----
+    const maxRequests = Math.min(pipeline.batch?.maxRequests ?? provider.limits.maxRequests, provider.limits.maxRequests)
+    const maxBytes = Math.min(pipeline.batch?.maxBytes ?? provider.limits.maxBytes, provider.limits.maxBytes)
+    const maxInFlight = Math.max(1, pipeline.batch?.maxInFlight ?? provider.limits.maxInFlight)
+    const flushAfter = pipeline.batch?.flushAfter ?? "30 seconds"
+    const maxAttempts = Math.max(1, pipeline.retry?.maxAttempts ?? 3)
+    const backoff = Duration.fromInputUnsafe(pipeline.retry?.backoff ?? "1 second")
+
+    // ----- codecs -----
+    const recordCodec = Schema.toCodecJson(pipeline.source.schema as Schema.Codec<Rec, unknown>)
+    const encodeRecord = Schema.encodeSync(recordCodec as Schema.Codec<Rec, unknown>)
+    const decodeRecord = Schema.decodeUnknownSync(recordCodec as Schema.Codec<Rec, unknown>)
+    const outputSpec: Request.Output | undefined = pipeline.output === undefined
+      ? undefined
+      : { name: pipeline.outputName ?? "output", schema: pipeline.output as Schema.Codec<unknown, any> }
+    const outputCodec = pipeline.output === undefined
+      ? undefined
+      : Schema.toCodecJson(pipeline.output as Schema.Codec<A, unknown>) as Schema.Codec<A, unknown>
+    const encodeOutput = outputCodec === undefined ? undefined : Schema.encodeSync(outputCodec)
+    const decodeOutput = outputCodec === undefined ? undefined : Schema.decodeUnknownSync(outputCodec)
+
+    const render = (record: Rec): Request.Request => Request.withOutput(pipeline.request(record), outputSpec)
+
+    // ----- provider calls: transient errors retried here, everything else surfaces -----
+    const retrying = <X>(effect: Effect.Effect<X, ProviderError.ProviderError>) =>
+      Effect.retry(effect, {
+        while: ProviderError.isTransient,
+        times: 10,
+        schedule: transientSchedule
+      })
+
+    // ----- delivery: rows whose outcome is known go to the sinks in parts -----
+    const deliveryLock = yield* Semaphore.make(1)
+    const writePart = (seq: number) =>
+      Effect.gen(function*() {
+        const rows = yield* ledger.partRows(runId, seq)
+        const succeeded: Array<Result.Succeeded<Rec, A>> = []
+        const failed: Array<Result.Failed<Rec>> = []
+        for (const row of rows) {
+          let record: Rec | undefined
+          try {
+            record = row.record === null ? undefined : decodeRecord(JSON.parse(row.record))
+          } catch (e) {
+            record = undefined
+            failed.push({
+              _tag: "Failed",
+              key: row.key,
+              record,
+              kind: "invalid_input",
+              message: `stored record cannot be read back: ${message(e)}`,
+              raw: row.record ?? undefined,
+              position: row.position
+            })
+            continue
+          }
+          if (row.failure !== null || row.output === null) {
+            failed.push({
+              _tag: "Failed",
+              key: row.key,
+              record,
+              kind: row.failure?.kind ?? "lost",
+              message: row.failure?.message ?? "no result",
+              raw: row.failure?.raw,
+              position: row.position
+            })
+            continue
+          }
+          const json = JSON.parse(row.output)
+          succeeded.push({
+            _tag: "Succeeded",
+            key: row.key,
+            record: record as Rec,
+            output: (decodeOutput === undefined ? json : decodeOutput(json)) as A,
+            usage: row.usage ?? { inputTokens: 0, outputTokens: 0 },
+            cached: row.cached
+          })
+        }
+        const part = { runId, seq }
+        if (succeeded.length > 0) yield* pipeline.sink.write(part, succeeded)
+        if (failed.length > 0) yield* deadLetter.write(part, failed)
+        yield* ledger.commitPart(runId, seq)
+        progress.succeeded += succeeded.length
+        progress.failed += failed.length
+      })
+
+    const deliver = Effect.gen(function*() {
+      for (const seq of yield* ledger.writingParts(runId)) yield* writePart(seq)
+      while (true) {
+        const seq = yield* ledger.assignPart(runId, PART_SIZE)
+        if (Option.isNone(seq)) return
+        yield* writePart(seq.value)
+      }
+    }).pipe(
+      Semaphore.withPermits(deliveryLock, 1),
+      Effect.mapError((e) => fail(`delivery: ${e.message}`))
+    )
+
+    // ----- admission: source rows → ledger → new requests -----
+    type Encoded = { readonly key: string; readonly row: Ledger.AdmitRow; readonly item?: Batcher.Item }
+    const prepare = (entry: Source.Item<Rec>): Encoded => {
+      if (entry._tag === "Malformed") {
+        const key = `#${entry.position}`
+        return {
+          key,
+          row: {
+            key,
+            position: entry.position,
+            fingerprint: null,
+            record: null,
+            failure: { kind: "invalid_input", message: entry.reason, raw: entry.raw }
+          }
+        }
+      }
+      const where = `${pipeline.source.name} row ${entry.position}${entry.line !== undefined ? ` (line ${entry.line})` : ""}`
+      let key: string
+      try {
+        key = pipeline.key(entry.value)
+        if (typeof key !== "string" || key.length === 0) throw new Error(`key() returned ${JSON.stringify(key)}`)
+      } catch (e) {
+        const k = `#${entry.position}`
+        return {
+          key: k,
+          row: {
+            key: k,
+            position: entry.position,
+            fingerprint: null,
+            record: null,
+            failure: { kind: "invalid_input", message: `${where}: no key: ${message(e)}` }
+          }
+        }
+      }
+      let record: string
+      try {
+        record = JSON.stringify(encodeRecord(entry.value))
+      } catch (e) {
+        return {
+          key,
+          row: {
+            key,
+            position: entry.position,
+            fingerprint: null,
+            record: null,
+            failure: { kind: "invalid_input", message: `${where}: record cannot be stored: ${message(e)}` }
+          }
+        }
+      }
+      const invalid = (why: string): Encoded => ({
+        key,
+        row: { key, position: entry.position, fingerprint: null, record, failure: { kind: "invalid_input", message: `${where}: ${why}` } }
+      })
+      let request: Request.Request
+      try {
+        request = render(entry.value)
+      } catch (e) {
+        return invalid(`request() failed: ${message(e)}`)
+      }
+      const fingerprint = Fingerprint.of(request)
+      const encoded = provider.encode(request, fingerprint)
+      if (R.isFailure(encoded)) return invalid(encoded.failure)
+      return {
+        key,
+        row: { key, position: entry.position, fingerprint, record },
+        item: { id: fingerprint, line: encoded.success.line, bytes: encoded.success.bytes, group: encoded.success.group }
+      }
+    }
+
+    const admit = (chunk: ReadonlyArray<Source.Item<Rec>>) =>
+      Effect.gen(function*() {
+        const prepared = chunk.map(prepare)
+        const admission = yield* ledger.admit(runId, prepared.map((p) => p.row))
+        progress.read += chunk.length
+        progress.skipped += admission.skipped
+        if (admission.ready > 0) yield* deliver
+        return admission.fresh.flatMap((i) => prepared[i]!.item === undefined ? [] : [prepared[i]!.item!])
+      })
+
+    const fromSource: Stream.Stream<Batcher.Item, RunError> = pipeline.source.read.pipe(
+      Stream.mapError((e) => fail(e.message)),
+      Stream.rechunk(ADMIT_CHUNK),
+      Stream.chunks,
+      Stream.mapEffect((chunk) => admit(chunk).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))),
+      Stream.flattenIterable,
+      Stream.onEnd(ledger.updateRun(runId, { sourceDone: true }).pipe(Effect.mapError((e) => fail(e.message))))
+    )
+
+    // ----- queued requests (after a crash, or waiting for a retry) -----
+    const fromQueue: Stream.Stream<Batcher.Item, RunError> = Stream.paginate("", (after: string) =>
+      Effect.gen(function*() {
+        const page = yield* ledger.queued(runId, { after, limit: QUEUE_PAGE })
+        const items: Array<Batcher.Item> = []
+        const changed: Array<string> = []
+        for (const q of page) {
+          try {
+            const request = render(decodeRecord(JSON.parse(q.record)))
+            const fingerprint = Fingerprint.of(request)
+            const encoded = fingerprint === q.fingerprint ? provider.encode(request, fingerprint) : undefined
+            if (encoded === undefined || R.isFailure(encoded)) {
+              changed.push(q.fingerprint)
+              continue
+            }
+            items.push({ id: fingerprint, line: encoded.success.line, bytes: encoded.success.bytes, group: encoded.success.group })
+          } catch {
+            changed.push(q.fingerprint)
+          }
+        }
+        if (changed.length > 0) {
+          yield* ledger.failQueued(runId, changed, {
+            kind: "invalid_input",
+            message: "the pipeline's request for this row changed since it was admitted; start a new run to send it"
+          })
+        }
+        return [items, page.length < QUEUE_PAGE ? Option.none() : Option.some(page.at(-1)!.fingerprint)] as const
+      }).pipe(Effect.mapError((e) => fail(e.message))))
+
+    // ----- sealing: a batch's file is on disk before the ledger knows the batch -----
+    const seal = (out: Batcher.Output) =>
+      Effect.gen(function*() {
+        if (out._tag === "TooLarge") {
+          yield* ledger.failQueued(runId, [out.item.id], { kind: "invalid_input", message: out.message })
+          yield* deliver
+          return Option.none<Ledger.Batch>()
+        }
+        const seq = yield* ledger.nextBatchSeq(runId)
+        const id = `${runId}-b${String(seq).padStart(5, "0")}`
+        const file = path.join(batchDir, `${id}.jsonl`)
+        yield* Effect.tryPromise({
+          try: async () => {
+            const tmp = `${file}.tmp`
+            const handle = await fs.open(tmp, "w")
+            try {
+              let pending: Array<string> = []
+              let size = 0
+              for (const item of out.items) {
+                pending.push(item.line)
+                size += item.bytes
+                if (size > 1 << 20) {
+                  await handle.write(pending.join("\n") + "\n")
+                  pending = []
+                  size = 0
+                }
+              }
+              if (pending.length > 0) await handle.write(pending.join("\n") + "\n")
+              await handle.sync()
+            } finally {
+              await handle.close()
+            }
+            await fs.rename(tmp, file)
+          },
+          catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
+        })
+        yield* ledger.sealBatch({
+          id,
+          runId,
+          seq,
+          group: out.group,
+          file,
+          requestCount: out.items.length,
+          bytes: out.bytes
+        }, out.items.map((i) => i.id))
+        progress.batches++
+        return Option.some<Ledger.Batch>({
+          id,
+          runId,
+          seq,
+          state: "sealed",
+          group: out.group,
+          file,
+          requestCount: out.items.length,
+          bytes: out.bytes,
+          remoteId: null,
+          remoteMeta: null,
+          remoteState: null,
+          completed: 0,
+          failed: 0,
+          createdAt: new Date().toISOString(),
+          submittedAt: null,
+          endedAt: null
+        })
+      }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+
+    // ----- one batch's lifecycle, from whatever state the ledger has it in -----
+    const lineIds = (file: string, lines: ReadonlySet<number>) =>
+      Effect.tryPromise({
+        try: async () => {
+          const ids = new Map<number, string>()
+          if (lines.size === 0) return ids
+          const text = await fs.readFile(file, "utf8")
+          let lineNo = 0
+          for (const line of text.split("\n")) {
+            lineNo++
+            if (!lines.has(lineNo)) continue
+            const match = /"custom_id"\s*:\s*"([^"]+)"/.exec(line)
+            if (match !== null) ids.set(lineNo, match[1]!)
+          }
+          return ids
+        },
+        catch: (e) => fail(`cannot read batch file ${file}: ${message(e)}`)
+      })
+
+    const toOutcome = (line: Provider.LineResult): Ledger.Outcome => {
+      if (line._tag === "LineFailed") {
+        return {
+          _tag: "Failed",
+          fingerprint: line.id,
+          failure: { kind: line.kind, message: line.message, raw: line.raw },
+          retryable: line.retryable
+        }
+      }
+      const response = line.response
+      if (response._tag === "EmbeddingResponse") {
+        return { _tag: "Succeeded", fingerprint: line.id, output: JSON.stringify(response.vector), usage: response.usage }
+      }
+      if (response.finishReason === "length" || response.finishReason === "content_filter") {
+        return {
+          _tag: "Failed",
+          fingerprint: line.id,
+          failure: {
+            kind: "truncated",
+            message: response.finishReason === "length"
+              ? "the answer stopped at the token limit (finish reason: length)"
+              : "the answer was stopped by a content filter",
+            raw: response.text
+          },
+          retryable: false
+        }
+      }
+      if (outputSpec === undefined || encodeOutput === undefined) {
+        return { _tag: "Succeeded", fingerprint: line.id, output: JSON.stringify(response.text), usage: response.usage }
+      }
+      const decoded = provider.decodeOutput(outputSpec, response.text)
+      if (R.isFailure(decoded)) {
+        return {
+          _tag: "Failed",
+          fingerprint: line.id,
+          failure: { kind: "decode_error", message: decoded.failure, raw: response.text },
+          retryable: false
+        }
+      }
+      try {
+        return {
+          _tag: "Succeeded",
+          fingerprint: line.id,
+          output: JSON.stringify(encodeOutput(decoded.success as A)),
+          usage: response.usage
+        }
+      } catch (e) {
+        return {
+          _tag: "Failed",
+          fingerprint: line.id,
+          failure: { kind: "decode_error", message: message(e), raw: response.text },
+          retryable: false
+        }
+      }
+    }
+
+    const collect = (batch: Ledger.Batch, remote: Provider.RemoteBatch, status: Provider.Status) =>
+      Effect.gen(function*() {
+        if (status.state === "failed") {
+          const withLine = status.issues.filter((i) => i.line !== undefined)
+          const ids = yield* lineIds(batch.file, new Set(withLine.map((i) => i.line!)))
+          const bad = new Map<string, Provider.Issue>()
+          for (const issue of withLine) {
+            const id = ids.get(issue.line!)
+            if (id !== undefined && !bad.has(id)) bad.set(id, issue)
+          }
+          const summary = status.issues.slice(0, 3).map((i) => `${i.code}: ${i.message}`).join("; ") || "no reason given"
+          const unsettled = yield* ledger.unsettled(runId, batch.id)
+          yield* ledger.recordOutcomes(
+            runId,
+            batch.id,
+            unsettled.map((fingerprint): Ledger.Outcome => {
+              const issue = bad.get(fingerprint)
+              return issue !== undefined
+                ? {
+                  _tag: "Failed",
+                  fingerprint,
+                  failure: { kind: "provider_error", message: `rejected by ${provider.name} batch validation: ${issue.code}: ${issue.message}` },
+                  retryable: false
+                }
+                : {
+                  _tag: "Failed",
+                  fingerprint,
+                  failure: { kind: "provider_error", message: `batch ${remote.id} failed validation (${summary})` },
+                  retryable: true
+                }
+            }),
+            maxAttempts
+          )
+          return
+        }
+        yield* retrying(
+          provider.results(remote, status).pipe(
+            Stream.map(toOutcome),
+            Stream.rechunk(OUTCOME_CHUNK),
+            Stream.runForEachArray((outcomes) =>
+              ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts).pipe(
+                Effect.mapError((e) =>
+                  new ProviderError.ProviderError({
+                    provider: provider.name,
+                    operation: "results",
+                    reason: new ProviderError.Protocol({ message: `ledger: ${e.message}` })
+                  })
+                )
+              )
+            )
+          )
+        )
+        // "completed" is never trusted on its own: every request must have had a line
+        const missing = yield* ledger.unsettled(runId, batch.id)
+        if (missing.length > 0) {
+          const kind: Result.FailureKind = status.state === "expired"
+            ? "expired"
+            : status.state === "cancelled"
+            ? "cancelled"
+            : "lost"
+          yield* ledger.recordOutcomes(
+            runId,
+            batch.id,
+            missing.map((fingerprint): Ledger.Outcome => ({
+              _tag: "Failed",
+              fingerprint,
+              failure: {
+                kind,
+                message: `batch ${remote.id} ended ${status.providerState} without a result line for this request`
+              },
+              retryable: true
+            })),
+            maxAttempts
+          )
+        }
+      })
+
+    const drive = (batch: Ledger.Batch) =>
+      Effect.gen(function*() {
+        const submission: Provider.Lines = {
+          _tag: "Lines",
+          batchId: batch.id,
+          runId,
+          sealedAt: Date.parse(batch.createdAt),
+          group: batch.group,
+          path: batch.file,
+          count: batch.requestCount,
+          bytes: batch.bytes
+        }
+        let state = batch.state
+        let remote: Provider.RemoteBatch | undefined = batch.remoteId === null
+          ? undefined
+          : { id: batch.remoteId, meta: batch.remoteMeta ?? undefined }
+
+        const markSubmitted = (found: Provider.RemoteBatch) =>
+          Effect.gen(function*() {
+            remote = found
+            yield* ledger.updateBatch(batch.id, { state: "submitted", remoteId: found.id, remoteMeta: found.meta, submitted: true })
+            state = "submitted"
+            progress.submitted += batch.requestCount
+          })
+
+        if (state === "submitting") {
+          // a crash between create and the ledger write: adopt the batch the provider already has
+          const found = yield* retrying(provider.find(submission))
+          if (Option.isSome(found)) yield* markSubmitted(found.value)
+          else state = "sealed"
+        }
+        if (state === "sealed") {
+          yield* ledger.updateBatch(batch.id, { state: "submitting" })
+          const created = yield* provider.submit(submission).pipe(
+            Effect.catchIf(ProviderError.isTransient, (error) =>
+              // the create may have gone through before the error: look before sending again
+              retrying(provider.find(submission)).pipe(
+                Effect.flatMap(Option.match({
+                  onSome: Effect.succeed,
+                  onNone: () => retrying(provider.submit(submission)).pipe(Effect.tapError(() => Effect.logWarning(error.message)))
+                }))
+              ))
+          )
+          yield* markSubmitted(created)
+        }
+        if (state === "submitted") {
+          progress.inFlight++
+          progress.maxInFlight = Math.max(progress.maxInFlight, progress.inFlight)
+          let reported = 0
+          let last: Provider.Status | undefined
+          const pollOnce = Effect.gen(function*() {
+            const status = yield* retrying(provider.status(remote!))
+            progress.remoteCompleted += status.counts.completed + status.counts.failed - reported
+            reported = status.counts.completed + status.counts.failed
+            last = status
+            yield* ledger.updateBatch(batch.id, {
+              remoteState: status.providerState,
+              completed: status.counts.completed,
+              failed: status.counts.failed
+            })
+            return status
+          })
+          yield* pollOnce.pipe(
+            Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
+            Effect.ensuring(Effect.sync(() => {
+              progress.inFlight--
+              progress.remoteCompleted -= reported
+            }))
+          )
+          const status = last!
+          yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
+          state = "ended"
+          yield* collect(batch, remote!, status)
+        } else if (state === "ended") {
+          const status = yield* retrying(provider.status(remote!))
+          yield* collect(batch, remote!, status)
+        }
+        yield* ledger.updateBatch(batch.id, { state: "collected" })
+        yield* Effect.promise(() => fs.rm(batch.file, { force: true }))
+        yield* deliver
+      }).pipe(
+        Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
+      )
+
+    const inFlight = (batches: Stream.Stream<Ledger.Batch, RunError>) =>
+      batches.pipe(Stream.mapEffect(drive, { concurrency: maxInFlight, unordered: true }), Stream.runDrain)
+
+    const sealed = (items: Stream.Stream<Batcher.Item, RunError>): Stream.Stream<Ledger.Batch, RunError> =>
+      items.pipe(
+        Batcher.batches({ maxRequests, maxBytes, maxRequestBytes: provider.limits.maxRequestBytes, flushAfter }),
+        Stream.mapEffect(seal),
+        Stream.map(Option.getOrUndefined),
+        Stream.filter(Predicate.isNotUndefined)
+      )
+
+    const body = Effect.gen(function*() {
+      yield* deliver
+      const open = yield* ledger.openBatches(runId).pipe(Effect.mapError((e) => fail(e.message)))
+      const counts0 = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
+      progress.succeeded = counts0.delivered
+      progress.failed = counts0.dead
+      progress.batches += open.length
+      const fresh = run.sourceDone ? fromQueue : Stream.concat(fromQueue, fromSource)
+      yield* inFlight(Stream.concat(Stream.fromIterable(open), sealed(fresh)))
+      for (let round = 1;; round++) {
+        const counts = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
+        if (counts.queued === 0) break
+        if (round > maxAttempts + 2) return yield* fail(`${counts.queued} requests still queued after ${round - 1} retry rounds`)
+        yield* Effect.sleep(Duration.min(Duration.times(backoff, 2 ** (round - 1)), Duration.minutes(1)))
+        yield* inFlight(sealed(fromQueue))
+      }
+      yield* deliver
+      const counts = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
+      const state: Ledger.RunState = counts.pendingItems === 0 ? "completed" : "failed"
+      yield* ledger.updateRun(runId, {
+        state,
+        message: state === "completed" ? null : `${counts.pendingItems} rows were not delivered`
+      }).pipe(Effect.mapError((e) => fail(e.message)))
+      return {
+        runId,
+        state,
+        rows: counts.items,
+        succeeded: counts.delivered,
+        failed: counts.dead,
+        pending: counts.pendingItems,
+        batches: counts.batches,
+        deadLetter: deadLetter.name,
+        progress
+      } satisfies Pipeline.Summary
+    })
+
+    return yield* body.pipe(
+      Effect.onInterrupt(() => ledger.updateRun(runId, { state: "detached" }).pipe(Effect.ignore)),
+      Effect.tapError((e) => ledger.updateRun(runId, { state: "failed", message: e.message }).pipe(Effect.ignore))
+    )
+  }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })))

@@ -1,0 +1,146 @@
+/**
+ * A scriptable in-memory provider for the runner's tests: it reads the batch
+ * files the runner writes, answers each line with `answer`, shuffles the
+ * results, and records every create. The emulator-backed tests in `test/`
+ * exercise the real adapter; this one isolates the runner's logic.
+ */
+import { Effect, Option, Result, Schedule, Schema, Stream } from "effect"
+import * as fs from "node:fs"
+import * as Provider from "../../src/Provider.ts"
+import * as ProviderError from "../../src/ProviderError.ts"
+import type * as Request from "../../src/Request.ts"
+
+export interface Line {
+  readonly custom_id: string
+  readonly request: Request.Request
+}
+
+export interface Script {
+  /** answer to one line; `undefined` drops the line (the provider "forgets" it) */
+  readonly answer: (line: Line, attempt: number) => Provider.LineResult | undefined
+  /** polls before a batch completes (default 1) */
+  readonly pollsToComplete?: number
+  /** make a batch fail validation: issues by 1-based line */
+  readonly validate?: (lines: ReadonlyArray<Line>) => ReadonlyArray<Provider.Issue>
+  readonly limits?: Partial<Provider.Limits>
+}
+
+interface RemoteState {
+  readonly id: string
+  readonly batchId: string
+  readonly lines: ReadonlyArray<Line>
+  polls: number
+  cancelled: boolean
+}
+
+export const make = (script: Script) => {
+  const batches = new Map<string, RemoteState>()
+  const attempts = new Map<string, number>()
+  const creates: Array<{ readonly batchId: string; readonly lines: number }> = []
+  let concurrent = 0
+  let maxConcurrent = 0
+  const ended = new Set<string>()
+
+  const service: Provider.Service = {
+    name: "test",
+    limits: { maxRequests: 1_000, maxBytes: 10_000_000, maxRequestBytes: 10_000_000, maxInFlight: 2, ...script.limits },
+    encode: (request, customId) => {
+      const line = JSON.stringify({ custom_id: customId, request: { ...request, output: request._tag === "Chat" && request.output ? { name: request.output.name } : undefined } })
+      return Result.succeed({ line, bytes: Provider.lineBytes(line), group: request.model })
+    },
+    submit: (submission) =>
+      Effect.sync(() => {
+        if (submission._tag !== "Lines") throw new Error("lines only")
+        const lines = fs.readFileSync(submission.path, "utf8").split("\n").filter((l) => l.length > 0).map((l) =>
+          JSON.parse(l) as Line
+        )
+        const id = `remote-${batches.size + 1}`
+        batches.set(id, { id, batchId: submission.batchId, lines, polls: 0, cancelled: false })
+        creates.push({ batchId: submission.batchId, lines: lines.length })
+        concurrent++
+        maxConcurrent = Math.max(maxConcurrent, concurrent)
+        return { id }
+      }),
+    find: (submission) =>
+      Effect.sync(() => {
+        for (const b of batches.values()) if (b.batchId === submission.batchId) return Option.some({ id: b.id })
+        return Option.none()
+      }),
+    status: (remote) =>
+      Effect.gen(function*() {
+        const b = batches.get(remote.id)
+        if (b === undefined) {
+          return yield* new ProviderError.ProviderError({
+            provider: "test",
+            operation: "status",
+            reason: new ProviderError.NotFound({ message: remote.id })
+          })
+        }
+        b.polls++
+        const issues = script.validate?.(b.lines) ?? []
+        const done = b.polls >= (script.pollsToComplete ?? 1)
+        const state: Provider.State = !done ? "running" : issues.length > 0 ? "failed" : "completed"
+        if (Provider.isTerminal(state) && !ended.has(b.id)) {
+          ended.add(b.id)
+          concurrent--
+        }
+        return {
+          state,
+          providerState: state,
+          counts: { total: b.lines.length, completed: done ? b.lines.length : 0, failed: 0 },
+          issues
+        }
+      }),
+    results: (remote) =>
+      Stream.suspend(() => {
+        const b = batches.get(remote.id)!
+        const out: Array<Provider.LineResult> = []
+        for (const line of b.lines) {
+          const n = (attempts.get(line.custom_id) ?? 0) + 1
+          attempts.set(line.custom_id, n)
+          const answer = script.answer(line, n)
+          if (answer !== undefined) out.push(answer)
+        }
+        // any order: reverse and interleave
+        const shuffled = [...out.filter((_, i) => i % 2 === 1).reverse(), ...out.filter((_, i) => i % 2 === 0)]
+        return Stream.fromIterable(shuffled)
+      }),
+    cancel: (remote) => Effect.sync(() => void (batches.get(remote.id)!.cancelled = true)),
+    decodeOutput: (output, text) => {
+      try {
+        const value = Schema.decodeUnknownSync(output.schema)(JSON.parse(text))
+        return Result.succeed(value)
+      } catch (e) {
+        return Result.fail(String(e))
+      }
+    },
+    pollSchedule: Schedule.spaced("1 millis")
+  }
+  return {
+    service,
+    creates,
+    batches,
+    get maxConcurrent() {
+      return maxConcurrent
+    }
+  }
+}
+
+/** a chat answer for a line */
+export const ok = (line: Line, text: string): Provider.LineResult => ({
+  _tag: "LineSucceeded",
+  id: line.custom_id,
+  response: { _tag: "ChatResponse", text, finishReason: "stop", usage: { inputTokens: 10, outputTokens: 2 } }
+})
+
+export const failed = (line: Line, retryable: boolean, message = retryable ? "HTTP 500" : "HTTP 400"): Provider.LineResult => ({
+  _tag: "LineFailed",
+  id: line.custom_id,
+  kind: "provider_error",
+  retryable,
+  message
+})
+
+/** the user message of a chat line */
+export const promptOf = (line: Line): string =>
+  line.request._tag === "Chat" ? line.request.messages.at(-1)!.content : line.request.input

@@ -1,0 +1,505 @@
+/**
+ * The OpenAI Batch adapter, through the official `openai` SDK. Works with any
+ * OpenAI-compatible host that implements `/v1/files` and `/v1/batches`: set
+ * `baseURL`.
+ *
+ * Protocol: encoded lines go to a JSONL file uploaded with purpose `batch`; a
+ * batch is created over it (tagged with offpeak's batch id in `metadata`, which
+ * is how {@link make}'s `find` recovers a batch created just before a crash);
+ * status is polled with a backoff schedule; output and error files are
+ * downloaded and streamed line by line, joined by `custom_id` — never by order.
+ *
+ * Quirks handled here (see providers.md §1, §6): per-line HTTP errors arrive in
+ * the error file with `error: null` and the error in `response.body.error`;
+ * `output_file_id` is null when every line failed; `error_file_id` may be `""`;
+ * expired and cancelled batches keep their finished lines.
+ *
+ * @since 0.1.0
+ */
+import * as Provider from "@offpeak/core/Provider"
+import * as ProviderError from "@offpeak/core/ProviderError"
+import type * as Request from "@offpeak/core/Request"
+import type { FailureKind, Usage } from "@offpeak/core/Result"
+import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schedule, Schema, Stream } from "effect"
+import { OpenAiStructuredOutput } from "effect/ai"
+import * as fs from "node:fs"
+import OpenAI from "openai"
+import type { Batch as OpenAiBatchObject } from "openai/resources/batches"
+import type { ChatCompletion, ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
+import type { CreateEmbeddingResponse, EmbeddingCreateParams } from "openai/resources/embeddings"
+
+// ===== Options =====
+
+/**
+ * Options of the adapter.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly apiKey: Redacted.Redacted<string>
+  /** e.g. `https://api.openai.com/v1` (the default), an Azure or compatible host, or the local emulator */
+  readonly baseURL?: string | undefined
+  readonly organization?: string | undefined
+  readonly project?: string | undefined
+  /** first and longest pause between two status polls */
+  readonly pollInterval?: { readonly initial: Duration.Input; readonly max: Duration.Input } | undefined
+  /** tighter limits than the API's (50,000 requests, 200 MB per batch) */
+  readonly limits?: Partial<Provider.Limits> | undefined
+  /** how many times the SDK retries a failed call (429, 5xx, network) before the error reaches offpeak */
+  readonly maxRetries?: number | undefined
+}
+
+/**
+ * The API's own limits.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const limits: Provider.Limits = {
+  maxRequests: 50_000,
+  maxBytes: 200 * 1024 * 1024,
+  maxRequestBytes: 200 * 1024 * 1024,
+  maxInFlight: 4
+}
+
+// ===== Encoding =====
+
+type Endpoint = "/v1/chat/completions" | "/v1/embeddings"
+
+/**
+ * A request line of the batch input file, typed with the SDK's own request bodies.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type RequestLine =
+  | {
+    readonly custom_id: string
+    readonly method: "POST"
+    readonly url: "/v1/chat/completions"
+    readonly body: ChatCompletionCreateParamsNonStreaming
+  }
+  | {
+    readonly custom_id: string
+    readonly method: "POST"
+    readonly url: "/v1/embeddings"
+    readonly body: EmbeddingCreateParams
+  }
+
+interface Structured {
+  readonly codec: Schema.Codec<unknown, unknown>
+  readonly jsonSchema: unknown
+}
+
+const structured = new WeakMap<object, Structured>()
+
+const structuredFor = (schema: Schema.Codec<unknown, any>): Structured => {
+  let entry = structured.get(schema)
+  if (entry === undefined) {
+    entry = OpenAiStructuredOutput.toCodecOpenAI(schema as any) as Structured
+    structured.set(schema, entry)
+  }
+  return entry
+}
+
+const schemaName = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || "output"
+
+/**
+ * The batch line of a request, typed against the SDK.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const requestLine = (request: Request.Request, customId: string): RequestLine => {
+  switch (request._tag) {
+    case "Chat": {
+      const body: ChatCompletionCreateParamsNonStreaming = {
+        model: request.model,
+        messages: request.messages.map((m) => ({ role: m.role, content: m.content }))
+      }
+      const p = request.params
+      if (p.maxTokens !== undefined) body.max_completion_tokens = p.maxTokens
+      if (p.temperature !== undefined) body.temperature = p.temperature
+      if (p.topP !== undefined) body.top_p = p.topP
+      if (p.stop !== undefined) body.stop = [...p.stop]
+      if (p.seed !== undefined) body.seed = p.seed
+      if (request.output !== undefined) {
+        body.response_format = {
+          type: "json_schema",
+          json_schema: {
+            name: schemaName(request.output.name),
+            strict: true,
+            schema: structuredFor(request.output.schema).jsonSchema as Record<string, unknown>
+          }
+        }
+      }
+      return { custom_id: customId, method: "POST", url: "/v1/chat/completions", body }
+    }
+    case "Embedding": {
+      const body: EmbeddingCreateParams = { model: request.model, input: request.input, encoding_format: "float" }
+      if (request.dimensions !== undefined) body.dimensions = request.dimensions
+      return { custom_id: customId, method: "POST", url: "/v1/embeddings", body }
+    }
+  }
+}
+
+const encode = (request: Request.Request, customId: string): Result.Result<Provider.Encoded, string> => {
+  try {
+    const line = requestLine(request, customId)
+    const text = JSON.stringify(line)
+    return Result.succeed({ line: text, bytes: Provider.lineBytes(text), group: `${line.url} ${request.model}` })
+  } catch (error) {
+    return Result.fail(`cannot encode the request for OpenAI: ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
+const decodeOutput = (output: Request.Output, text: string): Result.Result<unknown, string> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return Result.fail(`the answer is not JSON: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`)
+  }
+  const decoded = Schema.decodeUnknownExit(structuredFor(output.schema).codec)(json)
+  return decoded._tag === "Success"
+    ? Result.succeed(decoded.value)
+    : Result.fail(`the answer does not match ${output.name}: ${decodedMessage(decoded.cause)}`)
+}
+
+const decodedMessage = (cause: unknown): string => {
+  const text = String(cause)
+  const match = /SchemaError[^:]*: ([\s\S]*)/.exec(text)
+  return (match?.[1] ?? text).trim().split("\n").slice(0, 6).join("; ")
+}
+
+// ===== Errors =====
+
+const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError => {
+  const reason = (() => {
+    if (cause instanceof OpenAI.APIConnectionError) {
+      return new ProviderError.Transport({ message: cause.message })
+    }
+    if (cause instanceof OpenAI.APIError) {
+      const status = cause.status ?? 0
+      const message = cause.message
+      if (status === 429) {
+        const after = Number(cause.headers?.get("retry-after"))
+        return new ProviderError.RateLimited({
+          message,
+          ...(Number.isFinite(after) ? { retryAfterMs: after * 1000 } : {})
+        })
+      }
+      if (status === 404) return new ProviderError.NotFound({ message })
+      if (status >= 500) return new ProviderError.ServerError({ message, status })
+      if (status >= 400) {
+        return new ProviderError.Rejected({
+          message,
+          status,
+          ...(typeof cause.code === "string" ? { code: cause.code } : {})
+        })
+      }
+      return new ProviderError.Protocol({ message })
+    }
+    const message = cause instanceof Error ? cause.message : String(cause)
+    // a body cut off mid-stream surfaces as a plain network error from fetch
+    return /terminated|ECONNRESET|socket|network|fetch failed|aborted/i.test(message)
+      ? new ProviderError.Transport({ message })
+      : new ProviderError.Protocol({ message })
+  })()
+  return new ProviderError.ProviderError({ provider: "openai", operation, reason })
+}
+
+const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
+  Effect.tryPromise({ try: f, catch: toProviderError(operation) })
+
+// ===== Status and results =====
+
+const stateOf = (status: OpenAiBatchObject["status"]): Provider.State => {
+  switch (status) {
+    case "validating":
+      return "validating"
+    case "in_progress":
+      return "running"
+    case "finalizing":
+      return "finalizing"
+    case "completed":
+      return "completed"
+    case "failed":
+      return "failed"
+    case "expired":
+      return "expired"
+    case "cancelling":
+      return "cancelling"
+    case "cancelled":
+      return "cancelled"
+  }
+}
+
+/**
+ * The provider-neutral status of an OpenAI batch object.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const toStatus = (batch: OpenAiBatchObject): Provider.Status => ({
+  state: stateOf(batch.status),
+  providerState: batch.status,
+  counts: {
+    total: batch.request_counts?.total ?? 0,
+    completed: batch.request_counts?.completed ?? 0,
+    failed: batch.request_counts?.failed ?? 0
+  },
+  issues: (batch.errors?.data ?? []).map((e) => ({
+    code: e.code ?? "error",
+    message: e.message ?? "",
+    line: e.line ?? undefined
+  }))
+})
+
+const usageOf = (u: ChatCompletion["usage"] | CreateEmbeddingResponse["usage"] | undefined): Usage => {
+  if (u === undefined || u === null) return { inputTokens: 0, outputTokens: 0 }
+  const cached = "prompt_tokens_details" in u ? u.prompt_tokens_details?.cached_tokens : undefined
+  return {
+    inputTokens: u.prompt_tokens ?? 0,
+    outputTokens: "completion_tokens" in u ? u.completion_tokens ?? 0 : 0,
+    ...(typeof cached === "number" ? { cachedInputTokens: cached } : {})
+  }
+}
+
+const finishReasonOf = (r: string | null | undefined): Provider.ChatResponse["finishReason"] =>
+  r === "stop" || r === "length" || r === "content_filter" || r === "tool_calls" ? r : r === null ? "stop" : "other"
+
+const clip = (s: string) => s.length > 2000 ? `${s.slice(0, 2000)}…` : s
+
+const errorKindOf = (code: string | undefined): { readonly kind: FailureKind; readonly retryable: boolean } => {
+  switch (code) {
+    case "batch_expired":
+      return { kind: "expired", retryable: true }
+    case "batch_cancelled":
+      return { kind: "cancelled", retryable: true }
+    case "request_timeout":
+      return { kind: "provider_error", retryable: true }
+    default:
+      return { kind: "provider_error", retryable: false }
+  }
+}
+
+/**
+ * Decodes one line of an output or error file. `undefined` for a line that
+ * names no `custom_id` (it cannot be joined to anything).
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeResultLine = (text: string): Provider.LineResult | undefined => {
+  if (text.length === 0) return undefined
+  let line: any
+  try {
+    line = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  if (line === null || typeof line !== "object" || typeof line.custom_id !== "string") return undefined
+  const id: string = line.custom_id
+  if (line.error !== null && line.error !== undefined) {
+    const code = typeof line.error.code === "string" ? line.error.code : undefined
+    return {
+      _tag: "LineFailed",
+      id,
+      ...errorKindOf(code),
+      message: `${code ?? "error"}: ${line.error.message ?? "no message"}`,
+      raw: clip(text)
+    }
+  }
+  const response = line.response
+  const status = typeof response?.status_code === "number" ? response.status_code : 0
+  const body = response?.body
+  if (status < 200 || status >= 300 || body === null || typeof body !== "object") {
+    const error = body?.error
+    return {
+      _tag: "LineFailed",
+      id,
+      kind: "provider_error",
+      retryable: status === 429 || status === 408 || status >= 500 || status === 0,
+      status,
+      message: `HTTP ${status}${error?.code ? ` ${error.code}` : ""}: ${error?.message ?? "no message"}`,
+      raw: clip(text)
+    }
+  }
+  if (body.object === "list" && Array.isArray(body.data)) {
+    const embedding = (body as CreateEmbeddingResponse).data[0]?.embedding
+    if (!Array.isArray(embedding)) {
+      return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no embedding", raw: clip(text) }
+    }
+    return { _tag: "LineSucceeded", id, response: { _tag: "EmbeddingResponse", vector: embedding, usage: usageOf(body.usage) } }
+  }
+  const completion = body as ChatCompletion
+  const choice = completion.choices?.[0]
+  if (choice === undefined) {
+    return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no choices", raw: clip(text) }
+  }
+  const refusal = choice.message?.refusal
+  return {
+    _tag: "LineSucceeded",
+    id,
+    response: {
+      _tag: "ChatResponse",
+      text: choice.message?.content ?? (typeof refusal === "string" ? refusal : ""),
+      finishReason: typeof refusal === "string" && refusal.length > 0
+        ? "content_filter"
+        : finishReasonOf(choice.finish_reason),
+      usage: usageOf(completion.usage)
+    }
+  }
+}
+
+// ===== Constructors =====
+
+/**
+ * Builds the adapter.
+ *
+ * @example
+ * ```ts
+ * const provider = yield* OpenAiBatch.make({ apiKey: Redacted.make(process.env.OPENAI_API_KEY!) })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<Provider.Service> =>
+  Effect.sync(() => {
+    const client = new OpenAI({
+      apiKey: Redacted.value(options.apiKey),
+      maxRetries: options.maxRetries ?? 3,
+      ...(options.baseURL !== undefined ? { baseURL: options.baseURL } : {}),
+      ...(options.organization !== undefined ? { organization: options.organization } : {}),
+      ...(options.project !== undefined ? { project: options.project } : {})
+    })
+    const poll = options.pollInterval ?? { initial: "5 seconds", max: "1 minute" }
+    const pollSchedule = Schedule.min([
+      Schedule.exponential(poll.initial, 1.5),
+      Schedule.spaced(poll.max)
+    ])
+
+    const upload = (submission: Provider.Lines) =>
+      call("files.create", (signal) =>
+        client.files.create({ file: fs.createReadStream(submission.path), purpose: "batch" }, { signal }))
+
+    const submit = (submission: Provider.Submission) =>
+      Effect.gen(function*() {
+        if (submission._tag !== "Lines") {
+          return yield* new ProviderError.ProviderError({
+            provider: "openai",
+            operation: "submit",
+            reason: new ProviderError.Unsupported({ message: "OpenAI Batch takes JSONL files, not table jobs" })
+          })
+        }
+        const file = yield* upload(submission)
+        const endpoint = submission.group.split(" ")[0] as Endpoint
+        const batch = yield* call("batches.create", (signal) =>
+          client.batches.create({
+            input_file_id: file.id,
+            endpoint,
+            completion_window: "24h",
+            metadata: { offpeak_batch: submission.batchId, offpeak_run: submission.runId.slice(0, 512) }
+          }, { signal }))
+        return { id: batch.id, meta: { inputFileId: file.id } }
+      })
+
+    const find = (submission: Provider.Submission) =>
+      Effect.gen(function*() {
+        let after: string | undefined = undefined
+        for (let page = 0; page < 50; page++) {
+          const list = yield* call("batches.list", (signal) =>
+            client.batches.list({ limit: 100, ...(after !== undefined ? { after } : {}) }, { signal }))
+          for (const batch of list.data) {
+            if (batch.metadata?.offpeak_batch === submission.batchId) {
+              return Option.some<Provider.RemoteBatch>({ id: batch.id, meta: { inputFileId: batch.input_file_id } })
+            }
+          }
+          const last = list.data.at(-1)
+          if (!list.has_more || last === undefined) break
+          // batches are listed newest first: stop once they predate the local batch (with a margin for clock skew)
+          if (last.created_at * 1000 < submission.sealedAt - 10 * 60_000) break
+          after = last.id
+        }
+        return Option.none<Provider.RemoteBatch>()
+      })
+
+    const status = (batch: Provider.RemoteBatch) =>
+      call("batches.retrieve", (signal) => client.batches.retrieve(batch.id, { signal })).pipe(Effect.map(toStatus))
+
+    const download = (fileId: string): Stream.Stream<Provider.LineResult, ProviderError.ProviderError> =>
+      Stream.unwrap(
+        call("files.content", (signal) => client.files.content(fileId, { signal })).pipe(
+          Effect.map((response) =>
+            response.body === null
+              ? Stream.empty
+              : Stream.fromReadableStream({
+                evaluate: () => response.body!,
+                onError: toProviderError("files.content")
+              }).pipe(
+                Stream.decodeText,
+                Stream.splitLines,
+                Stream.map(decodeResultLine),
+                Stream.filter(Predicate.isNotUndefined)
+              )
+          )
+        )
+      )
+
+    const results = (batch: Provider.RemoteBatch) =>
+      Stream.unwrap(
+        call("batches.retrieve", (signal) => client.batches.retrieve(batch.id, { signal })).pipe(
+          Effect.map((remote) => {
+            const files = [remote.output_file_id, remote.error_file_id].filter(
+              (id): id is string => typeof id === "string" && id.length > 0
+            )
+            return Stream.concat(
+              files.length > 0 ? download(files[0]!) : Stream.empty,
+              files.length > 1 ? download(files[1]!) : Stream.empty
+            )
+          })
+        )
+      )
+
+    const cancel = (batch: Provider.RemoteBatch) =>
+      call("batches.cancel", (signal) => client.batches.cancel(batch.id, { signal })).pipe(Effect.asVoid)
+
+    return Provider.Provider.of({
+      name: "openai",
+      limits: { ...limits, ...options.limits },
+      encode,
+      submit,
+      find,
+      status,
+      results,
+      cancel,
+      decodeOutput,
+      pollSchedule
+    })
+  })
+
+/**
+ * The adapter as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<Provider.Provider> => Layer.effect(Provider.Provider, make(options))
+
+/**
+ * The adapter configured from the environment: `OPENAI_API_KEY` (required) and
+ * `OPENAI_BASE_URL` (optional).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config<Options> = Config.all({
+    apiKey: Config.Redacted("OPENAI_API_KEY"),
+    baseURL: Config.String("OPENAI_BASE_URL").pipe(Config.option, Config.map(Option.getOrUndefined))
+  })
+): Layer.Layer<Provider.Provider, Config.ConfigError> =>
+  Layer.effect(Provider.Provider, Effect.flatMap(config, make))
