@@ -1,0 +1,540 @@
+/**
+ * A batch's life, derived from its timestamps: where it should be now
+ * (`derive`), the validation of its input file (`validate`) and the answers
+ * written once it ends (`finish`). No timers: every read derives the state
+ * from the creation time, the knobs the batch was created under and the time
+ * it was cancelled, so a restarted emulator carries on where it stopped.
+ *
+ * Timeline of a batch of N requests at `lps` requests per second:
+ * validating for `validationMs`; then in progress, request i (0-based) done at
+ * `vEnd + (i + 1) / lps`; then finalizing for `finalizingMs`; then completed.
+ * It expires (with the requests done so far) when the completion window ends
+ * first; a cancel moves it to cancelling for `cancellingMs`, then cancelled
+ * (with the requests done before the cancel).
+ */
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import { hashString, prng } from "../../local/internal/hash.ts"
+import * as Answer from "./emulatorAnswer.ts"
+import type { BatchError, BatchObject, BatchRecord, FileRecord, Knobs, Store, Validation } from "./emulatorStore.ts"
+import { derivedId } from "./emulatorStore.ts"
+
+const sec = (ms: number) => Math.floor(ms / 1000)
+
+/** yields to the event loop (not only to other fibers), so HTTP requests are served between slices of work */
+const yieldToEventLoop = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+/** how long a slice of synchronous work may run before yielding */
+const SLICE_MS = 8
+
+// ===== state derivation =====
+
+const FIELD_ORDER = [
+  "id",
+  "object",
+  "endpoint",
+  "model",
+  "errors",
+  "input_file_id",
+  "completion_window",
+  "status",
+  "output_file_id",
+  "error_file_id",
+  "created_at",
+  "in_progress_at",
+  "expires_at",
+  "finalizing_at",
+  "completed_at",
+  "failed_at",
+  "expired_at",
+  "cancelling_at",
+  "cancelled_at",
+  "request_counts",
+  "usage",
+  "metadata"
+] as const
+
+/** the batch object with its fields in the order the real API sends them */
+export const ordered = (batch: BatchObject): BatchObject => {
+  const out: Record<string, unknown> = {}
+  for (const key of FIELD_ORDER) if (key in batch) out[key] = batch[key]
+  return out as unknown as BatchObject
+}
+
+/** how a batch ends: which requests were processed and when it reaches its terminal state */
+export interface Ending {
+  readonly status: "completed" | "expired" | "cancelled"
+  /** requests 0 … processed-1 were answered; the rest expired or were cancelled */
+  readonly processed: number
+  readonly at: number
+  readonly finalizingAt: number | null
+  readonly cancellingAt: number | null
+}
+
+export interface Derived {
+  /** what a client sees now */
+  readonly view: BatchObject
+  /** work that must run before the batch can move on */
+  readonly need: "validate" | Ending | null
+  /** a terminal object reached without any work (failed validation, cancelled while validating): persist it */
+  readonly final?: BatchObject
+}
+
+const countBelow = (sorted: ReadonlyArray<number>, p: number) => {
+  let lo = 0
+  let hi = sorted.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (sorted[mid]! < p) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+const baseView = (rec: BatchRecord): BatchObject => ({
+  id: rec.id,
+  object: "batch",
+  endpoint: rec.endpoint,
+  errors: null,
+  input_file_id: rec.input_file_id,
+  completion_window: rec.completion_window,
+  status: "validating",
+  output_file_id: null,
+  error_file_id: null,
+  created_at: sec(rec.created_ms),
+  in_progress_at: null,
+  expires_at: sec(rec.created_ms) + 86_400,
+  finalizing_at: null,
+  completed_at: null,
+  failed_at: null,
+  expired_at: null,
+  cancelling_at: null,
+  cancelled_at: null,
+  request_counts: { total: 0, completed: 0, failed: 0 },
+  metadata: rec.metadata
+})
+
+/** where the batch should be at `now` */
+export const derive = (rec: BatchRecord, now: number): Derived => {
+  if (rec.final !== null) return { view: rec.final, need: null }
+  const k = rec.knobs
+  const base = baseView(rec)
+  const vEnd = rec.created_ms + k.validationMs
+  const cancel = rec.cancel_ms
+  if (cancel !== null && cancel < vEnd) {
+    const end = cancel + k.cancellingMs
+    const cancelling: BatchObject = { ...base, status: "cancelling", cancelling_at: sec(cancel) }
+    if (now < end) return { view: cancelling, need: null }
+    const final: BatchObject = { ...cancelling, status: "cancelled", cancelled_at: sec(end) }
+    return { view: final, need: null, final }
+  }
+  if (now < vEnd) return { view: base, need: null }
+  const v = rec.validation
+  if (v === null) {
+    // validation is running; a cancel that came meanwhile shows at once
+    const view: BatchObject = cancel !== null ? { ...base, status: "cancelling", cancelling_at: sec(cancel) } : base
+    return { view, need: "validate" }
+  }
+  if (!v.ok) {
+    const final: BatchObject = {
+      ...base,
+      ...(v.model !== null ? { model: v.model } : {}),
+      status: "failed",
+      failed_at: sec(vEnd),
+      errors: { object: "list", data: v.errors }
+    }
+    return { view: final, need: null, final }
+  }
+  const total = v.total
+  const lps = k.linesPerSecond
+  const processedAt = (t: number) => Math.max(0, Math.min(total, Math.floor(((t - vEnd) * lps) / 1000)))
+  const counts = (p: number) => {
+    const failed = countBelow(v.failing, p)
+    return { total, completed: p - failed, failed }
+  }
+  const pEnd = vEnd + Math.ceil((total * 1000) / lps)
+  const finEnd = pEnd + k.finalizingMs
+  const deadline = Math.max(rec.created_ms + k.completionWindowMs, vEnd)
+  const expires = deadline < pEnd
+  const inProgress: BatchObject = { ...base, model: v.model, status: "in_progress", in_progress_at: sec(vEnd) }
+
+  if (cancel !== null && cancel < finEnd && (!expires || cancel < deadline)) {
+    const p = processedAt(cancel)
+    const end = cancel + k.cancellingMs
+    const cancelling: BatchObject = {
+      ...inProgress,
+      status: "cancelling",
+      cancelling_at: sec(cancel),
+      finalizing_at: cancel >= pEnd ? sec(pEnd) : null,
+      request_counts: counts(p)
+    }
+    if (now < end) return { view: cancelling, need: null }
+    return {
+      view: cancelling,
+      need: { status: "cancelled", processed: p, at: end, finalizingAt: cancel >= pEnd ? pEnd : null, cancellingAt: cancel }
+    }
+  }
+  if (expires) {
+    if (now < deadline) return { view: { ...inProgress, request_counts: counts(processedAt(now)) }, need: null }
+    const p = processedAt(deadline)
+    return {
+      view: { ...inProgress, request_counts: counts(p) },
+      need: { status: "expired", processed: p, at: deadline, finalizingAt: null, cancellingAt: null }
+    }
+  }
+  if (now < pEnd) return { view: { ...inProgress, request_counts: counts(processedAt(now)) }, need: null }
+  const finalizing: BatchObject = { ...inProgress, status: "finalizing", finalizing_at: sec(pEnd), request_counts: counts(total) }
+  if (now < finEnd) return { view: finalizing, need: null }
+  return { view: finalizing, need: { status: "completed", processed: total, at: finEnd, finalizingAt: pEnd, cancellingAt: null } }
+}
+
+// ===== reading JSONL =====
+
+const CHUNK = 1 << 20
+
+/**
+ * Calls `onLine(data, start, end, fileOffset, lineNo)` for every line of a
+ * file (without its `\n` / `\r\n`), reading 1 MiB at a time and yielding to
+ * the event loop between chunks. Lines are not decoded: the caller decodes
+ * the ones it needs.
+ */
+const forEachLine = (
+  file: string,
+  onLine: (data: Buffer, start: number, end: number, fileOffset: number, lineNo: number) => void
+) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => fs.openSync(file, "r")),
+    (fd) =>
+      Effect.gen(function*() {
+        const buffer = Buffer.allocUnsafe(CHUNK)
+        let carry: Buffer | null = null
+        let carryOffset = 0
+        let position = 0
+        let lineNo = 0
+        while (true) {
+          const n = fs.readSync(fd, buffer, 0, CHUNK, position)
+          if (n === 0) break
+          const data: Buffer = carry !== null ? Buffer.concat([carry, buffer.subarray(0, n)]) : buffer.subarray(0, n)
+          const dataOffset = carry !== null ? carryOffset : position
+          position += n
+          let start = 0
+          while (true) {
+            const nl = data.indexOf(10, start)
+            if (nl < 0) break
+            const end = nl > start && data[nl - 1] === 13 ? nl - 1 : nl
+            onLine(data, start, end, dataOffset + start, ++lineNo)
+            start = nl + 1
+          }
+          carry = start < data.length ? Buffer.from(data.subarray(start)) : null
+          carryOffset = dataOffset + start
+          yield* yieldToEventLoop
+        }
+        if (carry !== null && carry.length > 0) {
+          const end = carry[carry.length - 1] === 13 ? carry.length - 1 : carry.length
+          onLine(carry, 0, end, carryOffset, ++lineNo)
+        }
+      }),
+    (fd) => Effect.sync(() => fs.closeSync(fd))
+  )
+
+const isBlank = (data: Buffer, start: number, end: number) => {
+  for (let i = start; i < end; i++) {
+    const c = data[i]
+    if (c !== 32 && c !== 9 && c !== 13) return false
+  }
+  return true
+}
+
+// ===== injected failures =====
+
+/** the injected HTTP status of a request, or 0: a hash of (seed, batch id, custom_id), so a retry in another batch draws afresh */
+export const injectedStatus = (knobs: Knobs, batchId: string, customId: string): number => {
+  if (knobs.lineFailures.length === 0) return 0
+  const u = hashString(`${batchId}\u0000${customId}`, knobs.seed) / 4294967296
+  let acc = 0
+  for (const f of knobs.lineFailures) {
+    acc += f.rate
+    if (u < acc) return f.status
+  }
+  return 0
+}
+
+// ===== validation =====
+
+const MAX_ERRORS = 1000
+
+/** validates a batch's input file, streaming it line by line */
+export const validate = (store: Store, rec: BatchRecord): Effect.Effect<Validation> =>
+  Effect.gen(function*() {
+    const file = store.files.get(rec.input_file_id)
+    if (file === undefined || !fs.existsSync(store.dataPath(file.id))) {
+      return {
+        ok: false,
+        model: null,
+        errors: [{ code: "input_file_missing", message: `The input file ${rec.input_file_id} no longer exists.`, param: "input_file_id", line: null }]
+      } satisfies Validation
+    }
+    const errors: Array<BatchError> = []
+    const add = (code: string, message: string, param: string | null, line: number | null) => {
+      if (errors.length < MAX_ERRORS) errors.push({ code, message, param, line })
+    }
+    const ids = new Set<string>()
+    const failing: Array<number> = []
+    let model: string | null = null
+    let count = 0
+    const endpoint = rec.endpoint
+    yield* forEachLine(store.dataPath(file.id), (data, start, end, _offset, lineNo) => {
+      if (isBlank(data, start, end)) return
+      const index = count++
+      let line: unknown
+      try {
+        line = JSON.parse(data.toString("utf8", start, end))
+      } catch {
+        line = undefined
+      }
+      if (typeof line !== "object" || line === null || Array.isArray(line)) {
+        return add("invalid_json_line", "This line is not parseable as valid JSON.", null, lineNo)
+      }
+      const l = line as Record<string, unknown>
+      if (typeof l.custom_id !== "string" || l.custom_id.length === 0) {
+        return add("missing_required_parameter", "Missing required parameter: 'custom_id'.", "custom_id", lineNo)
+      }
+      if (l.method === undefined) return add("missing_required_parameter", "Missing required parameter: 'method'.", "method", lineNo)
+      if (l.method !== "POST") {
+        return add("invalid_request", `Invalid value for 'method': '${String(l.method)}'. Only 'POST' is supported.`, "method", lineNo)
+      }
+      if (typeof l.url !== "string") return add("missing_required_parameter", "Missing required parameter: 'url'.", "url", lineNo)
+      if (l.url !== endpoint) {
+        return add("url_mismatch", `The provided URL '${l.url}' does not match the endpoint '${endpoint}' of the batch.`, "url", lineNo)
+      }
+      const body = l.body
+      if (typeof body !== "object" || body === null || Array.isArray(body)) {
+        return add("missing_required_parameter", "Missing required parameter: 'body'.", "body", lineNo)
+      }
+      const lineModel = (body as Record<string, unknown>).model
+      if (typeof lineModel !== "string" || lineModel.length === 0) {
+        return add("missing_required_parameter", "Missing required parameter: 'body.model'.", "body.model", lineNo)
+      }
+      if (model === null) model = lineModel
+      else if (lineModel !== model) {
+        return add(
+          "model_mismatch",
+          `The model '${lineModel}' does not match the model '${model}' of the other requests. A batch may use only one model.`,
+          "body.model",
+          lineNo
+        )
+      }
+      if (ids.has(l.custom_id)) {
+        return add("duplicate_custom_id", `The custom_id '${l.custom_id}' is used more than once in this batch.`, "custom_id", lineNo)
+      }
+      ids.add(l.custom_id)
+      if (injectedStatus(rec.knobs, rec.id, l.custom_id) !== 0) failing.push(index)
+    })
+    if (count === 0) {
+      add("empty_file", "The input file is empty. Please ensure that the batch contains at least one request.", null, null)
+    } else if (count > rec.knobs.maxLinesPerBatch) {
+      errors.unshift({
+        code: "too_many_tasks",
+        message: `The batch input file has ${count} requests, more than the maximum of ${rec.knobs.maxLinesPerBatch}.`,
+        param: null,
+        line: null
+      })
+      if (errors.length > MAX_ERRORS) errors.length = MAX_ERRORS
+    }
+    if (errors.length > 0) return { ok: false, model, errors } satisfies Validation
+    return { ok: true, model: model!, total: count, failing } satisfies Validation
+  })
+
+// ===== finishing: the output and error files =====
+
+export interface Finished {
+  readonly final: BatchObject
+  readonly files: ReadonlyArray<FileRecord>
+}
+
+const permutation = (n: number, shuffle: boolean, seed: number): Uint32Array => {
+  const perm = new Uint32Array(n)
+  for (let i = 0; i < n; i++) perm[i] = i
+  if (!shuffle) return perm
+  const random = prng(seed)
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    const t = perm[i]!
+    perm[i] = perm[j]!
+    perm[j] = t
+  }
+  return perm
+}
+
+/**
+ * Answers the processed requests of a batch and writes its output and error
+ * files (shuffled, seeded by the batch id), in slices that yield to the event
+ * loop. Deterministic: the same batch gives the same bytes.
+ */
+export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.Effect<Finished> =>
+  Effect.gen(function*() {
+    const v = rec.validation
+    if (v === null || !v.ok) return yield* Effect.die(new Error(`batch ${rec.id} was not validated`))
+    const total = v.total
+    const input = store.dataPath(rec.input_file_id)
+    if (!store.files.has(rec.input_file_id) || !fs.existsSync(input)) {
+      return yield* Effect.die(new Error(`the input file ${rec.input_file_id} of batch ${rec.id} no longer exists`))
+    }
+    // where each request line is
+    const offsets = new Float64Array(total)
+    const lengths = new Uint32Array(total)
+    let index = 0
+    yield* forEachLine(input, (data, start, end, fileOffset) => {
+      if (isBlank(data, start, end) || index >= total) return
+      offsets[index] = fileOffset
+      lengths[index] = end - start
+      index++
+    })
+    if (index !== total) return yield* Effect.die(new Error(`the input file of batch ${rec.id} changed after validation`))
+
+    const k = rec.knobs
+    const vEnd = rec.created_ms + k.validationMs
+    const perm = permutation(total, k.shuffle, hashString(rec.id, k.seed))
+    const outputId = derivedId("file-", `${rec.id}:output`)
+    const errorId = derivedId("file-", `${rec.id}:error`)
+    const outputTemp = store.tempPath(outputId)
+    const errorTemp = store.tempPath(errorId)
+    let completed = 0
+    let failed = 0
+    let outputBytes = 0
+    let errorBytes = 0
+    let inputTokens = 0
+    let outputTokens = 0
+    const endedCode = ending.status === "expired" ? "batch_expired" : "batch_cancelled"
+    const endedMessage = ending.status === "expired"
+      ? "This request could not be executed before the completion window expired."
+      : "This request was not executed because the batch was cancelled."
+
+    yield* Effect.acquireUseRelease(
+      Effect.sync(() => ({ input: fs.openSync(input, "r"), output: fs.openSync(outputTemp, "w"), error: fs.openSync(errorTemp, "w") })),
+      (fds) =>
+        Effect.gen(function*() {
+          let buffer = Buffer.allocUnsafe(64 * 1024)
+          let p = 0
+          while (p < total) {
+            const sliceStart = performance.now()
+            const out: Array<string> = []
+            const err: Array<string> = []
+            while (p < total && (performance.now() - sliceStart < SLICE_MS || out.length + err.length < 8)) {
+              const i = perm[p++]!
+              const length = lengths[i]!
+              if (buffer.length < length) buffer = Buffer.allocUnsafe(Math.max(length, buffer.length * 2))
+              fs.readSync(fds.input, buffer, 0, length, offsets[i]!)
+              const line = JSON.parse(buffer.toString("utf8", 0, length)) as { custom_id: string; body: unknown }
+              const customId = line.custom_id
+              const lineKey = `${rec.id}:${customId}`
+              const id = derivedId("batch_req_", lineKey, 32)
+              if (i >= ending.processed) {
+                failed++
+                err.push(JSON.stringify({ id, custom_id: customId, response: null, error: { code: endedCode, message: endedMessage } }))
+                continue
+              }
+              const requestId = derivedId("req_", `${lineKey}:request`, 32)
+              const injected = injectedStatus(k, rec.id, customId)
+              if (injected !== 0) {
+                failed++
+                const model = typeof (line.body as { model?: unknown })?.model === "string" ? (line.body as { model: string }).model : ""
+                err.push(JSON.stringify({
+                  id,
+                  custom_id: customId,
+                  response: { status_code: injected, request_id: requestId, body: Answer.injectedError(injected, model) },
+                  error: null
+                }))
+                continue
+              }
+              const created = sec(vEnd + ((i + 1) * 1000) / k.linesPerSecond)
+              const answer = Answer.answer(rec.endpoint, line.body, derivedId("chatcmpl-", `${lineKey}:completion`, 29), created)
+              const text = JSON.stringify({
+                id,
+                custom_id: customId,
+                response: { status_code: answer.status, request_id: requestId, body: answer.body },
+                error: null
+              })
+              if (answer.status === 200) {
+                completed++
+                inputTokens += answer.inputTokens
+                outputTokens += answer.outputTokens
+                out.push(text)
+              } else {
+                failed++
+                err.push(text)
+              }
+            }
+            if (out.length > 0) {
+              const chunk = Buffer.from(out.join("\n") + "\n")
+              fs.writeSync(fds.output, chunk)
+              outputBytes += chunk.length
+            }
+            if (err.length > 0) {
+              const chunk = Buffer.from(err.join("\n") + "\n")
+              fs.writeSync(fds.error, chunk)
+              errorBytes += chunk.length
+            }
+            yield* yieldToEventLoop
+          }
+        }),
+      (fds) =>
+        Effect.sync(() => {
+          fs.closeSync(fds.input)
+          fs.closeSync(fds.output)
+          fs.closeSync(fds.error)
+        })
+    ).pipe(Effect.onError(() =>
+      Effect.sync(() => {
+        fs.rmSync(outputTemp, { force: true })
+        fs.rmSync(errorTemp, { force: true })
+      })
+    ))
+
+    const createdAt = sec(ending.at)
+    const expiresAt = createdAt + (rec.output_expires_after_seconds ?? 30 * 86_400)
+    const files: Array<FileRecord> = []
+    const keep = (id: string, temp: string, bytes: number, kind: string) => {
+      if (bytes === 0) {
+        fs.rmSync(temp, { force: true })
+        return null
+      }
+      fs.renameSync(temp, store.dataPath(id))
+      files.push({
+        id,
+        object: "file",
+        bytes,
+        created_at: createdAt,
+        expires_at: expiresAt,
+        filename: `${rec.id}_${kind}.jsonl`,
+        purpose: "batch_output",
+        status: "processed",
+        status_details: null,
+        seq: 0
+      })
+      return id
+    }
+    const outputFileId = keep(outputId, outputTemp, outputBytes, "output")
+    const errorFileId = keep(errorId, errorTemp, errorBytes, "error")
+    const view = derive(rec, ending.at).view
+    const final: BatchObject = {
+      ...view,
+      status: ending.status,
+      output_file_id: outputFileId,
+      error_file_id: errorFileId,
+      finalizing_at: ending.finalizingAt !== null ? sec(ending.finalizingAt) : null,
+      cancelling_at: ending.cancellingAt !== null ? sec(ending.cancellingAt) : null,
+      completed_at: ending.status === "completed" ? createdAt : null,
+      expired_at: ending.status === "expired" ? createdAt : null,
+      cancelled_at: ending.status === "cancelled" ? createdAt : null,
+      request_counts: { total, completed, failed },
+      usage: {
+        input_tokens: inputTokens,
+        input_tokens_details: { cached_tokens: 0 },
+        output_tokens: outputTokens,
+        output_tokens_details: { reasoning_tokens: 0 },
+        total_tokens: inputTokens + outputTokens
+      }
+    }
+    return { final, files }
+  })
