@@ -46,12 +46,13 @@ export interface RetryOptions {
 }
 
 /**
- * What `Pipeline.make` takes. `R` is the record type, `A` the decoded output.
+ * What `Pipeline.make` takes. `R` is the record type, `A` the decoded output,
+ * `Row` what the sink receives (by default the `Succeeded` result itself).
  *
  * @since 0.1.0
  * @category models
  */
-export interface Config<R, A> {
+export interface Config<R, A, Row = Result.Succeeded<R, A>> {
   /** names runs and their files */
   readonly name: string
   readonly source: Source.Source<R>
@@ -63,9 +64,11 @@ export interface Config<R, A> {
   readonly output?: Schema.Codec<A, any> | undefined
   /** the name of the output schema sent to providers (default `output`) */
   readonly outputName?: string | undefined
-  readonly sink: Sink.Sink<Result.Succeeded<R, A>>
+  /** turns a result into the sink's row, e.g. `(r) => ({ id: r.key, ...r.output })` (default: the result itself) */
+  readonly row?: ((result: Result.Succeeded<R, A>) => Row) | undefined
+  readonly sink: Sink.Sink<NoInfer<Row>>
   /** where failed rows go, with their reason (default: JSONL part files under the run's state folder) */
-  readonly deadLetter?: Sink.Sink<Result.Failed<R>> | undefined
+  readonly deadLetter?: Sink.Sink<Result.Failed<NoInfer<R>>> | undefined
   /** the provider the CLI uses unless told otherwise (default `openai`) */
   readonly provider?: string | undefined
   readonly batch?: BatchOptions | undefined
@@ -78,7 +81,7 @@ export interface Config<R, A> {
  * @since 0.1.0
  * @category models
  */
-export interface Pipeline<R, A> extends Config<R, A> {
+export interface Pipeline<R, A, Row = any> extends Config<R, A, Row> {
   readonly _tag: "Pipeline"
 }
 
@@ -100,7 +103,10 @@ export interface Pipeline<R, A> extends Config<R, A> {
  * @since 0.1.0
  * @category constructors
  */
-export const make = <R, A = unknown>(config: Config<R, A>): Pipeline<R, A> => ({ ...config, _tag: "Pipeline" })
+export const make = <R, A = unknown, Row = Result.Succeeded<R, A>>(config: Config<R, A, Row>): Pipeline<R, A, Row> => ({
+  ...config,
+  _tag: "Pipeline"
+})
 
 /**
  * True for pipeline values (what a module must export for `offpeak run`).
@@ -160,8 +166,8 @@ export interface Summary {
  * @since 0.1.0
  * @category running
  */
-export const run: <R, A>(
-  pipeline: Pipeline<R, A>,
+export const run: <R, A, Row>(
+  pipeline: Pipeline<R, A, Row>,
   options?: RunOptions
 ) => Effect.Effect<Summary, Runner.RunError, Provider.Provider | Ledger.Ledger> = Runner.run
 

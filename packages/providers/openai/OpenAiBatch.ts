@@ -490,8 +490,9 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 export const layer = (options: Options): Layer.Layer<Provider.Provider> => Layer.effect(Provider.Provider, make(options))
 
 /**
- * The adapter configured from the environment: `OPENAI_API_KEY` (required) and
- * `OPENAI_BASE_URL` (optional).
+ * The adapter configured from the environment: `OPENAI_API_KEY` (required),
+ * `OPENAI_BASE_URL` (optional), and the poll cadence `OFFPEAK_POLL_INITIAL` /
+ * `OFFPEAK_POLL_MAX` (durations such as `5 seconds`, default 5 seconds growing to 1 minute).
  *
  * @since 0.1.0
  * @category layers
@@ -499,7 +500,11 @@ export const layer = (options: Options): Layer.Layer<Provider.Provider> => Layer
 export const layerConfig = (
   config: Config.Config<Options> = Config.all({
     apiKey: Config.Redacted("OPENAI_API_KEY"),
-    baseURL: Config.String("OPENAI_BASE_URL").pipe(Config.option, Config.map(Option.getOrUndefined))
+    baseURL: Config.String("OPENAI_BASE_URL").pipe(Config.option, Config.map(Option.getOrUndefined)),
+    pollInterval: Config.all({
+      initial: Config.Duration("OFFPEAK_POLL_INITIAL").pipe(Config.withDefault(Duration.seconds(5))),
+      max: Config.Duration("OFFPEAK_POLL_MAX").pipe(Config.withDefault(Duration.minutes(1)))
+    })
   })
 ): Layer.Layer<Provider.Provider, Config.ConfigError> =>
   Layer.effect(Provider.Provider, Effect.flatMap(config, make))

@@ -43,8 +43,8 @@ const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), S
 )
 
 /** @internal */
-export const run = <Rec, A>(
-  pipeline: Pipeline.Pipeline<Rec, A>,
+export const run = <Rec, A, Row>(
+  pipeline: Pipeline.Pipeline<Rec, A, Row>,
   options: Pipeline.RunOptions = {}
 ): Effect.Effect<Pipeline.Summary, RunError, Provider.Provider | Ledger.Ledger> =>
   Effect.gen(function*() {
@@ -165,7 +165,10 @@ export const run = <Rec, A>(
           })
         }
         const part = { runId, seq }
-        if (succeeded.length > 0) yield* pipeline.sink.write(part, succeeded)
+        if (succeeded.length > 0) {
+          const toRow = pipeline.row
+          yield* pipeline.sink.write(part, toRow === undefined ? succeeded as Array<any> : succeeded.map(toRow))
+        }
         if (failed.length > 0) yield* deadLetter.write(part, failed)
         yield* ledger.commitPart(runId, seq)
         progress.succeeded += succeeded.length

@@ -1,0 +1,160 @@
+/**
+ * The `offpeak` CLI as users run it: the README's first command, SIGKILL and
+ * resume against an emulator in another process, Ctrl-C detach.
+ */
+import { afterAll, describe, expect, it } from "vitest"
+import * as fs from "node:fs"
+import { DatabaseSync } from "node:sqlite"
+import * as path from "node:path"
+import OpenAI from "openai"
+import { expectedLabel } from "./support/expected.ts"
+import { readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+
+const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
+const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
+afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
+
+const query = <A>(db: string, sql: string): Array<A> => {
+  const conn = new DatabaseSync(db, { readOnly: true })
+  try {
+    return conn.prepare(sql).all() as Array<A>
+  } finally {
+    conn.close()
+  }
+}
+
+const startEmulator = async (dir: string, knobs: object) => {
+  const emulator = startCli(["emulator", "openai", "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify(knobs)], {
+    cwd: dir
+  })
+  children.push(emulator.child)
+  await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
+  return { url: /http:\/\/\S+/.exec(emulator.output().stdout)![0], child: emulator.child }
+}
+
+/** every custom_id of every batch the emulator was asked to create: none may appear twice */
+const createdLines = async (url: string) => {
+  const client = new OpenAI({ apiKey: "test", baseURL: url })
+  const ids: Array<string> = []
+  let batches = 0
+  for await (const b of client.batches.list({ limit: 100 })) {
+    batches++
+    const text = await (await client.files.content(b.input_file_id)).text()
+    for (const line of text.split("\n")) if (line.length > 0) ids.push(JSON.parse(line).custom_id)
+  }
+  return { batches, ids }
+}
+
+describe("offpeak CLI", () => {
+  it("runs the triage example offline on the embedded default (the README's first command)", async () => {
+    const cwd = tmpDir("cli-triage")
+    const run = await runCli(["run", path.join(repo, "examples/triage/pipeline.ts")], {
+      cwd,
+      env: { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined }
+    })
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toMatch(/no OPENAI_API_KEY: running against the local OpenAI emulator/)
+    expect(run.stdout).toMatch(/run triage-\S+: completed/)
+    const rows = readParts(path.join(cwd, "out/triage"))
+    expect(rows).toHaveLength(150)
+    expect(new Set(rows.map((r) => r.id)).size).toBe(150)
+    for (const r of rows) expect(["billing", "bug", "account", "feature_request", "shipping", "other"]).toContain(r.category)
+    // the billing tickets of the example are labelled billing by the emulator's engine
+    expect(rows.find((r) => r.id === "T-0001")!.category).toBe("billing")
+    const dead = readParts(path.join(cwd, "out/triage/dead-letter"))
+    expect(dead).toHaveLength(2)
+    for (const d of dead) expect(d.message).toMatch(/tickets\.csv row \d+ \(line \d+\)/)
+    const status = await runCli(["status"], { cwd })
+    expect(status.code).toBe(0)
+    expect(status.stdout).toMatch(/triage-\S+\s+completed\s+152\s+150\s+2/)
+  }, 120_000)
+
+  it("SIGKILL after some batches were submitted, then resume: no batch created twice, every row once", async () => {
+    const dir = tmpDir("cli-kill")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 4_000, 3)
+    const out = path.join(dir, "out")
+    const emulator = await startEmulator(dir, { linesPerSecond: 1_500, validationMs: 50 })
+    const env = {
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: emulator.url,
+      OFFPEAK_POLL_INITIAL: "100 millis",
+      OFFPEAK_POLL_MAX: "500 millis",
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: out,
+      OFFPEAK_TEST_MAX_REQUESTS: "400",
+      OFFPEAK_TEST_IN_FLIGHT: "3"
+    }
+    const db = path.join(dir, "state", "state.db")
+    const first = startCli(["run", fixture, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    children.push(first.child)
+    await waitFor("two submitted batches", () => {
+      if (!fs.existsSync(db)) return false
+      try {
+        return query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
+      } catch {
+        return false
+      }
+    })
+    first.child.kill("SIGKILL")
+    const killed = await first.exit
+    expect(killed.signal).toBe("SIGKILL")
+    const before = readParts(out).length
+    expect(before).toBeLessThan(4_000)
+    const runId = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")[0]!.id
+
+    const resumed = await runCli(["resume", runId, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stdout).toMatch(/completed/)
+
+    const rows = readParts(out)
+    expect(rows).toHaveLength(4_000)
+    expect(new Set(rows.map((r) => r.id)).size).toBe(4_000)
+    for (const r of rows) expect(r.output).toEqual(expectedLabel({ id: r.id, text: r.text }))
+    const created = await createdLines(emulator.url)
+    expect(new Set(created.ids).size).toBe(created.ids.length)
+    expect(created.ids).toHaveLength(4_000)
+    const batches = query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches")[0]!.n
+    expect(created.batches).toBe(batches)
+  }, 180_000)
+
+  it("Ctrl-C detaches: the run is recorded as detached and resume finishes it", async () => {
+    const dir = tmpDir("cli-sigint")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 600, 5)
+    const out = path.join(dir, "out")
+    const emulator = await startEmulator(dir, { linesPerSecond: 300 })
+    const env = {
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: emulator.url,
+      OFFPEAK_POLL_INITIAL: "100 millis",
+      OFFPEAK_POLL_MAX: "500 millis",
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: out,
+      OFFPEAK_TEST_MAX_REQUESTS: "200"
+    }
+    const db = path.join(dir, "state", "state.db")
+    const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    children.push(run.child)
+    await waitFor("a submitted batch", () => {
+      try {
+        return fs.existsSync(db) &&
+          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 1
+      } catch {
+        return false
+      }
+    })
+    run.child.kill("SIGINT")
+    const exit = await run.exit
+    expect(exit.code).toBe(130)
+    expect(exit.stderr).toMatch(/detached from run \S+: batches at the provider keep running/)
+    const [r] = query<{ id: string; state: string }>(db, "SELECT id, state FROM offpeak_runs")
+    expect(r!.state).toBe("detached")
+    const resumed = await runCli(["resume", r!.id, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(readParts(out)).toHaveLength(600)
+    const created = await createdLines(emulator.url)
+    expect(new Set(created.ids).size).toBe(600)
+    expect(created.ids).toHaveLength(600)
+  }, 120_000)
+})
