@@ -173,10 +173,14 @@ export const serve = (
     const host = options.host ?? "127.0.0.1"
     const server = HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }).pipe(
       // idle keep-alive connections of SDK clients would otherwise hold the close for seconds
-      Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port ?? 0, host, gracefulShutdownTimeout: "100 millis" }))
+      Layer.provideMerge(
+        NodeHttpServer.layer(createServer, { port: options.port ?? 0, host, gracefulShutdownTimeout: "100 millis" })
+      )
     )
     const context = yield* Layer.build(server).pipe(
-      Effect.mapError((cause) => new EmulatorError({ message: `cannot start the emulator on ${host}:${options.port ?? 0}: ${message(cause)}` }))
+      Effect.mapError((cause) =>
+        new EmulatorError({ message: `cannot start the emulator on ${host}:${options.port ?? 0}: ${message(cause)}` })
+      )
     )
     const url = yield* Effect.try({
       try: () => baseUrl(Context.get(context, HttpServer.HttpServer).address),

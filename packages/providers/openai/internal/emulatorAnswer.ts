@@ -33,6 +33,7 @@ export const BATCH_ENDPOINTS: ReadonlyArray<string> = [
   "/v1/moderations"
 ]
 
+/** the API's error body */
 export const errorBody = (
   message: string,
   options?: { readonly type?: string; readonly param?: string | null; readonly code?: string | null }

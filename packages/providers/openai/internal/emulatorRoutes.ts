@@ -5,7 +5,7 @@
  * classes.
  */
 import { Cause, Clock, Data, Effect, Layer, Stream } from "effect"
-import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpRouter, HttpServerRequest, HttpServerResponse, Multipart } from "effect/http"
 import * as fs from "node:fs"
 import * as Answer from "./emulatorAnswer.ts"
 import type { Runtime } from "./emulatorRuntime.ts"
@@ -141,7 +141,12 @@ const uploadFile = (rt: Runtime) =>
               })),
           (fd) => Effect.sync(() => fs.closeSync(fd))
         )
-      }).pipe(Effect.mapError((e) => badRequest(`Could not parse the multipart form: ${e.message}`)))
+      }).pipe(
+        // every part with a filename is a file, whatever its content type (by default `application/json*` parts,
+        // which includes `application/jsonl`, would be read as text fields)
+        Effect.provideService(Multipart.FieldMimeTypes, []),
+        Effect.mapError((e) => badRequest(`Could not parse the multipart form: ${e.message}`))
+      )
 
       const purpose = fields["purpose"]
       if (purpose === undefined || purpose === "") {

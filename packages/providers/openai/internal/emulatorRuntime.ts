@@ -9,6 +9,7 @@ import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
 import * as Batch from "./emulatorBatch.ts"
 import type { BatchObject, BatchRecord, Knobs, Store } from "./emulatorStore.ts"
 
+/** the emulator's live state, shared by the routes */
 export interface Runtime {
   readonly store: Store
   readonly knobs: Knobs
@@ -29,6 +30,7 @@ const internalError = (rec: BatchRecord, at: number, cause: Cause.Cause<unknown>
   }
 })
 
+/** the runtime over a loaded store; its jobs are interrupted when the scope closes */
 export const make = Effect.fnUntraced(function*(store: Store, knobs: Knobs, maxFileBytes: number) {
   const jobs = yield* FiberMap.make<string>()
   const permits = yield* Semaphore.make(2)

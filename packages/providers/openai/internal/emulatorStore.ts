@@ -63,6 +63,7 @@ export interface BatchObject {
   readonly metadata: Record<string, string> | null
 }
 
+/** the API's batch statuses */
 export type BatchStatus =
   | "validating"
   | "failed"
@@ -99,10 +100,12 @@ export type Validation =
   }
   | { readonly ok: false; readonly model: string | null; readonly errors: ReadonlyArray<BatchError> }
 
+/** a file as persisted: the API object plus its creation sequence number (list order) */
 export interface FileRecord extends FileObject {
   readonly seq: number
 }
 
+/** a batch as persisted: what it was created with, when it was cancelled, what validation found, how it ended */
 export interface BatchRecord {
   readonly id: string
   readonly seq: number
@@ -155,6 +158,7 @@ const readJsonDir = <A>(dir: string): Array<A> => {
   return out
 }
 
+/** the loaded folder: records in memory, bytes on disk */
 export interface Store {
   readonly dir: string
   readonly files: Map<string, FileRecord>

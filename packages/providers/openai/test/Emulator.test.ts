@@ -4,6 +4,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { OpenAiStructuredOutput } from "effect/ai"
+import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -121,7 +122,11 @@ describe("Emulator (official openai SDK)", () => {
       assert.match(emulator.url, /^http:\/\/127\.0\.0\.1:\d+\/v1$/)
       const streamed = await client.files.create({ file: fs.createReadStream(input), purpose: "batch" })
       const buffered = await client.files.create({ file: await toFile(fs.readFileSync(input), "copy.jsonl"), purpose: "batch" })
-      for (const f of [streamed, buffered]) {
+      const typed = await client.files.create({
+        file: await toFile(fs.readFileSync(input), "typed.jsonl", { type: "application/jsonl" }),
+        purpose: "batch"
+      })
+      for (const f of [streamed, buffered, typed]) {
         assert.strictEqual(f.object, "file")
         assert.match(f.id, /^file-[0-9a-f]+$/)
         assert.strictEqual(f.bytes, fs.statSync(input).size)
@@ -492,6 +497,56 @@ describe("Emulator (official openai SDK)", () => {
       assert.strictEqual((await Effect.runPromise(emulator.stats)).batchesCreated, 2)
     })
     fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it("survives SIGKILL of the process that served it: a new serve on the same dir finishes the batch, deterministically", async () => {
+    const dir = tmp("sigkill")
+    const rows = Array.from({ length: 300 }, (_, i) => chatLine(i))
+    const knobs = { dir, linesPerSecond: 600, validationMs: 10 }
+    const script = [
+      `import * as Emulator from ${JSON.stringify(path.resolve(import.meta.dirname, "../Emulator.ts"))}`,
+      `import { Effect } from "effect"`,
+      `Effect.runFork(Effect.scoped(Effect.flatMap(Emulator.serve(${JSON.stringify(knobs)}),`,
+      `  (e) => Effect.andThen(Effect.sync(() => console.log(e.url)), Effect.never))))`
+    ].join("\n")
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      cwd: path.resolve(import.meta.dirname, "../../../.."),
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stderr = ""
+    child.stderr.on("data", (d) => (stderr += d))
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = ""
+      child.stdout.on("data", (d) => {
+        out += d
+        const m = /http:\/\/\S+/.exec(out)
+        if (m) resolve(m[0])
+      })
+      child.on("exit", () => reject(new Error(`emulator process exited: ${stderr}`)))
+    })
+    const client = new OpenAI({ apiKey: "test", baseURL: url, maxRetries: 0 })
+    const created = await submit(client, rows)
+    await poll(client, created.id, (b) => (b.request_counts?.completed ?? 0) > 10)
+    child.kill("SIGKILL")
+    await new Promise((r) => child.once("exit", r))
+    // a copy of the folder, to check that the same batch gives the same bytes when processed twice
+    const copy = tmp("sigkill-copy")
+    fs.cpSync(dir, copy, { recursive: true })
+    const outputOf = (folder: string) =>
+      withEmulator({ ...knobs, dir: folder }, async (client) => {
+        const { batch } = await poll(client, created.id)
+        assert.strictEqual(batch.status, "completed")
+        assert.deepStrictEqual(batch.request_counts, { total: 300, completed: 300, failed: 0 })
+        return (await client.files.content(batch.output_file_id!)).text()
+      })
+    const text = await outputOf(dir)
+    const output = lines(text)
+    assert.sameMembers(output.map((l) => l.custom_id), rows.map((r) => r.custom_id))
+    for (const line of output) {
+      const expected = expectedChat(rows.find((r) => r.custom_id === line.custom_id)!.body)
+      assert.strictEqual(line.response.body.choices[0].message.content, expected.text)
+    }
+    assert.strictEqual(await outputOf(copy), text)
   })
 
   it("serves the synchronous chat and embeddings endpoints with the same engine", async () => {
