@@ -318,9 +318,10 @@ const migrations = Migrator.fromRecord({
       error_raw TEXT,
       PRIMARY KEY (run_id, key)
     )`
+    // partial indexes: each hot query names the state it looks for, so the planner never scans a whole run
     yield* sql`CREATE INDEX offpeak_items_fingerprint ON offpeak_items (run_id, fingerprint)`
-    yield* sql`CREATE INDEX offpeak_items_state ON offpeak_items (run_id, state)`
-    yield* sql`CREATE INDEX offpeak_items_part ON offpeak_items (run_id, part)`
+    yield* sql`CREATE INDEX offpeak_items_pending ON offpeak_items (run_id, position) WHERE state = 'pending'`
+    yield* sql`CREATE INDEX offpeak_items_part ON offpeak_items (run_id, part) WHERE part IS NOT NULL`
     yield* sql`CREATE TABLE offpeak_requests (
       run_id TEXT NOT NULL,
       fingerprint TEXT NOT NULL,
@@ -333,8 +334,8 @@ const migrations = Migrator.fromRecord({
       error_raw TEXT,
       PRIMARY KEY (run_id, fingerprint)
     )`
-    yield* sql`CREATE INDEX offpeak_requests_batch ON offpeak_requests (run_id, batch_id)`
-    yield* sql`CREATE INDEX offpeak_requests_state ON offpeak_requests (run_id, state)`
+    yield* sql`CREATE INDEX offpeak_requests_queued ON offpeak_requests (run_id, fingerprint) WHERE state = 'queued'`
+    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (batch_id, fingerprint) WHERE state = 'batched'`
     yield* sql`CREATE TABLE offpeak_batches (
       id TEXT PRIMARY KEY,
       run_id TEXT NOT NULL,
@@ -770,8 +771,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const seq = toNumber(rows[0]?.seq ?? 0) + 1
       yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing" })}`
       for (const part of chunks(keys.map((k) => k.key))) {
+        // the keys were selected as pending in this transaction: look them up by primary key
         yield* sql`UPDATE offpeak_items SET state = 'delivering', part = ${seq}
-          WHERE run_id = ${runId} AND state = 'pending' AND ${sql.in("key", part)}`
+          WHERE run_id = ${runId} AND ${sql.in("key", part)}`
       }
       return Option.some(seq)
     }).pipe(sql.withTransaction, mapError("assignPart"))

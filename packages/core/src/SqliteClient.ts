@@ -77,7 +77,9 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
         db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`)
         if (!options.disableWAL && !options.readOnly && options.filename !== ":memory:") {
           db.exec("PRAGMA journal_mode = WAL")
+          // NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync per commit
           db.exec("PRAGMA synchronous = NORMAL")
+          db.exec("PRAGMA wal_autocheckpoint = 10000")
         }
         db.exec("PRAGMA foreign_keys = ON")
       },

@@ -16,8 +16,8 @@ import { Effect, Schema, Stream } from "effect"
 import * as Columns from "./internal/columns.ts"
 import * as Encode from "./internal/encode.ts"
 import * as Parser from "./internal/parser.ts"
-import * as Reason from "./internal/reason.ts"
-import * as TextFile from "./internal/textFile.ts"
+import * as Reason from "../internal/reason.ts"
+import * as TextFile from "../internal/textFile.ts"
 
 /**
  * Options of {@link source}.
@@ -90,13 +90,11 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
  * @since 0.1.0
  * @category models
  */
-export interface SinkOptions<A> {
+export interface SinkOptions {
   /** the folder of the part files and `_manifest.json` */
   readonly dir: string
   /** the columns, in order; by default the keys of the first row written */
   readonly columns?: ReadonlyArray<string> | undefined
-  /** the record of one row; by default the row itself */
-  readonly row?: ((a: A) => Record<string, unknown>) | undefined
   /** the name used in messages, the folder by default */
   readonly name?: string | undefined
 }
@@ -123,8 +121,8 @@ export interface SinkOptions<A> {
  * @since 0.1.0
  * @category constructors
  */
-export const sink = <A>(options: SinkOptions<A>): Sink.Sink<A> => {
-  const toRecord = options.row ?? ((a: A) => a as unknown as Record<string, unknown>)
+export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
+  const toRecord = (a: A) => a as unknown as Record<string, unknown>
   let columns: ReadonlyArray<string> | undefined = options.columns
   let header: string | undefined = columns === undefined ? undefined : Encode.line(columns)
   const files = PartFiles.make<A>({

@@ -12,8 +12,8 @@ import * as PartFiles from "@offpeak/core/PartFiles"
 import type * as Sink from "@offpeak/core/Sink"
 import type * as Source from "@offpeak/core/Source"
 import { Schema } from "effect"
-import * as Reason from "../csv/internal/reason.ts"
-import * as TextFile from "../csv/internal/textFile.ts"
+import * as Reason from "../internal/reason.ts"
+import * as TextFile from "../internal/textFile.ts"
 import * as Parser from "./internal/parser.ts"
 
 /**
@@ -75,11 +75,9 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
  * @since 0.1.0
  * @category models
  */
-export interface SinkOptions<A> {
+export interface SinkOptions {
   /** the folder of the part files and `_manifest.json` */
   readonly dir: string
-  /** the value written for one row; by default the row itself */
-  readonly row?: ((a: A) => unknown) | undefined
   /** the name used in messages, the folder by default */
   readonly name?: string | undefined
 }
@@ -87,26 +85,22 @@ export interface SinkOptions<A> {
 /**
  * Writes rows as JSON Lines part files (`part-<run>-<seq>.jsonl`) plus
  * `_manifest.json`, atomically; writing a part again replaces it. Each line is
- * `JSON.stringify(row(a))`.
+ * `JSON.stringify(row)`; shape rows with the pipeline's `row` option.
  *
  * @example
  * ```ts
  * import { Jsonl } from "@offpeak/sources/jsonl"
  *
- * const sink = Jsonl.sink<{ key: string; output: unknown }>({
- *   dir: "out/labels",
- *   row: (result) => ({ id: result.key, ...Object(result.output) })
- * })
+ * const sink = Jsonl.sink<{ id: string; label: string }>({ dir: "out/labels" })
  * ```
  *
  * @since 0.1.0
  * @category constructors
  */
-export const sink = <A>(options: SinkOptions<A>): Sink.Sink<A> => {
-  const toValue = options.row ?? ((a: A): unknown => a)
+export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
   return PartFiles.make<A>({
     dir: options.dir,
     name: options.name,
-    format: { extension: "jsonl", encodeRow: (a) => `${JSON.stringify(toValue(a)) ?? "null"}\n` }
+    format: { extension: "jsonl", encodeRow: (a) => `${JSON.stringify(a) ?? "null"}\n` }
   })
 }

@@ -21,9 +21,9 @@ import type { Schema } from "effect"
 import { Result } from "effect"
 import Papa from "papaparse"
 import type { Columns } from "./columns.ts"
-import { schemaReason, truncate, where } from "./reason.ts"
-import type { Parser as TextParser } from "./textFile.ts"
-import { CHUNK_SIZE } from "./textFile.ts"
+import { schemaReason, truncate, where } from "../../internal/reason.ts"
+import type { Parser as TextParser } from "../../internal/textFile.ts"
+import { CHUNK_SIZE } from "../../internal/textFile.ts"
 
 /** longest row, in characters, before it is cut as malformed */
 export const MAX_ROW = 16 * 1024 * 1024

@@ -10,8 +10,8 @@ import * as vm from "node:vm"
 import { Csv } from "../index.ts"
 import * as Columns from "../internal/columns.ts"
 import * as Parser from "../internal/parser.ts"
-import * as Reason from "../internal/reason.ts"
-import * as TextFile from "../internal/textFile.ts"
+import * as Reason from "../../internal/reason.ts"
+import * as TextFile from "../../internal/textFile.ts"
 
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-csv-"))
 
@@ -426,17 +426,21 @@ describe("Csv.sink", () => {
       ].sort())
     }))
 
-  it.effect("columns and row choose and order the cells; values are encoded by type", () =>
+  it.effect("columns choose and order the cells; values are encoded by type", () =>
     Effect.gen(function*() {
       const dir = tmpDir()
-      const sink = Csv.sink<{ key: string; output: Record<string, unknown> }>({
+      const sink = Csv.sink<Record<string, unknown>>({
         dir,
-        columns: ["id", "n", "ok", "none", "missing", "tags", "when"],
-        row: (r) => ({ id: r.key, ...r.output })
+        columns: ["id", "n", "ok", "none", "missing", "tags", "when"]
       })
       yield* sink.write(part(1), [{
-        key: "k1",
-        output: { n: 1.5, ok: false, none: null, tags: ["a", "b"], when: new Date("2024-01-02T03:04:05Z"), ignored: 1 }
+        id: "k1",
+        n: 1.5,
+        ok: false,
+        none: null,
+        tags: ["a", "b"],
+        when: new Date("2024-01-02T03:04:05Z"),
+        ignored: 1
       }])
       assert.strictEqual(
         fs.readFileSync(path.join(dir, PartFiles.partFileName(part(1), "csv")), "utf8"),

@@ -11,8 +11,8 @@
 import type { Item } from "@offpeak/core/Source"
 import type { Schema } from "effect"
 import { Result } from "effect"
-import { schemaReason, truncate, where } from "../../csv/internal/reason.ts"
-import type { Parser as TextParser } from "../../csv/internal/textFile.ts"
+import { schemaReason, truncate, where } from "../../internal/reason.ts"
+import type { Parser as TextParser } from "../../internal/textFile.ts"
 
 /** longest line, in characters, before it is cut as malformed */
 export const MAX_LINE = 16 * 1024 * 1024

@@ -5,8 +5,8 @@ import { Effect, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as Reason from "../../csv/internal/reason.ts"
-import * as TextFile from "../../csv/internal/textFile.ts"
+import * as Reason from "../../internal/reason.ts"
+import * as TextFile from "../../internal/textFile.ts"
 import { Jsonl } from "../index.ts"
 import * as Parser from "../internal/parser.ts"
 
@@ -149,10 +149,10 @@ describe("Jsonl.sink", () => {
   it.effect("writes part files and a manifest; the same part twice is replaced", () =>
     Effect.gen(function*() {
       const dir = tmpDir()
-      const sink = Jsonl.sink<{ key: string; n: number }>({ dir, row: (r) => ({ id: r.key, n: r.n }) })
-      yield* sink.write(part(1), [{ key: "a", n: 1 }, { key: "b", n: 2 }])
-      yield* sink.write(part(2), [{ key: "c", n: 3 }])
-      yield* sink.write(part(1), [{ key: "a", n: 10 }])
+      const sink = Jsonl.sink<{ id: string; n: number }>({ dir })
+      yield* sink.write(part(1), [{ id: "a", n: 1 }, { id: "b", n: 2 }])
+      yield* sink.write(part(2), [{ id: "c", n: 3 }])
+      yield* sink.write(part(1), [{ id: "a", n: 10 }])
       const content = (seq: number) => fs.readFileSync(path.join(dir, PartFiles.partFileName(part(seq), "jsonl")), "utf8")
       assert.strictEqual(content(1), `{"id":"a","n":10}\n`)
       assert.strictEqual(content(2), `{"id":"c","n":3}\n`)
