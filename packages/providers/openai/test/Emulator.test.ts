@@ -415,6 +415,8 @@ describe("Emulator (official openai SDK)", () => {
       assert.instanceOf(await client.files.retrieve(files[0]!).catch((e) => e), OpenAI.NotFoundError)
       assert.instanceOf(await client.files.content(files[0]!).catch((e) => e), OpenAI.NotFoundError)
       assert.strictEqual((await client.files.list({ purpose: "batch" })).data.length, 6)
+      // output files exist once each batch has ended (states advance when a batch is read)
+      for (const id of ids) await poll(client, id)
       assert.strictEqual((await client.files.list({ purpose: "batch_output" })).data.length, 7)
     })
   })
