@@ -243,6 +243,12 @@ export interface Service {
   readonly decodeOutput: (output: Request.Output, text: string) => R.Result<unknown, string>
   /** how often to poll a running batch */
   readonly pollSchedule: Schedule.Schedule<unknown>
+  /**
+   * Sends one request through the synchronous API (full price, immediate), for
+   * small jobs and fallback. Adapters bound their own concurrency and back off
+   * on rate limits; a line-level failure is a `LineFailed`, not an error.
+   */
+  readonly sync: (request: Request.Request, customId: string) => Effect.Effect<LineResult, ProviderError.ProviderError>
 }
 
 /**

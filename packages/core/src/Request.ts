@@ -61,6 +61,13 @@ export interface Chat {
   readonly messages: ReadonlyArray<Message>
   readonly params: ChatParams
   readonly output?: Output | undefined
+  /**
+   * The first `cachePrefix` messages (system included) are a prefix shared by
+   * many requests: providers with prompt caching mark it (Anthropic
+   * `cache_control`). It does not change the answer, so it is not part of the
+   * fingerprint.
+   */
+  readonly cachePrefix?: number | undefined
 }
 
 /**
@@ -102,6 +109,7 @@ export const chat = (options: ChatParams & {
   readonly prompt?: string | undefined
   readonly messages?: ReadonlyArray<Message> | undefined
   readonly output?: Output | undefined
+  readonly cachePrefix?: number | undefined
 }): Chat => {
   const messages: Array<Message> = []
   if (options.system !== undefined) messages.push({ role: "system", content: options.system })
@@ -114,7 +122,14 @@ export const chat = (options: ChatParams & {
   if (options.topP !== undefined) params.topP = options.topP
   if (options.stop !== undefined) params.stop = options.stop
   if (options.seed !== undefined) params.seed = options.seed
-  return { _tag: "Chat", model: options.model, messages, params, output: options.output }
+  return {
+    _tag: "Chat",
+    model: options.model,
+    messages,
+    params,
+    output: options.output,
+    ...(options.cachePrefix !== undefined ? { cachePrefix: options.cachePrefix } : {})
+  }
 }
 
 /**

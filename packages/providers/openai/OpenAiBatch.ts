@@ -20,7 +20,7 @@ import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
-import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schedule, Schema, Stream } from "effect"
+import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schedule, Schema, Semaphore, Stream } from "effect"
 import { OpenAiStructuredOutput } from "effect/ai"
 import * as fs from "node:fs"
 import OpenAI from "openai"
@@ -48,6 +48,8 @@ export interface Options {
   readonly limits?: Partial<Provider.Limits> | undefined
   /** how many times the SDK retries a failed call (429, 5xx, network) before the error reaches offpeak */
   readonly maxRetries?: number | undefined
+  /** synchronous calls at once (`sync`); the SDK backs off on 429 using `retry-after` */
+  readonly syncConcurrency?: number | undefined
 }
 
 /**
@@ -467,6 +469,32 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     const cancel = (batch: Provider.RemoteBatch) =>
       call("batches.cancel", (signal) => client.batches.cancel(batch.id, { signal })).pipe(Effect.asVoid)
 
+    const syncPermits = Semaphore.makeUnsafe(Math.max(1, options.syncConcurrency ?? 8))
+    const sync = (request: Request.Request, customId: string) => {
+      const line = requestLine(request, customId)
+      const send = (signal: AbortSignal): Promise<unknown> =>
+        line.url === "/v1/chat/completions"
+          ? client.chat.completions.create(line.body, { signal })
+          : client.embeddings.create(line.body, { signal })
+      return Effect.tryPromise({ try: send, catch: (cause) => cause }).pipe(
+        Effect.map((body): Provider.LineResult =>
+          decodeResultLine(JSON.stringify({ custom_id: customId, response: { status_code: 200, body }, error: null }))!
+        ),
+        Effect.catch((cause): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
+          // an HTTP answer about this request is the line's result; a broken connection is an error to retry
+          if (cause instanceof OpenAI.APIError && !(cause instanceof OpenAI.APIConnectionError) && cause.status !== undefined) {
+            return Effect.succeed(decodeResultLine(JSON.stringify({
+              custom_id: customId,
+              response: { status_code: cause.status, body: { error: cause.error ?? { message: cause.message } } },
+              error: null
+            }))!)
+          }
+          return Effect.fail(toProviderError(line.url === "/v1/embeddings" ? "embeddings.create" : "chat.completions.create")(cause))
+        }),
+        Semaphore.withPermits(syncPermits, 1)
+      )
+    }
+
     return Provider.Provider.of({
       name: "openai",
       limits: { ...limits, ...options.limits },
@@ -477,7 +505,8 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       results,
       cancel,
       decodeOutput,
-      pollSchedule
+      pollSchedule,
+      sync
     })
   })
 

@@ -114,7 +114,14 @@ export const make = (script: Script) => {
         return Result.fail(String(e))
       }
     },
-    pollSchedule: Schedule.spaced("1 millis")
+    pollSchedule: Schedule.spaced("1 millis"),
+    sync: (request, customId) =>
+      Effect.sync(() => {
+        const line: Line = { custom_id: customId, request }
+        const n = (attempts.get(customId) ?? 0) + 1
+        attempts.set(customId, n)
+        return script.answer(line, n) ?? failed(line, true, "no answer")
+      })
   }
   return {
     service,

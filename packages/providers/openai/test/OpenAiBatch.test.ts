@@ -239,4 +239,24 @@ describe("OpenAiBatch", () => {
       assert.strictEqual((big.reason as { status: number }).status, 400)
       assert.match(big.message, /openai files\.create: Rejected: .*too large/i)
     }))
+
+  it.live("sync: one request through the synchronous API, line errors as LineFailed", () =>
+    Effect.gen(function*() {
+      const emulator = yield* Emulator.serve({})
+      const provider = yield* adapter(emulator.url)
+      const ok = yield* provider.sync(chat("I was charged twice"), "id-1")
+      assert.strictEqual(ok._tag, "LineSucceeded")
+      if (ok._tag === "LineSucceeded" && ok.response._tag === "ChatResponse") {
+        assert.strictEqual(JSON.parse(ok.response.text).category, "billing")
+        assert.isAbove(ok.response.usage.inputTokens, 0)
+      }
+      const embedding = yield* provider.sync(Request.embedding({ model: "text-embedding-3-small", input: "hello", dimensions: 16 }), "id-2")
+      assert.strictEqual(embedding._tag, "LineSucceeded")
+      if (embedding._tag === "LineSucceeded" && embedding.response._tag === "EmbeddingResponse") {
+        assert.strictEqual(embedding.response.vector.length, 16)
+      }
+      // a body the API refuses (no messages) answers the line with HTTP 400, not an error of the call
+      const bad = yield* provider.sync({ _tag: "Chat", model: "gpt-4o-mini", messages: [], params: {} }, "id-3")
+      assert.deepInclude(bad, { _tag: "LineFailed", id: "id-3", retryable: false, status: 400 })
+    }))
 })
