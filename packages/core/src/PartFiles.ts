@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import { Effect, Semaphore } from "effect"
+import * as Failpoint from "./Failpoint.ts"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type * as Sink from "./Sink.ts"
@@ -61,7 +62,7 @@ export const partFileName = (part: Sink.Part, extension: string): string =>
 
 const WRITE_CHUNK = 1 << 20
 
-const writeAtomic = async (target: string, chunks: Iterable<string>): Promise<number> => {
+const writeAtomic = async (target: string, chunks: Iterable<string>, crashPoint = false): Promise<number> => {
   const tmp = `${target}.tmp-${process.pid}`
   const handle = await fs.open(tmp, "w")
   let bytes = 0
@@ -81,6 +82,7 @@ const writeAtomic = async (target: string, chunks: Iterable<string>): Promise<nu
       await handle.write(buffer)
       bytes += buffer.length
     }
+    if (crashPoint) Failpoint.hitSync("part.writing")
     await handle.sync()
   } finally {
     await handle.close()
@@ -138,7 +140,7 @@ export const make = <A>(options: {
           if (header !== undefined) yield header
           for (const row of rows) yield encodeRow(row)
         }
-        const bytes = await writeAtomic(path.join(dir, file), content())
+        const bytes = await writeAtomic(path.join(dir, file), content(), true)
         return { file, runId: part.runId, seq: part.seq, rows: rows.length, bytes } satisfies ManifestEntry
       },
       catch: fail

@@ -16,6 +16,7 @@
  *
  * @since 0.1.0
  */
+import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
 import type * as Request from "@offpeak/core/Request"
@@ -398,6 +399,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           })
         }
         const file = yield* upload(submission)
+        yield* Failpoint.hit("batch.uploaded")
         const endpoint = submission.group.split(" ")[0] as Endpoint
         const batch = yield* call("batches.create", (signal) =>
           client.batches.create({

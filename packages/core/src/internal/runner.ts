@@ -2,6 +2,7 @@ import { Duration, Effect, Option, Predicate, Result as R, Schedule, Schema, Sem
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Batcher from "../Batcher.ts"
+import * as Failpoint from "../Failpoint.ts"
 import * as Fingerprint from "../Fingerprint.ts"
 import * as Ledger from "../Ledger.ts"
 import * as PartFiles from "../PartFiles.ts"
@@ -170,6 +171,7 @@ export const run = <Rec, A, Row>(
           yield* pipeline.sink.write(part, toRow === undefined ? succeeded as Array<any> : succeeded.map(toRow))
         }
         if (failed.length > 0) yield* deadLetter.write(part, failed)
+        yield* Failpoint.hit("part.written")
         yield* ledger.commitPart(runId, seq)
         progress.succeeded += succeeded.length
         progress.failed += failed.length
@@ -180,6 +182,7 @@ export const run = <Rec, A, Row>(
       while (true) {
         const seq = yield* ledger.assignPart(runId, PART_SIZE)
         if (Option.isNone(seq)) return
+        yield* Failpoint.hit("part.assigned")
         yield* writePart(seq.value)
       }
     }).pipe(
@@ -260,6 +263,7 @@ export const run = <Rec, A, Row>(
       Effect.gen(function*() {
         const prepared = chunk.map(prepare)
         const admission = yield* ledger.admit(runId, prepared.map((p) => p.row))
+        yield* Failpoint.hit("source.admitted")
         progress.read += chunk.length
         progress.skipped += admission.skipped
         if (admission.ready > 0) yield* deliver
@@ -349,6 +353,7 @@ export const run = <Rec, A, Row>(
           requestCount: out.items.length,
           bytes: out.bytes
         }, out.items.map((i) => i.id))
+        yield* Failpoint.hit("batch.sealed")
         progress.batches++
         return Option.some<Ledger.Batch>({
           id,
@@ -486,6 +491,7 @@ export const run = <Rec, A, Row>(
             Stream.rechunk(OUTCOME_CHUNK),
             Stream.runForEachArray((outcomes) =>
               ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts).pipe(
+                Effect.tap(() => Failpoint.hit("results.recorded")),
                 Effect.mapError((e) =>
                   new ProviderError.ProviderError({
                     provider: provider.name,
@@ -543,6 +549,7 @@ export const run = <Rec, A, Row>(
           Effect.gen(function*() {
             remote = found
             yield* ledger.updateBatch(batch.id, { state: "submitted", remoteId: found.id, remoteMeta: found.meta, submitted: true })
+            yield* Failpoint.hit("batch.submitted")
             state = "submitted"
             progress.submitted += batch.requestCount
           })
@@ -565,6 +572,7 @@ export const run = <Rec, A, Row>(
                 }))
               ))
           )
+          yield* Failpoint.hit("batch.created")
           yield* markSubmitted(created)
         }
         if (state === "submitted") {
@@ -574,6 +582,7 @@ export const run = <Rec, A, Row>(
           let last: Provider.Status | undefined
           const pollOnce = Effect.gen(function*() {
             const status = yield* retrying(provider.status(remote!))
+            yield* Failpoint.hit("batch.polled")
             progress.remoteCompleted += status.counts.completed + status.counts.failed - reported
             reported = status.counts.completed + status.counts.failed
             last = status
@@ -600,6 +609,7 @@ export const run = <Rec, A, Row>(
           yield* collect(batch, remote!, status)
         }
         yield* ledger.updateBatch(batch.id, { state: "collected" })
+        yield* Failpoint.hit("batch.collected")
         yield* Effect.promise(() => fs.rm(batch.file, { force: true }))
         yield* deliver
       }).pipe(
