@@ -151,6 +151,8 @@ export type Outcome =
     readonly fingerprint: string
     readonly failure: Failure
     readonly retryable: boolean
+    /** a tighter attempt limit for this failure (decode errors) */
+    readonly maxAttempts?: number | undefined
   }
 
 /**
@@ -243,6 +245,26 @@ export interface Service {
       readonly bytes: number
     },
     fingerprints: ReadonlyArray<string>
+  ) => Effect.Effect<void, LedgerError>
+  /**
+   * Replaces a batch the provider refused (too large, over its token limit) by
+   * new sealed batches taking its requests, in one transaction; the old batch
+   * ends `collected`.
+   */
+  readonly splitBatch: (
+    batchId: string,
+    parts: ReadonlyArray<{
+      readonly batch: {
+        readonly id: string
+        readonly runId: string
+        readonly seq: number
+        readonly group: string
+        readonly file: string
+        readonly requestCount: number
+        readonly bytes: number
+      }
+      readonly fingerprints: ReadonlyArray<string>
+    }>
   ) => Effect.Effect<void, LedgerError>
   readonly updateBatch: (id: string, patch: {
     readonly state?: BatchState
@@ -642,10 +664,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       mapError("nextBatchSeq")
     )
 
-  const sealBatch: Service["sealBatch"] = (batch, fingerprints) =>
-    Effect.gen(function*() {
-      const now = yield* nowIso
-      yield* sql`INSERT INTO offpeak_batches ${
+  const insertBatch = (batch: Parameters<Service["sealBatch"]>[0], now: string) =>
+    sql`INSERT INTO offpeak_batches ${
         sql.insert({
           id: batch.id,
           run_id: batch.runId,
@@ -665,20 +685,45 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           ended_at: null
         })
       }`
+
+  const checkAssigned = (batch: Parameters<Service["sealBatch"]>[0], expected: number) =>
+    Effect.gen(function*() {
+      // every line of the file must belong to this batch alone, or a request would be paid twice
+      const assigned = yield* sql<{ n: number | bigint }>`SELECT COUNT(*) AS n FROM offpeak_requests
+        WHERE run_id = ${batch.runId} AND batch_id = ${batch.id} AND state = 'batched'`
+      if (toNumber(assigned[0]?.n) !== expected) {
+        return yield* new LedgerError({
+          operation: "sealBatch",
+          message: `batch ${batch.id}: ${expected} lines but ${toNumber(assigned[0]?.n)} queued requests`
+        })
+      }
+    })
+
+  const sealBatch: Service["sealBatch"] = (batch, fingerprints) =>
+    Effect.gen(function*() {
+      const now = yield* nowIso
+      yield* insertBatch(batch, now)
       for (const part of chunks(fingerprints)) {
         yield* sql`UPDATE offpeak_requests SET state = 'batched', batch_id = ${batch.id}
           WHERE run_id = ${batch.runId} AND state = 'queued' AND ${sql.in("fingerprint", part)}`
       }
-      // every line of the file must belong to this batch alone, or a request would be paid twice
-      const assigned = yield* sql<{ n: number | bigint }>`SELECT COUNT(*) AS n FROM offpeak_requests
-        WHERE run_id = ${batch.runId} AND batch_id = ${batch.id} AND state = 'batched'`
-      if (toNumber(assigned[0]?.n) !== fingerprints.length) {
-        return yield* new LedgerError({
-          operation: "sealBatch",
-          message: `batch ${batch.id}: ${fingerprints.length} lines but ${toNumber(assigned[0]?.n)} queued requests`
-        })
-      }
+      yield* checkAssigned(batch, fingerprints.length)
     }).pipe(sql.withTransaction, mapError("sealBatch"))
+
+  const splitBatch: Service["splitBatch"] = (batchId, parts) =>
+    Effect.gen(function*() {
+      const now = yield* nowIso
+      for (const { batch, fingerprints } of parts) {
+        yield* insertBatch(batch, now)
+        for (const part of chunks(fingerprints)) {
+          yield* sql`UPDATE offpeak_requests SET batch_id = ${batch.id}
+            WHERE run_id = ${batch.runId} AND batch_id = ${batchId} AND state = 'batched' AND ${sql.in("fingerprint", part)}`
+        }
+        yield* checkAssigned(batch, fingerprints.length)
+      }
+      yield* sql`UPDATE offpeak_batches SET state = 'collected', remote_state = COALESCE(remote_state, 'split')
+        WHERE id = ${batchId}`
+    }).pipe(sql.withTransaction, mapError("splitBatch"))
 
   const updateBatch: Service["updateBatch"] = (id, patch) =>
     Effect.gen(function*() {
@@ -731,10 +776,11 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       for (const o of outcomes) {
         if (o._tag !== "Failed") continue
         const retry = o.retryable ? 1 : 0
+        const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
         yield* sql`UPDATE offpeak_requests SET
             attempts = attempts + 1,
-            state = CASE WHEN ${retry} = 1 AND attempts + 1 < ${maxAttempts} THEN 'queued' ELSE 'failed' END,
-            batch_id = CASE WHEN ${retry} = 1 AND attempts + 1 < ${maxAttempts} THEN NULL ELSE batch_id END,
+            state = CASE WHEN ${retry} = 1 AND attempts + 1 < ${limit} THEN 'queued' ELSE 'failed' END,
+            batch_id = CASE WHEN ${retry} = 1 AND attempts + 1 < ${limit} THEN NULL ELSE batch_id END,
             error_kind = ${o.failure.kind}, error_message = ${o.failure.message}, error_raw = ${o.failure.raw ?? null}
           WHERE run_id = ${runId} AND batch_id = ${batchId} AND state = 'batched' AND fingerprint = ${o.fingerprint}`
       }
@@ -895,6 +941,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     queued,
     nextBatchSeq,
     sealBatch,
+    splitBatch,
     updateBatch,
     batches,
     openBatches,

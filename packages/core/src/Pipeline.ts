@@ -43,6 +43,10 @@ export interface RetryOptions {
   readonly maxAttempts?: number | undefined
   /** pause before the first retry round; doubles each round, up to a minute (default 1 second) */
   readonly backoff?: Duration.Input | undefined
+  /** resubmit answers cut at the token limit or by a content filter (default false: they go to the dead letter) */
+  readonly truncated?: boolean | undefined
+  /** extra attempts for answers that do not decode with the output schema (default 0) */
+  readonly decodeErrors?: number | undefined
 }
 
 /**

@@ -7,6 +7,7 @@ import * as Ledger from "../src/Ledger.ts"
 import * as Pipeline from "../src/Pipeline.ts"
 import * as Progress from "../src/Progress.ts"
 import * as Provider from "../src/Provider.ts"
+import * as ProviderError from "../src/ProviderError.ts"
 import * as Request from "../src/Request.ts"
 import type * as Result from "../src/Result.ts"
 import type * as Sink from "../src/Sink.ts"
@@ -204,5 +205,98 @@ describe("Pipeline.run", () => {
       assert.strictEqual(resumed.creates.length, 2)
       assert.strictEqual(first.out.all().length + second.out.all().length, 40)
       assert.strictEqual(new Set([...first.out.all(), ...second.out.all()].map((s) => s.key)).size, 40)
+    }))
+
+  it.live("a batch refused as too large (413) is split in half until the halves are accepted", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({
+        answer: echo,
+        rejectSubmit: (lines) =>
+          lines.length > 3 ? new ProviderError.Rejected({ message: "request_too_large: batch over 3 requests", status: 413 }) : undefined
+      })
+      const { pipeline, out, dead } = pipelineOf(rows(20))
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(out.all().length, 20)
+      assert.strictEqual(dead.all().length, 0)
+      // 10 → 5 + 5 → 3 + 2 …: every created batch is within the limit and every request went out once
+      assert.isTrue(provider.creates.every((c) => c.lines <= 3))
+      assert.strictEqual(provider.creates.reduce((s, c) => s + c.lines, 0), 20)
+    }))
+
+  it.live("a single request refused as too large fails alone with the provider's reason", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({
+        answer: echo,
+        rejectSubmit: (lines) =>
+          lines.some((l) => TestProvider.promptOf(l) === "ticket 2")
+            ? new ProviderError.Rejected({ message: "File is too large.", status: 400 })
+            : undefined
+      })
+      const { pipeline, out, dead } = pipelineOf(rows(4))
+      yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(out.all().length, 3)
+      assert.deepStrictEqual(dead.all().map((d) => [d.key, d.kind]), [["t2", "provider_error"]])
+      assert.match(dead.all()[0]!.message, /refused this request on its own: File is too large/)
+    }))
+
+  it.live("a batch over the enqueued-token limit is split and sent again", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({
+        answer: echo,
+        validate: (lines) =>
+          lines.length > 4 ? [{ code: "token_limit_exceeded", message: "Enqueued token limit reached for m" }] : []
+      })
+      const { pipeline, out } = pipelineOf(rows(10))
+      yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(out.all().length, 10)
+      const accepted = provider.creates.filter((c) => c.lines <= 4)
+      assert.strictEqual(accepted.reduce((s, c) => s + c.lines, 0), 10)
+    }))
+
+  it.live("a create that went through before the connection broke is found, not sent again", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({ answer: echo, failAfterCreate: (n) => n === 1 || n === 3 })
+      const { pipeline, out } = pipelineOf(rows(40))
+      yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(out.all().length, 40)
+      assert.strictEqual(provider.creates.length, 4)
+      assert.strictEqual(new Set(provider.creates.map((c) => c.batchId)).size, 4)
+    }))
+
+  it.live("404 right after create is propagation delay: polling goes on", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo, notFoundPolls: 2 })
+      const { pipeline, out } = pipelineOf(rows(12))
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(out.all().length, 12)
+    }), { timeout: 30_000 })
+
+  it.live("decode errors and truncated answers are retried only when the pipeline asks for it", () =>
+    Effect.gen(function*() {
+      const flaky = (line: TestProvider.Line, attempt: number) => {
+        const prompt = TestProvider.promptOf(line)
+        if (prompt === "ticket 1" && attempt === 1) return TestProvider.ok(line, "not json")
+        if (prompt === "ticket 2" && attempt === 1) {
+          return {
+            _tag: "LineSucceeded" as const,
+            id: line.custom_id,
+            response: { _tag: "ChatResponse" as const, text: "{\"ec", finishReason: "length" as const, usage: { inputTokens: 1, outputTokens: 1 } }
+          }
+        }
+        return echo(line)
+      }
+      const strict = setup({ answer: flaky })
+      const a = pipelineOf(rows(3))
+      yield* Pipeline.run(a.pipeline, { stateDir: strict.stateDir }).pipe(Effect.provide(strict.layer))
+      assert.deepStrictEqual(a.dead.all().map((d) => [d.key, d.kind]).sort(), [["t1", "decode_error"], ["t2", "truncated"]])
+      assert.strictEqual(a.dead.all().find((d) => d.key === "t1")!.raw, "not json")
+
+      const lenient = setup({ answer: flaky })
+      const b = pipelineOf(rows(3), { retry: { backoff: "1 millis", decodeErrors: 1, truncated: true } })
+      yield* Pipeline.run(b.pipeline, { stateDir: lenient.stateDir }).pipe(Effect.provide(lenient.layer))
+      assert.strictEqual(b.out.all().length, 3)
+      assert.strictEqual(b.dead.all().length, 0)
     }))
 })

@@ -43,6 +43,28 @@ const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), S
   Schedule.jittered
 )
 
+/** a provider may answer 404 for a batch it created moments ago (propagation): retry that for this long */
+const NOT_FOUND_GRACE_MS = 2 * 60_000
+
+const withGrace = <A, R>(effect: Effect.Effect<A, ProviderError.ProviderError, R>, sinceMs: number) =>
+  Effect.retry(effect, {
+    while: (e) => e.reason._tag === "NotFound" && Date.now() - sinceMs < NOT_FOUND_GRACE_MS,
+    schedule: Schedule.spaced("1 second")
+  })
+
+/** the provider refused a batch for its size: splitting it can help */
+const isTooLarge = (error: ProviderError.ProviderError) =>
+  error.reason._tag === "Rejected" &&
+  (error.reason.status === 413 ||
+    /too large|too big|exceed|maximum size|request_too_large/i.test(`${error.reason.message} ${error.reason.code ?? ""}`))
+
+/** a batch failed because too many tokens are queued at the provider */
+const isTokenLimit = (issue: Provider.Issue) =>
+  issue.code === "token_limit_exceeded" || /enqueued token limit/i.test(issue.message)
+
+const summaryOf = (issues: ReadonlyArray<Provider.Issue>) =>
+  issues.slice(0, 3).map((i) => `${i.code}: ${i.message}`).join("; ") || "no reason given"
+
 /** @internal */
 export const run = <Rec, A, Row>(
   pipeline: Pipeline.Pipeline<Rec, A, Row>,
@@ -94,6 +116,8 @@ export const run = <Rec, A, Row>(
     const maxInFlight = Math.max(1, pipeline.batch?.maxInFlight ?? provider.limits.maxInFlight)
     const flushAfter = pipeline.batch?.flushAfter ?? "30 seconds"
     const maxAttempts = Math.max(1, pipeline.retry?.maxAttempts ?? 3)
+    const retryTruncated = pipeline.retry?.truncated ?? false
+    const decodeAttempts = 1 + Math.max(0, pipeline.retry?.decodeErrors ?? 0)
     const backoff = Duration.fromInputUnsafe(pipeline.retry?.backoff ?? "1 second")
 
     // ----- codecs -----
@@ -308,27 +332,21 @@ export const run = <Rec, A, Row>(
         return [items, page.length < QUEUE_PAGE ? Option.none() : Option.some(page.at(-1)!.fingerprint)] as const
       }).pipe(Effect.mapError((e) => fail(e.message))))
 
-    // ----- sealing: a batch's file is on disk before the ledger knows the batch -----
-    const seal = (out: Batcher.Output) =>
-      Effect.gen(function*() {
-        if (out._tag === "TooLarge") {
-          yield* ledger.failQueued(runId, [out.item.id], { kind: "invalid_input", message: out.message })
-          yield* deliver
-          return Option.none<Ledger.Batch>()
-        }
-        const seq = yield* ledger.nextBatchSeq(runId)
-        const id = `${runId}-b${String(seq).padStart(5, "0")}`
-        const file = path.join(batchDir, `${id}.jsonl`)
-        yield* Effect.tryPromise({
-          try: async () => {
-            const tmp = `${file}.tmp`
+    // ----- sealing: a batch's files are on disk before the ledger knows the batch -----
+    /** writes `<id>.jsonl` (the lines) and `<id>.ids` (their custom ids, in order), each atomically */
+    const writeBatchFiles = (file: string, items: ReadonlyArray<{ readonly id: string; readonly line: string }>) =>
+      Effect.tryPromise({
+        try: async () => {
+          const write = async (target: string, text: (item: { readonly id: string; readonly line: string }) => string) => {
+            const tmp = `${target}.tmp`
             const handle = await fs.open(tmp, "w")
             try {
               let pending: Array<string> = []
               let size = 0
-              for (const item of out.items) {
-                pending.push(item.line)
-                size += item.bytes
+              for (const item of items) {
+                const t = text(item)
+                pending.push(t)
+                size += t.length
                 if (size > 1 << 20) {
                   await handle.write(pending.join("\n") + "\n")
                   pending = []
@@ -340,60 +358,104 @@ export const run = <Rec, A, Row>(
             } finally {
               await handle.close()
             }
-            await fs.rename(tmp, file)
-          },
-          catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
-        })
-        yield* ledger.sealBatch({
-          id,
-          runId,
-          seq,
-          group: out.group,
-          file,
-          requestCount: out.items.length,
-          bytes: out.bytes
-        }, out.items.map((i) => i.id))
-        yield* Failpoint.hit("batch.sealed")
-        progress.batches++
-        return Option.some<Ledger.Batch>({
-          id,
-          runId,
-          seq,
-          state: "sealed",
-          group: out.group,
-          file,
-          requestCount: out.items.length,
-          bytes: out.bytes,
-          remoteId: null,
-          remoteMeta: null,
-          remoteState: null,
-          completed: 0,
-          failed: 0,
-          createdAt: new Date().toISOString(),
-          submittedAt: null,
-          endedAt: null
-        })
-      }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+            await fs.rename(tmp, target)
+          }
+          await write(`${file}.ids`, (item) => item.id)
+          await write(file, (item) => item.line)
+        },
+        catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
+      })
 
-    // ----- one batch's lifecycle, from whatever state the ledger has it in -----
-    const lineIds = (file: string, lines: ReadonlySet<number>) =>
+    /** the lines of a sealed batch with their custom ids, in file order */
+    const readBatchFiles = (file: string) =>
       Effect.tryPromise({
         try: async () => {
-          const ids = new Map<number, string>()
-          if (lines.size === 0) return ids
-          const text = await fs.readFile(file, "utf8")
-          let lineNo = 0
-          for (const line of text.split("\n")) {
-            lineNo++
-            if (!lines.has(lineNo)) continue
-            const match = /"custom_id"\s*:\s*"([^"]+)"/.exec(line)
-            if (match !== null) ids.set(lineNo, match[1]!)
-          }
-          return ids
+          const lines = (await fs.readFile(file, "utf8")).split("\n")
+          const ids = (await fs.readFile(`${file}.ids`, "utf8")).split("\n")
+          if (lines.at(-1) === "") lines.pop()
+          if (ids.at(-1) === "") ids.pop()
+          if (lines.length !== ids.length) throw new Error(`${lines.length} lines but ${ids.length} ids`)
+          return lines.map((line, i) => ({ id: ids[i]!, line }))
         },
         catch: (e) => fail(`cannot read batch file ${file}: ${message(e)}`)
       })
 
+    const removeBatchFiles = (file: string) =>
+      Effect.promise(() => Promise.all([fs.rm(file, { force: true }), fs.rm(`${file}.ids`, { force: true })]))
+
+    // batch numbers come from this process alone (sealing and splitting run concurrently), starting after the ledger's
+    let seqCounter = yield* ledger.nextBatchSeq(runId).pipe(Effect.mapError((e) => fail(e.message)))
+    const nextSeq = () => seqCounter++
+
+    const newBatch = (seq: number, group: string, items: ReadonlyArray<{ readonly id: string; readonly line: string }>) => {
+      const id = `${runId}-b${String(seq).padStart(5, "0")}`
+      return {
+        id,
+        runId,
+        seq,
+        state: "sealed",
+        group,
+        file: path.join(batchDir, `${id}.jsonl`),
+        requestCount: items.length,
+        bytes: items.reduce((sum, item) => sum + Provider.lineBytes(item.line), 0),
+        remoteId: null,
+        remoteMeta: null,
+        remoteState: null,
+        completed: 0,
+        failed: 0,
+        createdAt: new Date().toISOString(),
+        submittedAt: null,
+        endedAt: null
+      } satisfies Ledger.Batch
+    }
+
+    const seal = (out: Batcher.Output) =>
+      Effect.gen(function*() {
+        if (out._tag === "TooLarge") {
+          yield* ledger.failQueued(runId, [out.item.id], { kind: "invalid_input", message: out.message })
+          yield* deliver
+          return Option.none<Ledger.Batch>()
+        }
+        const batch = newBatch(nextSeq(), out.group, out.items)
+        yield* writeBatchFiles(batch.file, out.items)
+        yield* ledger.sealBatch(batch, out.items.map((i) => i.id))
+        yield* Failpoint.hit("batch.sealed")
+        progress.batches++
+        return Option.some(batch)
+      }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+
+    /**
+     * Splits a batch the provider refused as too large (or over its enqueued-token limit) into two halves,
+     * sealed in one ledger transaction; a batch of one request fails that request instead.
+     */
+    const split = (batch: Ledger.Batch, why: string) =>
+      Effect.gen(function*() {
+        const items = yield* readBatchFiles(batch.file)
+        if (items.length <= 1) {
+          yield* ledger.recordOutcomes(runId, batch.id, items.map((item): Ledger.Outcome => ({
+            _tag: "Failed",
+            fingerprint: item.id,
+            failure: { kind: "provider_error", message: `${provider.name} refused this request on its own: ${why}` },
+            retryable: false
+          })), maxAttempts)
+          yield* ledger.updateBatch(batch.id, { state: "collected", remoteState: batch.remoteState ?? "refused" })
+          yield* removeBatchFiles(batch.file)
+          return []
+        }
+        const half = Math.ceil(items.length / 2)
+        const halves = [items.slice(0, half), items.slice(half)].map((part) => ({
+          batch: newBatch(nextSeq(), batch.group, part),
+          items: part
+        }))
+        for (const h of halves) yield* writeBatchFiles(h.batch.file, h.items)
+        yield* ledger.splitBatch(batch.id, halves.map((h) => ({ batch: h.batch, fingerprints: h.items.map((i) => i.id) })))
+        yield* removeBatchFiles(batch.file)
+        yield* Effect.logWarning(`batch ${batch.id} split in two (${half} + ${items.length - half} requests): ${why}`)
+        progress.batches += 2
+        return halves.map((h) => h.batch)
+      }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+
+    // ----- one batch's lifecycle, from whatever state the ledger has it in -----
     const toOutcome = (line: Provider.LineResult): Ledger.Outcome => {
       if (line._tag === "LineFailed") {
         return {
@@ -418,7 +480,7 @@ export const run = <Rec, A, Row>(
               : "the answer was stopped by a content filter",
             raw: response.text
           },
-          retryable: false
+          retryable: retryTruncated
         }
       }
       if (outputSpec === undefined || encodeOutput === undefined) {
@@ -430,7 +492,8 @@ export const run = <Rec, A, Row>(
           _tag: "Failed",
           fingerprint: line.id,
           failure: { kind: "decode_error", message: decoded.failure, raw: response.text },
-          retryable: false
+          retryable: decodeAttempts > 1,
+          maxAttempts: decodeAttempts
         }
       }
       try {
@@ -450,17 +513,26 @@ export const run = <Rec, A, Row>(
       }
     }
 
-    const collect = (batch: Ledger.Batch, remote: Provider.RemoteBatch, status: Provider.Status) =>
+    /** records every request of an ended batch; returns the halves to send when the batch must be split */
+    const collect = (
+      batch: Ledger.Batch,
+      remote: Provider.RemoteBatch,
+      status: Provider.Status
+    ): Effect.Effect<ReadonlyArray<Ledger.Batch>, RunError | Ledger.LedgerError | ProviderError.ProviderError> =>
       Effect.gen(function*() {
         if (status.state === "failed") {
           const withLine = status.issues.filter((i) => i.line !== undefined)
-          const ids = yield* lineIds(batch.file, new Set(withLine.map((i) => i.line!)))
+          if (withLine.length === 0 && status.issues.some(isTokenLimit)) {
+            // over the provider's enqueued-token limit: smaller batches, a little later
+            return yield* Effect.sleep(backoff).pipe(Effect.andThen(split(batch, summaryOf(status.issues))))
+          }
+          const items = withLine.length === 0 ? [] : yield* readBatchFiles(batch.file)
           const bad = new Map<string, Provider.Issue>()
           for (const issue of withLine) {
-            const id = ids.get(issue.line!)
+            const id = items[issue.line! - 1]?.id
             if (id !== undefined && !bad.has(id)) bad.set(id, issue)
           }
-          const summary = status.issues.slice(0, 3).map((i) => `${i.code}: ${i.message}`).join("; ") || "no reason given"
+          const summary = summaryOf(status.issues)
           const unsettled = yield* ledger.unsettled(runId, batch.id)
           yield* ledger.recordOutcomes(
             runId,
@@ -483,9 +555,9 @@ export const run = <Rec, A, Row>(
             }),
             maxAttempts
           )
-          return
+          return []
         }
-        yield* retrying(
+        yield* withGrace(retrying(
           provider.results(remote, status).pipe(
             Stream.map(toOutcome),
             Stream.rechunk(OUTCOME_CHUNK),
@@ -502,7 +574,7 @@ export const run = <Rec, A, Row>(
               )
             )
           )
-        )
+        ), Date.now())
         // "completed" is never trusted on its own: every request must have had a line
         const missing = yield* ledger.unsettled(runId, batch.id)
         if (missing.length > 0) {
@@ -526,9 +598,10 @@ export const run = <Rec, A, Row>(
             maxAttempts
           )
         }
+        return []
       })
 
-    const drive = (batch: Ledger.Batch) =>
+    const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
       Effect.gen(function*() {
         const submission: Provider.Lines = {
           _tag: "Lines",
@@ -545,9 +618,11 @@ export const run = <Rec, A, Row>(
           ? undefined
           : { id: batch.remoteId, meta: batch.remoteMeta ?? undefined }
 
+        let submittedAt = batch.submittedAt === null ? Date.now() : Date.parse(batch.submittedAt)
         const markSubmitted = (found: Provider.RemoteBatch) =>
           Effect.gen(function*() {
             remote = found
+            submittedAt = Date.now()
             yield* ledger.updateBatch(batch.id, { state: "submitted", remoteId: found.id, remoteMeta: found.meta, submitted: true })
             yield* Failpoint.hit("batch.submitted")
             state = "submitted"
@@ -560,6 +635,7 @@ export const run = <Rec, A, Row>(
           if (Option.isSome(found)) yield* markSubmitted(found.value)
           else state = "sealed"
         }
+        let halves: ReadonlyArray<Ledger.Batch> = []
         if (state === "sealed") {
           yield* ledger.updateBatch(batch.id, { state: "submitting" })
           const created = yield* provider.submit(submission).pipe(
@@ -570,10 +646,19 @@ export const run = <Rec, A, Row>(
                   onSome: Effect.succeed,
                   onNone: () => retrying(provider.submit(submission)).pipe(Effect.tapError(() => Effect.logWarning(error.message)))
                 }))
-              ))
+              )),
+            Effect.map(Option.some),
+            Effect.catchIf(isTooLarge, (error) => split(batch, error.reason.message).pipe(
+              Effect.tap((parts) => Effect.sync(() => (halves = parts))),
+              Effect.as(Option.none<Provider.RemoteBatch>())
+            ))
           )
-          yield* Failpoint.hit("batch.created")
-          yield* markSubmitted(created)
+          if (Option.isSome(created)) {
+            yield* Failpoint.hit("batch.created")
+            yield* markSubmitted(created.value)
+          } else {
+            state = "collected"
+          }
         }
         if (state === "submitted") {
           progress.inFlight++
@@ -581,7 +666,7 @@ export const run = <Rec, A, Row>(
           let reported = 0
           let last: Provider.Status | undefined
           const pollOnce = Effect.gen(function*() {
-            const status = yield* retrying(provider.status(remote!))
+            const status = yield* withGrace(retrying(provider.status(remote!)), submittedAt)
             yield* Failpoint.hit("batch.polled")
             progress.remoteCompleted += status.counts.completed + status.counts.failed - reported
             reported = status.counts.completed + status.counts.failed
@@ -603,15 +688,19 @@ export const run = <Rec, A, Row>(
           const status = last!
           yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
           state = "ended"
-          yield* collect(batch, remote!, status)
+          halves = yield* collect(batch, remote!, status)
         } else if (state === "ended") {
-          const status = yield* retrying(provider.status(remote!))
-          yield* collect(batch, remote!, status)
+          const status = yield* withGrace(retrying(provider.status(remote!)), submittedAt)
+          halves = yield* collect(batch, remote!, status)
         }
-        yield* ledger.updateBatch(batch.id, { state: "collected" })
-        yield* Failpoint.hit("batch.collected")
-        yield* Effect.promise(() => fs.rm(batch.file, { force: true }))
+        if (halves.length === 0 && state !== "collected") {
+          yield* ledger.updateBatch(batch.id, { state: "collected" })
+          yield* Failpoint.hit("batch.collected")
+          yield* removeBatchFiles(batch.file)
+        }
         yield* deliver
+        // the halves of a split batch go out one after the other, in this batch's slot
+        for (const half of halves) yield* drive(half)
       }).pipe(
         Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
       )

@@ -23,6 +23,12 @@ export interface Script {
   /** make a batch fail validation: issues by 1-based line */
   readonly validate?: (lines: ReadonlyArray<Line>) => ReadonlyArray<Provider.Issue>
   readonly limits?: Partial<Provider.Limits>
+  /** refuse a create before it happens (e.g. 413 for a batch too large) */
+  readonly rejectSubmit?: (lines: ReadonlyArray<Line>) => ProviderError.ProviderError["reason"] | undefined
+  /** the n-th create (1-based) goes through, then the call fails with a 500 */
+  readonly failAfterCreate?: (n: number) => boolean
+  /** the first N status calls of each batch answer 404 (propagation delay) */
+  readonly notFoundPolls?: number
 }
 
 interface RemoteState {
@@ -54,13 +60,25 @@ export const make = (script: Script) => {
         const lines = fs.readFileSync(submission.path, "utf8").split("\n").filter((l) => l.length > 0).map((l) =>
           JSON.parse(l) as Line
         )
+        const refused = script.rejectSubmit?.(lines)
+        if (refused !== undefined) return { refused }
         const id = `remote-${batches.size + 1}`
         batches.set(id, { id, batchId: submission.batchId, lines, polls: 0, cancelled: false })
         creates.push({ batchId: submission.batchId, lines: lines.length })
         concurrent++
         maxConcurrent = Math.max(maxConcurrent, concurrent)
-        return { id }
-      }),
+        return { id, failed: script.failAfterCreate?.(creates.length) ?? false }
+      }).pipe(Effect.flatMap((r) =>
+        "refused" in r
+          ? Effect.fail(new ProviderError.ProviderError({ provider: "test", operation: "submit", reason: r.refused! }))
+          : r.failed
+          ? Effect.fail(new ProviderError.ProviderError({
+            provider: "test",
+            operation: "submit",
+            reason: new ProviderError.ServerError({ message: "created, then the connection broke", status: 500 })
+          }))
+          : Effect.succeed({ id: r.id })
+      )),
     find: (submission) =>
       Effect.sync(() => {
         for (const b of batches.values()) if (b.batchId === submission.batchId) return Option.some({ id: b.id })
@@ -77,8 +95,16 @@ export const make = (script: Script) => {
           })
         }
         b.polls++
+        if (b.polls <= (script.notFoundPolls ?? 0)) {
+          return yield* new ProviderError.ProviderError({
+            provider: "test",
+            operation: "status",
+            reason: new ProviderError.NotFound({ message: `no batch ${remote.id} (yet)` })
+          })
+        }
+        const polled = b.polls - (script.notFoundPolls ?? 0)
         const issues = script.validate?.(b.lines) ?? []
-        const done = b.polls >= (script.pollsToComplete ?? 1)
+        const done = polled >= (script.pollsToComplete ?? 1)
         const state: Provider.State = !done ? "running" : issues.length > 0 ? "failed" : "completed"
         if (Provider.isTerminal(state) && !ended.has(b.id)) {
           ended.add(b.id)
