@@ -157,4 +157,98 @@ describe("offpeak CLI", () => {
     expect(new Set(created.ids).size).toBe(600)
     expect(created.ids).toHaveLength(600)
   }, 120_000)
+
+  it("--cancel-on-exit: Ctrl-C cancels the batches at the provider and records the unfinished rows as cancelled", async () => {
+    const dir = tmpDir("cli-cancel")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 600, 9)
+    const out = path.join(dir, "out")
+    const emulator = await startEmulator(dir, { linesPerSecond: 100, validationMs: 0 })
+    const env = {
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: emulator.url,
+      OFFPEAK_POLL_INITIAL: "100 millis",
+      OFFPEAK_POLL_MAX: "300 millis",
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: out,
+      OFFPEAK_TEST_MAX_REQUESTS: "200"
+    }
+    const db = path.join(dir, "state", "state.db")
+    const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state"), "--cancel-on-exit"], { cwd: dir, env })
+    children.push(run.child)
+    await waitFor("submitted batches", () => {
+      try {
+        return fs.existsSync(db) &&
+          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
+      } catch {
+        return false
+      }
+    })
+    await new Promise((r) => setTimeout(r, 300))
+    run.child.kill("SIGINT")
+    const exit = await run.exit
+    expect(exit.stderr).toMatch(/cancelling run \S+ \(--cancel-on-exit\)/)
+    expect(exit.stdout).toMatch(/run \S+: cancelled/)
+    const [r] = query<{ id: string; state: string }>(db, "SELECT id, state FROM offpeak_runs")
+    expect(r!.state).toBe("cancelled")
+    // the batches were cancelled at the provider, and nothing more was created
+    const client = new OpenAI({ apiKey: "test", baseURL: emulator.url })
+    const statuses: Array<string> = []
+    for await (const b of client.batches.list({ limit: 100 })) statuses.push(b.status)
+    expect(statuses.length).toBeGreaterThanOrEqual(2)
+    expect(statuses.every((s) => s === "cancelled" || s === "completed")).toBe(true)
+    expect(statuses).toContain("cancelled")
+    // every admitted row is in exactly one place: answered in the sink, or cancelled in the dead letter
+    const ok = readParts(out)
+    const dead = readParts(path.join(out, "dead-letter"))
+    const admitted = query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_items")[0]!.n
+    expect(ok.length + dead.length).toBe(admitted)
+    expect(dead.length).toBeGreaterThan(0)
+    expect(dead.every((d) => d.kind === "cancelled")).toBe(true)
+    // a later cancel or resume changes nothing
+    const again = await runCli(["cancel", r!.id, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    expect(again.code, again.stderr).toBe(0)
+    expect(readParts(out).length + readParts(path.join(out, "dead-letter")).length).toBe(admitted)
+  }, 120_000)
+
+  it("offpeak cancel <run> after a crash cancels what the run left at the provider", async () => {
+    const dir = tmpDir("cli-cancel-cmd")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 400, 13)
+    const out = path.join(dir, "out")
+    const emulator = await startEmulator(dir, { linesPerSecond: 50, validationMs: 0 })
+    const env = {
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: emulator.url,
+      OFFPEAK_POLL_INITIAL: "100 millis",
+      OFFPEAK_POLL_MAX: "300 millis",
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: out,
+      OFFPEAK_TEST_MAX_REQUESTS: "100"
+    }
+    const db = path.join(dir, "state", "state.db")
+    const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    children.push(run.child)
+    await waitFor("submitted batches", () => {
+      try {
+        return fs.existsSync(db) &&
+          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
+      } catch {
+        return false
+      }
+    })
+    run.child.kill("SIGKILL")
+    await run.exit
+    const [r] = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")
+    const cancel = await runCli(["cancel", r!.id, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    expect(cancel.code, cancel.stderr).toBe(0)
+    expect(cancel.stdout).toMatch(/cancelled/)
+    const status = await runCli(["status", r!.id, "--state-dir", path.join(dir, "state")], { cwd: dir })
+    expect(status.stdout).toMatch(/: cancelled/)
+    const admitted = query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_items")[0]!.n
+    const ok = readParts(out)
+    const dead = readParts(path.join(out, "dead-letter"))
+    expect(ok.length + dead.length).toBe(admitted)
+    expect(new Set([...ok.map((o) => o.id), ...dead.map((d) => d.key)]).size).toBe(admitted)
+  }, 120_000)
 })

@@ -115,6 +115,8 @@ const execute = (options: {
   readonly providerName: string
   readonly stateDir: string
   readonly resume?: string | undefined
+  readonly cancel?: boolean | undefined
+  readonly cancelOnExit?: boolean | undefined
 }) =>
   Effect.gen(function*() {
     const stateDir = path.resolve(options.stateDir)
@@ -125,30 +127,53 @@ const execute = (options: {
       onNotice: (line) => process.stderr.write(`${line}\n`)
     })
     const reporting = yield* reporter(progress).pipe(Effect.forkChild)
+    const clearLine = () => {
+      if (process.stderr.isTTY) process.stderr.write("\r\x1b[2K")
+    }
+    const onExit = options.cancelOnExit && !options.cancel
+      ? Effect.suspend(() => {
+        clearLine()
+        process.stderr.write(`${Progress.format(progress)}\ncancelling run ${progress.runId} (--cancel-on-exit)…\n`)
+        return Pipeline.run(options.pipeline, { stateDir, resume: progress.runId, cancel: true, progress }).pipe(
+          Effect.timeout("2 minutes"),
+          Effect.flatMap(printSummary),
+          Effect.catch((e) =>
+            Effect.sync(() =>
+              process.stderr.write(`cancellation not finished (${e.message}): offpeak cancel ${progress.runId} completes it\n`)
+            )
+          )
+        )
+      })
+      : Effect.sync(() => {
+        clearLine()
+        process.stderr.write(
+          `${Progress.format(progress)}\ndetached from run ${progress.runId}: batches at the provider keep running; ` +
+            `offpeak resume ${progress.runId} picks them up\n`
+        )
+      })
     const summary = yield* Pipeline.run(options.pipeline, {
       stateDir,
       module: options.modulePath,
       provider: plugin.name,
       progress,
-      ...(options.resume !== undefined ? { resume: options.resume } : {})
+      ...(options.resume !== undefined ? { resume: options.resume } : {}),
+      ...(options.cancel ? { cancel: true } : {})
     }).pipe(
-      Effect.provide(Layer.mergeAll(providerLayer, ledgerLayer(stateDir))),
-      Effect.onInterrupt(() =>
-        Effect.sync(() => {
-          if (process.stderr.isTTY) process.stderr.write("\r\x1b[2K")
-          process.stderr.write(
-            `${Progress.format(progress)}\ndetached from run ${progress.runId}: batches at the provider keep running; ` +
-              `offpeak resume ${progress.runId} picks them up\n`
-          )
-        })
-      ),
+      Effect.onInterrupt(() => progress.runId === "" ? Effect.void : onExit),
       Effect.ensuring(Fiber.interrupt(reporting)),
+      Effect.provide(Layer.mergeAll(providerLayer, ledgerLayer(stateDir))),
       Effect.mapError(failure)
     )
     yield* printSummary(summary)
   })
 
 // ===== commands =====
+
+const cancelOnExitFlag = Flag.Boolean("cancel-on-exit").pipe(
+  Flag.withDescription("on Ctrl-C, cancel the run's batches at the provider instead of detaching"),
+  Flag.withDefault(false)
+)
+
 
 const root = Command.make("offpeak").pipe(
   Command.withDescription("Batch LLM inference pipelines: run, resume and inspect them")
@@ -162,27 +187,24 @@ const runCommand = Command.make(
       Flag.withDescription(`provider to use (default: the pipeline's, else openai; known: ${ProviderPlugin.known.join(", ")})`),
       Flag.optional
     ),
+    cancelOnExit: cancelOnExitFlag,
     stateDir: stateDirFlag
   },
-  ({ module, provider, stateDir }) =>
+  ({ module, provider, cancelOnExit, stateDir }) =>
     Effect.gen(function*() {
       const pipeline = yield* loadPipeline(module)
       yield* execute({
         pipeline,
         modulePath: path.resolve(module),
         providerName: Option.getOrUndefined(provider) ?? pipeline.provider ?? "openai",
-        stateDir
+        stateDir,
+        cancelOnExit
       })
     })
 ).pipe(Command.withDescription("Run the pipeline a module exports"))
 
-const resumeCommand = Command.make(
-  "resume",
-  {
-    runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
-    stateDir: stateDirFlag
-  },
-  ({ runId, stateDir }) =>
+/** loads a run's pipeline and provider from the ledger and goes on with it */
+const continueRun = (runId: string, stateDir: string, mode: { readonly cancel: boolean; readonly cancelOnExit: boolean }) =>
     Effect.gen(function*() {
       const run = yield* Effect.gen(function*() {
         const ledger = yield* Ledger.Ledger
@@ -198,10 +220,32 @@ const resumeCommand = Command.make(
         modulePath: run.value.module,
         providerName: run.value.provider,
         stateDir,
-        resume: runId
+        resume: runId,
+        cancel: mode.cancel,
+        cancelOnExit: mode.cancelOnExit
       })
     })
+
+const resumeCommand = Command.make(
+  "resume",
+  {
+    runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
+    cancelOnExit: cancelOnExitFlag,
+    stateDir: stateDirFlag
+  },
+  ({ runId, cancelOnExit, stateDir }) => continueRun(runId, stateDir, { cancel: false, cancelOnExit })
 ).pipe(Command.withDescription("Re-attach to a run: poll its batches, send what is missing, deliver everything"))
+
+const cancelCommand = Command.make(
+  "cancel",
+  {
+    runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
+    stateDir: stateDirFlag
+  },
+  ({ runId, stateDir }) => continueRun(runId, stateDir, { cancel: true, cancelOnExit: false })
+).pipe(Command.withDescription(
+  "Cancel a run: cancel its batches at the provider, deliver the answers already in, record every other row as cancelled"
+))
 
 const pad = (s: string, n: number) => s.length >= n ? s : s + " ".repeat(n - s.length)
 
@@ -289,7 +333,9 @@ const emulatorCommand = Command.make(
  * @since 0.1.0
  * @category commands
  */
-export const command = root.pipe(Command.withSubcommands([runCommand, resumeCommand, statusCommand, emulatorCommand]))
+export const command = root.pipe(
+  Command.withSubcommands([runCommand, resumeCommand, cancelCommand, statusCommand, emulatorCommand])
+)
 
 /**
  * Runs the CLI on `process.argv` (the `offpeak` binary).

@@ -140,6 +140,12 @@ export interface RunOptions {
   readonly provider?: string | undefined
   /** live counters, updated as the run goes */
   readonly progress?: Progress.Counters | undefined
+  /**
+   * Cancel the run (with `resume`): send nothing more, cancel its batches at
+   * the provider, deliver the answers that came back, and record every other
+   * row as `cancelled` in the dead letter. A cancelled run stays cancelled.
+   */
+  readonly cancel?: boolean | undefined
 }
 
 /**

@@ -299,4 +299,36 @@ describe("Pipeline.run", () => {
       assert.strictEqual(b.out.all().length, 3)
       assert.strictEqual(b.dead.all().length, 0)
     }))
+
+  it.live("cancel: batches are cancelled at the provider, answers in are delivered, every other row is recorded as cancelled", () =>
+    Effect.gen(function*() {
+      const stateDir = tmpDir()
+      const { layer, provider } = setup({ answer: echo, pollsToComplete: 1_000_000 }, stateDir)
+      const first = pipelineOf(rows(50))
+      const progress = Progress.make()
+      const fiber = yield* Pipeline.run(first.pipeline, { stateDir, progress, runId: "cancel-me" }).pipe(
+        Effect.provide(layer),
+        Effect.forkChild
+      )
+      while (progress.inFlight < 2) yield* Effect.sleep("5 millis")
+      yield* Fiber.interrupt(fiber)
+      const second = pipelineOf(rows(50))
+      const summary = yield* Pipeline.run(second.pipeline, { stateDir, resume: "cancel-me", cancel: true }).pipe(
+        Effect.provide(layer)
+      )
+      assert.strictEqual(summary.state, "cancelled")
+      // both batches in flight were cancelled at the provider, nothing more was created
+      assert.strictEqual(provider.creates.length, 2)
+      assert.isTrue([...provider.batches.values()].every((b) => b.cancelled))
+      // the first half of each cancelled batch answered: delivered; every other admitted row: cancelled
+      const ok = [...first.out.all(), ...second.out.all()]
+      const dead = [...first.dead.all(), ...second.dead.all()]
+      assert.strictEqual(ok.length, 10)
+      assert.strictEqual(ok.length + dead.length, summary.rows)
+      assert.isTrue(dead.every((d) => d.kind === "cancelled"))
+      // resuming a cancelled run does not send anything
+      const again = yield* Pipeline.run(pipelineOf(rows(50)).pipeline, { stateDir, resume: "cancel-me" }).pipe(Effect.provide(layer))
+      assert.strictEqual(again.state, "cancelled")
+      assert.strictEqual(provider.creates.length, 2)
+    }))
 })

@@ -94,7 +94,9 @@ export const run = <Rec, A, Row>(
     if (run.pipeline !== pipeline.name) {
       return yield* fail(`run ${runId} belongs to pipeline "${run.pipeline}", not "${pipeline.name}"`)
     }
-    yield* ledger.updateRun(runId, { state: "running", message: null })
+    // a cancelled run stays cancelled: resuming it finishes the cancellation
+    const cancelling = options.cancel === true || run.state === "cancelled"
+    yield* ledger.updateRun(runId, { state: cancelling ? "cancelled" : "running", message: null })
     const progress = options.progress ?? Progress.make(runId)
     progress.runId = runId
 
@@ -462,7 +464,7 @@ export const run = <Rec, A, Row>(
           _tag: "Failed",
           fingerprint: line.id,
           failure: { kind: line.kind, message: line.message, raw: line.raw },
-          retryable: line.retryable
+          retryable: line.retryable && !cancelling
         }
       }
       const response = line.response
@@ -593,7 +595,7 @@ export const run = <Rec, A, Row>(
                 kind,
                 message: `batch ${remote.id} ended ${status.providerState} without a result line for this request`
               },
-              retryable: true
+              retryable: !cancelling
             })),
             maxAttempts
           )
@@ -629,6 +631,17 @@ export const run = <Rec, A, Row>(
             progress.submitted += batch.requestCount
           })
 
+        const cancelUnsent = Effect.gen(function*() {
+          const unsent = yield* ledger.unsettled(runId, batch.id)
+          yield* ledger.recordOutcomes(runId, batch.id, unsent.map((fingerprint): Ledger.Outcome => ({
+            _tag: "Failed",
+            fingerprint,
+            failure: { kind: "cancelled", message: "the run was cancelled before this request was sent" },
+            retryable: false
+          })), maxAttempts)
+          state = "ended"
+        })
+
         if (state === "submitting") {
           // a crash between create and the ledger write: adopt the batch the provider already has
           const found = yield* retrying(provider.find(submission))
@@ -636,6 +649,7 @@ export const run = <Rec, A, Row>(
           else state = "sealed"
         }
         let halves: ReadonlyArray<Ledger.Batch> = []
+        if (state === "sealed" && cancelling) yield* cancelUnsent
         if (state === "sealed") {
           yield* ledger.updateBatch(batch.id, { state: "submitting" })
           const created = yield* provider.submit(submission).pipe(
@@ -659,6 +673,12 @@ export const run = <Rec, A, Row>(
           } else {
             state = "collected"
           }
+        }
+        if (state === "submitted" && cancelling) {
+          // ask the provider to stop; a batch that already ended refuses, which is fine
+          yield* retrying(provider.cancel(remote!)).pipe(
+            Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
+          )
         }
         if (state === "submitted") {
           progress.inFlight++
@@ -689,9 +709,14 @@ export const run = <Rec, A, Row>(
           yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
           state = "ended"
           halves = yield* collect(batch, remote!, status)
-        } else if (state === "ended") {
-          const status = yield* withGrace(retrying(provider.status(remote!)), submittedAt)
-          halves = yield* collect(batch, remote!, status)
+        } else if (state === "ended" && remote !== undefined) {
+          const status = yield* withGrace(retrying(provider.status(remote)), submittedAt)
+          halves = yield* collect(batch, remote, status)
+        }
+        if (cancelling && halves.length > 0) {
+          // halves of a split batch are not sent once the run is cancelled
+          for (const half of halves) yield* drive(half)
+          halves = []
         }
         if (halves.length === 0 && state !== "collected") {
           yield* ledger.updateBatch(batch.id, { state: "collected" })
@@ -716,6 +741,17 @@ export const run = <Rec, A, Row>(
         Stream.filter(Predicate.isNotUndefined)
       )
 
+    const cancelQueued = Effect.gen(function*() {
+      while (true) {
+        const page = yield* ledger.queued(runId, { after: "", limit: QUEUE_PAGE })
+        if (page.length === 0) return
+        yield* ledger.failQueued(runId, page.map((q) => q.fingerprint), {
+          kind: "cancelled",
+          message: "the run was cancelled before this request was sent"
+        })
+      }
+    }).pipe(Effect.mapError((e) => fail(e.message)))
+
     const body = Effect.gen(function*() {
       yield* deliver
       const open = yield* ledger.openBatches(runId).pipe(Effect.mapError((e) => fail(e.message)))
@@ -723,9 +759,15 @@ export const run = <Rec, A, Row>(
       progress.succeeded = counts0.delivered
       progress.failed = counts0.dead
       progress.batches += open.length
-      const fresh = run.sourceDone ? fromQueue : Stream.concat(fromQueue, fromSource)
-      yield* inFlight(Stream.concat(Stream.fromIterable(open), sealed(fresh)))
-      for (let round = 1;; round++) {
+      if (cancelling) {
+        // nothing more is sent: requests never batched end cancelled, batches at the provider are cancelled there
+        yield* cancelQueued
+        yield* inFlight(Stream.fromIterable(open))
+      } else {
+        const fresh = run.sourceDone ? fromQueue : Stream.concat(fromQueue, fromSource)
+        yield* inFlight(Stream.concat(Stream.fromIterable(open), sealed(fresh)))
+      }
+      for (let round = 1; !cancelling; round++) {
         const counts = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
         if (counts.queued === 0) break
         if (round > maxAttempts + 2) return yield* fail(`${counts.queued} requests still queued after ${round - 1} retry rounds`)
@@ -734,10 +776,10 @@ export const run = <Rec, A, Row>(
       }
       yield* deliver
       const counts = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
-      const state: Ledger.RunState = counts.pendingItems === 0 ? "completed" : "failed"
+      const state: Ledger.RunState = cancelling ? "cancelled" : counts.pendingItems === 0 ? "completed" : "failed"
       yield* ledger.updateRun(runId, {
         state,
-        message: state === "completed" ? null : `${counts.pendingItems} rows were not delivered`
+        message: counts.pendingItems === 0 ? null : `${counts.pendingItems} rows were not delivered`
       }).pipe(Effect.mapError((e) => fail(e.message)))
       return {
         runId,
@@ -753,7 +795,7 @@ export const run = <Rec, A, Row>(
     })
 
     return yield* body.pipe(
-      Effect.onInterrupt(() => ledger.updateRun(runId, { state: "detached" }).pipe(Effect.ignore)),
+      Effect.onInterrupt(() => cancelling ? Effect.void : ledger.updateRun(runId, { state: "detached" }).pipe(Effect.ignore)),
       Effect.tapError((e) => ledger.updateRun(runId, { state: "failed", message: e.message }).pipe(Effect.ignore))
     )
   }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })))

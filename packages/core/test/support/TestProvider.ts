@@ -105,7 +105,13 @@ export const make = (script: Script) => {
         const polled = b.polls - (script.notFoundPolls ?? 0)
         const issues = script.validate?.(b.lines) ?? []
         const done = polled >= (script.pollsToComplete ?? 1)
-        const state: Provider.State = !done ? "running" : issues.length > 0 ? "failed" : "completed"
+        const state: Provider.State = b.cancelled
+          ? "cancelled"
+          : !done
+          ? "running"
+          : issues.length > 0
+          ? "failed"
+          : "completed"
         if (Provider.isTerminal(state) && !ended.has(b.id)) {
           ended.add(b.id)
           concurrent--
@@ -121,7 +127,8 @@ export const make = (script: Script) => {
       Stream.suspend(() => {
         const b = batches.get(remote.id)!
         const out: Array<Provider.LineResult> = []
-        for (const line of b.lines) {
+        // a cancelled batch answered its first half before it stopped
+        for (const line of b.cancelled ? b.lines.slice(0, Math.ceil(b.lines.length / 2)) : b.lines) {
           const n = (attempts.get(line.custom_id) ?? 0) + 1
           attempts.set(line.custom_id, n)
           const answer = script.answer(line, n)
