@@ -405,6 +405,11 @@ describe("Emulator (official openai SDK)", () => {
       const tooMany = await client.batches.list({ limit: 101 }).catch((e) => e)
       assert.instanceOf(tooMany, OpenAI.BadRequestError)
 
+      // output files exist once each batch has ended (states advance when a batch is read); waiting also keeps the
+      // delete below from racing the (lazily started) validation of the batch whose input file it removes
+      for (const id of ids) await poll(client, id)
+      assert.strictEqual((await client.files.list({ purpose: "batch_output" })).data.length, 7)
+
       const files: Array<string> = []
       for await (const f of client.files.list({ purpose: "batch", limit: 3 })) files.push(f.id)
       assert.strictEqual(files.length, 7)
@@ -415,9 +420,6 @@ describe("Emulator (official openai SDK)", () => {
       assert.instanceOf(await client.files.retrieve(files[0]!).catch((e) => e), OpenAI.NotFoundError)
       assert.instanceOf(await client.files.content(files[0]!).catch((e) => e), OpenAI.NotFoundError)
       assert.strictEqual((await client.files.list({ purpose: "batch" })).data.length, 6)
-      // output files exist once each batch has ended (states advance when a batch is read)
-      for (const id of ids) await poll(client, id)
-      assert.strictEqual((await client.files.list({ purpose: "batch_output" })).data.length, 7)
     })
   })
 
