@@ -13,9 +13,14 @@
  *   written, in slices that yield to the event loop.
  * - Everything is persisted in `dir` (files as bytes, batches as JSON): a new
  *   `serve({ dir })` after a crash carries on as if nothing had happened.
- * - Faults of the real service on demand: per-line HTTP errors
- *   (`lineFailures`), validation failures, expiry with partial output, slow
- *   progression, shuffled output order.
+ * - Faults of the real service on demand (see {@link Options}): per-line HTTP
+ *   errors (`lineFailures`) and non-HTTP errors (`lineErrors`), lost lines
+ *   (`dropLines`), validation failures, whole-batch failures (`failBatches`,
+ *   `enqueuedTokenLimit`), expiry with partial output, slow progression,
+ *   shuffled output order, HTTP 429/5xx on any endpoint (`endpointFaults`),
+ *   creates that go through but answer 500 (`createSucceedsThenFails`),
+ *   downloads cut mid-body (`resetDownloads`), 404 right after a create
+ *   (`notFoundAfterCreateMs`), `error_file_id: ""` (`emptyErrorFileId`).
  * - Also serves the synchronous `POST /v1/chat/completions` and
  *   `POST /v1/embeddings`.
  *
@@ -40,6 +45,7 @@ import * as fs from "node:fs"
 import { createServer } from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Faults from "./internal/emulatorFaults.ts"
 import * as Routes from "./internal/emulatorRoutes.ts"
 import * as Runtime from "./internal/emulatorRuntime.ts"
 import * as Store from "./internal/emulatorStore.ts"
@@ -47,8 +53,37 @@ import * as Store from "./internal/emulatorStore.ts"
 // ===== Models =====
 
 /**
- * The emulator's knobs. Timings apply to batches created while they are set:
- * each batch keeps the knobs it was created under, restarts included.
+ * An endpoint of the Files and Batch APIs, named after its SDK method
+ * (`client.files.create` → `"files.create"`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type EndpointName =
+  | "files.create"
+  | "files.retrieve"
+  | "files.content"
+  | "files.list"
+  | "files.delete"
+  | "batches.create"
+  | "batches.retrieve"
+  | "batches.list"
+  | "batches.cancel"
+
+/**
+ * The emulator's knobs: plain JSON, so the CLI can pass them as
+ * `--knobs '{…}'` or `OFFPEAK_EMULATOR_KNOBS`.
+ *
+ * - Per-batch knobs (timings, `lineFailures`, `lineErrors`, `dropLines`,
+ *   `emptyErrorFileId`, `notFoundAfterCreateMs`, `enqueuedTokenLimit`, …)
+ *   apply to batches created while they are set: each batch keeps the knobs it
+ *   was created under, restarts included.
+ * - Server-wide faults (`endpointFaults`, `createSucceedsThenFails`,
+ *   `resetDownloads`, `failBatches`) count calls from when `serve` started: a
+ *   restarted emulator counts afresh.
+ * - Every injected fault is deterministic given `seed`: "the first N" counts
+ *   calls in arrival order, and rates are draws from a hash of (seed, what is
+ *   counted, its ordinal or id), never from `Math.random` or the clock.
  *
  * @since 0.1.0
  * @category models
@@ -79,6 +114,84 @@ export interface Options {
   readonly maxLinesPerBatch?: number | undefined
   /** upload size limit (default 200 MB; over it: 400 "File is too large.") */
   readonly maxFileBytes?: number | undefined
+
+  /**
+   * HTTP errors on chosen endpoints (`"*"`: any of them), e.g.
+   * `[{ endpoint: "batches.retrieve", status: 429, times: 2 }, { endpoint: "*", status: 503, rate: 0.05 }]`.
+   *
+   * - `status`: any HTTP error (the real world sends 429, 500, 502, 503), with
+   *   a body in the API's error shape, so the SDK raises `RateLimitError`
+   *   (429) or `InternalServerError` (5xx). A 429 carries
+   *   `retry-after: <retryAfter>` (seconds, default 0).
+   * - `times`: the first N calls that reach this rule fail; `rate`: (after
+   *   them) each call fails with this probability; neither: every call fails.
+   * - Rules are tried in order and the first that fires answers; a call is
+   *   counted by each rule tried. The fault answers after the API key check
+   *   and before anything happens: a refused `files.create` stores no file, a
+   *   refused `batches.create` creates no batch, a refused `batches.cancel`
+   *   cancels nothing.
+   */
+  readonly endpointFaults?:
+    | ReadonlyArray<{
+      readonly endpoint: EndpointName | "*"
+      readonly status: number
+      readonly times?: number | undefined
+      readonly rate?: number | undefined
+      readonly retryAfter?: number | undefined
+    }>
+    | undefined
+  /**
+   * The first N successful `POST /v1/batches` create the batch and then
+   * answer 500 anyway (the "did my create go through?" case: a client must
+   * find the batch, e.g. by its metadata, rather than create it again).
+   */
+  readonly createSucceedsThenFails?: number | undefined
+  /**
+   * The first `times` successful answers of `GET /v1/files/{id}/content` send
+   * their headers (with the full `content-length`) and `afterBytes` bytes of
+   * the body (at most all but the last byte), then drop the connection: the
+   * client sees a network error mid-stream.
+   */
+  readonly resetDownloads?: { readonly times: number; readonly afterBytes: number } | undefined
+  /** `GET /v1/batches/{id}` answers 404 for this long after the batch's creation (propagation delay); list and cancel see it */
+  readonly notFoundAfterCreateMs?: number | undefined
+  /**
+   * Whole-batch failures: the chosen batches go `validating` → `failed` with
+   * `errors.data = [{ code, message, param: null, line: null }]`, whatever
+   * their input. `times`: the first N batches created; `rate`: (after them)
+   * each batch with this probability; neither: every batch. `message`
+   * defaults to the real one for `token_limit_exceeded` ("Enqueued token limit
+   * reached for <model> …") and a generic one otherwise.
+   */
+  readonly failBatches?: {
+    readonly rate?: number | undefined
+    readonly times?: number | undefined
+    readonly code: string
+    readonly message?: string | undefined
+  } | undefined
+  /**
+   * The organization's enqueued token limit: a batch whose estimated input
+   * tokens (`Engine.countTokens` of every message content or embedding
+   * input), plus those of the batches `in_progress` when its validation ends,
+   * exceed it fails validation with `token_limit_exceeded` and no line, as the
+   * real API does (so halves of it may get through).
+   */
+  readonly enqueuedTokenLimit?: number | undefined
+  /**
+   * Per-line non-HTTP errors, e.g. `[{ code: "request_timeout", rate: 0.02 }]`:
+   * the line goes to the error file as `{"response": null, "error": {"code", "message"}}`.
+   * Drawn with the same hash as `lineFailures` (after its rates), so a line
+   * gets at most one of them.
+   */
+  readonly lineErrors?: ReadonlyArray<{ readonly code: string; readonly rate: number }> | undefined
+  /**
+   * The fraction of lines that end in neither the output nor the error file
+   * (providers have shipped this); `request_counts` still count them as what
+   * they were. Drawn from a hash of (seed, batch id, custom_id).
+   */
+  readonly dropLines?: number | undefined
+  /** a batch that ends without an error file reports `error_file_id: ""` instead of null (seen on the live API) */
+  readonly emptyErrorFileId?: boolean | undefined
 }
 
 /**
@@ -131,7 +244,26 @@ const knobsOf = (options: Options): Store.Knobs => ({
   completionWindowMs: options.completionWindowMs ?? 24 * 60 * 60 * 1000,
   lineFailures: (options.lineFailures ?? []).map((f) => ({ status: f.status, rate: f.rate })),
   shuffle: options.shuffle ?? true,
-  maxLinesPerBatch: options.maxLinesPerBatch ?? 50_000
+  maxLinesPerBatch: options.maxLinesPerBatch ?? 50_000,
+  notFoundAfterCreateMs: Math.max(0, options.notFoundAfterCreateMs ?? 0),
+  enqueuedTokenLimit: options.enqueuedTokenLimit ?? null,
+  lineErrors: (options.lineErrors ?? []).map((e) => ({ code: e.code, rate: e.rate })),
+  dropLines: options.dropLines ?? 0,
+  emptyErrorFileId: options.emptyErrorFileId ?? false
+})
+
+const faultKnobsOf = (options: Options): Faults.FaultKnobs => ({
+  seed: options.seed ?? 0,
+  endpointFaults: (options.endpointFaults ?? []).map((f) => ({
+    endpoint: f.endpoint,
+    status: f.status,
+    times: f.times,
+    rate: f.rate,
+    retryAfter: f.retryAfter
+  })),
+  createSucceedsThenFails: Math.max(0, options.createSucceedsThenFails ?? 0),
+  resetDownloads: options.resetDownloads ?? null,
+  failBatches: options.failBatches ?? null
 })
 
 const message = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
@@ -164,12 +296,15 @@ export const serve = (
   options: Options & { readonly port?: number | undefined; readonly host?: string | undefined } = {}
 ): Effect.Effect<Handle, EmulatorError, Scope.Scope> =>
   Effect.gen(function*() {
+    const faultKnobs = faultKnobsOf(options)
+    const wrong = Faults.check(faultKnobs)
+    if (wrong !== undefined) return yield* new EmulatorError({ message: `bad emulator knobs: ${wrong}` })
     const dir = yield* folder(options.dir)
     const store = yield* Effect.try({
       try: () => Store.open(dir),
       catch: (cause) => new EmulatorError({ message: `cannot open the emulator folder ${dir}: ${message(cause)}` })
     })
-    const runtime = yield* Runtime.make(store, knobsOf(options), options.maxFileBytes ?? 200 * 1024 * 1024)
+    const runtime = yield* Runtime.make(store, knobsOf(options), options.maxFileBytes ?? 200 * 1024 * 1024, faultKnobs)
     const host = options.host ?? "127.0.0.1"
     const server = HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }).pipe(
       // idle keep-alive connections of SDK clients would otherwise hold the close for seconds

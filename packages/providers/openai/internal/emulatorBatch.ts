@@ -11,10 +11,17 @@
  * It expires (with the requests done so far) when the completion window ends
  * first; a cancel moves it to cancelling for `cancellingMs`, then cancelled
  * (with the requests done before the cancel).
+ *
+ * Injected faults live here too: a validation that passes can still be
+ * refused (`admit`: a `failBatches` pick, the enqueued token limit); each
+ * line draws its failure (`injectedLine`: HTTP status or non-HTTP error code)
+ * and whether it is lost (`droppedLine`) from hashes of (seed, batch id,
+ * custom_id).
  */
 import { Effect } from "effect"
 import * as fs from "node:fs"
-import { hashString, prng } from "../../local/internal/hash.ts"
+import * as Engine from "../../local/Engine.ts"
+import { hashString, prng, unit } from "../../local/internal/hash.ts"
 import * as Answer from "./emulatorAnswer.ts"
 import type { BatchError, BatchObject, BatchRecord, FileRecord, Knobs, Store, Validation } from "./emulatorStore.ts"
 import { derivedId } from "./emulatorStore.ts"
@@ -247,16 +254,63 @@ const isBlank = (data: Buffer, start: number, end: number) => {
 
 // ===== injected failures =====
 
-/** the injected HTTP status of a request, or 0: a hash of (seed, batch id, custom_id), so a retry in another batch draws afresh */
-export const injectedStatus = (knobs: Knobs, batchId: string, customId: string): number => {
-  if (knobs.lineFailures.length === 0) return 0
+/** an injected per-line failure: an HTTP error (`lineFailures`) or a non-HTTP error (`lineErrors`) */
+export type InjectedLine = { readonly status: number } | { readonly code: string }
+
+/**
+ * The injected failure of a request, or null: one uniform draw from a hash of
+ * (seed, batch id, custom_id), so a retry in another batch draws afresh,
+ * against the `lineFailures` rates, then the `lineErrors` rates, cumulated.
+ */
+export const injectedLine = (knobs: Knobs, batchId: string, customId: string): InjectedLine | null => {
+  if (knobs.lineFailures.length === 0 && knobs.lineErrors.length === 0) return null
   const u = hashString(`${batchId}\u0000${customId}`, knobs.seed) / 4294967296
   let acc = 0
   for (const f of knobs.lineFailures) {
     acc += f.rate
-    if (u < acc) return f.status
+    if (u < acc) return { status: f.status }
   }
-  return 0
+  for (const e of knobs.lineErrors) {
+    acc += e.rate
+    if (u < acc) return { code: e.code }
+  }
+  return null
+}
+
+/** whether a request's line is left out of the output and error files (`dropLines`): an independent draw */
+export const droppedLine = (knobs: Knobs, batchId: string, customId: string): boolean =>
+  knobs.dropLines > 0 && unit(`${batchId}\u0000${customId}\u0000drop`, knobs.seed) < knobs.dropLines
+
+const LINE_ERROR_MESSAGES: Record<string, string> = {
+  request_timeout: "The request timed out before it could be completed.",
+  batch_expired: "This request could not be executed before the completion window expired.",
+  batch_cancelled: "This request was not executed because the batch was cancelled."
+}
+
+/** the message of a non-HTTP line error */
+export const lineErrorMessage = (code: string): string =>
+  LINE_ERROR_MESSAGES[code] ?? `The request could not be completed (${code}).`
+
+// ===== token estimates =====
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/** the input tokens of a request body, estimated with the engine's counter: message contents, or embedding inputs */
+export const estimatedTokens = (body: Record<string, unknown>): number => {
+  let tokens = 0
+  if (Array.isArray(body.messages)) {
+    for (const m of body.messages) if (isRecord(m)) tokens += Engine.countTokens(Answer.contentText(m.content))
+  }
+  const input = body.input
+  if (typeof input === "string") tokens += Engine.countTokens(input)
+  else if (Array.isArray(input)) {
+    for (const x of input) {
+      if (typeof x === "string") tokens += Engine.countTokens(x)
+      else if (typeof x === "number") tokens += 1
+      else if (Array.isArray(x)) tokens += x.length
+    }
+  }
+  return tokens
 }
 
 // ===== validation =====
@@ -282,6 +336,7 @@ export const validate = (store: Store, rec: BatchRecord): Effect.Effect<Validati
     const failing: Array<number> = []
     let model: string | null = null
     let count = 0
+    let inputTokens = 0
     const endpoint = rec.endpoint
     yield* forEachLine(store.dataPath(file.id), (data, start, end, _offset, lineNo) => {
       if (isBlank(data, start, end)) return
@@ -328,7 +383,8 @@ export const validate = (store: Store, rec: BatchRecord): Effect.Effect<Validati
         return add("duplicate_custom_id", `The custom_id '${l.custom_id}' is used more than once in this batch.`, "custom_id", lineNo)
       }
       ids.add(l.custom_id)
-      if (injectedStatus(rec.knobs, rec.id, l.custom_id) !== 0) failing.push(index)
+      inputTokens += estimatedTokens(body as Record<string, unknown>)
+      if (injectedLine(rec.knobs, rec.id, l.custom_id) !== null) failing.push(index)
     })
     if (count === 0) {
       add("empty_file", "The input file is empty. Please ensure that the batch contains at least one request.", null, null)
@@ -342,8 +398,45 @@ export const validate = (store: Store, rec: BatchRecord): Effect.Effect<Validati
       if (errors.length > MAX_ERRORS) errors.length = MAX_ERRORS
     }
     if (errors.length > 0) return { ok: false, model, errors } satisfies Validation
-    return { ok: true, model: model!, total: count, failing } satisfies Validation
+    return { ok: true, model: model!, total: count, failing, inputTokens } satisfies Validation
   })
+
+const tokenLimitMessage = (model: string, limit: number) =>
+  `Enqueued token limit reached for ${model} in organization org-emulator. Limit: ${
+    limit.toLocaleString("en-US")
+  } enqueued tokens. Please try again once some in_progress batches have been completed.`
+
+/**
+ * What a finished validation becomes once the service's own checks ran: the
+ * whole-batch failure picked at creation (`failBatches`), then the enqueued
+ * token limit — this batch's estimated input tokens plus those of the batches
+ * in progress at `now` — which fails it with `token_limit_exceeded` and no line.
+ * Synchronous, so two validations ending together see each other in order.
+ */
+export const admit = (store: Store, rec: BatchRecord, validation: Validation, now: number): Validation => {
+  if (!validation.ok) return validation
+  const failure = rec.injected_failure
+  if (failure !== null) {
+    const message = failure.message ??
+      (failure.code === "token_limit_exceeded"
+        ? tokenLimitMessage(validation.model, rec.knobs.enqueuedTokenLimit ?? 2_000_000)
+        : `The batch failed (${failure.code}).`)
+    return { ok: false, model: validation.model, errors: [{ code: failure.code, message, param: null, line: null }] }
+  }
+  const limit = rec.knobs.enqueuedTokenLimit
+  if (limit === null) return validation
+  let enqueued = validation.inputTokens ?? 0
+  for (const other of store.batches.values()) {
+    if (other.id === rec.id || other.final !== null || other.validation === null || !other.validation.ok) continue
+    if (derive(other, now).view.status === "in_progress") enqueued += other.validation.inputTokens ?? 0
+  }
+  if (enqueued <= limit) return validation
+  return {
+    ok: false,
+    model: validation.model,
+    errors: [{ code: "token_limit_exceeded", message: tokenLimitMessage(validation.model, limit), param: null, line: null }]
+  }
+}
 
 // ===== finishing: the output and error files =====
 
@@ -420,7 +513,9 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
             const sliceStart = performance.now()
             const out: Array<string> = []
             const err: Array<string> = []
-            while (p < total && (performance.now() - sliceStart < SLICE_MS || out.length + err.length < 8)) {
+            let n = 0
+            while (p < total && (performance.now() - sliceStart < SLICE_MS || n < 8)) {
+              n++
               const i = perm[p++]!
               const length = lengths[i]!
               if (buffer.length < length) buffer = Buffer.allocUnsafe(Math.max(length, buffer.length * 2))
@@ -429,20 +524,33 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
               const customId = line.custom_id
               const lineKey = `${rec.id}:${customId}`
               const id = derivedId("batch_req_", lineKey, 32)
+              // a dropped line is counted as what it was, but written nowhere
+              const dropped = droppedLine(k, rec.id, customId)
               if (i >= ending.processed) {
                 failed++
+                if (dropped) continue
                 err.push(JSON.stringify({ id, custom_id: customId, response: null, error: { code: endedCode, message: endedMessage } }))
                 continue
               }
               const requestId = derivedId("req_", `${lineKey}:request`, 32)
-              const injected = injectedStatus(k, rec.id, customId)
-              if (injected !== 0) {
+              const injected = injectedLine(k, rec.id, customId)
+              if (injected !== null) {
                 failed++
+                if (dropped) continue
+                if ("code" in injected) {
+                  err.push(JSON.stringify({
+                    id,
+                    custom_id: customId,
+                    response: null,
+                    error: { code: injected.code, message: lineErrorMessage(injected.code) }
+                  }))
+                  continue
+                }
                 const model = typeof (line.body as { model?: unknown })?.model === "string" ? (line.body as { model: string }).model : ""
                 err.push(JSON.stringify({
                   id,
                   custom_id: customId,
-                  response: { status_code: injected, request_id: requestId, body: Answer.injectedError(injected, model) },
+                  response: { status_code: injected.status, request_id: requestId, body: Answer.injectedError(injected.status, model) },
                   error: null
                 }))
                 continue
@@ -459,10 +567,10 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
                 completed++
                 inputTokens += answer.inputTokens
                 outputTokens += answer.outputTokens
-                out.push(text)
+                if (!dropped) out.push(text)
               } else {
                 failed++
-                err.push(text)
+                if (!dropped) err.push(text)
               }
             }
             if (out.length > 0) {
@@ -515,7 +623,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
       return id
     }
     const outputFileId = keep(outputId, outputTemp, outputBytes, "output")
-    const errorFileId = keep(errorId, errorTemp, errorBytes, "error")
+    const errorFileId = keep(errorId, errorTemp, errorBytes, "error") ?? (k.emptyErrorFileId ? "" : null)
     const view = derive(rec, ending.at).view
     const final: BatchObject = {
       ...view,

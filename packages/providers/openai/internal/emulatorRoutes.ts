@@ -2,12 +2,17 @@
  * The emulator's HTTP surface: OpenAI's Files and Batch APIs (and the
  * synchronous chat and embeddings endpoints) under `/v1`, with the real API's
  * status codes and error shape, so the official SDK raises the right error
- * classes.
+ * classes. Injected endpoint faults answer after the API key check and before
+ * the handler runs; downloads cut mid-body write to the Node response
+ * directly, then destroy it.
  */
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
 import { Cause, Clock, Data, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse, Multipart } from "effect/http"
 import * as fs from "node:fs"
+import type * as Http from "node:http"
 import * as Answer from "./emulatorAnswer.ts"
+import * as Faults from "./emulatorFaults.ts"
 import type { Runtime } from "./emulatorRuntime.ts"
 import type { BatchRecord, FileRecord } from "./emulatorStore.ts"
 import { fileObject, randomId } from "./emulatorStore.ts"
@@ -36,8 +41,21 @@ const errorResponse = (e: ApiError) =>
 const MISSING_KEY =
   "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank username) if you're accessing the API from your browser and are prompted for a username and password. You can obtain an API key from https://platform.openai.com/account/api-keys."
 
-/** auth, then the handler; API errors and defects become OpenAI-shaped error responses */
-const endpoint = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiError, R>) =>
+/** an injected endpoint fault: the request body is read (so the client gets the answer, not a reset), then the error */
+const faultResponse = (request: HttpServerRequest.HttpServerRequest, fault: Faults.EndpointFault) =>
+  Effect.gen(function*() {
+    if (request.method !== "GET" && request.method !== "HEAD") yield* Effect.ignore(Stream.runDrain(request.stream))
+    const retryAfter = Math.max(0, Math.floor(fault.retryAfter ?? 0))
+    const response = json(Faults.faultBody(fault.status, request.url.split("?")[0]!, retryAfter), fault.status)
+    return fault.status === 429 ? HttpServerResponse.setHeader(response, "retry-after", String(retryAfter)) : response
+  })
+
+/** auth, then the injected fault of the endpoint if one fires, then the handler; API errors and defects become OpenAI-shaped error responses */
+const endpoint = <R>(
+  rt: Runtime,
+  name: Faults.EndpointName | null,
+  handler: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiError, R>
+) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const authorization = request.headers["authorization"] ?? ""
@@ -45,6 +63,8 @@ const endpoint = <R>(handler: Effect.Effect<HttpServerResponse.HttpServerRespons
     if (!/^Bearer\s+\S+/i.test(authorization) && azureKey.length === 0) {
       return yield* new ApiError({ status: 401, message: MISSING_KEY })
     }
+    const fault = name !== null ? rt.faults.endpoint(name) : undefined
+    if (fault !== undefined) return yield* faultResponse(request, fault)
     return yield* handler
   }).pipe(
     Effect.catchTag("ApiError", (e) => Effect.succeed(errorResponse(e))),
@@ -294,13 +314,17 @@ const createBatch = (rt: Runtime) =>
       output_expires_after_seconds: outputExpiresAfter,
       created_ms: yield* Clock.currentTimeMillis,
       knobs: rt.knobs,
+      injected_failure: rt.faults.batchFailure(),
       cancel_ms: null,
       validation: null,
       final: null,
       processed: 0
     }
     rt.store.putBatch(rec)
-    return json(yield* rt.read(rec.id))
+    const created = yield* rt.read(rec.id)
+    // the batch exists, but the client is told the create failed
+    if (rt.faults.createFailsAfter()) return json(Faults.faultBody(500, "/v1/batches", 0), 500)
+    return json(created)
   })
 
 const batchNotFound = (id: string) => notFound(`No batch found with id '${id}'.`, "batch_id")
@@ -308,6 +332,11 @@ const batchNotFound = (id: string) => notFound(`No batch found with id '${id}'.`
 const retrieveBatch = (rt: Runtime) =>
   Effect.gen(function*() {
     const id = yield* param("id")
+    const rec = rt.store.batches.get(id)
+    // not visible yet to retrieve (propagation delay after a create)
+    if (rec !== undefined && (yield* Clock.currentTimeMillis) - rec.created_ms < rec.knobs.notFoundAfterCreateMs) {
+      return yield* batchNotFound(id)
+    }
     const batch = yield* rt.read(id)
     if (batch === undefined) return yield* batchNotFound(id)
     return json(batch)
@@ -333,6 +362,59 @@ const cancelBatch = (rt: Runtime) =>
     return json(result.batch)
   })
 
+// ===== file content =====
+
+/**
+ * Sends the headers (with the whole file's content-length) and the first
+ * `afterBytes` bytes of a file (at most all but its last byte), waits until
+ * they are flushed, then destroys the connection: the client sees the body
+ * break off mid-stream. An empty file: the connection drops before any header.
+ */
+const cutDownload = (path: string, afterBytes: number) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const response = NodeHttpServerRequest.toServerResponse(request) as Http.ServerResponse
+    const size = fs.statSync(path).size
+    const sent = Math.min(afterBytes, Math.max(0, size - 1))
+    const head = Buffer.alloc(sent)
+    if (sent > 0) {
+      const fd = fs.openSync(path, "r")
+      try {
+        fs.readSync(fd, head, 0, sent, 0)
+      } finally {
+        fs.closeSync(fd)
+      }
+    }
+    yield* Effect.callback<void>((resume) => {
+      const drop = () => {
+        response.destroy()
+        resume(Effect.void)
+      }
+      if (size === 0 || response.destroyed) return drop()
+      response.writeHead(200, {
+        "content-type": "application/octet-stream",
+        "content-length": String(size),
+        "x-request-id": randomId("req_", 32)
+      })
+      // the write callback runs once the bytes are handed to the socket: only then is the connection cut
+      response.write(head, drop)
+    })
+    // never reaches the client: the server skips writing to a destroyed response
+    return HttpServerResponse.empty({ status: 200 })
+  })
+
+const fileContent = (rt: Runtime) =>
+  Effect.gen(function*() {
+    const file = yield* getFile(rt)
+    const path = rt.store.dataPath(file.id)
+    if (!fs.existsSync(path)) return yield* notFound(`No such File object: ${file.id}`, "id")
+    const cut = rt.faults.resetDownload()
+    if (cut !== undefined) return yield* cutDownload(path, cut)
+    return yield* HttpServerResponse.file(path, { contentType: "application/octet-stream" }).pipe(
+      Effect.mapError(() => notFound(`No such File object: ${file.id}`, "id"))
+    )
+  })
+
 // ===== synchronous endpoints =====
 
 const syncAnswer = (target: "/v1/chat/completions" | "/v1/embeddings") =>
@@ -348,31 +430,28 @@ const syncAnswer = (target: "/v1/chat/completions" | "/v1/embeddings") =>
 /** every route of the emulator */
 export const layer = (rt: Runtime) =>
   Layer.mergeAll(
-    HttpRouter.add("POST", "/v1/files", endpoint(uploadFile(rt))),
-    HttpRouter.add("GET", "/v1/files", endpoint(listFiles(rt))),
-    HttpRouter.add("GET", "/v1/files/:id", endpoint(Effect.map(getFile(rt), (f) => json(fileObject(f))))),
+    HttpRouter.add("POST", "/v1/files", endpoint(rt, "files.create", uploadFile(rt))),
+    HttpRouter.add("GET", "/v1/files", endpoint(rt, "files.list", listFiles(rt))),
+    HttpRouter.add("GET", "/v1/files/:id", endpoint(rt, "files.retrieve", Effect.map(getFile(rt), (f) => json(fileObject(f))))),
     HttpRouter.add(
       "DELETE",
       "/v1/files/:id",
-      endpoint(Effect.map(getFile(rt), (f) => {
-        rt.store.deleteFile(f.id)
-        return json({ id: f.id, object: "file", deleted: true })
-      }))
+      endpoint(
+        rt,
+        "files.delete",
+        Effect.map(getFile(rt), (f) => {
+          rt.store.deleteFile(f.id)
+          return json({ id: f.id, object: "file", deleted: true })
+        })
+      )
     ),
-    HttpRouter.add(
-      "GET",
-      "/v1/files/:id/content",
-      endpoint(Effect.flatMap(getFile(rt), (f) =>
-        HttpServerResponse.file(rt.store.dataPath(f.id), { contentType: "application/octet-stream" }).pipe(
-          Effect.mapError(() => notFound(`No such File object: ${f.id}`, "id"))
-        )))
-    ),
-    HttpRouter.add("POST", "/v1/batches", endpoint(createBatch(rt))),
-    HttpRouter.add("GET", "/v1/batches", endpoint(listBatches(rt))),
-    HttpRouter.add("GET", "/v1/batches/:id", endpoint(retrieveBatch(rt))),
-    HttpRouter.add("POST", "/v1/batches/:id/cancel", endpoint(cancelBatch(rt))),
-    HttpRouter.add("POST", "/v1/chat/completions", endpoint(syncAnswer("/v1/chat/completions"))),
-    HttpRouter.add("POST", "/v1/embeddings", endpoint(syncAnswer("/v1/embeddings"))),
+    HttpRouter.add("GET", "/v1/files/:id/content", endpoint(rt, "files.content", fileContent(rt))),
+    HttpRouter.add("POST", "/v1/batches", endpoint(rt, "batches.create", createBatch(rt))),
+    HttpRouter.add("GET", "/v1/batches", endpoint(rt, "batches.list", listBatches(rt))),
+    HttpRouter.add("GET", "/v1/batches/:id", endpoint(rt, "batches.retrieve", retrieveBatch(rt))),
+    HttpRouter.add("POST", "/v1/batches/:id/cancel", endpoint(rt, "batches.cancel", cancelBatch(rt))),
+    HttpRouter.add("POST", "/v1/chat/completions", endpoint(rt, null, syncAnswer("/v1/chat/completions"))),
+    HttpRouter.add("POST", "/v1/embeddings", endpoint(rt, null, syncAnswer("/v1/embeddings"))),
     HttpRouter.add(
       "*",
       "*",

@@ -1,12 +1,14 @@
 /**
  * The emulator's live state: the store, the knobs new batches are created
- * under, and the background jobs (validation, writing the output files) that
- * reads of a batch start when its derived state needs them. Jobs are keyed by
- * batch id (one at a time per batch), run two at a time, and are interrupted
- * when the server's scope closes; a restarted emulator starts them again.
+ * under, the server-wide faults, and the background jobs (validation, writing
+ * the output files) that reads of a batch start when its derived state needs
+ * them. Jobs are keyed by batch id (one at a time per batch), run two at a
+ * time, and are interrupted when the server's scope closes; a restarted
+ * emulator starts them again.
  */
 import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
 import * as Batch from "./emulatorBatch.ts"
+import * as Faults from "./emulatorFaults.ts"
 import type { BatchObject, BatchRecord, Knobs, Store } from "./emulatorStore.ts"
 
 /** the emulator's live state, shared by the routes */
@@ -14,6 +16,8 @@ export interface Runtime {
   readonly store: Store
   readonly knobs: Knobs
   readonly maxFileBytes: number
+  /** the server-wide faults and their counters */
+  readonly faults: Faults.Faults
   /** the batch as a client sees it now (persisting any state it reached), starting the work it needs */
   readonly read: (id: string) => Effect.Effect<BatchObject | undefined>
   /** requests a cancel: the batch (cancelling), or the status that forbids it */
@@ -31,7 +35,13 @@ const internalError = (rec: BatchRecord, at: number, cause: Cause.Cause<unknown>
 })
 
 /** the runtime over a loaded store; its jobs are interrupted when the scope closes */
-export const make = Effect.fnUntraced(function*(store: Store, knobs: Knobs, maxFileBytes: number) {
+export const make = Effect.fnUntraced(function*(
+  store: Store,
+  knobs: Knobs,
+  maxFileBytes: number,
+  faultKnobs: Faults.FaultKnobs
+) {
+  const faults = Faults.make(faultKnobs)
   const jobs = yield* FiberMap.make<string>()
   const permits = yield* Semaphore.make(2)
 
@@ -56,7 +66,10 @@ export const make = Effect.fnUntraced(function*(store: Store, knobs: Knobs, maxF
       const rec = store.batches.get(id)
       if (rec === undefined || rec.validation !== null) return
       const validation = yield* Batch.validate(store, rec)
-      store.putBatch({ ...store.batches.get(id)!, validation })
+      const now = yield* Clock.currentTimeMillis
+      // no yield between the admission check and the write: validations ending together see each other
+      const current = store.batches.get(id)!
+      store.putBatch({ ...current, validation: Batch.admit(store, current, validation, now) })
     })
 
   const finishJob = (id: string, ending: Batch.Ending) =>
@@ -103,5 +116,5 @@ export const make = Effect.fnUntraced(function*(store: Store, knobs: Knobs, maxF
       return { batch: Batch.ordered(Batch.derive(updated, now).view) }
     })
 
-  return { store, knobs, maxFileBytes, read, cancel } satisfies Runtime
+  return { store, knobs, maxFileBytes, faults, read, cancel } satisfies Runtime
 })

@@ -87,6 +87,32 @@ export interface Knobs {
   readonly lineFailures: ReadonlyArray<{ readonly status: number; readonly rate: number }>
   readonly shuffle: boolean
   readonly maxLinesPerBatch: number
+  /** `GET /v1/batches/{id}` answers 404 for this long after creation (0: never) */
+  readonly notFoundAfterCreateMs: number
+  /** estimated input tokens this batch plus the in_progress ones may hold, or null (no limit) */
+  readonly enqueuedTokenLimit: number | null
+  /** per-line non-HTTP errors (`response: null, error: {code, message}`), drawn after `lineFailures` */
+  readonly lineErrors: ReadonlyArray<{ readonly code: string; readonly rate: number }>
+  /** the fraction of lines left out of both the output and the error file */
+  readonly dropLines: number
+  /** report `error_file_id: ""` instead of null when no error file was written */
+  readonly emptyErrorFileId: boolean
+}
+
+/** the knobs added after the first release, at the values that turn them off: records written before them load with these */
+export const LATER_KNOBS_OFF = {
+  notFoundAfterCreateMs: 0,
+  enqueuedTokenLimit: null,
+  lineErrors: [],
+  dropLines: 0,
+  emptyErrorFileId: false
+} as const satisfies Partial<Knobs>
+
+/** a whole-batch failure decided when the batch was created (`failBatches`): validation ends in it */
+export interface InjectedFailure {
+  readonly code: string
+  /** null: the emulator's message for the code */
+  readonly message: string | null
 }
 
 /** what validation found: the model, the number of requests and which of them get an injected failure */
@@ -97,6 +123,8 @@ export type Validation =
     readonly total: number
     /** 0-based request indices with an injected failure, ascending */
     readonly failing: ReadonlyArray<number>
+    /** estimated input tokens of the whole batch (message contents, embedding inputs); absent in old records */
+    readonly inputTokens?: number
   }
   | { readonly ok: false; readonly model: string | null; readonly errors: ReadonlyArray<BatchError> }
 
@@ -116,6 +144,8 @@ export interface BatchRecord {
   readonly output_expires_after_seconds: number | null
   readonly created_ms: number
   readonly knobs: Knobs
+  /** the whole-batch failure `failBatches` picked for it at creation, if any */
+  readonly injected_failure: InjectedFailure | null
   readonly cancel_ms: number | null
   readonly validation: Validation | null
   /** set once the batch reached a terminal state and its output files were written */
@@ -194,7 +224,7 @@ export const open = (dir: string): Store => {
   }
   for (const b of readJsonDir<BatchRecord>(batchesDir).sort((a, b) => a.seq - b.seq)) {
     if (typeof b?.id !== "string") continue
-    batches.set(b.id, b)
+    batches.set(b.id, { ...b, knobs: { ...LATER_KNOBS_OFF, ...b.knobs }, injected_failure: b.injected_failure ?? null })
     seq = Math.max(seq, b.seq)
   }
   const statsFile = path.join(dir, "stats.json")

@@ -569,6 +569,384 @@ describe("Emulator (official openai SDK)", () => {
   })
 })
 
+// ===== fault knobs =====
+
+const stats = (emulator: Emulator.Handle) => Effect.runPromise(emulator.stats)
+
+/** reads a download to its end or its break: the bytes received, and the error that cut it if any */
+const download = async (response: Response) => {
+  const chunks: Array<Uint8Array> = []
+  let error: unknown = undefined
+  const reader = response.body!.getReader()
+  try {
+    while (true) {
+      const { done, value } = await reader.read()
+      if (done) break
+      chunks.push(value)
+    }
+  } catch (e) {
+    error = e
+  }
+  return { bytes: Buffer.concat(chunks), error }
+}
+
+describe("Emulator fault knobs (official openai SDK)", () => {
+  it("endpointFaults: the first call to each endpoint fails with its status in the API's error shape (RateLimitError with retry-after, InternalServerError); refused calls change nothing", async () => {
+    const endpointFaults = [
+      { endpoint: "files.create", status: 503, times: 1 },
+      { endpoint: "files.retrieve", status: 500, times: 1 },
+      { endpoint: "files.content", status: 502, times: 1 },
+      { endpoint: "files.list", status: 429, times: 1, retryAfter: 7 },
+      { endpoint: "files.delete", status: 500, times: 1 },
+      { endpoint: "batches.create", status: 503, times: 1 },
+      { endpoint: "batches.retrieve", status: 429, times: 1 },
+      { endpoint: "batches.list", status: 502, times: 1 },
+      { endpoint: "batches.cancel", status: 500, times: 1 }
+    ] as const
+    // validating for a long time, so the batch can still be cancelled at the end
+    await withEmulator({ validationMs: 30_000, endpointFaults }, async (client, emulator) => {
+      const fault = async (call: Promise<unknown>, status: number, retryAfter: string | null = null) => {
+        const e = await call.then(() => undefined, (e) => e)
+        assert.instanceOf(e, status === 429 ? OpenAI.RateLimitError : OpenAI.InternalServerError, String(e))
+        assert.strictEqual(e.status, status)
+        assert.hasAllKeys(e.error, ["message", "type", "param", "code"])
+        assert.strictEqual(e.type, status === 429 ? "requests" : "server_error")
+        assert.strictEqual(e.headers.get("retry-after"), status === 429 ? retryAfter : null)
+      }
+      const rows = [chatLine(0), chatLine(1)]
+      await fault(upload(client, rows), 503)
+      assert.strictEqual((await stats(emulator)).filesUploaded, 0, "a refused upload stores nothing")
+      const file = await upload(client, rows)
+
+      await fault(client.files.retrieve(file.id), 500)
+      assert.strictEqual((await client.files.retrieve(file.id)).id, file.id)
+      await fault(client.files.content(file.id), 502)
+      assert.strictEqual(await (await client.files.content(file.id)).text(), jsonl(rows))
+      await fault(client.files.list(), 429, "7")
+      assert.deepStrictEqual((await client.files.list()).data.map((f) => f.id), [file.id])
+
+      const create = () => client.batches.create({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" })
+      await fault(create(), 503)
+      assert.strictEqual((await stats(emulator)).batchesCreated, 0, "a refused create creates no batch")
+      const batch = await create()
+      await fault(client.batches.retrieve(batch.id), 429, "0")
+      assert.strictEqual((await client.batches.retrieve(batch.id)).status, "validating")
+      await fault(client.batches.list(), 502)
+      assert.deepStrictEqual((await client.batches.list()).data.map((b) => b.id), [batch.id])
+      await fault(client.batches.cancel(batch.id), 500)
+      assert.strictEqual((await client.batches.retrieve(batch.id)).status, "validating", "a refused cancel cancels nothing")
+      assert.strictEqual((await client.batches.cancel(batch.id)).status, "cancelling")
+
+      await fault(client.files.delete(file.id), 500)
+      assert.strictEqual((await client.files.retrieve(file.id)).id, file.id, "a refused delete deletes nothing")
+      assert.isTrue((await client.files.delete(file.id)).deleted)
+      assert.strictEqual((await stats(emulator)).batchesCreated, 1)
+    })
+  })
+
+  it("endpointFaults: '*' with a rate fails a deterministic fraction of calls to every endpoint (same seed, same calls fail); the SDK's retries honour retry-after", async () => {
+    const pattern = (seed: number) =>
+      withEmulator({ seed, endpointFaults: [{ endpoint: "*", status: 500, rate: 0.3 }] }, async (client) => {
+        const out: Array<string> = []
+        for (let i = 0; i < 80; i++) {
+          const call = i % 2 === 0 ? client.batches.list() : client.files.list()
+          out.push(await call.then(
+            () => "ok",
+            (e) => (e instanceof OpenAI.InternalServerError && e.status === 500 ? "500" : `unexpected ${String(e)}`)
+          ))
+        }
+        return out
+      })
+    const [a, b, c] = [await pattern(1), await pattern(1), await pattern(2)]
+    assert.deepStrictEqual(a, b, "the same seed fails the same calls")
+    assert.notDeepEqual(a, c, "another seed fails other calls")
+    assert.sameMembers([...new Set(a)], ["ok", "500"])
+    const failed = a.filter((s) => s === "500").length
+    assert.isTrue(failed >= 10 && failed <= 40, `${failed} of 80 calls failed`)
+    assert.isTrue(a.some((s, i) => s === "500" && i % 2 === 0) && a.some((s, i) => s === "500" && i % 2 === 1), "both endpoints fail")
+
+    // a client that retries gets through two 429s (retry-after: 0) without waiting
+    await withEmulator({ endpointFaults: [{ endpoint: "batches.list", status: 429, times: 2 }] }, async (_client, emulator) => {
+      const statuses: Array<number> = []
+      const retrying = new OpenAI({
+        apiKey: "test",
+        baseURL: emulator.url,
+        maxRetries: 2,
+        fetch: async (input, init) => {
+          const response = await fetch(input, init)
+          statuses.push(response.status)
+          return response
+        }
+      })
+      const started = Date.now()
+      assert.deepStrictEqual((await retrying.batches.list()).data, [])
+      assert.deepStrictEqual(statuses, [429, 429, 200])
+      assert.isBelow(Date.now() - started, 5_000)
+    })
+  })
+
+  it("createSucceedsThenFails: the first creates make the batch and still answer 500, so the batch is found by its metadata; a retrying SDK makes duplicates", async () => {
+    await withEmulator({ createSucceedsThenFails: 2, validationMs: 5 }, async (client, emulator) => {
+      const file = await upload(client, [chatLine(0)])
+      const create = (tag: string) =>
+        client.batches.create({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h", metadata: { tag } })
+      const first = await create("a").catch((e) => e)
+      assert.instanceOf(first, OpenAI.InternalServerError)
+      assert.strictEqual(first.status, 500)
+      const listed = await client.batches.list()
+      assert.deepStrictEqual(listed.data.map((b) => b.metadata), [{ tag: "a" }], "the create went through")
+      assert.strictEqual((await stats(emulator)).batchesCreated, 1)
+      assert.instanceOf(await create("b").catch((e) => e), OpenAI.InternalServerError)
+      const third = await create("c")
+      assert.strictEqual(third.status, "validating")
+      assert.strictEqual((await stats(emulator)).batchesCreated, 3)
+      // the batches that "failed" run like any other
+      for (const b of listed.data) assert.strictEqual((await poll(client, b.id)).batch.status, "completed")
+    })
+    await withEmulator({ createSucceedsThenFails: 2 }, async (_client, emulator) => {
+      const retrying = new OpenAI({ apiKey: "test", baseURL: emulator.url, maxRetries: 2 })
+      const file = await upload(retrying, [chatLine(0)])
+      const batch = await retrying.batches.create({
+        input_file_id: file.id,
+        endpoint: "/v1/chat/completions",
+        completion_window: "24h",
+        metadata: { tag: "once" }
+      })
+      const all = (await retrying.batches.list()).data
+      assert.strictEqual((await stats(emulator)).batchesCreated, 3, "one create call, three batches")
+      assert.deepStrictEqual(all.map((b) => b.metadata), [{ tag: "once" }, { tag: "once" }, { tag: "once" }])
+      assert.strictEqual(all[0]!.id, batch.id)
+    })
+  })
+
+  it("resetDownloads: the first downloads send afterBytes bytes (at most all but one) and then drop the connection", async () => {
+    await withEmulator({ resetDownloads: { times: 3, afterBytes: 100 } }, async (client) => {
+      const rows = Array.from({ length: 30 }, (_, i) => chatLine(i))
+      const text = jsonl(rows)
+      const file = await upload(client, rows)
+      const tiny = await upload(client, "x".repeat(40), "tiny.jsonl")
+
+      // the headers arrive with the whole length, then the body breaks off
+      const first = await client.files.content(file.id)
+      assert.strictEqual(first.status, 200)
+      assert.strictEqual(first.headers.get("content-length"), String(Buffer.byteLength(text)))
+      const broken = await first.text().catch((e) => e)
+      assert.instanceOf(broken, TypeError)
+      const second = await download(await client.files.content(file.id))
+      assert.isDefined(second.error, "the second download breaks too")
+      assert.strictEqual(second.bytes.length, 100)
+      assert.strictEqual(second.bytes.toString("utf8"), text.slice(0, 100))
+      const short = await download(await client.files.content(tiny.id))
+      assert.isDefined(short.error)
+      assert.strictEqual(short.bytes.toString("utf8"), "x".repeat(39), "a file shorter than afterBytes loses its last byte")
+
+      // the next ones are whole
+      const whole = await download(await client.files.content(file.id))
+      assert.isUndefined(whole.error)
+      assert.strictEqual(whole.bytes.toString("utf8"), text)
+      assert.strictEqual(await (await client.files.content(tiny.id)).text(), "x".repeat(40))
+    })
+  })
+
+  it("notFoundAfterCreateMs: retrieving a batch answers 404 for that long after its creation, then the batch is there, further along", async () => {
+    await withEmulator({ notFoundAfterCreateMs: 1_500, validationMs: 5 }, async (client) => {
+      const file = await upload(client, [chatLine(0), chatLine(1)])
+      const started = Date.now()
+      const created = await client.batches.create({ input_file_id: file.id, endpoint: "/v1/chat/completions", completion_window: "24h" })
+      const missing = await client.batches.retrieve(created.id).catch((e) => e)
+      assert.instanceOf(missing, OpenAI.NotFoundError)
+      assert.strictEqual(missing.status, 404)
+      assert.deepStrictEqual((await client.batches.list()).data.map((b) => b.id), [created.id], "the list already shows it")
+      let found: Batch | undefined
+      let misses = 1
+      while (found === undefined) {
+        await new Promise((r) => setTimeout(r, 100))
+        found = await client.batches.retrieve(created.id).catch((e) => {
+          assert.instanceOf(e, OpenAI.NotFoundError)
+          misses++
+          return undefined
+        })
+      }
+      assert.isAtLeast(Date.now() - started, 1_500)
+      assert.isAtLeast(misses, 2)
+      assert.strictEqual((await poll(client, created.id)).batch.status, "completed")
+    })
+  })
+
+  it("failBatches: the first `times` batches (and a seeded fraction with `rate`) go validating → failed with the given code and message, no line", async () => {
+    const message =
+      "Enqueued token limit reached for gpt-4o-mini in organization org-x. Limit: 2,000,000 enqueued tokens. Please try again once some in_progress batches have been completed."
+    await withEmulator({ validationMs: 20, failBatches: { times: 1, code: "token_limit_exceeded", message } }, async (client) => {
+      const doomed = await submit(client, [chatLine(0), chatLine(1)])
+      assert.strictEqual(doomed.status, "validating")
+      const { batch, seen } = await poll(client, doomed.id)
+      assert.deepStrictEqual(seen, ["validating", "failed"])
+      assert.deepStrictEqual(batch.errors, { object: "list", data: [{ code: "token_limit_exceeded", message, param: null, line: null }] })
+      assert.isNumber(batch.failed_at)
+      assert.isNull(batch.output_file_id)
+      assert.isNull(batch.error_file_id)
+      const next = await submit(client, [chatLine(0), chatLine(1)])
+      assert.strictEqual((await poll(client, next.id)).batch.status, "completed", "only the first batch fails")
+    })
+    // a rate: which batches fail depends on the seed only; the default message for the code
+    const outcomes = (seed: number) =>
+      withEmulator({ seed, validationMs: 5, failBatches: { rate: 0.5, code: "token_limit_exceeded" } }, async (client) => {
+        const ids: Array<string> = []
+        for (let i = 0; i < 16; i++) ids.push((await submit(client, [chatLine(i)])).id)
+        const out: Array<string> = []
+        for (const id of ids) {
+          const { batch } = await poll(client, id)
+          if (batch.status === "failed") {
+            assert.strictEqual(batch.errors?.data?.[0]?.code, "token_limit_exceeded")
+            assert.match(batch.errors?.data?.[0]?.message ?? "", /^Enqueued token limit reached for gpt-4o-mini .* Limit: 2,000,000 enqueued tokens/)
+          }
+          out.push(batch.status)
+        }
+        return out
+      })
+    const a = await outcomes(7)
+    assert.deepStrictEqual(await outcomes(7), a)
+    const failed = a.filter((s) => s === "failed").length
+    assert.isTrue(failed >= 3 && failed <= 13, `${failed} of 16 failed`)
+    assert.sameMembers([...new Set(a)], ["failed", "completed"])
+  })
+
+  it("enqueuedTokenLimit: a batch over the limit (with the in_progress ones) fails validation with token_limit_exceeded and no line; its halves get through one after the other", async () => {
+    const rows = Array.from({ length: 20 }, (_, i) => chatLine(i))
+    const tokens = (rs: ReadonlyArray<ReturnType<typeof chatLine>>) =>
+      rs.reduce((sum, r) => sum + r.body.messages.reduce((s, m) => s + Engine.countTokens(m.content), 0), 0)
+    const limit = Math.floor(tokens(rows) * 0.75)
+    const [left, right] = [rows.slice(0, 10), rows.slice(10)]
+    assert.isBelow(tokens(left), limit)
+    assert.isBelow(tokens(right), limit)
+    // 10 lines at 5 per second: the first half stays in progress for 2 s
+    await withEmulator({ enqueuedTokenLimit: limit, validationMs: 20, linesPerSecond: 5 }, async (client) => {
+      const whole = await poll(client, (await submit(client, rows)).id)
+      assert.strictEqual(whole.batch.status, "failed")
+      assert.deepStrictEqual(whole.batch.errors?.data, [{
+        code: "token_limit_exceeded",
+        message:
+          `Enqueued token limit reached for gpt-4o-mini in organization org-emulator. Limit: ${limit.toLocaleString("en-US")} enqueued tokens. Please try again once some in_progress batches have been completed.`,
+        param: null,
+        line: null
+      }])
+      const first = await submit(client, left)
+      await poll(client, first.id, (b) => b.status === "in_progress")
+      const tooSoon = await poll(client, (await submit(client, right)).id)
+      assert.strictEqual(tooSoon.batch.status, "failed", "the in_progress half counts against the limit")
+      assert.strictEqual(tooSoon.batch.errors?.data?.[0]?.code, "token_limit_exceeded")
+      assert.strictEqual((await poll(client, first.id)).batch.status, "completed")
+      const second = await poll(client, (await submit(client, right)).id, (b) => b.status !== "validating")
+      assert.strictEqual(second.batch.status, "in_progress", "once the first half is done, the second fits")
+    })
+  })
+
+  it("lineErrors: non-HTTP error lines (response: null, error: {code, message}) in the error file, alongside lineFailures' HTTP lines", async () => {
+    const rows = Array.from({ length: 400 }, (_, i) => chatLine(i))
+    await withEmulator({
+      validationMs: 5,
+      lineFailures: [{ status: 500, rate: 0.1 }],
+      lineErrors: [{ code: "request_timeout", rate: 0.1 }, { code: "batch_expired", rate: 0.05 }]
+    }, async (client) => {
+      const { batch } = await poll(client, (await submit(client, rows)).id)
+      assert.strictEqual(batch.status, "completed")
+      const output = await content(client, batch.output_file_id)
+      const errors = await content(client, batch.error_file_id)
+      assert.strictEqual(output.length + errors.length, 400)
+      assert.deepStrictEqual(batch.request_counts, { total: 400, completed: output.length, failed: errors.length })
+      const http = errors.filter((l) => l.error === null)
+      const timeouts = errors.filter((l) => l.error?.code === "request_timeout")
+      const expired = errors.filter((l) => l.error?.code === "batch_expired")
+      assert.strictEqual(http.length + timeouts.length + expired.length, errors.length)
+      assert.isTrue(http.length > 20 && http.length < 65, `500s: ${http.length}`)
+      assert.isTrue(timeouts.length > 20 && timeouts.length < 65, `request_timeout: ${timeouts.length}`)
+      assert.isTrue(expired.length > 5 && expired.length < 40, `batch_expired: ${expired.length}`)
+      for (const line of http) assert.strictEqual(line.response.status_code, 500)
+      for (const line of [...timeouts, ...expired]) {
+        assert.hasAllKeys(line, ["id", "custom_id", "response", "error"])
+        assert.isNull(line.response)
+        assert.hasAllKeys(line.error, ["code", "message"])
+        assert.isString(line.error.message)
+        assert.isAbove(line.error.message.length, 0)
+      }
+      assert.strictEqual(expired[0].error.message, "This request could not be executed before the completion window expired.")
+    })
+  })
+
+  it("dropLines: some lines are in neither the output nor the error file, while request_counts still count them", async () => {
+    const rows = Array.from({ length: 300 }, (_, i) => chatLine(i))
+    await withEmulator({ validationMs: 5, dropLines: 0.1, lineFailures: [{ status: 500, rate: 0.2 }] }, async (client) => {
+      const { batch } = await poll(client, (await submit(client, rows)).id)
+      assert.strictEqual(batch.status, "completed")
+      const output = await content(client, batch.output_file_id)
+      const errors = await content(client, batch.error_file_id)
+      const present = new Set([...output, ...errors].map((l) => l.custom_id))
+      assert.strictEqual(present.size, output.length + errors.length, "no line twice")
+      const lost = rows.map((r) => r.custom_id).filter((id) => !present.has(id))
+      assert.isTrue(lost.length >= 10 && lost.length <= 55, `${lost.length} of 300 lines lost`)
+      for (const id of lost) {
+        assert.isUndefined(output.find((l) => l.custom_id === id))
+        assert.isUndefined(errors.find((l) => l.custom_id === id))
+      }
+      assert.strictEqual(batch.request_counts?.total, 300)
+      assert.strictEqual(batch.request_counts!.completed + batch.request_counts!.failed, 300, "the counts do not show the loss")
+      assert.isAbove(batch.request_counts!.completed, output.length)
+    })
+  })
+
+  it("emptyErrorFileId: a batch with no failed line reports error_file_id \"\" (null while running, a real file when lines fail)", async () => {
+    await withEmulator({ validationMs: 5, linesPerSecond: 200, emptyErrorFileId: true }, async (client) => {
+      const created = await submit(client, Array.from({ length: 40 }, (_, i) => chatLine(i)))
+      const running = await poll(client, created.id, (b) => b.status === "in_progress")
+      assert.isNull(running.batch.error_file_id)
+      const { batch } = await poll(client, created.id)
+      assert.strictEqual(batch.status, "completed")
+      assert.strictEqual(batch.error_file_id, "")
+      assert.isString(batch.output_file_id)
+      assert.strictEqual((await content(client, batch.output_file_id)).length, 40)
+    })
+    await withEmulator({ validationMs: 5, emptyErrorFileId: true, lineFailures: [{ status: 400, rate: 0.5 }] }, async (client) => {
+      const { batch } = await poll(client, (await submit(client, Array.from({ length: 40 }, (_, i) => chatLine(i)))).id)
+      assert.match(batch.error_file_id ?? "", /^file-/)
+    })
+  })
+
+  it("a completed batch whose every line failed has output_file_id null and only an error file", async () => {
+    await withEmulator({ validationMs: 5, lineFailures: [{ status: 500, rate: 1 }] }, async (client) => {
+      const { batch } = await poll(client, (await submit(client, Array.from({ length: 9 }, (_, i) => chatLine(i)))).id)
+      assert.strictEqual(batch.status, "completed")
+      assert.isNull(batch.output_file_id)
+      assert.match(batch.error_file_id ?? "", /^file-/)
+      assert.deepStrictEqual(batch.request_counts, { total: 9, completed: 0, failed: 9 })
+      const errors = await content(client, batch.error_file_id)
+      assert.strictEqual(errors.length, 9)
+      for (const line of errors) assert.strictEqual(line.response.status_code, 500)
+    })
+  })
+
+  it("slow progression: request_counts.completed grows while the batch is in_progress", async () => {
+    // 60 lines at 40 per second: 1.5 s in progress, polled every 100 ms
+    await withEmulator({ validationMs: 5, linesPerSecond: 40, finalizingMs: 100 }, async (client) => {
+      const created = await submit(client, Array.from({ length: 60 }, (_, i) => chatLine(i)))
+      const counts: Array<number> = []
+      while (true) {
+        const batch = await client.batches.retrieve(created.id)
+        if (batch.status === "in_progress") {
+          assert.strictEqual(batch.request_counts?.total, 60)
+          assert.strictEqual(batch.request_counts?.failed, 0)
+          counts.push(batch.request_counts!.completed)
+        } else if (batch.status !== "validating") break
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      assert.isAtLeast(new Set(counts).size, 4, `counts seen: ${counts.join(", ")}`)
+      for (let i = 1; i < counts.length; i++) assert.isAtLeast(counts[i]!, counts[i - 1]!, "never decreases")
+      assert.isBelow(counts[0]!, counts.at(-1)!)
+      assert.isBelow(counts.at(-1)!, 60 + 1)
+      assert.strictEqual((await poll(client, created.id)).batch.request_counts?.completed, 60)
+    })
+  })
+})
+
 describe("Emulator.serve", () => {
   it.live("reports batches created, files uploaded and lines processed", () =>
     Effect.gen(function*() {
@@ -589,6 +967,15 @@ describe("Emulator.serve", () => {
       yield* Effect.scoped(Emulator.serve({ dir }))
       assert.isTrue(fs.existsSync(path.join(dir, "batches")))
     }))
+
+  it.live("fails with EmulatorError on knobs that cannot work (an unknown endpoint, a status that is no error)", () =>
+    Effect.gen(function*() {
+      const unknown = yield* Effect.flip(Emulator.serve({ endpointFaults: [{ endpoint: "batch.create" as any, status: 500 }] }))
+      assert.strictEqual(unknown._tag, "EmulatorError")
+      assert.match(unknown.message, /endpointFaults\[0\]\.endpoint/)
+      const status = yield* Effect.flip(Emulator.serve({ endpointFaults: [{ endpoint: "*", status: 200 }] }))
+      assert.match(status.message, /endpointFaults\[0\]\.status/)
+    }).pipe(Effect.scoped))
 
   it.live("fails with EmulatorError when the port is taken", () =>
     Effect.gen(function*() {
