@@ -1,10 +1,17 @@
+/**
+ * The ledger's behaviour, one suite run against every backend: SQLite in
+ * memory, SQLite in a file, and Postgres (each test in a schema of its own).
+ */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Context, Effect, Layer, Option, Redacted } from "effect"
+import type { Scope } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Ledger from "../src/Ledger.ts"
 import * as SqliteClient from "../src/SqliteClient.ts"
+import * as Pg from "./support/postgres.ts"
 
 const fp = (n: number) => n.toString(16).padStart(64, "0")
 
@@ -15,16 +22,72 @@ const row = (key: string, position: number, fingerprint: string | null = fp(posi
   record: JSON.stringify({ key })
 })
 
-const memory = Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" })))
+/** one database, empty at first */
+interface Store {
+  /** a ledger on the store; every call opens new connections to it */
+  readonly open: () => Layer.Layer<Ledger.Ledger, unknown>
+}
 
-const withRun = <A, E>(f: (ledger: Ledger.Service, runId: string) => Effect.Effect<A, E>) =>
-  Effect.gen(function*() {
-    const ledger = yield* Ledger.Ledger
-    const run = yield* ledger.createRun({ id: "run-1", pipeline: "p", module: null, provider: "openai" })
-    return yield* f(ledger, run.id)
-  }).pipe(Effect.provide(memory))
+/** where a ledger can live */
+interface Backend {
+  readonly name: string
+  /** false when `open` hands out the same connection (in-memory SQLite): nothing is reopened */
+  readonly reopens: boolean
+  /** a fresh, empty store for one test, removed when the test's scope closes */
+  readonly fresh: Effect.Effect<Store, unknown, Scope.Scope>
+}
 
-describe("Ledger (SQLite)", () => {
+const sqliteMemory: Backend = {
+  name: "SQLite in memory",
+  reopens: false,
+  fresh: Effect.map(
+    Layer.build(Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: ":memory:" })))),
+    (context) => ({ open: () => Layer.succeedContext(context) })
+  )
+}
+
+const sqliteFile: Backend = {
+  name: "SQLite file",
+  reopens: true,
+  fresh: Effect.map(
+    Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-ledger-"))),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    ),
+    (dir) => ({
+      open: () => Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(dir, "state.db") })))
+    })
+  )
+}
+
+const postgres = (url: string): Backend => ({
+  name: "Postgres",
+  reopens: true,
+  fresh: Effect.map(Pg.freshSchema(url, "ledger"), (fresh) => ({
+    open: () => Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
+  }))
+})
+
+/** a ledger (its own connections) on the store, for the rest of the test */
+const openLedger = (store: Store) => Effect.map(Layer.build(store.open()), (context) => Context.get(context, Ledger.Ledger))
+
+const ledgerSuite = (backend: Backend) => {
+  /** runs `f` on a ledger on a fresh store */
+  const withLedger = <A, E>(f: (ledger: Ledger.Service, store: Store) => Effect.Effect<A, E, Scope.Scope>) =>
+    Effect.gen(function*() {
+      const store = yield* backend.fresh
+      const ledger = yield* openLedger(store)
+      return yield* f(ledger, store)
+    })
+
+  const withRun = <A, E>(f: (ledger: Ledger.Service, runId: string) => Effect.Effect<A, E, Scope.Scope>) =>
+    withLedger((ledger) =>
+      Effect.gen(function*() {
+        const run = yield* ledger.createRun({ id: "run-1", pipeline: "p", module: null, provider: "openai" })
+        return yield* f(ledger, run.id)
+      })
+    )
+
   it.effect("admits rows once: a resumed read skips them, identical requests share one", () =>
     withRun((ledger, runId) =>
       Effect.gen(function*() {
@@ -38,7 +101,8 @@ describe("Ledger (SQLite)", () => {
         assert.strictEqual(counts.items, 4)
         assert.strictEqual(counts.requests, 3)
         assert.strictEqual(counts.queued, 3)
-      })))
+      })
+    ))
 
   it.effect("a key repeated at another position becomes a failed row of its own", () =>
     withRun((ledger, runId) =>
@@ -55,7 +119,8 @@ describe("Ledger (SQLite)", () => {
         const rows = yield* ledger.partRows(runId, Option.getOrThrow(seq))
         assert.deepStrictEqual(rows.map((r) => r.key), ["a#2"])
         assert.match(rows[0]!.failure!.message, /duplicate key "a": first seen at row 1/)
-      })))
+      })
+    ))
 
   it.effect("seal, outcomes, retries and parts: every row delivered once", () =>
     withRun((ledger, runId) =>
@@ -92,16 +157,25 @@ describe("Ledger (SQLite)", () => {
         assert.strictEqual(counts.delivered, 1)
         assert.strictEqual(counts.dead, 1)
         assert.strictEqual(counts.pendingItems, 2)
-      })))
+      })
+    ))
 
   it.effect("a retryable failure fails for good at the last attempt", () =>
     withRun((ledger, runId) =>
       Effect.gen(function*() {
         yield* ledger.admit(runId, [row("a", 1)])
         for (let attempt = 1; attempt <= 2; attempt++) {
-          yield* ledger.sealBatch({ id: `b${attempt}`, runId, seq: attempt, group: "g", file: "f", requestCount: 1, bytes: 1 }, [fp(1)])
+          yield* ledger.sealBatch(
+            { id: `b${attempt}`, runId, seq: attempt, group: "g", file: "f", requestCount: 1, bytes: 1 },
+            [fp(1)]
+          )
           yield* ledger.recordOutcomes(runId, `b${attempt}`, [
-            { _tag: "Failed", fingerprint: fp(1), failure: { kind: "provider_error", message: `HTTP 500 #${attempt}` }, retryable: true }
+            {
+              _tag: "Failed",
+              fingerprint: fp(1),
+              failure: { kind: "provider_error", message: `HTTP 500 #${attempt}` },
+              retryable: true
+            }
           ], 2)
         }
         const counts = yield* ledger.counts(runId)
@@ -109,44 +183,172 @@ describe("Ledger (SQLite)", () => {
         assert.strictEqual(counts.failed, 1)
         const rows = yield* ledger.partRows(runId, Option.getOrThrow(yield* ledger.assignPart(runId, 10)))
         assert.strictEqual(rows[0]!.failure!.message, "HTTP 500 #2")
-      })))
+      })
+    ))
 
   it.effect("results are cached across runs by fingerprint", () =>
-    Effect.gen(function*() {
-      const ledger = yield* Ledger.Ledger
-      yield* ledger.createRun({ id: "r1", pipeline: "p", module: null, provider: "openai" })
-      yield* ledger.admit("r1", [row("a", 1)])
-      yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [fp(1)])
-      yield* ledger.recordOutcomes("r1", "b1", [
-        { _tag: "Succeeded", fingerprint: fp(1), output: "[1,2]", usage: { inputTokens: 1, outputTokens: 0 } }
-      ], 3)
-      yield* ledger.createRun({ id: "r2", pipeline: "p", module: null, provider: "openai" })
-      const admission = yield* ledger.admit("r2", [row("x", 1, fp(1)), row("y", 2, fp(2))])
-      assert.deepStrictEqual(admission.fresh, [1])
-      assert.strictEqual(admission.ready, 1)
-      const rows = yield* ledger.partRows("r2", Option.getOrThrow(yield* ledger.assignPart("r2", 10)))
-      assert.deepStrictEqual(rows.map((r) => [r.key, r.output, r.cached]), [["x", "[1,2]", true]])
-    }).pipe(Effect.provide(memory)))
-
-  it.effect("state survives reopening the database file", () =>
-    Effect.gen(function*() {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-ledger-"))
-      const file = path.join(dir, "state.db")
-      const layer = () => Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: file })))
-      yield* Effect.gen(function*() {
-        const ledger = yield* Ledger.Ledger
-        yield* ledger.createRun({ id: "r1", pipeline: "p", module: "/x.ts", provider: "openai" })
+    withLedger((ledger) =>
+      Effect.gen(function*() {
+        yield* ledger.createRun({ id: "r1", pipeline: "p", module: null, provider: "openai" })
         yield* ledger.admit("r1", [row("a", 1)])
-        yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [fp(1)])
-        yield* ledger.updateBatch("b1", { state: "submitted", remoteId: "batch_1", remoteMeta: { inputFileId: "file-1" } })
-      }).pipe(Effect.provide(layer()))
-      const open = yield* Effect.gen(function*() {
-        const ledger = yield* Ledger.Ledger
-        return yield* ledger.openBatches("r1")
-      }).pipe(Effect.provide(layer()))
-      assert.strictEqual(open.length, 1)
-      assert.strictEqual(open[0]!.remoteId, "batch_1")
-      assert.deepStrictEqual(open[0]!.remoteMeta, { inputFileId: "file-1" })
-      fs.rmSync(dir, { recursive: true, force: true })
-    }))
-})
+        yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [
+          fp(1)
+        ])
+        yield* ledger.recordOutcomes("r1", "b1", [
+          { _tag: "Succeeded", fingerprint: fp(1), output: "[1,2]", usage: { inputTokens: 1, outputTokens: 0 } }
+        ], 3)
+        yield* ledger.createRun({ id: "r2", pipeline: "p", module: null, provider: "openai" })
+        const admission = yield* ledger.admit("r2", [row("x", 1, fp(1)), row("y", 2, fp(2))])
+        assert.deepStrictEqual(admission.fresh, [1])
+        assert.strictEqual(admission.ready, 1)
+        const rows = yield* ledger.partRows("r2", Option.getOrThrow(yield* ledger.assignPart("r2", 10)))
+        assert.deepStrictEqual(rows.map((r) => [r.key, r.output, r.cached]), [["x", "[1,2]", true]])
+      })
+    ))
+
+  it.effect("runs, batches and their remote ids read back as written", () =>
+    withLedger((ledger) =>
+      Effect.gen(function*() {
+        yield* ledger.createRun({ id: "r1", pipeline: "p", module: "/x.ts", provider: "openai" })
+        yield* ledger.updateRun("r1", { state: "detached", sourceDone: true, message: "it's \"quoted\"" })
+        const run = Option.getOrThrow(yield* ledger.getRun("r1"))
+        assert.deepStrictEqual([run.state, run.sourceDone, run.message, run.module], [
+          "detached",
+          true,
+          "it's \"quoted\"",
+          "/x.ts"
+        ])
+        assert.isTrue(Option.isNone(yield* ledger.getRun("nope")))
+        yield* ledger.admit("r1", [row("a", 1), row("b", 2)])
+        assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 1)
+        yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 2, bytes: 99 }, [
+          fp(1),
+          fp(2)
+        ])
+        assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 2)
+        yield* ledger.updateBatch("b1", {
+          state: "submitted",
+          remoteId: "batch_1",
+          remoteMeta: { inputFileId: "file-1" },
+          submitted: true
+        })
+        const [batch] = yield* ledger.batches("r1")
+        assert.deepStrictEqual(
+          [batch!.state, batch!.remoteId, batch!.remoteMeta, batch!.requestCount, batch!.bytes, batch!.seq],
+          ["submitted", "batch_1", { inputFileId: "file-1" }, 2, 99, 1]
+        )
+        assert.isNotNull(batch!.submittedAt)
+        yield* ledger.updateBatch("b1", { state: "collected", completed: 2, ended: true })
+        assert.deepStrictEqual(yield* ledger.openBatches("r1"), [])
+        const counts = yield* ledger.counts("r1")
+        assert.deepStrictEqual([counts.batches, counts.openBatches, counts.batched], [1, 0, 2])
+      })
+    ))
+
+  if (backend.reopens) {
+    it.effect("state survives reopening the database", () =>
+      Effect.gen(function*() {
+        const store = yield* backend.fresh
+        yield* Effect.gen(function*() {
+          const ledger = yield* Ledger.Ledger
+          yield* ledger.createRun({ id: "r1", pipeline: "p", module: "/x.ts", provider: "openai" })
+          yield* ledger.admit("r1", [row("a", 1)])
+          yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [
+            fp(1)
+          ])
+          yield* ledger.updateBatch("b1", { state: "submitted", remoteId: "batch_1", remoteMeta: { inputFileId: "file-1" } })
+        }).pipe(Effect.provide(store.open()))
+        const open = yield* Effect.gen(function*() {
+          const ledger = yield* Ledger.Ledger
+          return yield* ledger.openBatches("r1")
+        }).pipe(Effect.provide(store.open()))
+        assert.strictEqual(open.length, 1)
+        assert.strictEqual(open[0]!.remoteId, "batch_1")
+        assert.deepStrictEqual(open[0]!.remoteMeta, { inputFileId: "file-1" })
+      }))
+
+    it.effect("two ledgers opening a fresh database at once both come up (migrations run once)", () =>
+      Effect.gen(function*() {
+        const store = yield* backend.fresh
+        const [a, b] = yield* Effect.all([openLedger(store), openLedger(store)], { concurrency: 2 })
+        yield* a.createRun({ id: "r1", pipeline: "p", module: null, provider: "openai" })
+        assert.isTrue(Option.isSome(yield* b.getRun("r1")))
+      }))
+  }
+
+  it.effect("two ledgers on the same database see each other's runs, rows and results", () =>
+    withLedger((a, store) =>
+      Effect.gen(function*() {
+        const b = yield* openLedger(store)
+        yield* a.createRun({ id: "ra", pipeline: "p", module: null, provider: "openai" })
+        yield* b.createRun({ id: "rb", pipeline: "p", module: null, provider: "anthropic" })
+        assert.deepStrictEqual((yield* a.listRuns).map((r) => r.id).sort(), ["ra", "rb"])
+        assert.deepStrictEqual((yield* b.listRuns).map((r) => r.id).sort(), ["ra", "rb"])
+        // rows admitted by one are skipped by the other (a resume on another machine)
+        yield* a.admit("ra", [row("x", 1), row("y", 2)])
+        const again = yield* b.admit("ra", [row("x", 1), row("y", 2), row("z", 3)])
+        assert.deepStrictEqual([again.skipped, again.admitted, again.fresh], [2, 1, [2]])
+        // a result recorded by one is a cache hit for the other
+        yield* b.sealBatch({ id: "b1", runId: "ra", seq: 1, group: "g", file: "f", requestCount: 3, bytes: 1 }, [
+          fp(1),
+          fp(2),
+          fp(3)
+        ])
+        yield* a.updateBatch("b1", { state: "submitted", remoteId: "batch_1" })
+        assert.strictEqual((yield* b.openBatches("ra"))[0]!.remoteId, "batch_1")
+        yield* a.recordOutcomes("ra", "b1", [
+          { _tag: "Succeeded", fingerprint: fp(1), output: "1", usage: { inputTokens: 1, outputTokens: 1 } }
+        ], 3)
+        const cached = yield* b.admit("rb", [row("k", 1, fp(1))])
+        assert.deepStrictEqual([cached.ready, cached.fresh], [1, []])
+        assert.strictEqual((yield* b.counts("ra")).succeeded, 1)
+      })
+    ))
+
+  it.effect("concurrent admits on different runs do not interfere", () =>
+    withLedger((ledger, store) =>
+      Effect.gen(function*() {
+        const other = yield* openLedger(store)
+        const runs = Array.from({ length: 6 }, (_, i) => `run-${i}`)
+        yield* Effect.forEach(runs, (id) => ledger.createRun({ id, pipeline: "p", module: null, provider: "openai" }))
+        // every run admits the same keys and fingerprints (they are per run), in chunks, all runs at once,
+        // half of them through a second ledger (its own connections)
+        const admissions = yield* Effect.forEach(runs, (id, r) =>
+          Effect.forEach(
+            Array.from({ length: 6 }, (_, c) => c),
+            (c) => (r % 2 === 0 ? ledger : other).admit(id, Array.from({ length: 50 }, (_, i) => {
+              const position = c * 50 + i + 1
+              return row(`k${position}`, position, fp(position % 120 + 1))
+            }))
+          ), { concurrency: "unbounded" })
+        for (const perRun of admissions) {
+          assert.strictEqual(perRun.reduce((n, a) => n + a.admitted, 0), 300)
+          assert.strictEqual(perRun.reduce((n, a) => n + a.fresh.length, 0), 120)
+          assert.strictEqual(perRun.reduce((n, a) => n + a.skipped + a.duplicates, 0), 0)
+        }
+        for (const id of runs) {
+          const counts = yield* ledger.counts(id)
+          assert.deepStrictEqual([counts.items, counts.requests, counts.queued], [300, 120, 120])
+        }
+        // the same request answered in two runs at once: one cached result, both runs succeeded
+        yield* Effect.forEach(["run-0", "run-1"], (id) =>
+          ledger.sealBatch({ id: `${id}-b1`, runId: id, seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [
+            fp(1)
+          ]))
+        yield* Effect.forEach([[ledger, "run-0"], [other, "run-1"]] as const, ([l, id]) =>
+          l.recordOutcomes(id, `${id}-b1`, [
+            { _tag: "Succeeded", fingerprint: fp(1), output: `"${id}"`, usage: { inputTokens: 1, outputTokens: 1 } }
+          ], 3), { concurrency: 2 })
+        assert.strictEqual((yield* ledger.counts("run-0")).succeeded, 1)
+        assert.strictEqual((yield* other.counts("run-1")).succeeded, 1)
+        yield* ledger.createRun({ id: "run-late", pipeline: "p", module: null, provider: "openai" })
+        assert.strictEqual((yield* other.admit("run-late", [row("k", 1, fp(1))])).ready, 1)
+      })
+    ))
+}
+
+describe("Ledger (SQLite in memory)", () => ledgerSuite(sqliteMemory))
+
+describe("Ledger (SQLite file)", () => ledgerSuite(sqliteFile))
+
+Pg.describePostgres("Ledger (Postgres)", (url) => ledgerSuite(postgres(url)))
