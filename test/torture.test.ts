@@ -137,6 +137,13 @@ describe("crash torture", () => {
     const batches = query<{ n: number }>(db, `SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL`)[0]!.n
     expect(created).toBe(batches)
     expect(query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_parts WHERE state <> 'committed'")[0]!.n).toBe(0)
+    // nothing half-written is left behind: no temporary files, no batch files once every batch is collected
+    const leftovers = (dir: string): Array<string> =>
+      fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? leftovers(path.join(dir, e.name)) : e.name.includes(".tmp") || e.name.endsWith(".jsonl") && dir.endsWith("batches") ? [path.join(dir, e.name)] : []
+      )
+    expect(leftovers(out)).toEqual([])
+    expect(leftovers(path.join(state, "runs"))).toEqual([])
     const manifestRows = JSON.parse(fs.readFileSync(path.join(out, "_manifest.json"), "utf8")).parts
       .reduce((s: number, p: { rows: number }) => s + p.rows, 0)
     expect(manifestRows).toBe(ROWS)

@@ -62,8 +62,20 @@ export const partFileName = (part: Sink.Part, extension: string): string =>
 
 const WRITE_CHUNK = 1 << 20
 
+let tmpCounter = 0
+
+/** removes temporary files a killed process left for `target` */
+const removeStaleTemps = async (target: string) => {
+  const dir = path.dirname(target)
+  const prefix = `${path.basename(target)}.tmp-`
+  for (const name of await fs.readdir(dir)) {
+    if (name.startsWith(prefix)) await fs.rm(path.join(dir, name), { force: true })
+  }
+}
+
 const writeAtomic = async (target: string, chunks: Iterable<string>, crashPoint = false): Promise<number> => {
-  const tmp = `${target}.tmp-${process.pid}`
+  await removeStaleTemps(target)
+  const tmp = `${target}.tmp-${process.pid}-${++tmpCounter}`
   const handle = await fs.open(tmp, "w")
   let bytes = 0
   try {
@@ -129,6 +141,7 @@ export const make = <A>(options: {
   const fail = (cause: unknown) =>
     new SinkError({ sink: name, message: cause instanceof Error ? cause.message : String(cause) })
 
+  // a part is written whole or not at all: interrupting waits for the write in progress (parts are bounded)
   const write = (part: Sink.Part, rows: ReadonlyArray<A>) =>
     Effect.tryPromise({
       try: async () => {
@@ -155,7 +168,8 @@ export const make = <A>(options: {
           },
           catch: fail
         }).pipe(Semaphore.withPermits(manifestLock, 1))
-      )
+      ),
+      Effect.uninterruptible
     )
 
   return { name, write }

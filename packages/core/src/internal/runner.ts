@@ -366,7 +366,7 @@ export const run = <Rec, A, Row>(
           await write(file, (item) => item.line)
         },
         catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
-      })
+      }).pipe(Effect.uninterruptible)
 
     /** the lines of a sealed batch with their custom ids, in file order */
     const readBatchFiles = (file: string) =>
@@ -752,9 +752,20 @@ export const run = <Rec, A, Row>(
       }
     }).pipe(Effect.mapError((e) => fail(e.message)))
 
+    /** removes batch files no open batch owns: left by a kill before a seal, or after a collect */
+    const sweepBatchFiles = (open: ReadonlyArray<Ledger.Batch>) =>
+      Effect.promise(async () => {
+        const keep = new Set(open.map((b) => path.basename(b.file)))
+        for (const name of await fs.readdir(batchDir)) {
+          const owner = name.replace(/\.ids$/, "").replace(/\.tmp$/, "").replace(/\.ids$/, "")
+          if (!keep.has(owner) || name.endsWith(".tmp")) await fs.rm(path.join(batchDir, name), { force: true })
+        }
+      })
+
     const body = Effect.gen(function*() {
       yield* deliver
       const open = yield* ledger.openBatches(runId).pipe(Effect.mapError((e) => fail(e.message)))
+      yield* sweepBatchFiles(open)
       const counts0 = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
       progress.succeeded = counts0.delivered
       progress.failed = counts0.dead
