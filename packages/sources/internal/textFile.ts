@@ -24,7 +24,8 @@ export const CHUNK_SIZE = 64 * 1024
  * @internal
  */
 export interface Parser<Out> {
-  readonly push: (text: string) => ReadonlyArray<Out> | SourceError
+  /** `invalid`: the bytes behind `text` were not all UTF-8 (the decoder replaced them with U+FFFD) */
+  readonly push: (text: string, invalid?: boolean) => ReadonlyArray<Out> | SourceError
   readonly end: () => ReadonlyArray<Out> | SourceError
 }
 
@@ -65,6 +66,26 @@ export const readError = (options: { readonly path: string; readonly name: strin
     message: `${options.name}: ${describe(cause)}${options.name === options.path ? "" : ` (${options.path})`}`
   })
 
+const REPLACEMENT = "\uFFFD"
+
+/**
+ * True when decoding `chunk` replaced bytes that are not UTF-8: the text holds
+ * more U+FFFD than the chunk holds encoded U+FFFD (EF BF BD). Cheap when the
+ * text has none, which is the usual case.
+ *
+ * @internal
+ */
+export const hasInvalidBytes = (text: string, chunk: Uint8Array): boolean => {
+  if (!text.includes(REPLACEMENT)) return false
+  let decoded = 0
+  for (let i = text.indexOf(REPLACEMENT); i !== -1; i = text.indexOf(REPLACEMENT, i + 1)) decoded++
+  let encoded = 0
+  for (let i = 0; i + 2 < chunk.length; i++) {
+    if (chunk[i] === 0xef && chunk[i + 1] === 0xbf && chunk[i + 2] === 0xbd) encoded++
+  }
+  return decoded > encoded
+}
+
 /**
  * Streams the records `parser` makes of the file at `path`.
  *
@@ -102,7 +123,9 @@ export const stream = <Out>(options: Options<Out>): Stream.Stream<Out, SourceErr
           }
         } else {
           onRead?.(bytesRead)
-          out = parser.push(decoder.decode(bytes.subarray(0, bytesRead), { stream: true }))
+          const chunk = bytes.subarray(0, bytesRead)
+          const text = decoder.decode(chunk, { stream: true })
+          out = parser.push(text, hasInvalidBytes(text, chunk))
         }
         if (out instanceof SourceError) {
           done = true

@@ -38,6 +38,8 @@ const newRunId = (name: string) => {
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
+const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
+
 /** transient provider errors (network, 429, 5xx) are retried with jittered exponential backoff, about 3 minutes in all */
 const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("30 seconds")]).pipe(
   Schedule.jittered
@@ -116,6 +118,7 @@ export const run = <Rec, A, Row>(
     const maxRequests = Math.min(pipeline.batch?.maxRequests ?? provider.limits.maxRequests, provider.limits.maxRequests)
     const maxBytes = Math.min(pipeline.batch?.maxBytes ?? provider.limits.maxBytes, provider.limits.maxBytes)
     const maxInFlight = Math.max(1, pipeline.batch?.maxInFlight ?? provider.limits.maxInFlight)
+    const maxLineBytes = Math.min(maxBytes, provider.limits.maxRequestBytes)
     const flushAfter = pipeline.batch?.flushAfter ?? "30 seconds"
     const maxAttempts = Math.max(1, pipeline.retry?.maxAttempts ?? 3)
     const retryTruncated = pipeline.retry?.truncated ?? false
@@ -278,6 +281,11 @@ export const run = <Rec, A, Row>(
       const fingerprint = Fingerprint.of(request)
       const encoded = provider.encode(request, fingerprint)
       if (R.isFailure(encoded)) return invalid(encoded.failure)
+      if (encoded.success.bytes > maxLineBytes) {
+        return invalid(
+          `the request is ${kib(encoded.success.bytes)} encoded, over the ${kib(maxLineBytes)} one request may take in a batch`
+        )
+      }
       return {
         key,
         row: { key, position: entry.position, fingerprint, record },

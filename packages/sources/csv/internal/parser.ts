@@ -191,6 +191,10 @@ export const make = <A>(options: Options<A>): TextParser<Item<A>> => {
               malformed(`field ${label}: ${what}`, end)
             } else if (cells.length !== header.length) {
               malformed(`expected ${header.length} fields, got ${cells.length}`, end)
+            } else if (suspect && cells.some((c) => c.includes("\uFFFD"))) {
+              const field = cells.findIndex((c) => c.includes("\uFFFD"))
+              const label = header[field] !== undefined ? JSON.stringify(header[field]) : `#${field + 1}`
+              malformed(`field ${label}: invalid UTF-8 (bytes that are not UTF-8 were replaced by U+FFFD)`, end)
             } else {
               const record: Record<string, string> = {}
               for (let i = 0; i < cells.length; i++) {
@@ -244,8 +248,12 @@ export const make = <A>(options: Options<A>): TextParser<Item<A>> => {
     return out
   }
 
+  /** the pending text came from bytes that were not all UTF-8 */
+  let suspect = false
+
   return {
-    push: (text) => {
+    push: (text, invalid = false) => {
+      suspect = invalid || (suspect && buffer.length > 0)
       if (skipping) {
         const eol = text.indexOf(newline ?? "\n")
         if (eol === -1) return []

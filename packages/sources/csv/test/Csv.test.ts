@@ -74,6 +74,23 @@ const generate = (n: number) => {
 }
 
 describe("Csv.source", () => {
+  it.effect("bytes that are not UTF-8 make their row malformed, naming the field; a real U+FFFD is kept", () =>
+    Effect.gen(function*() {
+      const bytes = Buffer.concat([
+        Buffer.from("id,priority,body\n1,low,fine\n2,high,caf"),
+        Buffer.from([0xe9]), // latin-1 é: not UTF-8
+        Buffer.from("\n3,low,fine too\n")
+      ])
+      const items = yield* read(Csv.source({ path: file(bytes), schema: Ticket, name: "t.csv" }))
+      assert.deepStrictEqual(rows(items).map((r) => r.value.id), [1, 3])
+      assert.deepStrictEqual(malformed(items).map((m) => m.reason), [
+        "t.csv row 2 (line 3): field \"body\": invalid UTF-8 (bytes that are not UTF-8 were replaced by U+FFFD)"
+      ])
+      // a file that is valid UTF-8 keeps its U+FFFD characters
+      const real = yield* read(Csv.source({ path: file("id,priority,body\n1,low,\uFFFD is a character\n"), schema: Ticket }))
+      assert.strictEqual(rows(real)[0]!.value.body, "\uFFFD is a character")
+    }))
+
   it.effect("decodes typed cells from text: integers, finite numbers, literals, booleans", () =>
     Effect.gen(function*() {
       const Schema1 = Schema.Struct({

@@ -51,6 +51,9 @@ export const make = <A>(options: Options<A>): TextParser<Item<A>> => {
     if (text.charCodeAt(text.length - 1) === 13) text = text.slice(0, -1)
     if (text.length === 0 || isBlank(text)) return
     position++
+    if (suspect && text.includes("\uFFFD")) {
+      return malformed(out, "invalid UTF-8 (bytes that are not UTF-8 were replaced by U+FFFD)", text)
+    }
     let json: unknown
     try {
       json = JSON.parse(text)
@@ -62,8 +65,12 @@ export const make = <A>(options: Options<A>): TextParser<Item<A>> => {
     else malformed(out, schemaReason(decoded.failure, json), text)
   }
 
+  /** the pending text came from bytes that were not all UTF-8 */
+  let suspect = false
+
   return {
-    push: (text) => {
+    push: (text, invalid = false) => {
+      suspect = invalid || (suspect && buffer.length > 0)
       const out: Array<Item<A>> = []
       let start = 0
       if (skipping) {

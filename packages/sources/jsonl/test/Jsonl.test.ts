@@ -47,6 +47,22 @@ const readWith = (options: {
   })
 
 describe("Jsonl.source", () => {
+  it.effect("a line with bytes that are not UTF-8 is malformed; the rest comes through", () =>
+    Effect.gen(function*() {
+      const p = path.join(tmpDir(), "e.jsonl")
+      fs.writeFileSync(p, Buffer.concat([
+        Buffer.from('{"id":"a","n":1}\n{"id":"'),
+        Buffer.from([0xff, 0xfe]),
+        Buffer.from('","n":2}\n{"id":"c","n":3}\n')
+      ]))
+      const items = yield* Stream.runCollect(Jsonl.source({ path: p, schema: Schema.Struct({ id: Schema.String, n: Schema.Int }), name: "e.jsonl" }).read)
+      assert.deepStrictEqual(items.map((i) => i._tag === "Row" ? i.value.id : i.reason), [
+        "a",
+        "e.jsonl row 2 (line 2): invalid UTF-8 (bytes that are not UTF-8 were replaced by U+FFFD)",
+        "c"
+      ])
+    }))
+
   it.effect("decodes one value per line; blank lines are skipped but counted", () =>
     Effect.gen(function*() {
       const p = file(["", JSON.stringify(event(1)), "   ", JSON.stringify(event(2)), "", "", JSON.stringify(event(3))].join("\n") + "\n")
