@@ -401,13 +401,15 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         const file = yield* upload(submission)
         yield* Failpoint.hit("batch.uploaded")
         const endpoint = submission.group.split(" ")[0] as Endpoint
+        // never let the SDK retry a create by itself: a create that went through before the error would be paid
+        // twice. The runner looks for the batch with `find` before it sends again.
         const batch = yield* call("batches.create", (signal) =>
           client.batches.create({
             input_file_id: file.id,
             endpoint,
             completion_window: "24h",
             metadata: { offpeak_batch: submission.batchId, offpeak_run: submission.runId.slice(0, 512) }
-          }, { signal }))
+          }, { signal, maxRetries: 0 }))
         return { id: batch.id, meta: { inputFileId: file.id } }
       })
 

@@ -1,0 +1,185 @@
+/**
+ * The fault matrix: the whole pipeline (runner + OpenAI adapter + official SDK)
+ * against the emulator with each of its fault knobs on. Every case checks that
+ * every row ends exactly once (sink or dead letter) and what that fault must
+ * not cause: a batch created twice, a row delivered twice, a lost row.
+ */
+import * as Ledger from "@offpeak/core/Ledger"
+import * as Pipeline from "@offpeak/core/Pipeline"
+import * as SqliteClient from "@offpeak/core/SqliteClient"
+import { Emulator, OpenAiBatch } from "@offpeak/providers/openai"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Layer, Redacted } from "effect"
+import * as path from "node:path"
+import OpenAI from "openai"
+import * as Fixture from "./fixtures/tickets.pipeline.ts"
+import { expectedLabel } from "./support/expected.ts"
+import { readParts, tmpDir, writeTickets } from "./support/files.ts"
+
+interface Outcome {
+  readonly ok: ReadonlyArray<any>
+  readonly dead: ReadonlyArray<any>
+  /** batches the emulator created */
+  readonly created: number
+  /** custom ids of every created batch's input file */
+  readonly sent: ReadonlyArray<string>
+  readonly ledgerBatches: ReadonlyArray<Ledger.Batch>
+  readonly summary: Pipeline.Summary
+}
+
+const runWith = (knobs: Emulator.Options, options: { rows?: number; maxRequests?: number; maxAttempts?: number } = {}) =>
+  Effect.gen(function*() {
+    const rows = options.rows ?? 300
+    const dir = tmpDir("faults")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, rows, 5)
+    const out = path.join(dir, "out")
+    const emulator = yield* Emulator.serve({ validationMs: 5, finalizingMs: 5, ...knobs })
+    const layer = Layer.mergeAll(
+      OpenAiBatch.layer({
+        apiKey: Redacted.make("test"),
+        baseURL: emulator.url,
+        pollInterval: { initial: "20 millis", max: "100 millis" },
+        maxRetries: 2
+      }),
+      Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(dir, "state.db") })))
+    )
+    const pipeline = Fixture.make({ input, out, maxRequests: options.maxRequests ?? 100 })
+    const summary = yield* Pipeline.run(
+      options.maxAttempts === undefined
+        ? pipeline
+        : Pipeline.make({ ...pipeline, retry: { backoff: "20 millis", maxAttempts: options.maxAttempts } }),
+      { stateDir: dir }
+    ).pipe(Effect.provide(layer))
+    const ledgerBatches = yield* Effect.gen(function*() {
+      return yield* (yield* Ledger.Ledger).batches(summary.runId)
+    }).pipe(Effect.provide(layer))
+    const client = new OpenAI({ apiKey: "test", baseURL: emulator.url, maxRetries: 20 })
+    const { created, sent } = yield* Effect.promise(async () => {
+      let created = 0
+      const sent: Array<string> = []
+      for await (const b of client.batches.list({ limit: 100 })) {
+        created++
+        const text = await (await client.files.content(b.input_file_id)).text()
+        for (const line of text.split("\n")) if (line.length > 0) sent.push(JSON.parse(line).custom_id)
+      }
+      return { created, sent }
+    })
+    const outcome: Outcome = {
+      ok: readParts(out),
+      dead: readParts(path.join(out, "dead-letter")),
+      created,
+      sent,
+      ledgerBatches,
+      summary
+    }
+    // the invariants every fault must keep: each row exactly once, with its own answer
+    assert.strictEqual(outcome.summary.state, "completed")
+    assert.strictEqual(outcome.ok.length + outcome.dead.length, rows)
+    assert.strictEqual(new Set([...outcome.ok.map((r) => r.id), ...outcome.dead.map((r) => r.key)]).size, rows)
+    for (const r of outcome.ok) assert.deepStrictEqual(r.output, expectedLabel({ id: r.id, text: r.text }))
+    // and no batch created twice: every remote batch is one the ledger knows
+    assert.strictEqual(
+      outcome.created,
+      outcome.ledgerBatches.filter((b) => b.remoteId !== null).length,
+      "batches created at the provider = batches the ledger submitted"
+    )
+    return outcome
+  })
+
+const allOk = (o: Outcome, rows = 300) => {
+  assert.strictEqual(o.ok.length, rows)
+  assert.strictEqual(o.dead.length, 0)
+}
+
+describe("fault matrix (pipeline + OpenAI adapter + emulator)", () => {
+  it.live("429 with retry-after on every endpoint, a third of the time", () =>
+    Effect.gen(function*() {
+      allOk(yield* runWith({ endpointFaults: [{ endpoint: "*", status: 429, rate: 0.3, retryAfter: 0 }] }))
+    }), { timeout: 60_000 })
+
+  it.live("500/502/503 on upload, create, retrieve and download", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({
+        endpointFaults: [
+          { endpoint: "files.create", status: 500, times: 4 },
+          { endpoint: "batches.create", status: 502, times: 4 },
+          { endpoint: "batches.retrieve", status: 503, times: 6 },
+          { endpoint: "files.content", status: 500, times: 4 }
+        ]
+      })
+      allOk(o)
+      assert.strictEqual(new Set(o.sent).size, o.sent.length, "no request sent twice")
+    }), { timeout: 60_000 })
+
+  it.live("a create that succeeded but answered 500 is found by its tag, not created again", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ createSucceedsThenFails: 2 })
+      allOk(o)
+      assert.strictEqual(o.created, 3)
+      assert.strictEqual(o.sent.length, 300)
+      assert.strictEqual(new Set(o.sent).size, 300)
+    }), { timeout: 60_000 })
+
+  it.live("connection reset mid-download: the download restarts and no row is delivered twice", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ resetDownloads: { times: 3, afterBytes: 3_000 } })
+      allOk(o)
+    }), { timeout: 60_000 })
+
+  it.live("404 right after create is waited out", () =>
+    Effect.gen(function*() {
+      allOk(yield* runWith({ notFoundAfterCreateMs: 1_500 }))
+    }), { timeout: 60_000 })
+
+  it.live("a whole batch failed (no line named) is sent again", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ failBatches: { times: 1, code: "internal_error", message: "batch failed" } })
+      allOk(o)
+      assert.strictEqual(o.created, 4)
+    }), { timeout: 60_000 })
+
+  it.live("token_limit_exceeded: the batch is split in half and the halves get through", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ enqueuedTokenLimit: 7_000 }, { maxRequests: 150 })
+      allOk(o)
+      assert.isAbove(o.ledgerBatches.filter((b) => b.remoteState === "failed").length, 0)
+      assert.isTrue(o.ledgerBatches.some((b) => b.requestCount < 150 && b.remoteState === "completed"))
+    }), { timeout: 60_000 })
+
+  it.live("non-HTTP line errors (request_timeout) are retried", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ lineErrors: [{ code: "request_timeout", rate: 0.2 }] }, { maxAttempts: 6 })
+      allOk(o)
+      assert.isAbove(o.sent.length, 300)
+    }), { timeout: 60_000 })
+
+  it.live("lines missing from a completed batch are lost, then resubmitted", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ dropLines: 0.15 }, { maxAttempts: 6 })
+      allOk(o)
+      assert.isAbove(o.sent.length, 300)
+    }), { timeout: 60_000 })
+
+  it.live("error_file_id \"\" on clean batches is no file", () =>
+    Effect.gen(function*() {
+      allOk(yield* runWith({ emptyErrorFileId: true }))
+    }), { timeout: 60_000 })
+
+  it.live("every line failing: output_file_id null, every row in the dead letter with the provider's message", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ lineFailures: [{ status: 400, rate: 1 }] })
+      assert.strictEqual(o.ok.length, 0)
+      assert.strictEqual(o.dead.length, 300)
+      for (const d of o.dead) assert.match(d.message, /^HTTP 400/)
+      // 400 is final: each request was sent once
+      assert.strictEqual(o.sent.length, 300)
+    }), { timeout: 60_000 })
+
+  it.live("expired batches: finished lines delivered, expired lines resubmitted", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ linesPerSecond: 250, completionWindowMs: 250 }, { rows: 120, maxRequests: 120, maxAttempts: 8 })
+      allOk(o, 120)
+      assert.isAbove(o.ledgerBatches.filter((b) => b.remoteState === "expired").length, 0)
+    }), { timeout: 60_000 })
+})
