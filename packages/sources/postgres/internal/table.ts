@@ -1,0 +1,242 @@
+/**
+ * What the sink learns about its table once: whether pgvector is installed,
+ * the table's columns and their types (created first with `createTable`), how
+ * each column's values are encoded, and the upsert statement.
+ *
+ * @internal
+ */
+import type { PgClient } from "@effect/sql-pg"
+import { Effect } from "effect"
+import type { SqlError } from "effect/sql"
+import * as Sql from "./sql.ts"
+
+/** a column of the target table */
+export interface Column {
+  readonly name: string
+  /** `format_type`: `vector(3)`, `real[]`, `text` */
+  readonly type: string
+  readonly typname: string
+  /** `pg_type.typcategory`: `A` for arrays */
+  readonly category: string
+  /** the element type's name for arrays */
+  readonly element: string | null
+}
+
+/** how the vectors of a vector column are written */
+export type VectorMode = "vector" | "real[]"
+
+/** the text forms of one column's values, or a reason the value cannot be written */
+export type Encoder = (value: unknown) => { readonly ok: unknown } | { readonly error: string }
+
+/** everything a write needs, learnt once */
+export interface Plan {
+  readonly table: string
+  readonly columns: ReadonlyArray<string>
+  readonly keys: ReadonlyArray<string>
+  readonly encoders: ReadonlyArray<Encoder>
+  readonly vectorModes: ReadonlyMap<string, VectorMode>
+  /** `INSERT INTO "t" ("a", "b") VALUES ` */
+  readonly insert: string
+  /** ` ON CONFLICT ("a") DO UPDATE SET "b" = EXCLUDED."b"` */
+  readonly conflict: string
+  readonly pgvector: string | null
+}
+
+/** what the plan was asked for */
+export interface Options {
+  readonly schema: string | undefined
+  readonly table: string
+  readonly keys: ReadonlyArray<string>
+  readonly columns: ReadonlyArray<string>
+  readonly vectorColumns: ReadonlyArray<string>
+  readonly createTable: Readonly<Record<string, string>> | undefined
+}
+
+/** a problem the user must fix (no SQL error behind it) */
+export class PlanProblem {
+  readonly _tag = "PlanProblem"
+  readonly message: string
+  constructor(message: string) {
+    this.message = message
+  }
+}
+
+const VECTOR_TYPE = /^\s*vector\s*(\(\s*\d+\s*\))?\s*$/iu
+
+/** the installed pgvector version, or null */
+export const pgvectorVersion = (client: PgClient.PgClient): Effect.Effect<string | null, SqlError.SqlError> =>
+  Effect.map(
+    client.unsafe<{ extversion: string }>("SELECT extversion FROM pg_extension WHERE extname = 'vector'"),
+    (rows) => rows[0]?.extversion ?? null
+  )
+
+/** the table's columns in order; none when it does not exist */
+export const columnsOf = (
+  client: PgClient.PgClient,
+  table: string
+): Effect.Effect<ReadonlyArray<Column>, SqlError.SqlError> =>
+  client.unsafe<Column>(
+    `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typname::text AS typname,
+            t.typcategory::text AS category, e.typname::text AS element
+     FROM pg_attribute a
+     JOIN pg_type t ON t.oid = a.atttypid
+     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+     ORDER BY a.attnum`,
+    [table]
+  )
+
+/** `CREATE TABLE IF NOT EXISTS`, with `vector(n)` types turned into `real[]` without pgvector */
+export const createStatement = (
+  options: Options,
+  pgvector: string | null
+): string | PlanProblem => {
+  const declared = options.createTable!
+  const names = Object.keys(declared)
+  if (names.length === 0) return new PlanProblem("createTable.columns is empty")
+  for (const name of [...options.keys, ...options.vectorColumns]) {
+    if (!Object.hasOwn(declared, name)) return new PlanProblem(`createTable.columns has no type for column ${JSON.stringify(name)}`)
+  }
+  const defs = names.map((name) => {
+    const type = declared[name]!
+    const written = pgvector === null && options.vectorColumns.includes(name) && VECTOR_TYPE.test(type) ? "real[]" : type
+    return `${Sql.quoteIdent(name)} ${written}`
+  })
+  return `CREATE TABLE IF NOT EXISTS ${Sql.qualified(options.schema, options.table)} (${defs.join(", ")}, PRIMARY KEY (${
+    options.keys.map(Sql.quoteIdent).join(", ")
+  }))`
+}
+
+const plain: Encoder = (value) => ({ ok: Sql.scalarText(value) })
+
+const json: Encoder = (value) => ({ ok: value === null || value === undefined ? null : Sql.jsonText(value) })
+
+const binary: Encoder = (value) => ({ ok: value instanceof Uint8Array ? value : Sql.scalarText(value) })
+
+const array: Encoder = (value) => {
+  if (value === null || value === undefined) return { ok: null }
+  if (Array.isArray(value) || ArrayBuffer.isView(value)) return { ok: Sql.arrayText(value as ArrayLike<unknown>) }
+  return { ok: Sql.scalarText(value) }
+}
+
+const vector = (mode: VectorMode): Encoder => (value) => {
+  if (value === null || value === undefined) return { ok: null }
+  const numbers = Sql.vectorNumbers(value)
+  if (typeof numbers === "string") return { error: numbers }
+  return { ok: mode === "vector" ? Sql.vectorText(numbers) : Sql.realArrayText(numbers) }
+}
+
+/** how values of a column are sent */
+export const encoderFor = (column: Column, mode: VectorMode | undefined): Encoder => {
+  if (mode !== undefined) return vector(mode)
+  if (column.typname === "json" || column.typname === "jsonb") return json
+  if (column.typname === "bytea") return binary
+  if (column.category === "A") return array
+  return plain
+}
+
+/** the vector mode of a vector column, or why it cannot hold vectors */
+export const vectorModeOf = (column: Column): VectorMode | PlanProblem => {
+  if (column.typname === "vector") return "vector"
+  if (column.category === "A" && (column.element === "float4" || column.element === "float8")) return "real[]"
+  return new PlanProblem(
+    `column ${JSON.stringify(column.name)} is ${column.type}: a vector column must be vector(n) (pgvector) or real[]`
+  )
+}
+
+/** checks the columns against the table and builds the plan */
+export const plan = (
+  options: Options,
+  found: ReadonlyArray<Column>,
+  pgvector: string | null
+): Plan | PlanProblem => {
+  const table = Sql.qualified(options.schema, options.table)
+  if (found.length === 0) {
+    return new PlanProblem(`table ${table} does not exist (pass createTable to create it)`)
+  }
+  const byName = new Map(found.map((c) => [c.name, c]))
+  const missing = options.columns.filter((c) => !byName.has(c))
+  if (missing.length > 0) {
+    return new PlanProblem(
+      `table ${table} has no column ${missing.map((c) => JSON.stringify(c)).join(", ")} (it has ${
+        found.map((c) => JSON.stringify(c.name)).join(", ")
+      })`
+    )
+  }
+  const notWritten = options.keys.filter((k) => !options.columns.includes(k))
+  if (notWritten.length > 0) {
+    return new PlanProblem(`key column ${notWritten.map((c) => JSON.stringify(c)).join(", ")} is not among the columns written`)
+  }
+  const vectorModes = new Map<string, VectorMode>()
+  for (const name of options.vectorColumns) {
+    const column = byName.get(name)
+    if (column === undefined) return new PlanProblem(`table ${table} has no vector column ${JSON.stringify(name)}`)
+    const mode = vectorModeOf(column)
+    if (mode instanceof PlanProblem) return mode
+    vectorModes.set(name, mode)
+  }
+  const quoted = options.columns.map(Sql.quoteIdent)
+  const updates = options.columns.filter((c) => !options.keys.includes(c)).map((c) =>
+    `${Sql.quoteIdent(c)} = EXCLUDED.${Sql.quoteIdent(c)}`
+  )
+  return {
+    table,
+    columns: options.columns,
+    keys: options.keys,
+    encoders: options.columns.map((c) => encoderFor(byName.get(c)!, vectorModes.get(c))),
+    vectorModes,
+    insert: `INSERT INTO ${table} (${quoted.join(", ")}) VALUES `,
+    conflict: ` ON CONFLICT (${options.keys.map(Sql.quoteIdent).join(", ")}) ${
+      updates.length === 0 ? "DO NOTHING" : `DO UPDATE SET ${updates.join(", ")}`
+    }`,
+    pgvector
+  }
+}
+
+/** most rows in one statement */
+export const MAX_ROWS = 1_000
+
+/** a statement is cut once its values hold about this many characters */
+export const MAX_CHARS = 8 * 1024 * 1024
+
+/** one statement: its SQL and parameters */
+export interface Statement {
+  readonly sql: string
+  readonly params: ReadonlyArray<unknown>
+}
+
+const sizeOf = (param: unknown): number =>
+  typeof param === "string" ? param.length : param instanceof Uint8Array ? param.byteLength : 8
+
+/**
+ * The statements writing `rows` (already encoded, one array of parameters per
+ * row): at most {@link MAX_ROWS} rows, {@link Sql.MAX_PARAMETERS} parameters
+ * and about {@link MAX_CHARS} characters of values each.
+ */
+export const statements = (plan: Plan, rows: ReadonlyArray<ReadonlyArray<unknown>>): Array<Statement> => {
+  const width = plan.columns.length
+  const perStatement = Math.max(1, Math.min(MAX_ROWS, Math.floor(Sql.MAX_PARAMETERS / width)))
+  const out: Array<Statement> = []
+  let params: Array<unknown> = []
+  let tuples: Array<string> = []
+  let chars = 0
+  const flush = () => {
+    if (tuples.length === 0) return
+    out.push({ sql: `${plan.insert}${tuples.join(", ")}${plan.conflict}`, params })
+    params = []
+    tuples = []
+    chars = 0
+  }
+  for (const row of rows) {
+    const placeholders: Array<string> = []
+    for (const value of row) {
+      params.push(value)
+      chars += sizeOf(value)
+      placeholders.push(`$${params.length}`)
+    }
+    tuples.push(`(${placeholders.join(", ")})`)
+    if (tuples.length >= perStatement || chars >= MAX_CHARS) flush()
+  }
+  flush()
+  return out
+}
