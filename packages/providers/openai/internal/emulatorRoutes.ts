@@ -410,9 +410,10 @@ const fileContent = (rt: Runtime) =>
     if (!fs.existsSync(path)) return yield* notFound(`No such File object: ${file.id}`, "id")
     const cut = rt.faults.resetDownload()
     if (cut !== undefined) return yield* cutDownload(path, cut)
-    return yield* HttpServerResponse.file(path, { contentType: "application/octet-stream" }).pipe(
-      Effect.mapError(() => notFound(`No such File object: ${file.id}`, "id"))
-    )
+    return yield* HttpServerResponse.file(path, {
+      contentType: "application/octet-stream",
+      headers: { "x-request-id": randomId("req_", 32) }
+    }).pipe(Effect.mapError(() => notFound(`No such File object: ${file.id}`, "id")))
   })
 
 // ===== synchronous endpoints =====
