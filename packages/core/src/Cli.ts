@@ -14,7 +14,8 @@
  * @since 0.1.0
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Console, Effect, Fiber, Layer, Option, Schedule, Schema } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { Config, Console, Effect, Fiber, Layer, Option, Redacted, Schedule, Schema } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -49,16 +50,29 @@ const stateDirFlag = Flag.String("state-dir").pipe(
   Flag.withDefault(".offpeak")
 )
 
+const stateFlag = Flag.String("state").pipe(
+  Flag.withDescription(
+    "the ledger: a SQLite file, or a postgres:// URL to share runs between machines (default <state-dir>/state.db; env OFFPEAK_STATE)"
+  ),
+  Flag.withFallbackConfig(Config.String("OFFPEAK_STATE")),
+  Flag.optional
+)
+
 /**
- * The SQLite ledger under a state folder.
+ * The ledger: on Postgres when `state` is a `postgres://` URL, else on a
+ * SQLite file (`state`, or `<stateDir>/state.db`).
  *
  * @since 0.1.0
  * @category layers
  */
-export const ledgerLayer = (stateDir: string): Layer.Layer<Ledger.Ledger, unknown> =>
+export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer.Layer<Ledger.Ledger, unknown> =>
   Layer.unwrap(Effect.sync(() => {
-    fs.mkdirSync(stateDir, { recursive: true })
-    return Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(stateDir, "state.db") })))
+    if (state !== undefined && /^postgres(ql)?:\/\//.test(state)) {
+      return Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(state) })))
+    }
+    const filename = state ?? path.join(stateDir, "state.db")
+    fs.mkdirSync(path.dirname(path.resolve(filename)), { recursive: true })
+    return Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename })))
   }))
 
 /**
@@ -114,6 +128,7 @@ const execute = (options: {
   readonly modulePath: string
   readonly providerName: string
   readonly stateDir: string
+  readonly state?: string | undefined
   readonly resume?: string | undefined
   readonly cancel?: boolean | undefined
   readonly cancelOnExit?: boolean | undefined
@@ -161,7 +176,7 @@ const execute = (options: {
     }).pipe(
       Effect.onInterrupt(() => progress.runId === "" ? Effect.void : onExit),
       Effect.ensuring(Fiber.interrupt(reporting)),
-      Effect.provide(Layer.mergeAll(providerLayer, ledgerLayer(stateDir))),
+      Effect.provide(Layer.mergeAll(providerLayer, ledgerLayer(stateDir, options.state))),
       Effect.mapError(failure)
     )
     yield* printSummary(summary)
@@ -188,9 +203,10 @@ const runCommand = Command.make(
       Flag.optional
     ),
     cancelOnExit: cancelOnExitFlag,
-    stateDir: stateDirFlag
+    stateDir: stateDirFlag,
+    state: stateFlag
   },
-  ({ module, provider, cancelOnExit, stateDir }) =>
+  ({ module, provider, cancelOnExit, stateDir, state }) =>
     Effect.gen(function*() {
       const pipeline = yield* loadPipeline(module)
       yield* execute({
@@ -198,19 +214,25 @@ const runCommand = Command.make(
         modulePath: path.resolve(module),
         providerName: Option.getOrUndefined(provider) ?? pipeline.provider ?? "openai",
         stateDir,
+        state: Option.getOrUndefined(state),
         cancelOnExit
       })
     })
 ).pipe(Command.withDescription("Run the pipeline a module exports"))
 
 /** loads a run's pipeline and provider from the ledger and goes on with it */
-const continueRun = (runId: string, stateDir: string, mode: { readonly cancel: boolean; readonly cancelOnExit: boolean }) =>
+const continueRun = (
+  runId: string,
+  stateDir: string,
+  state: Option.Option<string>,
+  mode: { readonly cancel: boolean; readonly cancelOnExit: boolean }
+) =>
     Effect.gen(function*() {
       const run = yield* Effect.gen(function*() {
         const ledger = yield* Ledger.Ledger
         return yield* ledger.getRun(runId)
-      }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir))), Effect.mapError(failure))
-      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId}" in ${stateDir}` })
+      }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))), Effect.mapError(failure))
+      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId}" in the ledger` })
       if (run.value.module === null) {
         return yield* new CliFailure({ message: `run ${runId} was started from code; resume it with Pipeline.run(pipeline, { resume })` })
       }
@@ -220,6 +242,7 @@ const continueRun = (runId: string, stateDir: string, mode: { readonly cancel: b
         modulePath: run.value.module,
         providerName: run.value.provider,
         stateDir,
+        state: Option.getOrUndefined(state),
         resume: runId,
         cancel: mode.cancel,
         cancelOnExit: mode.cancelOnExit
@@ -231,18 +254,20 @@ const resumeCommand = Command.make(
   {
     runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
     cancelOnExit: cancelOnExitFlag,
-    stateDir: stateDirFlag
+    stateDir: stateDirFlag,
+    state: stateFlag
   },
-  ({ runId, cancelOnExit, stateDir }) => continueRun(runId, stateDir, { cancel: false, cancelOnExit })
+  ({ runId, cancelOnExit, stateDir, state }) => continueRun(runId, stateDir, state, { cancel: false, cancelOnExit })
 ).pipe(Command.withDescription("Re-attach to a run: poll its batches, send what is missing, deliver everything"))
 
 const cancelCommand = Command.make(
   "cancel",
   {
     runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
-    stateDir: stateDirFlag
+    stateDir: stateDirFlag,
+    state: stateFlag
   },
-  ({ runId, stateDir }) => continueRun(runId, stateDir, { cancel: true, cancelOnExit: false })
+  ({ runId, stateDir, state }) => continueRun(runId, stateDir, state, { cancel: true, cancelOnExit: false })
 ).pipe(Command.withDescription(
   "Cancel a run: cancel its batches at the provider, deliver the answers already in, record every other row as cancelled"
 ))
@@ -254,9 +279,10 @@ const statusCommand = Command.make(
   {
     runId: Argument.String("run").pipe(Argument.optional),
     json: Flag.Boolean("json").pipe(Flag.withDescription("machine-readable output"), Flag.withDefault(false)),
-    stateDir: stateDirFlag
+    stateDir: stateDirFlag,
+    state: stateFlag
   },
-  ({ runId, json, stateDir }) =>
+  ({ runId, json, stateDir, state }) =>
     Effect.gen(function*() {
       const ledger = yield* Ledger.Ledger
       if (Option.isNone(runId)) {
@@ -276,7 +302,7 @@ const statusCommand = Command.make(
         return
       }
       const run = yield* ledger.getRun(runId.value)
-      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId.value}" in ${stateDir}` })
+      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId.value}" in the ledger` })
       const counts = yield* ledger.counts(runId.value)
       const batches = yield* ledger.batches(runId.value)
       if (json) return yield* Console.log(JSON.stringify({ run: run.value, counts, batches }, null, 2))
@@ -296,7 +322,7 @@ const statusCommand = Command.make(
           )
         }
       }
-    }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir))), Effect.mapError(failure))
+    }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))), Effect.mapError(failure))
 ).pipe(Command.withDescription("List runs, or show one run and its batches"))
 
 const emulatorCommand = Command.make(

@@ -145,7 +145,14 @@ export interface Batch {
  * @category models
  */
 export type Outcome =
-  | { readonly _tag: "Succeeded"; readonly fingerprint: string; readonly output: string; readonly usage: Usage }
+  | {
+    readonly _tag: "Succeeded"
+    readonly fingerprint: string
+    /** JSON text, or base64 little-endian float32 when `format` is `f32` (embeddings: a quarter of the size) */
+    readonly output: string
+    readonly format?: OutputFormat | undefined
+    readonly usage: Usage
+  }
   | {
     readonly _tag: "Failed"
     readonly fingerprint: string
@@ -154,6 +161,14 @@ export type Outcome =
     /** a tighter attempt limit for this failure (decode errors) */
     readonly maxAttempts?: number | undefined
   }
+
+/**
+ * How a stored output is encoded.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type OutputFormat = "json" | "f32"
 
 /**
  * One row of a part, with everything the sink and dead-letter sink need.
@@ -167,6 +182,7 @@ export interface PartRow {
   readonly record: string | null
   readonly fingerprint: string | null
   readonly output: string | null
+  readonly format: OutputFormat
   readonly usage: Usage | null
   readonly cached: boolean
   /** null when the row succeeded */
@@ -386,6 +402,7 @@ const migrations = Migrator.fromRecord({
     yield* sql`CREATE TABLE offpeak_results (
       fingerprint TEXT PRIMARY KEY,
       output TEXT NOT NULL,
+      output_format TEXT NOT NULL DEFAULT 'json',
       input_tokens INTEGER NOT NULL,
       output_tokens INTEGER NOT NULL,
       cached_input_tokens INTEGER,
@@ -763,6 +780,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           sql.insert(part.map((o) => ({
             fingerprint: o.fingerprint,
             output: o.output,
+            output_format: o.format ?? "json",
             input_tokens: o.usage.inputTokens,
             output_tokens: o.usage.outputTokens,
             cached_input_tokens: o.usage.cachedInputTokens ?? null,
@@ -843,6 +861,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       req_error_message: string | null
       req_error_raw: string | null
       output: string | null
+      output_format: string | null
       input_tokens: number | bigint | null
       output_tokens: number | bigint | null
       cached_input_tokens: number | bigint | null
@@ -851,7 +870,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
              i.error_kind AS item_error_kind, i.error_message AS item_error_message, i.error_raw AS item_error_raw,
              r.state AS req_state, r.cached AS req_cached,
              r.error_kind AS req_error_kind, r.error_message AS req_error_message, r.error_raw AS req_error_raw,
-             o.output AS output, o.input_tokens AS input_tokens, o.output_tokens AS output_tokens,
+             o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens, o.output_tokens AS output_tokens,
              o.cached_input_tokens AS cached_input_tokens
       FROM offpeak_items i
       LEFT JOIN offpeak_requests r ON r.run_id = i.run_id AND r.fingerprint = i.fingerprint
@@ -879,6 +898,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
             record: row.record,
             fingerprint: row.fingerprint,
             output: failure === null ? row.output : null,
+            format: row.output_format === "f32" ? "f32" : "json",
             usage: failure === null
               ? {
                 inputTokens: toNumber(row.input_tokens),

@@ -180,7 +180,8 @@ export interface ChatResponse {
  */
 export interface EmbeddingResponse {
   readonly _tag: "EmbeddingResponse"
-  readonly vector: ReadonlyArray<number>
+  /** float32, as providers compute them (and as `base64` encodings carry them) */
+  readonly vector: Float32Array
   readonly usage: Usage
 }
 

@@ -140,7 +140,8 @@ export const requestLine = (request: Request.Request, customId: string): Request
       return { custom_id: customId, method: "POST", url: "/v1/chat/completions", body }
     }
     case "Embedding": {
-      const body: EmbeddingCreateParams = { model: request.model, input: request.input, encoding_format: "float" }
+      // base64 float32: a quarter of the bytes of JSON numbers, and exact
+      const body: EmbeddingCreateParams = { model: request.model, input: request.input, encoding_format: "base64" }
       if (request.dimensions !== undefined) body.dimensions = request.dimensions
       return { custom_id: customId, method: "POST", url: "/v1/embeddings", body }
     }
@@ -288,6 +289,17 @@ const errorKindOf = (code: string | undefined): { readonly kind: FailureKind; re
   }
 }
 
+/** an embedding as the API sends it: a base64 string of little-endian float32, or an array of numbers */
+const toFloat32 = (embedding: unknown): Float32Array | undefined => {
+  if (typeof embedding === "string") {
+    const bytes = Buffer.from(embedding, "base64")
+    if (bytes.length % 4 !== 0) return undefined
+    // copy into an aligned buffer: the decoded bytes may start at any offset of a pooled buffer
+    return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length))
+  }
+  return Array.isArray(embedding) ? Float32Array.from(embedding as Array<number>) : undefined
+}
+
 /**
  * Decodes one line of an output or error file. `undefined` for a line that
  * names no `custom_id` (it cannot be joined to anything).
@@ -331,11 +343,11 @@ export const decodeResultLine = (text: string): Provider.LineResult | undefined 
     }
   }
   if (body.object === "list" && Array.isArray(body.data)) {
-    const embedding = (body as CreateEmbeddingResponse).data[0]?.embedding
-    if (!Array.isArray(embedding)) {
+    const vector = toFloat32((body as CreateEmbeddingResponse).data[0]?.embedding as unknown)
+    if (vector === undefined) {
       return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no embedding", raw: clip(text) }
     }
-    return { _tag: "LineSucceeded", id, response: { _tag: "EmbeddingResponse", vector: embedding, usage: usageOf(body.usage) } }
+    return { _tag: "LineSucceeded", id, response: { _tag: "EmbeddingResponse", vector, usage: usageOf(body.usage) } }
   }
   const completion = body as ChatCompletion
   const choice = completion.choices?.[0]

@@ -40,6 +40,15 @@ const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
 
+/** a stored float32 vector (base64) as the number array sinks take */
+const fromF32 = (base64: string): Array<number> => {
+  const bytes = Buffer.from(base64, "base64")
+  return Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)))
+}
+
+/** a delivery part holds about this much decoded output, and 100 to 10,000 rows */
+const PART_BYTES = 32 * 1024 * 1024
+
 /** transient provider errors (network, 429, 5xx) are retried with jittered exponential backoff, about 3 minutes in all */
 const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("30 seconds")]).pipe(
   Schedule.jittered
@@ -150,6 +159,13 @@ export const run = <Rec, A, Row>(
 
     // ----- delivery: rows whose outcome is known go to the sinks in parts -----
     const deliveryLock = yield* Semaphore.make(1)
+    // rows per part, from the size of the outputs seen so far (an embedding decodes to ~12 KB of numbers)
+    const stats = { outputBytes: 0, outputs: 0 }
+    const partSize = () => {
+      if (stats.outputs === 0) return 1_000
+      const perRow = (stats.outputBytes / stats.outputs) * 3 + 1_024
+      return Math.max(100, Math.min(PART_SIZE, Math.floor(PART_BYTES / perRow)))
+    }
     const writePart = (seq: number) =>
       Effect.gen(function*() {
         const rows = yield* ledger.partRows(runId, seq)
@@ -184,7 +200,9 @@ export const run = <Rec, A, Row>(
             })
             continue
           }
-          const json = JSON.parse(row.output)
+          stats.outputBytes += row.format === "f32" ? row.output.length * 0.75 : row.output.length
+          stats.outputs++
+          const json = row.format === "f32" ? fromF32(row.output) : JSON.parse(row.output)
           succeeded.push({
             _tag: "Succeeded",
             key: row.key,
@@ -209,7 +227,7 @@ export const run = <Rec, A, Row>(
     const deliver = Effect.gen(function*() {
       for (const seq of yield* ledger.writingParts(runId)) yield* writePart(seq)
       while (true) {
-        const seq = yield* ledger.assignPart(runId, PART_SIZE)
+        const seq = yield* ledger.assignPart(runId, partSize())
         if (Option.isNone(seq)) return
         yield* Failpoint.hit("part.assigned")
         yield* writePart(seq.value)
@@ -477,7 +495,16 @@ export const run = <Rec, A, Row>(
       }
       const response = line.response
       if (response._tag === "EmbeddingResponse") {
-        return { _tag: "Succeeded", fingerprint: line.id, output: JSON.stringify(response.vector), usage: response.usage }
+        const v = response.vector
+        stats.outputBytes += v.byteLength
+        stats.outputs++
+        return {
+          _tag: "Succeeded",
+          fingerprint: line.id,
+          output: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64"),
+          format: "f32",
+          usage: response.usage
+        }
       }
       if (response.finishReason === "length" || response.finishReason === "content_filter") {
         return {

@@ -71,7 +71,7 @@ describe("OpenAiBatch", () => {
       custom_id: "id2",
       method: "POST",
       url: "/v1/embeddings",
-      body: { model: "text-embedding-3-small", input: "hi", encoding_format: "float", dimensions: 8 }
+      body: { model: "text-embedding-3-small", input: "hi", encoding_format: "base64", dimensions: 8 }
     })
   })
 

@@ -1,0 +1,52 @@
+/**
+ * The ledger on Postgres from the CLI (`--state postgres://…`): a run killed on
+ * finds its run in Postgres (no state.db is written) and resumes it.
+ */
+import { Effect } from "effect"
+import { expect, it } from "vitest"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { describePostgres, freshSchema } from "../packages/core/test/support/postgres.ts"
+import { readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+
+const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
+
+describePostgres("offpeak CLI with a Postgres ledger", (pgUrl) => {
+  it("runs with its ledger in Postgres, is killed, and status and resume find the run there", async () => {
+    await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const { url } = yield* freshSchema(pgUrl, "cli")
+      const dir = tmpDir("cli-pg")
+      const input = path.join(dir, "tickets.csv")
+      writeTickets(input, 1_500, 17)
+      const out = path.join(dir, "out")
+      const env = {
+        OPENAI_API_KEY: undefined,
+        OFFPEAK_STATE: url,
+        OFFPEAK_EMULATOR_KNOBS: JSON.stringify({ linesPerSecond: 1_500 }),
+        OFFPEAK_TEST_INPUT: input,
+        OFFPEAK_TEST_OUT: out,
+        OFFPEAK_TEST_MAX_REQUESTS: "200"
+      }
+      // the in-process emulator keeps its state in a folder both "machines" share
+      const emulatorDir = path.join(dir, "shared")
+      const first = startCli(["run", fixture, "--state-dir", emulatorDir], { cwd: dir, env })
+      yield* Effect.promise(() =>
+        waitFor("a submitted batch", () => /submitted [1-9]/.test(first.output().stderr) || readParts(out).length > 0, 60_000)
+      )
+      first.child.kill("SIGKILL")
+      yield* Effect.promise(() => first.exit)
+      expect(fs.existsSync(path.join(emulatorDir, "state.db"))).toBe(false)
+
+      const status = yield* Effect.promise(() => runCli(["status", "--json"], { cwd: dir, env }))
+      expect(status.code, status.stderr).toBe(0)
+      const [run] = JSON.parse(status.stdout)
+      expect(run.state).toBe("running")
+
+      const resumed = yield* Effect.promise(() => runCli(["resume", run.id, "--state-dir", emulatorDir], { cwd: dir, env }))
+      expect(resumed.code, resumed.stderr).toBe(0)
+      const rows = readParts(out)
+      expect(rows).toHaveLength(1_500)
+      expect(new Set(rows.map((r) => r.id)).size).toBe(1_500)
+    })))
+  }, 120_000)
+})
