@@ -4,7 +4,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, Option, Redacted } from "effect"
+import { Cause, Context, Effect, Exit, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -35,6 +35,12 @@ interface Backend {
   readonly reopens: boolean
   /** a fresh, empty store for one test, removed when the test's scope closes */
   readonly fresh: Effect.Effect<Store, unknown, Scope.Scope>
+  /**
+   * Known issue: the ledger's errors carry the driver's generic message only
+   * (`PgConnection: Query failed`), not the server's reason. The test that
+   * wants the reason is expected to fail until Ledger.ts is fixed.
+   */
+  readonly vagueErrors?: boolean
 }
 
 const sqliteMemory: Backend = {
@@ -63,6 +69,7 @@ const sqliteFile: Backend = {
 const postgres = (url: string): Backend => ({
   name: "Postgres",
   reopens: true,
+  vagueErrors: true,
   fresh: Effect.map(Pg.freshSchema(url, "ledger"), (fresh) => ({
     open: () => Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
   }))
@@ -245,6 +252,22 @@ const ledgerSuite = (backend: Backend) => {
       })
     ))
 
+  // expected to fail on Postgres until Ledger.ts's mapError keeps the server's message (see `vagueErrors`)
+  ;(backend.vagueErrors ? it.effect.fails : it.effect)(
+    "a refused statement's LedgerError says what the database refused",
+    () =>
+      withLedger((ledger) =>
+        Effect.gen(function*() {
+          yield* ledger.createRun({ id: "r", pipeline: "p", module: null, provider: "openai" })
+          const error = yield* ledger.createRun({ id: "r", pipeline: "p", module: null, provider: "openai" }).pipe(
+            Effect.flip
+          )
+          assert.strictEqual(error.operation, "createRun")
+          assert.match(error.message, /UNIQUE constraint failed: offpeak_runs\.id|duplicate key value violates unique constraint "offpeak_runs_pkey"/)
+        })
+      )
+  )
+
   if (backend.reopens) {
     it.effect("state survives reopening the database", () =>
       Effect.gen(function*() {
@@ -343,6 +366,27 @@ const ledgerSuite = (backend: Backend) => {
         assert.strictEqual((yield* other.counts("run-1")).succeeded, 1)
         yield* ledger.createRun({ id: "run-late", pipeline: "p", module: null, provider: "openai" })
         assert.strictEqual((yield* other.admit("run-late", [row("k", 1, fp(1))])).ready, 1)
+      })
+    ))
+
+  it.effect("two ledgers admitting the same rows of one run at once never admit a row twice", () =>
+    withLedger((a, store) =>
+      Effect.gen(function*() {
+        const b = yield* openLedger(store)
+        yield* a.createRun({ id: "r", pipeline: "p", module: null, provider: "openai" })
+        const chunk = Array.from({ length: 200 }, (_, i) => row(`k${i}`, i + 1))
+        // the second waits for the first's transaction, then fails on the primary key or (SQLite) on the lock;
+        // it never admits a row the first admitted
+        const exits = yield* Effect.all([Effect.exit(a.admit("r", chunk)), Effect.exit(b.admit("r", chunk))], {
+          concurrency: 2
+        })
+        const admitted = exits.flatMap((e) => Exit.isSuccess(e) ? [e.value.admitted] : [])
+        assert.strictEqual(admitted.reduce((n, x) => n + x, 0), 200)
+        for (const e of exits) if (Exit.isFailure(e)) assert.match(String(Cause.squash(e.cause)), /LedgerError/)
+        const again = yield* b.admit("r", chunk)
+        assert.deepStrictEqual([again.skipped, again.admitted], [200, 0])
+        const counts = yield* a.counts("r")
+        assert.deepStrictEqual([counts.items, counts.requests], [200, 200])
       })
     ))
 }

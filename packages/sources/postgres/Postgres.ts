@@ -80,6 +80,12 @@ export interface PostgresSource<A> extends Source.Source<A> {
    * on the last of them.
    */
   readonly lastCheckpoint: Effect.Effect<Option.Option<string>>
+  /**
+   * The same source reading only the rows after `checkpoint`, numbered from
+   * `startPosition`: how a run continues after the last row it admitted
+   * (`checkpointOf` of that row, and its position + 1).
+   */
+  readonly continueAfter: (checkpoint: unknown, startPosition: number) => PostgresSource<A>
 }
 
 /**
@@ -146,7 +152,8 @@ const DEFAULT_BATCH = 1_000
  *   checkpoint: { column: "id" },
  *   name: "docs"
  * })
- * // later, after the last row processed: Postgres.source({ ...same, after: "41873" })
+ * // a run that admitted rows up to `last` (position 5000) continues with:
+ * // docs.continueAfter(Option.getOrThrow(Postgres.checkpointOf(last)), 5001)
  * ```
  *
  * @since 0.1.0
@@ -231,7 +238,8 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
     schema: options.schema as unknown as Schema.Codec<S["Type"], any>,
     read,
     checkpoint: column,
-    lastCheckpoint: Effect.sync(() => last)
+    lastCheckpoint: Effect.sync(() => last),
+    continueAfter: (checkpoint, startPosition) => source({ ...options, after: checkpoint, startPosition })
   }
 }
 

@@ -7,7 +7,7 @@
 import { assert, it } from "@effect/vitest"
 import type { PgClient } from "@effect/sql-pg"
 import type * as SourceModel from "@offpeak/core/Source"
-import { Effect, Logger, Option, Schema, Stream } from "effect"
+import { Effect, Logger, Option, Redacted, Schema, Stream } from "effect"
 import type { Scope } from "effect"
 import * as Pg from "../../../core/test/support/postgres.ts"
 import * as v8 from "node:v8"
@@ -139,6 +139,14 @@ Pg.describePostgres("Postgres.source", () => {
         assert.deepStrictEqual(rest.map((i) => i.position), Array.from({ length: 15 }, (_, i) => i + 11))
         assert.deepStrictEqual(rows(rest).map((r) => r.value.body)[0], "e11")
       }
+
+      // continueAfter: the same source from a checkpoint, numbered on (the URL may be Redacted)
+      const resumed = Postgres.source({ ...options, url: Redacted.make(url), checkpoint: { column: "id" } })
+        .continueAfter(Option.getOrThrow(Postgres.checkpointOf(all[19]!)), 21)
+      assert.deepStrictEqual(
+        (yield* Stream.runCollect(resumed.read)).map((i) => [i.position, (i as SourceModel.Row<typeof Event.Type>).value.id]),
+        [[21, 21n], [22, 22n], [23, 23n], [24, 24n], [25, 25n]]
+      )
 
       // a timestamp checkpoint keeps its microseconds
       const byTime = Postgres.source({ ...options, checkpoint: { column: "at" } })
