@@ -1,0 +1,914 @@
+/**
+ * The Anthropic Message Batches adapter, through the official
+ * `@anthropic-ai/sdk`. Also works with hosts that speak the same protocol
+ * (and the local emulator): set `baseURL`.
+ *
+ * Protocol: the encoded lines (`{"custom_id","params"}`, `params` being a
+ * Messages API request) go inline in `POST /v1/messages/batches`, streamed
+ * from the batch file; status is polled with a backoff schedule
+ * (`in_progress` → `canceling` → `ended`); results are streamed from the
+ * batch's `results_url` (JSONL, any order), joined by `custom_id`.
+ *
+ * **Details**
+ *
+ * - System messages become the top-level `system` (text blocks); user and
+ *   assistant turns stay in order; `maxTokens` → `max_tokens`, which Anthropic
+ *   requires (default {@link DEFAULT_MAX_TOKENS}); `stop` → `stop_sequences`.
+ * - Structured output is a single tool whose `input_schema` is the output
+ *   schema, forced with `tool_choice`; the answer is the `tool_use` block's
+ *   `input`, returned as JSON text and decoded by `decodeOutput`. A schema
+ *   whose root is not an object is wrapped as `{ value: … }` (tool inputs are
+ *   objects) and unwrapped on decode.
+ * - `cachePrefix` N puts `cache_control: {type: "ephemeral"}` on the last
+ *   block of the first N messages (a system message counts as one).
+ * - `group` is the model: Anthropic lets one batch mix models, but one model
+ *   per batch keeps batches, costs and caches simple.
+ * - Anthropic batches have no metadata. The adapter keeps a small submit
+ *   journal per batch file, in a folder beside theirs (`<batch folder>.anthropic-journal/`,
+ *   see `internal/submitJournal.ts`), so that `find` can tell its own batch
+ *   from others after a crash: see {@link make}.
+ *
+ * **Gotchas**
+ *
+ * - `temperature` and `top_p` are sent only when {@link Options}
+ *   `anthropicVersion` is older than `2026-10-21`: the API version this SDK
+ *   sends by default refuses them with a 400 even at their default values.
+ *   Under it they are dropped, like `seed`, which Anthropic never had.
+ * - Embedding requests are refused at encode time: Anthropic has no
+ *   embeddings API.
+ * - A batch can answer 404 for a little while right after it was created
+ *   (propagation delay): `status` and `results` retry a 404 while the batch is
+ *   younger than `notFoundGrace`.
+ * - Usage: `inputTokens` counts every input token (`input_tokens` plus cache
+ *   writes and reads), `cachedInputTokens` the cache reads, as with OpenAI.
+ *
+ * @since 0.1.0
+ */
+import Anthropic from "@anthropic-ai/sdk"
+import type { MessageBatch, MessageBatchIndividualResponse } from "@anthropic-ai/sdk/resources/messages/batches"
+import type {
+  ContentBlock,
+  Message,
+  MessageCreateParamsNonStreaming,
+  MessageParam,
+  TextBlockParam,
+  Tool
+} from "@anthropic-ai/sdk/resources/messages/messages"
+import * as Failpoint from "@offpeak/core/Failpoint"
+import * as Provider from "@offpeak/core/Provider"
+import * as ProviderError from "@offpeak/core/ProviderError"
+import type * as Request from "@offpeak/core/Request"
+import type { FailureKind, Usage } from "@offpeak/core/Result"
+import {
+  Config,
+  Duration,
+  Effect,
+  Layer,
+  Option,
+  Predicate,
+  Redacted,
+  Result,
+  Schedule,
+  Schema,
+  Semaphore,
+  Stream
+} from "effect"
+import { AnthropicStructuredOutput } from "effect/ai"
+import * as BatchFile from "./internal/batchFile.ts"
+import * as Journal from "./internal/submitJournal.ts"
+
+// ===== Options =====
+
+/**
+ * Options of the adapter.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly apiKey: Redacted.Redacted<string>
+  /** e.g. `https://api.anthropic.com` (the default) or the local emulator; paths start with `/v1` */
+  readonly baseURL?: string | undefined
+  /**
+   * the `anthropic-version` header (default: the SDK's own, `2026-10-21`);
+   * versions before `2026-10-21` also get `temperature` and `top_p`
+   */
+  readonly anthropicVersion?: string | undefined
+  /** `max_tokens` of requests that set no `maxTokens` (default 1024) */
+  readonly defaultMaxTokens?: number | undefined
+  /** first and longest pause between two status polls */
+  readonly pollInterval?: { readonly initial: Duration.Input; readonly max: Duration.Input } | undefined
+  /** tighter limits than the API's (100,000 requests, 256 MB per batch) */
+  readonly limits?: Partial<Provider.Limits> | undefined
+  /**
+   * how many times the SDK retries a failed call (429, 5xx, network) before the
+   * error reaches offpeak; never applies to creating a batch (see {@link make})
+   */
+  readonly maxRetries?: number | undefined
+  /** synchronous calls at once (`sync`); the SDK backs off on 429 using `retry-after` */
+  readonly syncConcurrency?: number | undefined
+  /** how long after its creation a 404 on a batch is taken for propagation delay and retried (default 2 minutes) */
+  readonly notFoundGrace?: Duration.Input | undefined
+}
+
+/**
+ * The largest request body Anthropic takes, read as decimal megabytes (the
+ * smaller reading of "256 MB").
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const MAX_BODY_BYTES = 256_000_000
+
+/**
+ * The API's own limits: 100,000 requests and 256 MB per batch. The byte limit
+ * is on the whole HTTP body, which is the lines joined by commas inside
+ * `{"requests":[…]}`: the batch's line bytes (each counted with its newline)
+ * plus 14, so `maxBytes` keeps a few bytes of margin.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const limits: Provider.Limits = {
+  maxRequests: 100_000,
+  maxBytes: MAX_BODY_BYTES - 64,
+  maxRequestBytes: MAX_BODY_BYTES - 64,
+  maxInFlight: 4
+}
+
+/**
+ * `max_tokens` when the request sets none (Anthropic requires it).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const DEFAULT_MAX_TOKENS = 1024
+
+/**
+ * Anthropic's rule for `custom_id`. Fingerprints (64 lowercase hex characters) fit it.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const CUSTOM_ID: RegExp = /^[a-zA-Z0-9_-]{1,64}$/
+
+/**
+ * The API version that removed `temperature`, `top_p` and `top_k`.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const SAMPLING_REMOVED_IN = "2026-10-21"
+
+// ===== Encoding =====
+
+/**
+ * Sampling parameters of API versions before `2026-10-21` (absent from this
+ * SDK's types, which follow `2026-10-21`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LegacySampling {
+  temperature?: number
+  top_p?: number
+}
+
+/**
+ * The `params` of one batch line: a Messages API request as the SDK types it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Params = MessageCreateParamsNonStreaming & LegacySampling
+
+/**
+ * A request line of a Message Batch (the SDK's `BatchCreateParams.Request`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RequestLine {
+  readonly custom_id: string
+  readonly params: Params
+}
+
+/**
+ * How requests are encoded.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EncodeOptions {
+  /** `max_tokens` when the request sets none (default {@link DEFAULT_MAX_TOKENS}) */
+  readonly defaultMaxTokens?: number | undefined
+  /** send `temperature` and `top_p` (only API versions before `2026-10-21` accept them; default false) */
+  readonly sampling?: boolean | undefined
+}
+
+interface Structured {
+  readonly codec: Schema.Codec<unknown, unknown>
+  readonly inputSchema: Tool.InputSchema
+  /** the schema's root is not an object: the tool input is `{ value: … }` */
+  readonly wrapped: boolean
+}
+
+const structured = new WeakMap<object, Structured>()
+
+const structuredFor = (schema: Schema.Codec<unknown, any>): Structured => {
+  let entry = structured.get(schema)
+  if (entry === undefined) {
+    const { codec, jsonSchema } = AnthropicStructuredOutput.toCodecAnthropic(schema as any) as {
+      readonly codec: Schema.Codec<unknown, unknown>
+      readonly jsonSchema: Record<string, unknown>
+    }
+    if (jsonSchema.type === "object") {
+      entry = { codec, inputSchema: jsonSchema as Tool.InputSchema, wrapped: false }
+    } else {
+      const { $defs, ...root } = jsonSchema
+      entry = {
+        codec,
+        inputSchema: {
+          type: "object",
+          properties: { value: root },
+          required: ["value"],
+          additionalProperties: false,
+          ...($defs !== undefined ? { $defs } : {})
+        },
+        wrapped: true
+      }
+    }
+    structured.set(schema, entry)
+  }
+  return entry
+}
+
+/**
+ * The tool name of a structured output (`^[a-zA-Z0-9_-]{1,64}$`).
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const toolName = (name: string): string => name.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || "output"
+
+const EPHEMERAL = { type: "ephemeral" } as const
+
+/**
+ * The Messages API request of a chat request, typed against the SDK. Throws
+ * when Anthropic cannot take the request (no user or assistant turn).
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const messageParams = (request: Request.Chat, options: EncodeOptions = {}): Params => {
+  const n = request.cachePrefix ?? 0
+  const marked = n > 0 ? Math.min(n, request.messages.length) - 1 : -1
+  const system: Array<TextBlockParam> = []
+  const messages: Array<MessageParam> = []
+  request.messages.forEach((m, i) => {
+    if (m.role === "system") {
+      system.push(i === marked ? { type: "text", text: m.content, cache_control: EPHEMERAL } : { type: "text", text: m.content })
+    } else {
+      messages.push({
+        role: m.role,
+        content: i === marked ? [{ type: "text", text: m.content, cache_control: EPHEMERAL }] : m.content
+      })
+    }
+  })
+  if (messages.length === 0) {
+    throw new Error("Anthropic needs at least one user or assistant message; this request has only system messages")
+  }
+  const p = request.params
+  const params: Params = {
+    model: request.model,
+    max_tokens: p.maxTokens ?? options.defaultMaxTokens ?? DEFAULT_MAX_TOKENS,
+    messages
+  }
+  if (system.length === 1 && system[0]!.cache_control === undefined) params.system = system[0]!.text
+  else if (system.length > 0) params.system = system
+  if (p.stop !== undefined && p.stop.length > 0) params.stop_sequences = [...p.stop]
+  if (options.sampling === true) {
+    if (p.temperature !== undefined) params.temperature = p.temperature
+    if (p.topP !== undefined) params.top_p = p.topP
+  }
+  if (request.output !== undefined) {
+    const name = toolName(request.output.name)
+    params.tools = [{
+      name,
+      description: `Answer with the ${request.output.name} object.`,
+      input_schema: structuredFor(request.output.schema).inputSchema
+    }]
+    params.tool_choice = { type: "tool", name }
+  }
+  return params
+}
+
+/**
+ * The batch line of a chat request, typed against the SDK.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const requestLine = (request: Request.Chat, customId: string, options?: EncodeOptions): RequestLine => ({
+  custom_id: customId,
+  params: messageParams(request, options)
+})
+
+const encodeWith = (options: EncodeOptions) =>
+(request: Request.Request, customId: string): Result.Result<Provider.Encoded, string> => {
+  if (request._tag !== "Chat") {
+    return Result.fail(`Anthropic has no embeddings API: the ${request.model} embedding request cannot be sent`)
+  }
+  if (!CUSTOM_ID.test(customId)) {
+    return Result.fail(`the custom id "${customId}" does not match Anthropic's ^[a-zA-Z0-9_-]{1,64}$`)
+  }
+  try {
+    const text = JSON.stringify(requestLine(request, customId, options))
+    return Result.succeed({ line: text, bytes: Provider.lineBytes(text), group: request.model })
+  } catch (error) {
+    return Result.fail(`cannot encode the request for Anthropic: ${error instanceof Error ? error.message : String(error)}`)
+  }
+}
+
+/**
+ * Encodes a request as a batch line (the default encoding: no sampling
+ * parameters, `max_tokens` 1024 when unset). The adapter's own `encode`
+ * follows its {@link Options}.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const encode: (request: Request.Request, customId: string) => Result.Result<Provider.Encoded, string> =
+  encodeWith({})
+
+const decodedMessage = (cause: unknown): string => {
+  const text = String(cause)
+  const match = /SchemaError[^:]*: ([\s\S]*)/.exec(text)
+  return (match?.[1] ?? text).trim().split("\n").slice(0, 6).join("; ")
+}
+
+/**
+ * Decodes a structured-output answer (the tool input, as JSON text) with the
+ * request's schema.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeOutput = (output: Request.Output, text: string): Result.Result<unknown, string> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    return Result.fail(`the answer is not JSON: ${text.length > 200 ? `${text.slice(0, 200)}…` : text}`)
+  }
+  const entry = structuredFor(output.schema)
+  if (entry.wrapped) {
+    if (typeof json !== "object" || json === null || !("value" in json)) {
+      return Result.fail(`the answer does not match ${output.name}: the tool input has no "value"`)
+    }
+    json = (json as { value: unknown }).value
+  }
+  const decoded = Schema.decodeUnknownExit(entry.codec)(json)
+  return decoded._tag === "Success"
+    ? Result.succeed(decoded.value)
+    : Result.fail(`the answer does not match ${output.name}: ${decodedMessage(decoded.cause)}`)
+}
+
+// ===== Errors =====
+
+const retryAfterMs = (headers: Headers | undefined): number | undefined => {
+  const ms = Number(headers?.get("retry-after-ms") ?? Number.NaN)
+  if (Number.isFinite(ms) && ms >= 0) return ms
+  const seconds = Number(headers?.get("retry-after") ?? Number.NaN)
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined
+}
+
+const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError => {
+  const reason = (() => {
+    if (cause instanceof Anthropic.APIConnectionError) {
+      return new ProviderError.Transport({ message: cause.message })
+    }
+    if (cause instanceof Anthropic.APIError && cause.status !== undefined) {
+      const status = cause.status
+      const message = cause.message
+      if (status === 429) {
+        const after = retryAfterMs(cause.headers)
+        return new ProviderError.RateLimited({ message, ...(after !== undefined ? { retryAfterMs: after } : {}) })
+      }
+      if (status === 404) return new ProviderError.NotFound({ message })
+      if (status >= 500) return new ProviderError.ServerError({ message, status })
+      if (status >= 400) {
+        const code = cause.errorCode ?? cause.type ?? undefined
+        return new ProviderError.Rejected({ message, status, ...(code !== undefined && code !== null ? { code } : {}) })
+      }
+      return new ProviderError.Protocol({ message })
+    }
+    const message = cause instanceof Error ? cause.message : String(cause)
+    // a body cut off mid-stream surfaces as a plain network error from fetch
+    return /terminated|ECONNRESET|socket|network|fetch failed|aborted/i.test(message)
+      ? new ProviderError.Transport({ message })
+      : new ProviderError.Protocol({ message })
+  })()
+  return new ProviderError.ProviderError({ provider: "anthropic", operation, reason })
+}
+
+const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
+  Effect.tryPromise({ try: f, catch: toProviderError(operation) })
+
+const localError = (operation: string, message: string) =>
+  new ProviderError.ProviderError({ provider: "anthropic", operation, reason: new ProviderError.Protocol({ message }) })
+
+// ===== Status =====
+
+const totalOf = (c: MessageBatch["request_counts"]) => c.processing + c.succeeded + c.errored + c.canceled + c.expired
+
+const stateOf = (batch: MessageBatch): Provider.State => {
+  switch (batch.processing_status) {
+    case "in_progress":
+      return "running"
+    case "canceling":
+      return "cancelling"
+    case "ended": {
+      const c = batch.request_counts
+      if (batch.cancel_initiated_at !== null && c.canceled > 0) return "cancelled"
+      if (c.expired > 0) return "expired"
+      return "completed"
+    }
+  }
+}
+
+/**
+ * The provider-neutral status of a Message Batch: `in_progress` is running,
+ * `canceling` cancelling; an ended batch is `cancelled` when a cancel left
+ * requests unprocessed, `expired` when the 24 h window closed on some, else
+ * `completed`. Counts stay 0 (all `processing`) until the batch ends.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const toStatus = (batch: MessageBatch): Provider.Status => {
+  const c = batch.request_counts
+  return {
+    state: stateOf(batch),
+    providerState: batch.processing_status,
+    counts: { total: totalOf(c), completed: c.succeeded, failed: c.errored + c.canceled + c.expired },
+    issues: []
+  }
+}
+
+// ===== Results =====
+
+const usageOf = (u: Message["usage"] | undefined): Usage => {
+  if (u === undefined || u === null) return { inputTokens: 0, outputTokens: 0 }
+  const read = typeof u.cache_read_input_tokens === "number" ? u.cache_read_input_tokens : undefined
+  const written = typeof u.cache_creation_input_tokens === "number" ? u.cache_creation_input_tokens : 0
+  return {
+    inputTokens: (u.input_tokens ?? 0) + written + (read ?? 0),
+    outputTokens: u.output_tokens ?? 0,
+    ...(read !== undefined ? { cachedInputTokens: read } : {})
+  }
+}
+
+const finishReasonOf = (r: Message["stop_reason"]): Provider.ChatResponse["finishReason"] => {
+  switch (r) {
+    case null:
+    case "end_turn":
+    case "stop_sequence":
+    case "tool_use":
+      return "stop"
+    case "max_tokens":
+    case "model_context_window_exceeded":
+      return "length"
+    case "refusal":
+      return "content_filter"
+    default:
+      return "other"
+  }
+}
+
+const clip = (s: string) => s.length > 2000 ? `${s.slice(0, 2000)}…` : s
+
+const ERROR_STATUS: Record<string, number> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  billing_error: 402,
+  permission_error: 403,
+  not_found_error: 404,
+  conflict_error: 409,
+  request_too_large: 413,
+  rate_limit_error: 429,
+  api_error: 500,
+  timeout_error: 504,
+  overloaded_error: 529
+}
+
+const RETRYABLE = new Set(["rate_limit_error", "api_error", "overloaded_error", "timeout_error", "conflict_error"])
+
+/**
+ * The answer of a message: the text of its text blocks, or, when it called a
+ * tool (structured output), that tool's `input` as JSON text.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeMessage = (id: string, message: Message): Provider.LineResult => {
+  const content: ReadonlyArray<ContentBlock> = Array.isArray(message.content) ? message.content : []
+  const tool = content.find((b) => b.type === "tool_use")
+  const text = tool !== undefined && "input" in tool
+    ? JSON.stringify(tool.input ?? {})
+    : content.filter((b) => b.type === "text").map((b) => (b as { text: string }).text).join("")
+  return {
+    _tag: "LineSucceeded",
+    id,
+    response: { _tag: "ChatResponse", text, finishReason: finishReasonOf(message.stop_reason), usage: usageOf(message.usage) }
+  }
+}
+
+/**
+ * A line failure from an Anthropic error type (`invalid_request_error`,
+ * `overloaded_error`, …): retryable for rate limits, server errors, overload
+ * and timeouts.
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeError = (id: string, type: string, message: string, raw?: string): Provider.LineResult => ({
+  _tag: "LineFailed",
+  id,
+  kind: "provider_error",
+  retryable: RETRYABLE.has(type),
+  ...(ERROR_STATUS[type] !== undefined ? { status: ERROR_STATUS[type] } : {}),
+  message: `${type}: ${message}`,
+  ...(raw !== undefined ? { raw: clip(raw) } : {})
+})
+
+const ended = (id: string, kind: FailureKind, message: string): Provider.LineResult => ({
+  _tag: "LineFailed",
+  id,
+  kind,
+  retryable: true,
+  message
+})
+
+/**
+ * Decodes one result line. `undefined` for a line that names no `custom_id`
+ * (it cannot be joined to anything).
+ *
+ * @since 0.1.0
+ * @category decoding
+ */
+export const decodeResult = (line: MessageBatchIndividualResponse): Provider.LineResult | undefined => {
+  if (line === null || typeof line !== "object" || typeof line.custom_id !== "string") return undefined
+  const id = line.custom_id
+  const result = line.result as MessageBatchIndividualResponse["result"] | undefined
+  switch (result?.type) {
+    case "succeeded":
+      return decodeMessage(id, result.message)
+    case "errored": {
+      // the error response `{type: "error", error: {type, message}}`; some hosts send the inner object alone
+      const outer = result.error as unknown as { error?: { type?: unknown; message?: unknown }; type?: unknown; message?: unknown }
+      const inner = typeof outer?.error === "object" && outer.error !== null ? outer.error : outer
+      const type = typeof inner?.type === "string" ? inner.type : "api_error"
+      const message = typeof inner?.message === "string" ? inner.message : "no message"
+      return decodeError(id, type, message, JSON.stringify(result.error))
+    }
+    case "canceled":
+      return ended(id, "cancelled", "canceled: the batch was canceled before this request was processed")
+    case "expired":
+      return ended(id, "expired", "expired: the batch's 24 h window closed before this request was processed")
+    default:
+      return {
+        _tag: "LineFailed",
+        id,
+        kind: "provider_error",
+        retryable: false,
+        message: `unknown result type ${JSON.stringify((result as { type?: unknown } | undefined)?.type ?? null)}`,
+        raw: clip(JSON.stringify(line))
+      }
+  }
+}
+
+// ===== Constructors =====
+
+const MINUTE = 60_000
+/** how far before an attempt's start (local clock) a batch may look created, for clock skew */
+const SKEW_MS = 10 * MINUTE
+/** at most this many list pages are read when looking for a batch */
+const MAX_PAGES = 100
+
+/** journal times are compared with the provider's `created_at`: always the wall clock, never a test clock */
+const wallClock = Effect.sync(() => Date.now())
+
+const remoteOf = (id: string, at: number): Provider.RemoteBatch => ({ id, meta: { submittedAt: String(at) } })
+
+/**
+ * Builds the adapter.
+ *
+ * **Finding a batch after a crash**
+ *
+ * Before it sends `POST /v1/messages/batches`, `submit` records the attempt
+ * (its start time) in the batch file's journal and flushes it;
+ * when the API answers it records the batch id there too. `find` reads it:
+ *
+ * 1. no journal: no create was ever sent for this file: none;
+ * 2. an attempt with an id: that batch;
+ * 3. only attempts without an id (a crash or a failed call while a create
+ *    was in flight): the batches listed newest first back to the first
+ *    attempt's start (less 10 minutes of clock skew), with as many requests as
+ *    the file, and not claimed by the journal of another batch file of the
+ *    same folder (a sibling batch of the same run). Candidates are tried
+ *    closest first to an attempt's start. An ended candidate is confirmed by
+ *    streaming its results: its custom ids must be exactly the file's. The
+ *    first confirmed one wins; failing that, the closest candidate still
+ *    processing is adopted (it cannot be confirmed before it ends) and
+ *    recorded in the journal.
+ *
+ * `submit` runs the same look-up before sending again when the journal holds
+ * an unresolved attempt, so repeated submits of one batch never create two.
+ * Creating a batch is never retried by the SDK itself (its body is a stream,
+ * and a retry after a lost answer would create a second batch).
+ *
+ * Residual risk (case 3 only): a batch of exactly the same size, created by
+ * another process or person in the same workspace within that window, still
+ * processing, can be adopted in place of ours, or where ours was never
+ * created. Our requests then come back without a result line (failed as
+ * `lost`, retryable) and are sent again; a batch of ours that did exist stays
+ * unread. A create answered so late that the list does not show it yet is
+ * not seen either. And the journal is what says whether a create was ever
+ * sent: a journal folder removed while its batch files stay makes a crashed
+ * batch look unsent.
+ *
+ * @example
+ * ```ts
+ * const provider = yield* AnthropicBatch.make({ apiKey: Redacted.make(process.env.ANTHROPIC_API_KEY!) })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options): Effect.Effect<Provider.Service> =>
+  Effect.sync(() => {
+    const client = new Anthropic({
+      apiKey: Redacted.value(options.apiKey),
+      maxRetries: options.maxRetries ?? 3,
+      ...(options.baseURL !== undefined ? { baseURL: options.baseURL } : {}),
+      ...(options.anthropicVersion !== undefined ? { defaultHeaders: { "anthropic-version": options.anthropicVersion } } : {})
+    })
+    const encodeOptions: EncodeOptions = {
+      defaultMaxTokens: options.defaultMaxTokens,
+      sampling: options.anthropicVersion !== undefined && options.anthropicVersion < SAMPLING_REMOVED_IN
+    }
+    const poll = options.pollInterval ?? { initial: "5 seconds", max: "1 minute" }
+    const pollSchedule = Schedule.min([
+      Schedule.exponential(poll.initial, 1.5),
+      Schedule.spaced(poll.max)
+    ])
+    const graceMs = Duration.toMillis(Duration.fromInputUnsafe(options.notFoundGrace ?? "2 minutes"))
+
+    // ----- a 404 right after create is propagation delay -----
+
+    const withGrace = <A>(remote: Provider.RemoteBatch, effect: Effect.Effect<A, ProviderError.ProviderError>) => {
+      const submittedAt = Number(remote.meta?.submittedAt)
+      if (!Number.isFinite(submittedAt)) return effect
+      return effect.pipe(
+        Effect.retry({
+          while: (e) => e.reason._tag === "NotFound" && Date.now() - submittedAt < graceMs,
+          schedule: Schedule.min([Schedule.exponential("100 millis", 2), Schedule.spaced("5 seconds")])
+        })
+      )
+    }
+
+    // ----- submit and find -----
+
+    const journalOp = <A>(operation: string, f: () => A) =>
+      Effect.try({
+        try: f,
+        catch: (e) => localError(operation, `cannot keep the submit journal: ${e instanceof Error ? e.message : String(e)}`)
+      })
+
+    const create = (submission: Provider.Lines) =>
+      call("messages.batches.create", (signal) =>
+        client.post<MessageBatch>("/v1/messages/batches", {
+          body: BatchFile.requestBody(submission.path),
+          headers: { "content-type": "application/json" },
+          maxRetries: 0,
+          timeout: 30 * MINUTE,
+          signal
+        }))
+
+    /** `match` when the batch's results carry exactly the file's custom ids, `mismatch` when not, `unknown` when unreadable */
+    const confirm = (id: string, ids: ReadonlySet<string>) =>
+      call("messages.batches.results", async (signal) => {
+        const decoder = await client.messages.batches.results(id, {}, { signal })
+        let seen = 0
+        for await (const line of decoder) {
+          if (typeof line?.custom_id !== "string" || !ids.has(line.custom_id)) return "mismatch" as const
+          seen++
+        }
+        return seen === ids.size ? "match" as const : "mismatch" as const
+      }).pipe(
+        Effect.catchIf(
+          (e) => e.reason._tag === "NotFound" || e.reason._tag === "Protocol",
+          () => Effect.succeed("unknown" as const)
+        )
+      )
+
+    /** adopts a batch found by listing: claims it in the journal, so sibling batches rule it out */
+    const adopt = (submission: Provider.Lines, journal: Journal.Journal, batch: MessageBatch) =>
+      Effect.gen(function*() {
+        const now = yield* wallClock
+        const last = journal.attempts.at(-1)!
+        yield* journalOp("find", () => Journal.complete(submission.path, journal, last.startedAt, batch.id, now))
+        return Option.some(remoteOf(batch.id, now))
+      })
+
+    const lookUp = (
+      submission: Provider.Lines,
+      journal: Journal.Journal
+    ): Effect.Effect<Option.Option<Provider.RemoteBatch>, ProviderError.ProviderError> =>
+      Effect.gen(function*() {
+        const known = journal.attempts.find((a) => a.id !== null)
+        if (known !== undefined) return Option.some(remoteOf(known.id!, known.at ?? known.startedAt))
+        if (journal.attempts.length === 0) return Option.none()
+        const since = Math.min(...journal.attempts.map((a) => a.startedAt)) - SKEW_MS
+        const claimed = yield* journalOp("find", () => Journal.claimedBySiblings(submission.path))
+        const candidates: Array<MessageBatch> = []
+        let after: string | undefined = undefined
+        for (let page = 0; page < MAX_PAGES; page++) {
+          const list = yield* call("messages.batches.list", (signal) =>
+            client.messages.batches.list({ limit: 100, ...(after !== undefined ? { after_id: after } : {}) }, { signal }))
+          let older = false
+          for (const batch of list.data) {
+            if (Date.parse(batch.created_at) < since) {
+              older = true
+              break
+            }
+            if (totalOf(batch.request_counts) === submission.count && !claimed.has(batch.id)) candidates.push(batch)
+          }
+          if (older || !list.has_more || list.last_id === null) break
+          after = list.last_id
+        }
+        // closest first to the start of an attempt: our batch was created right after one started
+        const distance = (batch: MessageBatch) =>
+          Math.min(...journal.attempts.map((a) => Math.abs(Date.parse(batch.created_at) - a.startedAt)))
+        candidates.sort((a, b) => distance(a) - distance(b))
+        let ids: Set<string> | undefined
+        const open: Array<MessageBatch> = []
+        for (const batch of candidates) {
+          if (batch.processing_status === "ended" && batch.results_url !== null) {
+            ids ??= yield* Effect.tryPromise({
+              try: () => BatchFile.customIds(submission.path),
+              catch: (e) => localError("find", `cannot read the batch file: ${e instanceof Error ? e.message : String(e)}`)
+            })
+            const verdict = yield* confirm(batch.id, ids)
+            if (verdict === "match") return yield* adopt(submission, journal, batch)
+            if (verdict === "mismatch") continue
+          }
+          open.push(batch)
+        }
+        return open.length > 0 ? yield* adopt(submission, journal, open[0]!) : Option.none()
+      })
+
+    const find = (submission: Provider.Submission) =>
+      Effect.gen(function*() {
+        if (submission._tag !== "Lines") return Option.none<Provider.RemoteBatch>()
+        const journal = yield* journalOp("find", () => Journal.read(submission.path, submission.batchId))
+        return journal === undefined ? Option.none<Provider.RemoteBatch>() : yield* lookUp(submission, journal)
+      })
+
+    const submit = (submission: Provider.Submission) =>
+      Effect.gen(function*() {
+        if (submission._tag !== "Lines") {
+          return yield* new ProviderError.ProviderError({
+            provider: "anthropic",
+            operation: "submit",
+            reason: new ProviderError.Unsupported({ message: "Anthropic Message Batches take inline requests, not table jobs" })
+          })
+        }
+        const previous = yield* journalOp("submit", () => Journal.read(submission.path, submission.batchId))
+        if (previous !== undefined && previous.attempts.length > 0) {
+          // an earlier attempt may have gone through: look before sending again
+          const found = yield* lookUp(submission, previous)
+          if (Option.isSome(found)) return found.value
+        }
+        const startedAt = yield* wallClock
+        const journal = yield* journalOp("submit", () =>
+          Journal.begin(submission.path, submission.batchId, submission.count, startedAt))
+        yield* Failpoint.hit("batch.uploaded")
+        const batch = yield* create(submission)
+        const at = yield* wallClock
+        yield* journalOp("submit", () => Journal.complete(submission.path, journal, startedAt, batch.id, at)).pipe(
+          Effect.catch((e) => Effect.logWarning(e.message))
+        )
+        return remoteOf(batch.id, at)
+      })
+
+    // ----- status, results, cancel -----
+
+    const status = (batch: Provider.RemoteBatch) =>
+      withGrace(batch, call("messages.batches.retrieve", (signal) => client.messages.batches.retrieve(batch.id, {}, { signal })))
+        .pipe(Effect.map(toStatus))
+
+    const results = (batch: Provider.RemoteBatch) =>
+      Stream.unwrap(
+        withGrace(
+          batch,
+          call("messages.batches.results", (signal) => client.messages.batches.results(batch.id, {}, { signal }))
+        ).pipe(
+          Effect.map((decoder) =>
+            Stream.fromAsyncIterable(decoder, toProviderError("messages.batches.results")).pipe(
+              Stream.map(decodeResult),
+              Stream.filter(Predicate.isNotUndefined)
+            )
+          )
+        )
+      )
+
+    const cancel = (batch: Provider.RemoteBatch) =>
+      call("messages.batches.cancel", (signal) => client.messages.batches.cancel(batch.id, {}, { signal })).pipe(Effect.asVoid)
+
+    // ----- sync -----
+
+    const syncPermits = Semaphore.makeUnsafe(Math.max(1, options.syncConcurrency ?? 8))
+    const sync = (request: Request.Request, customId: string): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
+      if (request._tag !== "Chat") {
+        return Effect.succeed({
+          _tag: "LineFailed",
+          id: customId,
+          kind: "invalid_input",
+          retryable: false,
+          message: "Anthropic has no embeddings API"
+        })
+      }
+      let params: Params
+      try {
+        params = messageParams(request, encodeOptions)
+      } catch (error) {
+        return Effect.succeed({
+          _tag: "LineFailed",
+          id: customId,
+          kind: "invalid_input",
+          retryable: false,
+          message: error instanceof Error ? error.message : String(error)
+        })
+      }
+      // the SDK refuses non-streaming calls it expects to take over 10 minutes unless given a timeout
+      const timeout = Math.min(60 * MINUTE, Math.max(10 * MINUTE, (60 * MINUTE * params.max_tokens) / 128_000))
+      return Effect.tryPromise({ try: (signal) => client.messages.create(params, { signal, timeout }), catch: (cause) => cause }).pipe(
+        Effect.map((message) => decodeMessage(customId, message)),
+        Effect.catch((cause): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
+          // an HTTP answer about this request is the line's result; a broken connection is an error to retry
+          if (cause instanceof Anthropic.APIError && !(cause instanceof Anthropic.APIConnectionError) && cause.status !== undefined) {
+            const type = cause.type ?? (cause.status >= 500 ? "api_error" : "invalid_request_error")
+            const line = decodeError(customId, type, cause.apiMessage ?? cause.message, JSON.stringify(cause.error ?? null))
+            return Effect.succeed(line._tag === "LineFailed" ? { ...line, status: cause.status } : line)
+          }
+          return Effect.fail(toProviderError("messages.create")(cause))
+        }),
+        Semaphore.withPermits(syncPermits, 1)
+      )
+    }
+
+    return Provider.Provider.of({
+      name: "anthropic",
+      limits: { ...limits, ...options.limits },
+      encode: encodeWith(encodeOptions),
+      submit,
+      find,
+      status,
+      results,
+      cancel,
+      decodeOutput,
+      pollSchedule,
+      sync
+    })
+  })
+
+/**
+ * The adapter as a layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<Provider.Provider> => Layer.effect(Provider.Provider, make(options))
+
+/**
+ * The adapter configured from the environment: `ANTHROPIC_API_KEY`
+ * (required), `ANTHROPIC_BASE_URL` (optional), and the poll cadence
+ * `OFFPEAK_POLL_INITIAL` / `OFFPEAK_POLL_MAX` (durations such as `5 seconds`,
+ * default 5 seconds growing to 1 minute).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config<Options> = Config.all({
+    apiKey: Config.Redacted("ANTHROPIC_API_KEY"),
+    baseURL: Config.String("ANTHROPIC_BASE_URL").pipe(Config.option, Config.map(Option.getOrUndefined)),
+    pollInterval: Config.all({
+      initial: Config.Duration("OFFPEAK_POLL_INITIAL").pipe(Config.withDefault(Duration.seconds(5))),
+      max: Config.Duration("OFFPEAK_POLL_MAX").pipe(Config.withDefault(Duration.minutes(1)))
+    })
+  })
+): Layer.Layer<Provider.Provider, Config.ConfigError> =>
+  Layer.effect(Provider.Provider, Effect.flatMap(config, make))
