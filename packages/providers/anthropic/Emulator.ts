@@ -1,0 +1,218 @@
+/**
+ * A local emulator of Anthropic's Message Batches API, faithful enough that
+ * the official `@anthropic-ai/sdk` drives a whole batch lifecycle against it:
+ * create a batch with inline requests, poll it through `in_progress` →
+ * (`canceling` →) `ended`, stream its results from the `results_url` it hands
+ * out (an absolute URL on the emulator's own host and port), list, cancel and
+ * delete batches. Answers come from the deterministic local engine
+ * (`@offpeak/providers/local`).
+ *
+ * **Details**
+ *
+ * - State is derived lazily from timestamps on every read (no timers); when a
+ *   batch first reaches its end its results file is written, in slices that
+ *   yield to the event loop.
+ * - Everything is persisted in `dir` (a JSON record, the requests and the
+ *   results of every batch): a new `serve({ dir })` after a crash carries on
+ *   as if nothing had happened.
+ * - The create body (up to 256 MB) is read as a stream and checked request by
+ *   request: `custom_id` pattern and uniqueness, `params` with `model`,
+ *   `max_tokens` and `messages`, the request count (400), the body size (413,
+ *   `request_too_large`). Other problems of a request's params come back as an
+ *   `errored` result (`invalid_request_error`), as with the real API; that
+ *   includes `temperature`, `top_p` and `top_k` under `anthropic-version`
+ *   `2026-10-21` or later ("Extra inputs are not permitted").
+ * - Faults of the real service on demand: errored lines (`lineFailures`),
+ *   429/5xx on any endpoint with `retry-after` (`endpointFaults`), a 404 right
+ *   after create (`notFoundAfterCreateMs`), expiry with partial results, slow
+ *   progression, shuffled results.
+ * - Prompt caching: a prefix marked with `cache_control` is written by the
+ *   first request that carries it and read by the later ones (per batch, and
+ *   across `POST /v1/messages` calls), in `usage`.
+ * - Also serves the synchronous `POST /v1/messages`.
+ *
+ * @example
+ * ```ts
+ * import { Emulator } from "@offpeak/providers/anthropic"
+ * import Anthropic from "@anthropic-ai/sdk"
+ *
+ * const program = Effect.gen(function*() {
+ *   const emulator = yield* Emulator.serve({ linesPerSecond: 1_000 })
+ *   const client = new Anthropic({ apiKey: "test", baseURL: emulator.url })
+ *   // client.messages.batches.create(...), .retrieve(...), .results(...), ...
+ * }).pipe(Effect.scoped)
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { Context, Effect, Layer, Schema, Scope } from "effect"
+import { HttpRouter, HttpServer } from "effect/http"
+import * as fs from "node:fs"
+import { createServer } from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as Routes from "./internal/emulatorRoutes.ts"
+import * as Runtime from "./internal/emulatorRuntime.ts"
+import * as Store from "./internal/emulatorStore.ts"
+
+// ===== Models =====
+
+/**
+ * The emulator's knobs. Timings and line failures apply to batches created
+ * while they are set: each batch keeps the knobs it was created under,
+ * restarts included.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  /** persist all state here; absent: a fresh temp folder, removed when the scope closes */
+  readonly dir?: string | undefined
+  /** seeds the injected failures (default 0) */
+  readonly seed?: number | undefined
+  /** processing speed while in progress (default 20,000 requests per second) */
+  readonly linesPerSecond?: number | undefined
+  /** time in `canceling` (default 20 ms) */
+  readonly cancellingMs?: number | undefined
+  /** a batch not done this long after creation ends with its other requests `expired` (default 24 h; also its `expires_at`) */
+  readonly completionWindowMs?: number | undefined
+  /**
+   * per-request injected errors, e.g. `[{ type: "overloaded_error", rate: 0.02 }]`; drawn from a hash of
+   * (seed, batch id, custom_id), so a request retried in another batch draws afresh
+   */
+  readonly lineFailures?:
+    | ReadonlyArray<{ readonly type: "api_error" | "overloaded_error" | "invalid_request_error"; readonly rate: number }>
+    | undefined
+  /**
+   * injected HTTP failures of whole calls, e.g. `[{ endpoint: "create", status: 529, times: 1 }]` or
+   * `[{ status: 429, rate: 0.1, retryAfterMs: 200 }]` (endpoints: create, retrieve, list, cancel, delete, results, messages)
+   */
+  readonly endpointFaults?: ReadonlyArray<Runtime.EndpointFault> | undefined
+  /** retrieve and results answer 404 for this long after a batch was created (propagation delay; default 0) */
+  readonly notFoundAfterCreateMs?: number | undefined
+  /** shuffle the order of result lines, seeded by the batch id (default true) */
+  readonly shuffle?: boolean | undefined
+  /** requests per batch (default 100,000; over it: 400) */
+  readonly maxRequestsPerBatch?: number | undefined
+  /** create body size limit (default 256,000,000 bytes; over it: 413 `request_too_large`) */
+  readonly maxBodyBytes?: number | undefined
+}
+
+/**
+ * Counters since the folder was created (they survive restarts and deletes).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Stats {
+  readonly batchesCreated: number
+  /** requests answered (succeeded or errored) by batches that ended */
+  readonly linesProcessed: number
+}
+
+/**
+ * A running emulator.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Handle {
+  /** the base URL to give the SDK (its paths start with `/v1`), e.g. `http://127.0.0.1:41234` */
+  readonly url: string
+  /** the folder holding its state */
+  readonly dir: string
+  readonly stats: Effect.Effect<Stats>
+}
+
+// ===== Errors =====
+
+/**
+ * The emulator could not start (folder not usable, port taken, …).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EmulatorError extends Schema.TaggedError<EmulatorError>()("EmulatorError", {
+  message: Schema.String
+}) {}
+
+// ===== Constructors =====
+
+const knobsOf = (options: Options): Store.Knobs => ({
+  seed: options.seed ?? 0,
+  linesPerSecond: options.linesPerSecond !== undefined && options.linesPerSecond > 0 ? options.linesPerSecond : 20_000,
+  cancellingMs: Math.max(0, options.cancellingMs ?? 20),
+  completionWindowMs: options.completionWindowMs ?? 24 * 60 * 60 * 1000,
+  lineFailures: (options.lineFailures ?? []).map((f) => ({ type: f.type, rate: f.rate })),
+  shuffle: options.shuffle ?? true,
+  notFoundAfterCreateMs: Math.max(0, options.notFoundAfterCreateMs ?? 0)
+})
+
+const message = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
+
+const folder = (dir: string | undefined): Effect.Effect<string, EmulatorError, Scope.Scope> =>
+  dir !== undefined
+    ? Effect.succeed(path.resolve(dir))
+    : Effect.acquireRelease(
+      Effect.try({
+        try: () => fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-anthropic-emulator-")),
+        catch: (cause) => new EmulatorError({ message: `cannot create a temp folder: ${message(cause)}` })
+      }),
+      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+    )
+
+const baseUrl = (address: HttpServer.HttpServer["Service"]["address"]): string => {
+  const url = new URL(HttpServer.formatAddress(address))
+  if (url.hostname === "0.0.0.0" || url.hostname === "[::]") url.hostname = "127.0.0.1"
+  return url.origin
+}
+
+/**
+ * Starts the emulator on `host:port` (default `127.0.0.1`, an ephemeral
+ * port). It stops when the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const serve = (
+  options: Options & { readonly port?: number | undefined; readonly host?: string | undefined } = {}
+): Effect.Effect<Handle, EmulatorError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const dir = yield* folder(options.dir)
+    const store = yield* Effect.try({
+      try: () => Store.open(dir),
+      catch: (cause) => new EmulatorError({ message: `cannot open the emulator folder ${dir}: ${message(cause)}` })
+    })
+    const runtime = yield* Runtime.make({
+      store,
+      knobs: knobsOf(options),
+      maxRequestsPerBatch: options.maxRequestsPerBatch ?? 100_000,
+      maxBodyBytes: options.maxBodyBytes ?? 256_000_000,
+      endpointFaults: options.endpointFaults ?? []
+    })
+    const host = options.host ?? "127.0.0.1"
+    const server = HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }).pipe(
+      // idle keep-alive connections of SDK clients would otherwise hold the close for seconds
+      Layer.provideMerge(
+        NodeHttpServer.layer(createServer, { port: options.port ?? 0, host, gracefulShutdownTimeout: "100 millis" })
+      )
+    )
+    const context = yield* Layer.build(server).pipe(
+      Effect.mapError((cause) =>
+        new EmulatorError({ message: `cannot start the emulator on ${host}:${options.port ?? 0}: ${message(cause)}` })
+      )
+    )
+    const url = yield* Effect.try({
+      try: () => baseUrl(Context.get(context, HttpServer.HttpServer).address),
+      catch: (cause) => new EmulatorError({ message: `cannot tell the emulator's address: ${message(cause)}` })
+    })
+    const stats = Effect.sync((): Stats => {
+      let linesProcessed = 0
+      for (const batch of store.batches.values()) {
+        if (batch.final !== null) linesProcessed += batch.final.counts.succeeded + batch.final.counts.errored
+      }
+      return { batchesCreated: store.batches.size, linesProcessed }
+    })
+    return { url, dir, stats }
+  })
