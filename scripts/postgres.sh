@@ -64,6 +64,10 @@ install_postgres() {
   command -v apt-get >/dev/null 2>&1 || die "PostgreSQL is not installed and there is no apt-get"
   say "installing Debian's postgresql package"
   export DEBIAN_FRONTEND=noninteractive
+  # no system-wide cluster on 5432 started by the package: this script makes its own
+  mkdir -p /etc/postgresql-common/createcluster.d
+  [ -e /etc/postgresql-common/createcluster.d/offpeak.conf ] ||
+    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/offpeak.conf
   if ! apt-get install -y --no-install-recommends postgresql >&2; then
     apt-get update >&2
     apt-get install -y --no-install-recommends postgresql >&2
