@@ -102,9 +102,6 @@ export const checkpointOf = (item: Source.Item<unknown>): Option.Option<string> 
   return typeof value === "string" ? Option.some(value) : Option.none()
 }
 
-/** the column that carries the checkpoint's text form in the cursor's rows */
-const CHECKPOINT_FIELD = "__offpeak_checkpoint"
-
 const CURSOR = "offpeak_source"
 
 const DEFAULT_BATCH = 1_000
@@ -127,7 +124,7 @@ const DEFAULT_BATCH = 1_000
  *   struct ignores them).
  * - A row failing the schema is `Malformed` and the stream goes on, e.g.
  *   `tickets row 17 (id 42): field "priority": Expected "low" | "high", got "urgent"`.
- * - With `checkpoint`, the query is wrapped (`SELECT * FROM (<query>) …
+ * - With `checkpoint`, the query is wrapped (`SELECT … FROM (<query>) …
  *   WHERE <column> > $after ORDER BY <column>`), and each item carries the
  *   checkpoint's text form ({@link checkpointOf}). The column must be
  *   monotonic and unique: rows that tie with `after` are not read again.
@@ -172,6 +169,8 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
 
   const problem = !Number.isInteger(batchSize) || batchSize < 1
     ? `batchSize must be a positive integer, got ${batchSize}`
+    : options.startPosition !== undefined && (!Number.isInteger(options.startPosition) || options.startPosition < 1)
+    ? `startPosition must be a positive integer, got ${options.startPosition}`
     : hasAfter && column === undefined
     ? "`after` needs a checkpoint column"
     : column !== undefined && Sql.identifierProblem(column) !== undefined
@@ -180,19 +179,14 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
     ? "the query is empty"
     : undefined
 
-  const statement = (() => {
-    const inner = Sql.sourceQuery({ query: options.query, checkpoint: column, hasAfter })
-    return column === undefined
-      ? inner
-      : `SELECT offpeak_c.*, (offpeak_c.${Sql.quoteIdent(column)})::text AS ${CHECKPOINT_FIELD} FROM (\n${inner}\n) AS offpeak_c`
-  })()
+  const statement = Sql.sourceQuery({ query: options.query, checkpoint: column, hasAfter })
   const params = hasAfter ? [options.after instanceof Date ? options.after.toISOString() : options.after] : []
 
   const toItem = (row: Record<string, unknown>, position: number): Source.Item<S["Type"]> => {
     let checkpoint: string | undefined
     if (column !== undefined) {
-      checkpoint = row[CHECKPOINT_FIELD] as string
-      delete row[CHECKPOINT_FIELD]
+      checkpoint = row[Sql.CHECKPOINT_FIELD] as string
+      delete row[Sql.CHECKPOINT_FIELD]
     }
     const decoded = decode(row)
     const extra = checkpoint === undefined ? {} : { checkpoint }

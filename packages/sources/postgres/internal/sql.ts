@@ -39,9 +39,13 @@ export const trimQuery = (query: string): string => query.replace(/[\s;]+$/u, ""
 /** the query with whitespace collapsed, for messages */
 export const oneLine = (query: string): string => query.replace(/\s+/gu, " ").trim()
 
+/** the column that carries the checkpoint's text form in the cursor's rows */
+export const CHECKPOINT_FIELD = "__offpeak_checkpoint"
+
 /**
  * The statement behind the source's cursor: the query as it is, or wrapped to
- * order it by the checkpoint column and keep the rows after `after`.
+ * add the checkpoint's text form, keep the rows after `$1` and order by the
+ * checkpoint column.
  */
 export const sourceQuery = (options: {
   readonly query: string
@@ -52,7 +56,7 @@ export const sourceQuery = (options: {
   if (options.checkpoint === undefined) return query
   const column = `offpeak_q.${quoteIdent(options.checkpoint)}`
   const where = options.hasAfter ? ` WHERE ${column} > $1` : ""
-  return `SELECT * FROM (\n${query}\n) AS offpeak_q${where} ORDER BY ${column}`
+  return `SELECT offpeak_q.*, (${column})::text AS ${CHECKPOINT_FIELD} FROM (\n${query}\n) AS offpeak_q${where} ORDER BY ${column}`
 }
 
 // ===== Values =====

@@ -257,6 +257,11 @@ Pg.describePostgres("Postgres.source", () => {
         Effect.flip
       )
       assert.match(badBatch.message, /batchSize must be a positive integer/)
+      const badStart = yield* Postgres.source({ url, query: "SELECT 1 AS id", schema: Row, startPosition: 0 }).read.pipe(
+        Stream.runCollect,
+        Effect.flip
+      )
+      assert.match(badStart.message, /startPosition must be a positive integer, got 0/)
     }))
 })
 

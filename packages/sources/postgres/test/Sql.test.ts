@@ -37,7 +37,8 @@ describe("Postgres SQL text", () => {
     assert.strictEqual(Sql.sourceQuery({ query: "SELECT 1;  \n", hasAfter: false }), "SELECT 1")
     assert.strictEqual(
       Sql.sourceQuery({ query: "SELECT * FROM t;", checkpoint: "up\"d", hasAfter: true }),
-      "SELECT * FROM (\nSELECT * FROM t\n) AS offpeak_q WHERE offpeak_q.\"up\"\"d\" > $1 ORDER BY offpeak_q.\"up\"\"d\""
+      "SELECT offpeak_q.*, (offpeak_q.\"up\"\"d\")::text AS __offpeak_checkpoint FROM (\nSELECT * FROM t\n) AS offpeak_q" +
+        " WHERE offpeak_q.\"up\"\"d\" > $1 ORDER BY offpeak_q.\"up\"\"d\""
     )
   })
 
