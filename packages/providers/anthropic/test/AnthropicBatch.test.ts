@@ -333,6 +333,23 @@ describe("AnthropicBatch against the emulator", () => {
       }
     }).pipe(Effect.scoped))
 
+  it.live("a batch of several megabytes streams through in chunks and comes back whole", () =>
+    Effect.gen(function*() {
+      const emulator = yield* Emulator.serve({ linesPerSecond: 50_000 })
+      const provider = yield* adapter(emulator.url)
+      const filler = "lorem ipsum dolor sit amet ".repeat(40)
+      const requests = Array.from({ length: 3_000 }, (_, i) => Request.chat({ model: MODEL, system: filler, prompt: `ticket ${i}: ${filler}`, maxTokens: 20 }))
+      const submission = lines(requests, provider)
+      assert.isAbove(submission.bytes, 5 * 1024 * 1024)
+      const remote = yield* provider.submit(submission)
+      const status = yield* untilTerminal(provider, remote)
+      assert.deepStrictEqual(status.counts, { total: 3_000, completed: 3_000, failed: 0 })
+      const ids = new Set<string>()
+      yield* Stream.runForEach(provider.results(remote, status), (r) => Effect.sync(() => ids.add(r.id)))
+      assert.strictEqual(ids.size, 3_000)
+      assert.isTrue(requests.every((r) => ids.has(Fingerprint.of(r))))
+    }).pipe(Effect.scoped))
+
   it.live("sends what the emulator answers: truncation is length, stop sequences stop, cached prefixes are counted", () =>
     Effect.gen(function*() {
       const emulator = yield* Emulator.serve({ shuffle: false })

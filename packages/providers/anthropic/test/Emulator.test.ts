@@ -14,6 +14,7 @@ import * as path from "node:path"
 import * as Engine from "../../local/Engine.ts"
 import * as Emulator from "../Emulator.ts"
 import * as Batch from "../internal/emulatorBatch.ts"
+import * as Create from "../internal/emulatorCreate.ts"
 import type * as Store from "../internal/emulatorStore.ts"
 
 // ===== helpers =====
@@ -613,6 +614,63 @@ describe("Emulator internals", () => {
       status: "canceling",
       need: { reason: "canceled", processed: 1, at: created + 150 }
     })
+  })
+})
+
+describe("Emulator create-body scanner", () => {
+  const scan = (body: string, cuts: ReadonlyArray<number>) => {
+    const bytes = Buffer.from(body)
+    const elements: Array<unknown> = []
+    const scanner = new Create.Scanner((element) => {
+      elements.push(JSON.parse(element.toString("utf8")))
+      return undefined
+    })
+    let at = 0
+    for (const cut of [...cuts, bytes.length]) {
+      scanner.push(bytes.subarray(at, cut))
+      at = cut
+    }
+    return { elements, outcome: scanner.end() }
+  }
+
+  it("finds every element of `requests` whatever the chunk boundaries (strings with quotes, escapes, brackets, unicode)", () => {
+    const random = (() => {
+      let x = 12345
+      return () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 4294967296
+    })()
+    const tricky = ["plain", `a "quoted" {brace} [bracket], comma`, "back\\slash\\", "ünïcødé ✓ 🙂", "\n\t\u0041 \\\""]
+    for (let round = 0; round < 40; round++) {
+      const requests = Array.from({ length: 1 + Math.floor(random() * 12) }, (_, i) => ({
+        custom_id: `r${round}-${i}`,
+        params: { model: "m", max_tokens: 5, messages: [{ role: "user", content: tricky[i % tricky.length]! }], n: [1, [2, { x: null }]] }
+      }))
+      const body = round % 2 === 0 ? JSON.stringify({ requests }) : JSON.stringify({ requests }, null, round % 4 === 1 ? 2 : "\t")
+      const length = Buffer.byteLength(body)
+      // one byte at a time in the first rounds, random cuts after
+      const cuts = round < 3
+        ? Array.from({ length: length - 1 }, (_, i) => i + 1)
+        : Array.from({ length: Math.floor(random() * 8) }, () => Math.floor(random() * length)).sort((a, b) => a - b)
+      const { elements, outcome } = scan(body, cuts)
+      assert.isUndefined(outcome.error, body)
+      assert.strictEqual(outcome.count, requests.length)
+      assert.deepStrictEqual(elements, requests)
+    }
+    // scalar elements are elements too (and then refused by the request check)
+    assert.deepStrictEqual(scan(`{"requests":[1, "two" ,{"a":[]}]}`, [3, 15, 16]).elements, [1, "two", { a: [] }])
+  })
+
+  it("refuses what is not a requests body", () => {
+    for (const [body, message] of [
+      [`{"requests":[{"a":1}]`, /not valid JSON/],
+      [`{"requests":[{"a":1}]}}`, /not valid JSON/],
+      [`[1,2]`, /not valid JSON/],
+      [`{}`, /^requests: Field required/],
+      [`{"requests":[]}`, /^requests: List should have at least 1 item/],
+      [`{"requests":{}}`, /^requests: Input should be a valid list/],
+      [`{"requests":[{}],"model":"x"}`, /^model: Extra inputs are not permitted/]
+    ] as const) {
+      assert.match(scan(body, []).outcome.error ?? "", message, body)
+    }
   })
 })
 
