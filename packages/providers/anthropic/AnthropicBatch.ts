@@ -45,7 +45,7 @@
  * @since 0.1.0
  */
 import Anthropic from "@anthropic-ai/sdk"
-import type { MessageBatch, MessageBatchIndividualResponse } from "@anthropic-ai/sdk/resources/messages/batches"
+import type { BatchCreateParams, MessageBatch, MessageBatchIndividualResponse } from "@anthropic-ai/sdk/resources/messages/batches"
 import type {
   ContentBlock,
   Message,
@@ -323,7 +323,9 @@ const encodeWith = (options: EncodeOptions) =>
     return Result.fail(`the custom id "${customId}" does not match Anthropic's ^[a-zA-Z0-9_-]{1,64}$`)
   }
   try {
-    const text = JSON.stringify(requestLine(request, customId, options))
+    // the line is exactly what the SDK's `messages.batches.create` takes for one request
+    const line: BatchCreateParams.Request = requestLine(request, customId, options)
+    const text = JSON.stringify(line)
     return Result.succeed({ line: text, bytes: Provider.lineBytes(text), group: request.model })
   } catch (error) {
     return Result.fail(`cannot encode the request for Anthropic: ${error instanceof Error ? error.message : String(error)}`)
@@ -797,9 +799,10 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         yield* Failpoint.hit("batch.uploaded")
         const batch = yield* create(submission)
         const at = yield* wallClock
-        yield* journalOp("submit", () => Journal.complete(submission.path, journal, startedAt, batch.id, at)).pipe(
-          Effect.catch((e) => Effect.logWarning(e.message))
-        )
+        yield* journalOp("submit", () => {
+          Journal.complete(submission.path, journal, startedAt, batch.id, at)
+          Journal.sweep(submission.path)
+        }).pipe(Effect.catch((e) => Effect.logWarning(e.message)))
         return remoteOf(batch.id, at)
       })
 

@@ -109,27 +109,44 @@ export const complete = (batchFile: string, journal: Journal, startedAt: number,
 }
 
 /**
- * Remote ids recorded by the journals of the other batch files of the same
- * folder: batches that belong to them. Journals whose batch file is gone (the
- * pipeline removes a batch file once its results are collected) are removed.
+ * The journals of the other batch files of the same folder whose batch file
+ * still exists; those whose batch file is gone (the pipeline removes a batch
+ * file once its results are collected, and `find` is never asked about it
+ * again) are removed.
  */
-export const claimedBySiblings = (batchFile: string): Set<string> => {
+const siblings = (batchFile: string): Array<string> => {
   const dir = journalDir(batchFile)
   const own = path.basename(pathOf(batchFile))
-  const claimed = new Set<string>()
   let names: Array<string>
   try {
     names = fs.readdirSync(dir)
   } catch {
-    return claimed
+    return []
   }
+  const out: Array<string> = []
   for (const name of names) {
-    if (!name.endsWith(".json") || name === own) continue
+    if (name === own) continue
     const file = path.join(dir, name)
+    if (name.endsWith(".tmp") || !name.endsWith(".json")) {
+      if (name.endsWith(".tmp") && !name.includes(`.${process.pid}.`)) fs.rmSync(file, { force: true })
+      continue
+    }
     if (!fs.existsSync(path.join(path.dirname(batchFile), name.slice(0, -".json".length)))) {
       fs.rmSync(file, { force: true })
       continue
     }
+    out.push(file)
+  }
+  return out
+}
+
+/** removes the journals of batch files that are gone */
+export const sweep = (batchFile: string): void => void siblings(batchFile)
+
+/** remote ids recorded by the journals of the other batch files of the same folder: batches that belong to them */
+export const claimedBySiblings = (batchFile: string): Set<string> => {
+  const claimed = new Set<string>()
+  for (const file of siblings(batchFile)) {
     try {
       const journal = JSON.parse(fs.readFileSync(file, "utf8")) as unknown
       if (isJournal(journal)) for (const a of journal.attempts) if (typeof a.id === "string") claimed.add(a.id)

@@ -451,6 +451,11 @@ describe("AnthropicBatch against the emulator", () => {
       const created = (yield* emulator.stats).batchesCreated
       assert.strictEqual((yield* provider.submit(a)).id, remoteA.id)
       assert.strictEqual((yield* emulator.stats).batchesCreated, created)
+      // journals of batch files that are gone (collected) are swept by the next submit
+      fs.rmSync(b.path)
+      yield* provider.submit(lines([chat("sweep")], provider, "run-b00004", dir))
+      assert.isUndefined(Journal.read(b.path, b.batchId))
+      assert.isDefined(Journal.read(a.path, a.batchId))
       // table jobs are not Anthropic's
       const table = { _tag: "Table", batchId: "t", runId: "r", sealedAt: 0, model: MODEL, input: "i", output: "o", keyColumns: [] } as const
       assert.strictEqual((yield* Effect.flip(provider.submit(table))).reason._tag, "Unsupported")
@@ -500,7 +505,8 @@ describe("AnthropicBatch against the emulator", () => {
       assert.strictEqual(status.state, "completed")
       assert.strictEqual((yield* Stream.runCollect(provider.results(remote, status))).length, 2)
       // without the grace (an old batch, or none recorded) a 404 is NotFound at once
-      const old = yield* adapter(emulator.url, { notFoundGrace: "0 millis" })
+      const hidden = yield* Emulator.serve({ notFoundAfterCreateMs: 60_000 })
+      const old = yield* adapter(hidden.url, { notFoundGrace: "0 millis" })
       const again = yield* old.submit(lines([chat("c")], old, "run-b00009"))
       assert.strictEqual((yield* Effect.flip(old.status(again))).reason._tag, "NotFound")
     }).pipe(Effect.scoped))

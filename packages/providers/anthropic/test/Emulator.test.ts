@@ -460,12 +460,12 @@ describe("Emulator (official @anthropic-ai/sdk)", () => {
   })
 
   it("answers 404 on retrieve and results right after create (notFoundAfterCreateMs), then the batch appears", async () => {
-    await withEmulator({ notFoundAfterCreateMs: 1_000 }, async (client) => {
+    await withEmulator({ notFoundAfterCreateMs: 1_500 }, async (client) => {
       const created = await client.messages.batches.create({ requests: [request(0), request(1)] })
       const early = await client.messages.batches.retrieve(created.id).catch((e) => e)
       assert.instanceOf(early, Anthropic.NotFoundError)
       assert.deepStrictEqual((await client.messages.batches.list()).data.map((b) => b.id), [created.id], "list already shows it")
-      await new Promise((r) => setTimeout(r, 1_050))
+      await new Promise((r) => setTimeout(r, 1_550))
       const { batch } = await poll(client, created.id)
       assert.strictEqual((await collect(client, batch.id)).length, 2)
     })
