@@ -1,8 +1,10 @@
 /**
  * Triage: classify support tickets from a CSV into a typed label schema, with
- * OpenAI's Batch API (or the local emulator when no OPENAI_API_KEY is set).
+ * OpenAI's Batch API or Anthropic's Message Batches (the local emulator of
+ * either when its API key is not set).
  *
  *   npm run offpeak -- run examples/triage/pipeline.ts
+ *   npm run offpeak -- run examples/triage/pipeline.ts --provider anthropic
  *
  * Results: out/triage/part-*.jsonl (one line per ticket), rows that could not
  * be read or answered: out/triage/dead-letter/part-*.jsonl, with the reason.
@@ -31,6 +33,9 @@ export const Triage = Schema.Struct({
   summary: Schema.String.annotate({ description: "one short sentence" })
 }).annotate({ title: "Triage" })
 
+/** the model per provider: `offpeak run examples/triage/pipeline.ts --provider anthropic` */
+const MODELS: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-haiku-4-5" }
+
 const SYSTEM = [
   "You triage customer support tickets.",
   "Pick the category of the team that should handle the ticket and a priority:",
@@ -42,9 +47,9 @@ export default Pipeline.make({
   name: "triage",
   source: Csv.source({ path: fileURLToPath(new URL("./tickets.csv", import.meta.url)), schema: Ticket, name: "tickets.csv" }),
   key: (ticket) => ticket.id,
-  request: (ticket) =>
+  request: (ticket, { provider }) =>
     Request.chat({
-      model: "gpt-4o-mini",
+      model: MODELS[provider] ?? "gpt-4o-mini",
       system: SYSTEM,
       prompt: `Subject: ${ticket.subject}\n\n${ticket.body}`,
       maxTokens: 200,

@@ -433,9 +433,16 @@ const toNumber = (u: unknown): number => typeof u === "bigint" ? Number(u) : Num
 
 const nowIso = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
 
+/** the driver's message and, when it is generic (`PgConnection: Query failed`), the server's reason */
+const sqlMessage = (error: { readonly message: string; readonly reason?: { readonly cause?: unknown } }): string => {
+  const cause = error.reason?.cause
+  const detail = cause instanceof Error ? cause.message : ""
+  return detail !== "" && !error.message.includes(detail) ? `${error.message}: ${detail}` : error.message
+}
+
 const mapError = (operation: string) => <A, R>(effect: Effect.Effect<A, SqlError.SqlError | LedgerError, R>) =>
   Effect.mapError(effect, (error) =>
-    error._tag === "LedgerError" ? error : new LedgerError({ operation, message: error.message }))
+    error._tag === "LedgerError" ? error : new LedgerError({ operation, message: sqlMessage(error as any) }))
 
 interface RunRow {
   readonly id: string
@@ -507,7 +514,7 @@ const toBatch = (row: BatchRow): Batch => ({
  */
 export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  yield* migrate.pipe(Effect.mapError((e) => new LedgerError({ operation: "migrate", message: e.message })))
+  yield* migrate.pipe(Effect.mapError((e) => new LedgerError({ operation: "migrate", message: sqlMessage(e as any) })))
 
   const getRun = (id: string) =>
     sql<RunRow>`SELECT * FROM offpeak_runs WHERE id = ${id}`.pipe(

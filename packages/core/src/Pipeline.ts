@@ -50,6 +50,17 @@ export interface RetryOptions {
 }
 
 /**
+ * What a pipeline's `request` function knows besides the record.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RequestContext {
+  /** the provider the run sends to (`openai`, `anthropic`, …) */
+  readonly provider: string
+}
+
+/**
  * What `Pipeline.make` takes. `R` is the record type, `A` the decoded output,
  * `Row` what the sink receives (by default the `Succeeded` result itself).
  *
@@ -62,8 +73,8 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
   readonly source: Source.Source<R>
   /** a stable, unique id of the record (an id column); resume and dedupe rely on it, never on row order */
   readonly key: (record: R) => string
-  /** the request for one record */
-  readonly request: (record: R) => Request.Request
+  /** the request for one record; `context.provider` lets one pipeline pick each provider's model */
+  readonly request: (record: R, context: RequestContext) => Request.Request
   /** the structured output of chat requests; answers are decoded with it */
   readonly output?: Schema.Codec<A, any> | undefined
   /** the name of the output schema sent to providers (default `output`) */

@@ -35,12 +35,6 @@ interface Backend {
   readonly reopens: boolean
   /** a fresh, empty store for one test, removed when the test's scope closes */
   readonly fresh: Effect.Effect<Store, unknown, Scope.Scope>
-  /**
-   * Known issue: the ledger's errors carry the driver's generic message only
-   * (`PgConnection: Query failed`), not the server's reason. The test that
-   * wants the reason is expected to fail until Ledger.ts is fixed.
-   */
-  readonly vagueErrors?: boolean
 }
 
 const sqliteMemory: Backend = {
@@ -69,7 +63,6 @@ const sqliteFile: Backend = {
 const postgres = (url: string): Backend => ({
   name: "Postgres",
   reopens: true,
-  vagueErrors: true,
   fresh: Effect.map(Pg.freshSchema(url, "ledger"), (fresh) => ({
     open: () => Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
   }))
@@ -252,8 +245,7 @@ const ledgerSuite = (backend: Backend) => {
       })
     ))
 
-  // expected to fail on Postgres until Ledger.ts's mapError keeps the server's message (see `vagueErrors`)
-  ;(backend.vagueErrors ? it.effect.fails : it.effect)(
+  it.effect(
     "a refused statement's LedgerError says what the database refused",
     () =>
       withLedger((ledger) =>

@@ -397,9 +397,20 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       Schedule.spaced(poll.max)
     ])
 
+    // the file is streamed; on interruption its descriptor is closed before the upload counts as stopped
     const upload = (submission: Provider.Lines) =>
-      call("files.create", (signal) =>
-        client.files.create({ file: fs.createReadStream(submission.path), purpose: "batch" }, { signal }))
+      Effect.acquireUseRelease(
+        Effect.sync(() => fs.createReadStream(submission.path)),
+        (file) => call("files.create", (signal) => client.files.create({ file, purpose: "batch" }, { signal })),
+        (file) =>
+          Effect.promise(() =>
+            new Promise<void>((resolve) => {
+              if (file.closed) return resolve()
+              file.once("close", () => resolve())
+              file.destroy()
+            })
+          )
+      )
 
     const submit = (submission: Provider.Submission) =>
       Effect.gen(function*() {

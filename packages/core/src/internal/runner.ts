@@ -147,7 +147,9 @@ export const run = <Rec, A, Row>(
     const encodeOutput = outputCodec === undefined ? undefined : Schema.encodeSync(outputCodec)
     const decodeOutput = outputCodec === undefined ? undefined : Schema.decodeUnknownSync(outputCodec)
 
-    const render = (record: Rec): Request.Request => Request.withOutput(pipeline.request(record), outputSpec)
+    const requestContext: Pipeline.RequestContext = { provider: provider.name }
+    const render = (record: Rec): Request.Request =>
+      Request.withOutput(pipeline.request(record, requestContext), outputSpec)
 
     // ----- provider calls: transient errors retried here, everything else surfaces -----
     const retrying = <X>(effect: Effect.Effect<X, ProviderError.ProviderError>) =>
@@ -638,6 +640,25 @@ export const run = <Rec, A, Row>(
         return []
       })
 
+    /**
+     * Creates the remote batch once: after a transient error the create may have gone through, so every attempt
+     * after the first looks for the batch before sending again.
+     */
+    const submitOnce = (submission: Provider.Lines) =>
+      Effect.gen(function*() {
+        let looked = false
+        return yield* Effect.suspend(() =>
+          looked
+            ? retrying(provider.find(submission)).pipe(
+              Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => provider.submit(submission) }))
+            )
+            : provider.submit(submission)
+        ).pipe(
+          Effect.tapError((error) => Effect.sync(() => (looked = ProviderError.isTransient(error)))),
+          Effect.retry({ while: ProviderError.isTransient, times: 10, schedule: transientSchedule })
+        )
+      })
+
     const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
       Effect.gen(function*() {
         const submission: Provider.Lines = {
@@ -687,15 +708,7 @@ export const run = <Rec, A, Row>(
         if (state === "sealed" && cancelling) yield* cancelUnsent
         if (state === "sealed") {
           yield* ledger.updateBatch(batch.id, { state: "submitting" })
-          const created = yield* provider.submit(submission).pipe(
-            Effect.catchIf(ProviderError.isTransient, (error) =>
-              // the create may have gone through before the error: look before sending again
-              retrying(provider.find(submission)).pipe(
-                Effect.flatMap(Option.match({
-                  onSome: Effect.succeed,
-                  onNone: () => retrying(provider.submit(submission)).pipe(Effect.tapError(() => Effect.logWarning(error.message)))
-                }))
-              )),
+          const created = yield* submitOnce(submission).pipe(
             Effect.map(Option.some),
             Effect.catchIf(isTooLarge, (error) => split(batch, error.reason.message).pipe(
               Effect.tap((parts) => Effect.sync(() => (halves = parts))),
