@@ -13,7 +13,9 @@ import { Effect, Layer, Redacted } from "effect"
 import * as path from "node:path"
 import OpenAI from "openai"
 import * as Fixture from "./fixtures/tickets.pipeline.ts"
-import { expectedLabel } from "./support/expected.ts"
+import { openai } from "./support/providers.ts"
+
+const expectedLabel = openai.expected
 import { readParts, tmpDir, writeTickets } from "./support/files.ts"
 
 interface Outcome {

@@ -12,7 +12,9 @@ import * as fs from "node:fs"
 import { DatabaseSync } from "node:sqlite"
 import * as path from "node:path"
 import OpenAI from "openai"
-import { expectedLabel } from "./support/expected.ts"
+import { openai } from "./support/providers.ts"
+
+const expectedLabel = openai.expected
 import { prng, readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
 
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")

@@ -1,0 +1,81 @@
+/**
+ * Crash and resume through the CLI, for every provider: the run is SIGKILLed
+ * after some batches were submitted to an emulator in another process, then
+ * `offpeak resume` finishes it. No batch is created twice for the same rows and
+ * the sink holds every row exactly once, with its own answer.
+ */
+import { afterAll, describe, expect, it } from "vitest"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { DatabaseSync } from "node:sqlite"
+import { readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+import * as Providers from "./support/providers.ts"
+
+const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
+const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
+afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
+
+const query = <A>(db: string, sql: string): Array<A> => {
+  const conn = new DatabaseSync(db, { readOnly: true })
+  try {
+    return conn.prepare(sql).all() as Array<A>
+  } finally {
+    conn.close()
+  }
+}
+
+describe.each(Providers.all)("$name: crash and resume", (p) => {
+  it("SIGKILL after some batches were submitted, then resume: no batch created twice, every row once", async () => {
+    const dir = tmpDir(`resume-${p.name}`)
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 4_000, 3)
+    const out = path.join(dir, "out")
+    const emulator = startCli(
+      ["emulator", p.name, "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify({ linesPerSecond: 1_500 })],
+      { cwd: dir }
+    )
+    children.push(emulator.child)
+    await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
+    const url = /http:\/\/\S+/.exec(emulator.output().stdout)![0]
+    const env = {
+      ...p.cliEnv(url),
+      OFFPEAK_POLL_INITIAL: "100 millis",
+      OFFPEAK_POLL_MAX: "500 millis",
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: out,
+      OFFPEAK_TEST_MAX_REQUESTS: "400",
+      OFFPEAK_TEST_IN_FLIGHT: "3"
+    }
+    const state = path.join(dir, "state")
+    const db = path.join(state, "state.db")
+    const first = startCli(["run", fixture, "--provider", p.name, "--state-dir", state], { cwd: dir, env })
+    children.push(first.child)
+    await waitFor("two submitted batches", () => {
+      try {
+        return fs.existsSync(db) &&
+          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
+      } catch {
+        return false
+      }
+    })
+    first.child.kill("SIGKILL")
+    const killed = await first.exit
+    expect(killed.signal).toBe("SIGKILL")
+    expect(readParts(out).length).toBeLessThan(4_000)
+    const runId = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")[0]!.id
+
+    const resumed = await runCli(["resume", runId, "--state-dir", state], { cwd: dir, env })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stdout).toMatch(/completed/)
+
+    const rows = readParts(out)
+    expect(rows).toHaveLength(4_000)
+    expect(new Set(rows.map((r) => r.id)).size).toBe(4_000)
+    for (const r of rows) expect(r.output).toEqual(p.expected({ id: r.id, text: r.text }))
+    const created = await p.created(url)
+    const sent = created.flat()
+    expect(new Set(sent).size).toBe(sent.length)
+    expect(sent).toHaveLength(4_000)
+    expect(created.length).toBe(query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n)
+  }, 180_000)
+})

@@ -1,0 +1,112 @@
+/**
+ * Every provider under the same tests: how to start its emulator, build its
+ * adapter, compute what the emulator must answer for a ticket, list what the
+ * emulator was asked to create, and tune its knobs.
+ */
+import * as Fingerprint from "@offpeak/core/Fingerprint"
+import type * as Provider from "@offpeak/core/Provider"
+import * as Request from "@offpeak/core/Request"
+import { AnthropicBatch, Emulator as AnthropicEmulator } from "@offpeak/providers/anthropic"
+import { Engine } from "@offpeak/providers/local"
+import { Emulator as OpenAiEmulator, OpenAiBatch } from "@offpeak/providers/openai"
+import Anthropic from "@anthropic-ai/sdk"
+import type { Effect, Layer, Scope } from "effect"
+import { Redacted } from "effect"
+import OpenAI from "openai"
+import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
+import * as AnthropicAnswer from "../../packages/providers/anthropic/internal/emulatorAnswer.ts"
+import * as Fixture from "../fixtures/tickets.pipeline.ts"
+
+export interface ProviderCase {
+  readonly name: "openai" | "anthropic"
+  /** the emulator in this process, closed with the scope */
+  readonly serve: (knobs: Record<string, unknown>) => Effect.Effect<{ readonly url: string }, unknown, Scope.Scope>
+  readonly layer: (url: string) => Layer.Layer<Provider.Provider>
+  /** the environment the CLI needs to use an emulator at `url` */
+  readonly cliEnv: (url: string) => Record<string, string>
+  /** what the emulator must answer for a ticket: the engine run on the exact request the adapter sent */
+  readonly expected: (ticket: Fixture.Ticket) => unknown
+  /** every batch the emulator created: the custom ids of its results, in the order they came back */
+  readonly created: (url: string) => Promise<ReadonlyArray<ReadonlyArray<string>>>
+  /** knobs: per-line failures, a final (client error) and a retryable (server error) rate */
+  readonly lineFailures: (final: number, retryable: number) => Record<string, unknown>
+  /** the messages those two kinds of failure carry */
+  readonly finalFailure: RegExp
+  readonly retryableFailure: RegExp
+  /** knobs: a batch whose body is over `bytes` is refused as too large */
+  readonly refuseOver: (bytes: number) => Record<string, unknown>
+}
+
+const request = (ticket: Fixture.Ticket, provider: string) =>
+  Request.withOutput(Fixture.request(ticket, { provider }), { name: "label", schema: Fixture.Label })
+
+export const openai: ProviderCase = {
+  name: "openai",
+  serve: (knobs) => OpenAiEmulator.serve({ validationMs: 5, finalizingMs: 5, ...knobs }),
+  layer: (url) =>
+    OpenAiBatch.layer({ apiKey: Redacted.make("test"), baseURL: url, pollInterval: { initial: "20 millis", max: "200 millis" } }),
+  cliEnv: (url) => ({ OPENAI_API_KEY: "test", OPENAI_BASE_URL: url }),
+  expected: (ticket) => {
+    const body = OpenAiBatch.requestLine(request(ticket, "openai"), "x").body as ChatCompletionCreateParamsNonStreaming
+    const format = body.response_format as { json_schema: { schema: unknown } }
+    return JSON.parse(Engine.chat({
+      model: body.model,
+      messages: body.messages.map((m) => ({ role: m.role, content: m.content as string })),
+      maxTokens: body.max_completion_tokens ?? undefined,
+      jsonSchema: format.json_schema.schema
+    }).text)
+  },
+  created: async (url) => {
+    const client = new OpenAI({ apiKey: "test", baseURL: url, maxRetries: 10 })
+    const out: Array<Array<string>> = []
+    for await (const b of client.batches.list({ limit: 100 })) {
+      const ids: Array<string> = []
+      for (const file of [b.output_file_id, b.error_file_id]) {
+        if (!file) continue
+        const text = await (await client.files.content(file)).text()
+        for (const line of text.split("\n")) if (line.length > 0) ids.push(JSON.parse(line).custom_id)
+      }
+      out.push(ids)
+    }
+    return out
+  },
+  lineFailures: (final, retryable) => ({ lineFailures: [{ status: 400, rate: final }, { status: 500, rate: retryable }] }),
+  finalFailure: /^HTTP 400/,
+  retryableFailure: /^HTTP 500/,
+  refuseOver: (bytes) => ({ maxFileBytes: bytes })
+}
+
+export const anthropic: ProviderCase = {
+  name: "anthropic",
+  serve: (knobs) => AnthropicEmulator.serve(knobs),
+  layer: (url) =>
+    AnthropicBatch.layer({ apiKey: Redacted.make("test"), baseURL: url, pollInterval: { initial: "20 millis", max: "200 millis" } }),
+  cliEnv: (url) => ({ ANTHROPIC_API_KEY: "test", ANTHROPIC_BASE_URL: url }),
+  expected: (ticket) => {
+    const r = request(ticket, "anthropic")
+    const line = AnthropicBatch.requestLine(r as Request.Chat, Fingerprint.of(r))
+    const parsed = AnthropicAnswer.parse(line.params, AnthropicBatch.SAMPLING_REMOVED_IN)
+    if (typeof parsed === "string") throw new Error(parsed)
+    return JSON.parse(Engine.chat(AnthropicAnswer.engineInput(parsed)).text)
+  },
+  created: async (url) => {
+    const client = new Anthropic({ apiKey: "test", baseURL: url, maxRetries: 10 })
+    const out: Array<Array<string>> = []
+    for await (const b of client.messages.batches.list({ limit: 100 })) {
+      const ids: Array<string> = []
+      if (b.processing_status === "ended") {
+        for await (const result of await client.messages.batches.results(b.id)) ids.push(result.custom_id)
+      }
+      out.push(ids)
+    }
+    return out
+  },
+  lineFailures: (final, retryable) => ({
+    lineFailures: [{ type: "invalid_request_error", rate: final }, { type: "api_error", rate: retryable }]
+  }),
+  finalFailure: /^invalid_request_error/,
+  retryableFailure: /^api_error/,
+  refuseOver: (bytes) => ({ maxBodyBytes: bytes })
+}
+
+export const all: ReadonlyArray<ProviderCase> = [openai, anthropic]
