@@ -50,6 +50,9 @@ export interface Run {
   readonly createdAt: string
   readonly updatedAt: string
   readonly message: string | null
+  /** the source's checkpoint after the last admitted row, and that row's position */
+  readonly checkpoint: string | null
+  readonly checkpointPosition: number | null
 }
 
 /**
@@ -239,8 +242,15 @@ export interface Service {
   readonly listRuns: Effect.Effect<ReadonlyArray<Run>, LedgerError>
   readonly updateRun: (
     id: string,
-    patch: { readonly state?: RunState; readonly sourceDone?: boolean; readonly message?: string | null }
+    patch: {
+      readonly state?: RunState
+      readonly sourceDone?: boolean
+      readonly message?: string | null
+      readonly checkpoint?: { readonly value: string; readonly position: number }
+    }
   ) => Effect.Effect<void, LedgerError>
+  /** the checkpoint of the pipeline's latest completed run that has one */
+  readonly lastCheckpoint: (pipeline: string) => Effect.Effect<Option.Option<string>, LedgerError>
   /** admits a chunk of rows in one transaction */
   readonly admit: (runId: string, rows: ReadonlyArray<AdmitRow>) => Effect.Effect<Admission, LedgerError>
   /** queued requests (new after a crash, or waiting for a retry), one record each, in pages */
@@ -340,6 +350,8 @@ const migrations = Migrator.fromRecord({
       state TEXT NOT NULL,
       source_done INTEGER NOT NULL DEFAULT 0,
       message TEXT,
+      checkpoint TEXT,
+      checkpoint_position INTEGER,
       created_at TEXT NOT NULL,
       updated_at TEXT NOT NULL
     )`
@@ -454,6 +466,8 @@ interface RunRow {
   readonly message: string | null
   readonly created_at: string
   readonly updated_at: string
+  readonly checkpoint: string | null
+  readonly checkpoint_position: number | bigint | null
 }
 
 const toRun = (row: RunRow): Run => ({
@@ -465,7 +479,9 @@ const toRun = (row: RunRow): Run => ({
   sourceDone: toNumber(row.source_done) === 1,
   message: row.message,
   createdAt: row.created_at,
-  updatedAt: row.updated_at
+  updatedAt: row.updated_at,
+  checkpoint: row.checkpoint,
+  checkpointPosition: row.checkpoint_position === null ? null : toNumber(row.checkpoint_position)
 })
 
 interface BatchRow {
@@ -534,6 +550,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           state: "running",
           source_done: 0,
           message: null,
+          checkpoint: null,
+          checkpoint_position: null,
           created_at: now,
           updated_at: now
         })
@@ -543,6 +561,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         state: "running" as const,
         sourceDone: false,
         message: null,
+        checkpoint: null,
+        checkpointPosition: null,
         createdAt: now,
         updatedAt: now
       }
@@ -560,8 +580,20 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       if (patch.state !== undefined) values.state = patch.state
       if (patch.sourceDone !== undefined) values.source_done = patch.sourceDone ? 1 : 0
       if (patch.message !== undefined) values.message = patch.message
+      if (patch.checkpoint !== undefined) {
+        values.checkpoint = patch.checkpoint.value
+        values.checkpoint_position = patch.checkpoint.position
+      }
       yield* sql`UPDATE offpeak_runs SET ${sql.update(values)} WHERE id = ${id}`
     }).pipe(mapError("updateRun"))
+
+  const lastCheckpoint: Service["lastCheckpoint"] = (pipeline) =>
+    sql<{ checkpoint: string }>`SELECT checkpoint FROM offpeak_runs
+      WHERE pipeline = ${pipeline} AND state = 'completed' AND checkpoint IS NOT NULL
+      ORDER BY created_at DESC, id DESC LIMIT 1`.pipe(
+      Effect.map((rows) => rows.length === 0 ? Option.none<string>() : Option.some(rows[0]!.checkpoint)),
+      mapError("lastCheckpoint")
+    )
 
   const admit: Service["admit"] = (runId, rows) =>
     Effect.gen(function*() {
@@ -964,6 +996,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     getRun,
     listRuns,
     updateRun,
+    lastCheckpoint,
     admit,
     queued,
     nextBatchSeq,

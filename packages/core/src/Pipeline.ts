@@ -88,6 +88,14 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
   readonly provider?: string | undefined
   readonly batch?: BatchOptions | undefined
   readonly retry?: RetryOptions | undefined
+  /**
+   * A new run reads only what the source has after the checkpoint where the
+   * pipeline's last completed run stopped (sources with a checkpoint column,
+   * e.g. `Postgres.source({ checkpoint: { column: "updated_at" } })`); other
+   * rows were delivered by earlier runs. Without it every run reads the whole
+   * source, and answers already known come from the result cache.
+   */
+  readonly incremental?: boolean | undefined
 }
 
 /**

@@ -25,6 +25,8 @@ export interface Row<A> {
   readonly position: number
   readonly line?: number | undefined
   readonly value: A
+  /** where a source with a checkpoint column is: reading can continue after it ({@link Source.continueAfter}) */
+  readonly checkpoint?: string | undefined
 }
 
 /**
@@ -40,6 +42,7 @@ export interface Malformed {
   readonly line?: number | undefined
   readonly reason: string
   readonly raw?: string | undefined
+  readonly checkpoint?: string | undefined
 }
 
 /**
@@ -61,6 +64,15 @@ export interface Source<A> {
   readonly name: string
   readonly schema: Schema.Codec<A, any>
   readonly read: Stream.Stream<Item<A>, SourceError>
+  /**
+   * For sources read in the order of a checkpoint column (an id, an
+   * `updated_at`): the same source reading only what comes after
+   * `checkpoint`, its rows numbered from `startPosition`. The runner uses it
+   * to resume a run after the last row it admitted, and, for
+   * `Pipeline.make({ incremental: true })`, to start a run after the last
+   * completed one, instead of reading everything again.
+   */
+  readonly continueAfter?: ((checkpoint: string, startPosition: number) => Source<A>) | undefined
 }
 
 /**

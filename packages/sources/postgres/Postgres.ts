@@ -265,6 +265,14 @@ export interface SinkOptions {
    * `real[]` when pgvector is not installed.
    */
   readonly createTable?: { readonly columns: Readonly<Record<string, string>> } | undefined
+  /**
+   * `upsert` (default): insert rows, replacing those whose key is there.
+   * `update`: only write the given columns of rows that are already there
+   * (`UPDATE … FROM (VALUES …)`), the backfill case — e.g. the embedding
+   * column of a documents table whose other columns are `NOT NULL`; a row
+   * whose key matches nothing (deleted since it was read) is skipped.
+   */
+  readonly mode?: "upsert" | "update" | undefined
   /** the name used in messages, by default the table */
   readonly name?: string | undefined
 }
@@ -346,7 +354,8 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
           keys,
           columns: cols,
           vectorColumns,
-          createTable: options.createTable?.columns
+          createTable: options.createTable?.columns,
+          mode: options.mode ?? "upsert"
         }
         const pgvector = vectorColumns.length > 0 || options.createTable !== undefined
           ? yield* Table.pgvectorVersion(client)

@@ -35,10 +35,12 @@ export interface Plan {
   readonly keys: ReadonlyArray<string>
   readonly encoders: ReadonlyArray<Encoder>
   readonly vectorModes: ReadonlyMap<string, VectorMode>
-  /** `INSERT INTO "t" ("a", "b") VALUES ` */
+  /** what comes before the row tuples: `INSERT INTO "t" ("a", "b") VALUES `, or `UPDATE … FROM (VALUES ` */
   readonly insert: string
-  /** ` ON CONFLICT ("a") DO UPDATE SET "b" = EXCLUDED."b"` */
+  /** what comes after them: ` ON CONFLICT ("a") DO UPDATE SET "b" = EXCLUDED."b"`, or `) AS v (…) WHERE …` */
   readonly conflict: string
+  /** a cast per column after each placeholder (`::integer`), where the statement does not type them */
+  readonly casts: ReadonlyArray<string>
   readonly pgvector: string | null
 }
 
@@ -50,6 +52,8 @@ export interface Options {
   readonly columns: ReadonlyArray<string>
   readonly vectorColumns: ReadonlyArray<string>
   readonly createTable: Readonly<Record<string, string>> | undefined
+  /** `upsert` inserts or replaces rows; `update` only writes the columns of rows already there */
+  readonly mode: "upsert" | "update"
 }
 
 /** a problem the user must fix (no SQL error behind it) */
@@ -176,19 +180,38 @@ export const plan = (
     vectorModes.set(name, mode)
   }
   const quoted = options.columns.map(Sql.quoteIdent)
-  const updates = options.columns.filter((c) => !options.keys.includes(c)).map((c) =>
-    `${Sql.quoteIdent(c)} = EXCLUDED.${Sql.quoteIdent(c)}`
-  )
+  const others = options.columns.filter((c) => !options.keys.includes(c))
+  const encoders = options.columns.map((c) => encoderFor(byName.get(c)!, vectorModes.get(c)))
+  if (options.mode === "update") {
+    if (others.length === 0) return new PlanProblem("mode update needs a column to write besides the key")
+    // the VALUES list types nothing: each placeholder is cast to its column's type (from the catalog)
+    return {
+      table,
+      columns: options.columns,
+      keys: options.keys,
+      encoders,
+      vectorModes,
+      insert: `UPDATE ${table} AS "t" SET ${
+        others.map((c) => `${Sql.quoteIdent(c)} = "v".${Sql.quoteIdent(c)}`).join(", ")
+      } FROM (VALUES `,
+      conflict: `) AS "v" (${quoted.join(", ")}) WHERE ${
+        options.keys.map((k) => `"t".${Sql.quoteIdent(k)} = "v".${Sql.quoteIdent(k)}`).join(" AND ")
+      }`,
+      casts: options.columns.map((c) => `::${byName.get(c)!.type}`),
+      pgvector
+    }
+  }
   return {
     table,
     columns: options.columns,
     keys: options.keys,
-    encoders: options.columns.map((c) => encoderFor(byName.get(c)!, vectorModes.get(c))),
+    encoders,
     vectorModes,
     insert: `INSERT INTO ${table} (${quoted.join(", ")}) VALUES `,
     conflict: ` ON CONFLICT (${options.keys.map(Sql.quoteIdent).join(", ")}) ${
-      updates.length === 0 ? "DO NOTHING" : `DO UPDATE SET ${updates.join(", ")}`
+      others.length === 0 ? "DO NOTHING" : `DO UPDATE SET ${others.map((c) => `${Sql.quoteIdent(c)} = EXCLUDED.${Sql.quoteIdent(c)}`).join(", ")}`
     }`,
+    casts: options.columns.map(() => ""),
     pgvector
   }
 }
@@ -229,10 +252,11 @@ export const statements = (plan: Plan, rows: ReadonlyArray<ReadonlyArray<unknown
   }
   for (const row of rows) {
     const placeholders: Array<string> = []
-    for (const value of row) {
+    for (let i = 0; i < row.length; i++) {
+      const value = row[i]
       params.push(value)
       chars += sizeOf(value)
-      placeholders.push(`$${params.length}`)
+      placeholders.push(`$${params.length}${plan.casts[i] ?? ""}`)
     }
     tuples.push(`(${placeholders.join(", ")})`)
     if (tuples.length >= perStatement || chars >= MAX_CHARS) flush()

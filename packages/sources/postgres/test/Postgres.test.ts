@@ -294,6 +294,29 @@ Pg.describePostgres("Postgres.sink", () => {
       assert.strictEqual(Number((yield* sql.unsafe<{ n: bigint }>("SELECT count(*) AS n FROM labels"))[0]!.n), 2_502)
     }))
 
+  it.effect("update mode writes one column of existing rows (NOT NULL columns untouched); missing keys are skipped", () =>
+    Effect.gen(function*() {
+      const { sql, url } = yield* fresh("update")
+      yield* sql.unsafe(`CREATE TABLE "we""ird docs" (
+        "doc id" int PRIMARY KEY, title text NOT NULL, body text NOT NULL, "the emb" real[], updated timestamptz)`)
+      yield* sql.unsafe(`INSERT INTO "we""ird docs" VALUES (1, 'a', 'x', NULL, now()), (2, 'b', 'y', NULL, now())`)
+      const sink = Postgres.sink<{ "doc id": number; "the emb": ReadonlyArray<number> }>({
+        url,
+        table: "we\"ird docs",
+        key: "doc id",
+        columns: ["doc id", "the emb"],
+        vectorColumns: ["the emb"],
+        mode: "update"
+      })
+      const part = { runId: "r", seq: 1 }
+      yield* sink.write(part, [{ "doc id": 1, "the emb": [0.5, 1.5] }, { "doc id": 3, "the emb": [9, 9] }])
+      yield* sink.write(part, [{ "doc id": 1, "the emb": [0.5, 1.5] }, { "doc id": 2, "the emb": [2, 3] }])
+      const got = yield* sql.unsafe<{ id: number; title: string; emb: Array<number> | null }>(
+        `SELECT "doc id" AS id, title, "the emb" AS emb FROM "we""ird docs" ORDER BY 1`
+      )
+      assert.deepStrictEqual(got, [{ id: 1, title: "a", emb: [0.5, 1.5] }, { id: 2, title: "b", emb: [2, 3] }])
+    }))
+
   it.effect("hostile identifiers: table, schema, key and columns named we\"ird, select, with spaces, unicode", () =>
     Effect.gen(function*() {
       const { sql, url } = yield* fresh("ident")

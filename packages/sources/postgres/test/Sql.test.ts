@@ -46,7 +46,7 @@ describe("Postgres SQL text", () => {
     const width = 70
     const columns = Array.from({ length: width }, (_, i) => `c${i}`)
     const plan = Table.plan(
-      { schema: undefined, table: "t", keys: ["c0"], columns, vectorColumns: [], createTable: undefined },
+      { schema: undefined, table: "t", keys: ["c0"], columns, vectorColumns: [], createTable: undefined, mode: "upsert" },
       columns.map((name) => ({ name, type: "text", typname: "text", category: "S", element: null })),
       null
     ) as Table.Plan
@@ -58,5 +58,23 @@ describe("Postgres SQL text", () => {
     assert.include(statements[0]!.sql, "ON CONFLICT (\"c0\") DO UPDATE SET \"c1\" = EXCLUDED.\"c1\"")
     const narrow = Table.statements({ ...plan, columns: ["c0"] }, Array.from({ length: 2001 }, (_, r) => [`${r}`]))
     assert.deepStrictEqual(narrow.map((s) => s.params.length), [1000, 1000, 1])
+  })
+
+  it("update mode: UPDATE … FROM (VALUES …) with each placeholder cast to its column's type", () => {
+    const plan = Table.plan(
+      { schema: undefined, table: "docs", keys: ["id"], columns: ["id", "emb"], vectorColumns: ["emb"], createTable: undefined, mode: "update" },
+      [
+        { name: "id", type: "integer", typname: "int4", category: "N", element: null },
+        { name: "title", type: "text", typname: "text", category: "S", element: null },
+        { name: "emb", type: "real[]", typname: "_float4", category: "A", element: "float4" }
+      ],
+      null
+    ) as Table.Plan
+    const [statement] = Table.statements(plan, [[1, "{1,2}"], [2, "{3,4}"]])
+    assert.strictEqual(
+      statement!.sql,
+      "UPDATE \"docs\" AS \"t\" SET \"emb\" = \"v\".\"emb\" FROM (VALUES ($1::integer, $2::real[]), ($3::integer, $4::real[]))" +
+        " AS \"v\" (\"id\", \"emb\") WHERE \"t\".\"id\" = \"v\".\"id\""
+    )
   })
 })
