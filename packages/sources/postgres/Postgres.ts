@@ -109,12 +109,16 @@ const DEFAULT_BATCH = 1_000
 /**
  * Streams the rows of a query.
  *
- * - The query runs once, behind a server-side cursor (`DECLARE … NO SCROLL
- *   CURSOR` in a transaction on a connection of its own), read `batchSize`
- *   rows per `FETCH` and only as fast as the stream is pulled: memory is one
- *   page, and stopping early (`Stream.take`) reads little more than what was
- *   taken. The cursor sees one snapshot: rows committed after the read began
- *   are not in it.
+ * - Without a checkpoint column the query runs once, behind a server-side
+ *   cursor (`DECLARE … NO SCROLL CURSOR` in a transaction on a connection of
+ *   its own), read `batchSize` rows per `FETCH` and only as fast as the stream
+ *   is pulled: memory is one page, and stopping early (`Stream.take`) reads
+ *   little more than what was taken. The cursor sees one snapshot: rows
+ *   committed after the read began are not in it.
+ * - With a checkpoint column it reads keyset pages instead (`… WHERE col >
+ *   $last ORDER BY col LIMIT batchSize`), each a short statement of its own:
+ *   no transaction stays open while the pipeline works (PGlite's single
+ *   session included), and each page sees the rows as they are when it runs.
  * - Each row is a `Row` with `position` its 1-based ordinal in the stream
  *   (from `startPosition`). Values are decoded by the schema as the driver
  *   gives them, without coercion from text: `int2`/`int4`/`float` → number,
@@ -203,8 +207,41 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
     }
   }
 
+  const toItems = (rows: ReadonlyArray<Record<string, unknown>>, from: number) => {
+    const items = rows.map((row, i) => toItem(row, from + i + 1))
+    const lastItem = items.at(-1)
+    if (lastItem !== undefined && column !== undefined) last = checkpointOf(lastItem)
+    return items
+  }
+
+  // with a checkpoint column: keyset pages (`WHERE col > $last ORDER BY col LIMIT n`), one short statement each,
+  // so no transaction stays open while the pipeline works (and PGlite's single session is never held)
+  const keysetRead = (client: PgClient.PgClient) => {
+    const page = (after: boolean) => `${Sql.sourceQuery({ query: options.query, checkpoint: column, hasAfter: after })} LIMIT ${batchSize}`
+    let position = (options.startPosition ?? 1) - 1
+    return Stream.paginate(
+      { statement: page(hasAfter), params: params as ReadonlyArray<unknown> },
+      (next) =>
+        Effect.map(client.unsafe<Record<string, unknown>>(next.statement, next.params), (rows) => {
+          const items = toItems(rows, position)
+          position += items.length
+          const cp = Option.getOrUndefined(last)
+          return [
+            items,
+            rows.length < batchSize || cp === undefined ? Option.none() : Option.some({ statement: page(true), params: [cp] })
+          ] as const
+        })
+    )
+  }
+
   const read: Stream.Stream<Source.Item<S["Type"]>, SourceError> = problem !== undefined
     ? Stream.fail(sourceError(problem))
+    : column !== undefined
+    ? Stream.unwrap(Effect.map(Client.open(options.url, { vectors: true }), keysetRead)).pipe(
+      Stream.mapError((error) =>
+        SqlError.isSqlError(error) ? sourceError(`${Client.where(options.url)}: ${Client.describe(error)}`) : error
+      )
+    )
     : Stream.unwrap(Effect.gen(function*() {
       const client = yield* Client.open(options.url, { vectors: true })
       const conn = yield* client.reserve
