@@ -36,7 +36,8 @@ const inputMb = fs.statSync(input).size / 1e6
 
 const runNode = (args: ReadonlyArray<string>) =>
   new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: repo, stdio: ["ignore", "pipe", "inherit"] })
+    // both sides with the offpeak binary's Node flags (packages/core/src/bin.ts)
+    const child = spawn(process.execPath, ["--max-semi-space-size=8", ...args], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] })
     let out = ""
     child.stdout.on("data", (d) => (out += d))
     child.on("exit", (code) => code === 0 ? resolve(out) : reject(new Error(`${args.join(" ")} exited ${code}`)))

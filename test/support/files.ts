@@ -63,7 +63,12 @@ export interface Exit {
 export const startCli = (args: ReadonlyArray<string>, options: { cwd: string; env?: NodeJS.ProcessEnv }) => {
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env }
   for (const [k, v] of Object.entries(options.env ?? {})) if (v === undefined) delete env[k]
-  const child = spawn(process.execPath, [bin, ...args], { cwd: options.cwd, env, stdio: ["ignore", "pipe", "pipe"] })
+  // as the installed binary runs (its shebang): a small young generation
+  const child = spawn(process.execPath, ["--max-semi-space-size=8", bin, ...args], {
+    cwd: options.cwd,
+    env,
+    stdio: ["ignore", "pipe", "pipe"]
+  })
   let stdout = ""
   let stderr = ""
   child.stdout.on("data", (d) => (stdout += d))

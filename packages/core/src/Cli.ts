@@ -15,7 +15,7 @@
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
-import { Config, Console, Effect, Fiber, Layer, Option, Redacted, Schedule, Schema } from "effect"
+import { Config, Console, Effect, Fiber, Layer, Option, Redacted, Runtime, Schedule, Schema } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -373,5 +373,13 @@ export const main = (): void =>
   command.pipe(
     Command.run({ version: "0.1.0" }),
     Effect.provide(NodeServices.layer),
-    NodeRuntime.runMain
+    NodeRuntime.runMain({
+      // exit when the command is done, even if a pipeline module left a server or timer running
+      teardown: (exit, onExit) =>
+        Runtime.defaultTeardown(exit, (code) => {
+          onExit(code)
+          process.exitCode = code
+          process.stdout.write("", () => process.stderr.write("", () => process.exit(code)))
+        })
+    })
   )

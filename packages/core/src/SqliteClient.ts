@@ -81,7 +81,7 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
           db.exec("PRAGMA synchronous = NORMAL")
           db.exec("PRAGMA wal_autocheckpoint = 10000")
           // the ledger's random-keyed indexes (fingerprints) touch pages all over the file: keep them in memory
-          db.exec("PRAGMA cache_size = -65536")
+          db.exec("PRAGMA cache_size = -16384")
         }
         db.exec("PRAGMA foreign_keys = ON")
       },

@@ -3,6 +3,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Batcher from "../Batcher.ts"
 import * as Failpoint from "../Failpoint.ts"
+import * as Memory from "./memory.ts"
 import * as Fingerprint from "../Fingerprint.ts"
 import * as Ledger from "../Ledger.ts"
 import * as PartFiles from "../PartFiles.ts"
@@ -46,8 +47,8 @@ const fromF32 = (base64: string): Array<number> => {
   return Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)))
 }
 
-/** a delivery part holds about this much decoded output, and 100 to 10,000 rows */
-const PART_BYTES = 32 * 1024 * 1024
+/** a delivery part holds about this much in memory (decoded records and outputs, the sink's encoding), 100 to 10,000 rows */
+const PART_BYTES = 8 * 1024 * 1024
 
 /** transient provider errors (network, 429, 5xx) are retried with jittered exponential backoff, about 3 minutes in all */
 const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("30 seconds")]).pipe(
@@ -179,7 +180,8 @@ export const run = <Rec, A, Row>(
     const stats = { outputBytes: 0, outputs: 0 }
     const partSize = () => {
       if (stats.outputs === 0) return 1_000
-      const perRow = (stats.outputBytes / stats.outputs) * 3 + 1_024
+      // a stored byte becomes ~8 in memory (an f32 becomes a JS number, then the sink's text of it), plus the record
+      const perRow = (stats.outputBytes / stats.outputs) * 8 + 2_048
       return Math.max(100, Math.min(PART_SIZE, Math.floor(PART_BYTES / perRow)))
     }
     const writePart = (seq: number) =>
@@ -236,6 +238,7 @@ export const run = <Rec, A, Row>(
         if (failed.length > 0) yield* deadLetter.write(part, failed)
         yield* Failpoint.hit("part.written")
         yield* ledger.commitPart(runId, seq)
+        Memory.compact()
         progress.succeeded += succeeded.length
         progress.failed += failed.length
       })
@@ -791,6 +794,7 @@ export const run = <Rec, A, Row>(
           yield* removeBatchFiles(batch.file)
         }
         yield* deliver
+        Memory.compact()
         // the halves of a split batch go out one after the other, in this batch's slot
         for (const half of halves) yield* drive(half)
       }).pipe(
