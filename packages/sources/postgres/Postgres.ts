@@ -14,6 +14,7 @@
  * @since 0.1.0
  */
 import type { PgClient } from "@effect/sql-pg"
+import * as Failpoint from "@offpeak/core/Failpoint"
 import type * as Sink from "@offpeak/core/Sink"
 import { SinkError } from "@offpeak/core/Sink"
 import type * as Source from "@offpeak/core/Source"
@@ -478,7 +479,11 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
       const encoded = yield* encode(p, part, rows)
       const statements = Table.statements(p, encoded)
       yield* client.withTransaction(
-        Effect.forEach(statements, (s) => client.unsafe(s.sql, s.params), { discard: true })
+        Effect.forEach(
+          statements,
+          (s, i) => client.unsafe(s.sql, s.params).pipe(Effect.tap(() => i === 0 ? Failpoint.hit("part.writing") : Effect.void)),
+          { discard: true }
+        )
       )
     }).pipe(
       Effect.scoped,
