@@ -192,10 +192,11 @@ export const serve = (
       endpointFaults: options.endpointFaults ?? []
     })
     const host = options.host ?? "127.0.0.1"
+    const node = createServer()
     const server = HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }).pipe(
       // idle keep-alive connections of SDK clients would otherwise hold the close for seconds
       Layer.provideMerge(
-        NodeHttpServer.layer(createServer, { port: options.port ?? 0, host, gracefulShutdownTimeout: "100 millis" })
+        NodeHttpServer.layer(() => node, { port: options.port ?? 0, host, gracefulShutdownTimeout: "100 millis" })
       )
     )
     const context = yield* Layer.build(server).pipe(
@@ -203,6 +204,9 @@ export const serve = (
         new EmulatorError({ message: `cannot start the emulator on ${host}:${options.port ?? 0}: ${message(cause)}` })
       )
     )
+    // closing: drop every connection still open (an SDK's keep-alive socket, a request in flight), so the server's
+    // close ends now and no socket outlives the scope
+    yield* Effect.addFinalizer(() => Effect.sync(() => node.closeAllConnections()))
     const url = yield* Effect.try({
       try: () => baseUrl(Context.get(context, HttpServer.HttpServer).address),
       catch: (cause) => new EmulatorError({ message: `cannot tell the emulator's address: ${message(cause)}` })
