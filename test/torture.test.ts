@@ -1,5 +1,5 @@
 /**
- * Crash torture: one run of a few thousand rows is SIGKILLed again and again —
+ * Crash torture: one run of 8,000 rows is SIGKILLed again and again —
  * at every crash point of the pipeline and the OpenAI adapter (reading, after
  * upload before create, after create before the ledger write, while polling,
  * mid-download, mid-sink-write, …) and at random moments — and resumed each
@@ -21,7 +21,7 @@ const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
 const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
 afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
 
-const ROWS = 5_000
+const ROWS = 8_000
 
 // every crash point, at a first and a later pass
 const POINTS = [
