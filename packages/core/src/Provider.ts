@@ -20,7 +20,7 @@
  * @since 0.1.0
  */
 import type { Effect, Option, Schedule, Stream } from "effect"
-import { Context, Result as R } from "effect"
+import { Config, Context, Duration, Result as R } from "effect"
 import type * as ProviderError from "./ProviderError.ts"
 import type * as Request from "./Request.ts"
 import type { FailureKind, Usage } from "./Result.ts"
@@ -278,3 +278,17 @@ export const isTerminal = (state: State): boolean =>
  * @category utilities
  */
 export const lineBytes = (line: string): number => Buffer.byteLength(line, "utf8") + 1
+
+/**
+ * The poll cadence every adapter's `layerConfig` reads: `OFFPEAK_POLL_INITIAL`
+ * and `OFFPEAK_POLL_MAX` (durations such as `5 seconds`; default 5 seconds
+ * growing to 1 minute).
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const pollIntervalConfig: Config.Config<{ readonly initial: Duration.Duration; readonly max: Duration.Duration }> =
+  Config.all({
+    initial: Config.Duration("OFFPEAK_POLL_INITIAL").pipe(Config.withDefault(Duration.seconds(5))),
+    max: Config.Duration("OFFPEAK_POLL_MAX").pipe(Config.withDefault(Duration.minutes(1)))
+  })

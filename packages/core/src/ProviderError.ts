@@ -121,3 +121,64 @@ export const isTransient = (error: ProviderError): boolean => {
       return false
   }
 }
+
+/**
+ * What an adapter's error can be.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Reason = ProviderError["reason"]
+
+/**
+ * The reason of an HTTP error answer: 429 `RateLimited`, 404 `NotFound`,
+ * 5xx `ServerError`, other 4xx `Rejected` (with the provider's error code),
+ * anything else `Protocol`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const reasonOfStatus = (
+  status: number,
+  message: string,
+  extra: { readonly retryAfterMs?: number | undefined; readonly code?: string | null | undefined } = {}
+): Reason => {
+  if (status === 429) {
+    return new RateLimited({ message, ...(extra.retryAfterMs !== undefined ? { retryAfterMs: extra.retryAfterMs } : {}) })
+  }
+  if (status === 404) return new NotFound({ message })
+  if (status >= 500) return new ServerError({ message, status })
+  if (status >= 400) {
+    return new Rejected({ message, status, ...(typeof extra.code === "string" ? { code: extra.code } : {}) })
+  }
+  return new Protocol({ message })
+}
+
+/**
+ * The reason of a failure with no HTTP answer: a connection broken or a body
+ * cut off mid-stream (fetch reports it as a plain error) is `Transport`,
+ * anything else `Protocol`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const reasonOfFailure = (cause: unknown): Reason => {
+  const message = cause instanceof Error ? cause.message : String(cause)
+  return /terminated|ECONNRESET|socket|network|fetch failed|aborted/i.test(message)
+    ? new Transport({ message })
+    : new Protocol({ message })
+}
+
+/**
+ * The pause a 429 asks for, in milliseconds, from `retry-after-ms` or
+ * `retry-after` (seconds); undefined when neither is there.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const retryAfterMs = (headers: Headers | undefined): number | undefined => {
+  const ms = Number(headers?.get("retry-after-ms") ?? Number.NaN)
+  if (Number.isFinite(ms) && ms >= 0) return ms
+  const seconds = Number(headers?.get("retry-after") ?? Number.NaN)
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined
+}

@@ -378,41 +378,19 @@ export const decodeOutput = (output: Request.Output, text: string): Result.Resul
 
 // ===== Errors =====
 
-const retryAfterMs = (headers: Headers | undefined): number | undefined => {
-  const ms = Number(headers?.get("retry-after-ms") ?? Number.NaN)
-  if (Number.isFinite(ms) && ms >= 0) return ms
-  const seconds = Number(headers?.get("retry-after") ?? Number.NaN)
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined
-}
-
-const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError => {
-  const reason = (() => {
-    if (cause instanceof Anthropic.APIConnectionError) {
-      return new ProviderError.Transport({ message: cause.message })
-    }
-    if (cause instanceof Anthropic.APIError && cause.status !== undefined) {
-      const status = cause.status
-      const message = cause.message
-      if (status === 429) {
-        const after = retryAfterMs(cause.headers)
-        return new ProviderError.RateLimited({ message, ...(after !== undefined ? { retryAfterMs: after } : {}) })
-      }
-      if (status === 404) return new ProviderError.NotFound({ message })
-      if (status >= 500) return new ProviderError.ServerError({ message, status })
-      if (status >= 400) {
-        const code = cause.errorCode ?? cause.type ?? undefined
-        return new ProviderError.Rejected({ message, status, ...(code !== undefined && code !== null ? { code } : {}) })
-      }
-      return new ProviderError.Protocol({ message })
-    }
-    const message = cause instanceof Error ? cause.message : String(cause)
-    // a body cut off mid-stream surfaces as a plain network error from fetch
-    return /terminated|ECONNRESET|socket|network|fetch failed|aborted/i.test(message)
-      ? new ProviderError.Transport({ message })
-      : new ProviderError.Protocol({ message })
-  })()
-  return new ProviderError.ProviderError({ provider: "anthropic", operation, reason })
-}
+const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError =>
+  new ProviderError.ProviderError({
+    provider: "anthropic",
+    operation,
+    reason: cause instanceof Anthropic.APIConnectionError
+      ? new ProviderError.Transport({ message: cause.message })
+      : cause instanceof Anthropic.APIError && cause.status !== undefined
+      ? ProviderError.reasonOfStatus(cause.status, cause.message, {
+        retryAfterMs: ProviderError.retryAfterMs(cause.headers),
+        code: cause.errorCode ?? cause.type
+      })
+      : ProviderError.reasonOfFailure(cause)
+  })
 
 const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: toProviderError(operation) })
@@ -908,10 +886,7 @@ export const layerConfig = (
   config: Config.Config<Options> = Config.all({
     apiKey: Config.Redacted("ANTHROPIC_API_KEY"),
     baseURL: Config.String("ANTHROPIC_BASE_URL").pipe(Config.option, Config.map(Option.getOrUndefined)),
-    pollInterval: Config.all({
-      initial: Config.Duration("OFFPEAK_POLL_INITIAL").pipe(Config.withDefault(Duration.seconds(5))),
-      max: Config.Duration("OFFPEAK_POLL_MAX").pipe(Config.withDefault(Duration.minutes(1)))
-    })
+    pollInterval: Provider.pollIntervalConfig
   })
 ): Layer.Layer<Provider.Provider, Config.ConfigError> =>
   Layer.effect(Provider.Provider, Effect.flatMap(config, make))

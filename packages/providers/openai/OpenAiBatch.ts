@@ -179,40 +179,19 @@ const decodedMessage = (cause: unknown): string => {
 
 // ===== Errors =====
 
-const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError => {
-  const reason = (() => {
-    if (cause instanceof OpenAI.APIConnectionError) {
-      return new ProviderError.Transport({ message: cause.message })
-    }
-    if (cause instanceof OpenAI.APIError) {
-      const status = cause.status ?? 0
-      const message = cause.message
-      if (status === 429) {
-        const after = Number(cause.headers?.get("retry-after"))
-        return new ProviderError.RateLimited({
-          message,
-          ...(Number.isFinite(after) ? { retryAfterMs: after * 1000 } : {})
-        })
-      }
-      if (status === 404) return new ProviderError.NotFound({ message })
-      if (status >= 500) return new ProviderError.ServerError({ message, status })
-      if (status >= 400) {
-        return new ProviderError.Rejected({
-          message,
-          status,
-          ...(typeof cause.code === "string" ? { code: cause.code } : {})
-        })
-      }
-      return new ProviderError.Protocol({ message })
-    }
-    const message = cause instanceof Error ? cause.message : String(cause)
-    // a body cut off mid-stream surfaces as a plain network error from fetch
-    return /terminated|ECONNRESET|socket|network|fetch failed|aborted/i.test(message)
-      ? new ProviderError.Transport({ message })
-      : new ProviderError.Protocol({ message })
-  })()
-  return new ProviderError.ProviderError({ provider: "openai", operation, reason })
-}
+const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError =>
+  new ProviderError.ProviderError({
+    provider: "openai",
+    operation,
+    reason: cause instanceof OpenAI.APIConnectionError
+      ? new ProviderError.Transport({ message: cause.message })
+      : cause instanceof OpenAI.APIError
+      ? ProviderError.reasonOfStatus(cause.status ?? 0, cause.message, {
+        retryAfterMs: ProviderError.retryAfterMs(cause.headers),
+        code: cause.code
+      })
+      : ProviderError.reasonOfFailure(cause)
+  })
 
 const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: toProviderError(operation) })
@@ -557,10 +536,7 @@ export const layerConfig = (
   config: Config.Config<Options> = Config.all({
     apiKey: Config.Redacted("OPENAI_API_KEY"),
     baseURL: Config.String("OPENAI_BASE_URL").pipe(Config.option, Config.map(Option.getOrUndefined)),
-    pollInterval: Config.all({
-      initial: Config.Duration("OFFPEAK_POLL_INITIAL").pipe(Config.withDefault(Duration.seconds(5))),
-      max: Config.Duration("OFFPEAK_POLL_MAX").pipe(Config.withDefault(Duration.minutes(1)))
-    })
+    pollInterval: Provider.pollIntervalConfig
   })
 ): Layer.Layer<Provider.Provider, Config.ConfigError> =>
   Layer.effect(Provider.Provider, Effect.flatMap(config, make))
