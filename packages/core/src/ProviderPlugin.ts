@@ -5,9 +5,9 @@
  *
  * @since 0.1.0
  */
-import type { Effect, Layer, Scope } from "effect"
-import { Effect as E, Schema } from "effect"
-import type * as Provider from "./Provider.ts"
+import type { Duration, Effect, Scope } from "effect"
+import { Effect as E, Layer, Redacted, Schema } from "effect"
+import * as Provider from "./Provider.ts"
 
 /**
  * Options of the local emulator a plugin can start.
@@ -83,3 +83,75 @@ export const load = (name: string): Effect.Effect<Plugin, UnknownProvider> =>
         })
     })
     : E.fail(new UnknownProvider({ name, message: `unknown provider "${name}" (known: ${known.join(", ")})` }))
+
+/**
+ * The knobs of an emulator started in-process, from `OFFPEAK_EMULATOR_KNOBS` (JSON).
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const knobsFromEnv = (): Readonly<Record<string, unknown>> => {
+  const raw = process.env.OFFPEAK_EMULATOR_KNOBS
+  if (raw === undefined || raw.length === 0) return {}
+  try {
+    return JSON.parse(raw) as Record<string, unknown>
+  } catch {
+    throw new Error("OFFPEAK_EMULATOR_KNOBS is not valid JSON")
+  }
+}
+
+/**
+ * A plugin for a provider with an API key and a local emulator: the real API
+ * when `apiKeyEnv` is set (`baseUrlEnv` for other hosts), else the emulator
+ * started in-process with the knobs of `OFFPEAK_EMULATOR_KNOBS`, saying which
+ * in one notice line.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <Knobs>(options: {
+  readonly name: string
+  /** the provider's name in notices, e.g. `OpenAI` */
+  readonly label: string
+  readonly apiKeyEnv: string
+  readonly baseUrlEnv: string
+  readonly defaultBaseUrl: string
+  /** the adapter configured from the environment */
+  readonly real: () => Layer.Layer<Provider.Provider, unknown>
+  /** starts the emulator until the scope closes */
+  readonly serve: (
+    options: Knobs & { readonly dir: string; readonly port?: number | undefined; readonly host?: string | undefined }
+  ) => Effect.Effect<{ readonly url: string; readonly dir: string }, unknown, Scope.Scope>
+  /** the adapter on an emulator at `baseURL` */
+  readonly adapter: (options: {
+    readonly apiKey: Redacted.Redacted<string>
+    readonly baseURL: string
+    readonly pollInterval: { readonly initial: Duration.Input; readonly max: Duration.Input }
+  }) => Effect.Effect<Provider.Service>
+}): Plugin => ({
+  name: options.name,
+  apiKeyEnv: options.apiKeyEnv,
+  layer: ({ emulatorDir, onNotice }) => {
+    const key = process.env[options.apiKeyEnv]
+    if (key !== undefined && key.length > 0) {
+      onNotice(`using the ${options.label} API at ${process.env[options.baseUrlEnv] ?? options.defaultBaseUrl}`)
+      return options.real()
+    }
+    return Layer.effect(
+      Provider.Provider,
+      E.gen(function*() {
+        const handle = yield* options.serve({ ...(knobsFromEnv() as Knobs), dir: emulatorDir })
+        onNotice(
+          `no ${options.apiKeyEnv}: running against the local ${options.label} emulator at ${handle.url} (state in ${handle.dir})`
+        )
+        return yield* options.adapter({
+          apiKey: Redacted.make("emulator"),
+          baseURL: handle.url,
+          pollInterval: { initial: "100 millis", max: "1 second" }
+        })
+      })
+    )
+  },
+  serveEmulator: (serve) =>
+    options.serve({ ...(serve.knobs as Knobs), dir: serve.dir, port: serve.port, host: serve.host })
+})

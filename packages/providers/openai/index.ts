@@ -4,9 +4,7 @@
  *
  * @since 0.1.0
  */
-import * as Provider from "@offpeak/core/Provider"
-import type * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
-import { Effect, Layer, Redacted } from "effect"
+import * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
 import * as Emulator from "./Emulator.ts"
 import * as OpenAiBatch from "./OpenAiBatch.ts"
 
@@ -25,16 +23,6 @@ export {
   OpenAiBatch
 }
 
-const knobsFromEnv = (): Emulator.Options => {
-  const raw = process.env.OFFPEAK_EMULATOR_KNOBS
-  if (raw === undefined || raw.length === 0) return {}
-  try {
-    return JSON.parse(raw) as Emulator.Options
-  } catch {
-    throw new Error("OFFPEAK_EMULATOR_KNOBS is not valid JSON")
-  }
-}
-
 /**
  * The CLI plugin: the real API when `OPENAI_API_KEY` is set (with
  * `OPENAI_BASE_URL` for compatible hosts), else the emulator in-process. The
@@ -44,33 +32,13 @@ const knobsFromEnv = (): Emulator.Options => {
  * @since 0.1.0
  * @category plugins
  */
-export const plugin: ProviderPlugin.Plugin = {
+export const plugin: ProviderPlugin.Plugin = ProviderPlugin.make<Emulator.Options>({
   name: "openai",
+  label: "OpenAI",
   apiKeyEnv: "OPENAI_API_KEY",
-  layer: ({ emulatorDir, onNotice }) => {
-    const key = process.env.OPENAI_API_KEY
-    if (key !== undefined && key.length > 0) {
-      onNotice(`using the OpenAI API at ${process.env.OPENAI_BASE_URL ?? "https://api.openai.com/v1"}`)
-      return OpenAiBatch.layerConfig()
-    }
-    return Layer.effect(
-      Provider.Provider,
-      Effect.gen(function*() {
-        const handle = yield* Emulator.serve({ ...knobsFromEnv(), dir: emulatorDir })
-        onNotice(`no OPENAI_API_KEY: running against the local OpenAI emulator at ${handle.url} (state in ${handle.dir})`)
-        return yield* OpenAiBatch.make({
-          apiKey: Redacted.make("emulator"),
-          baseURL: handle.url,
-          pollInterval: { initial: "100 millis", max: "1 second" }
-        })
-      })
-    )
-  },
-  serveEmulator: (options) =>
-    Emulator.serve({
-      ...(options.knobs as Emulator.Options | undefined),
-      dir: options.dir,
-      port: options.port,
-      host: options.host
-    })
-}
+  baseUrlEnv: "OPENAI_BASE_URL",
+  defaultBaseUrl: "https://api.openai.com/v1",
+  real: () => OpenAiBatch.layerConfig(),
+  serve: Emulator.serve,
+  adapter: OpenAiBatch.make
+})
