@@ -10,20 +10,9 @@ import { afterAll, expect, it } from "vitest"
 import { spawn } from "node:child_process"
 import * as path from "node:path"
 import { connect, describePostgres, freshSchema } from "../packages/core/test/support/postgres.ts"
-import { repo, runCli, startCli, tmpDir, waitFor } from "./support/files.ts"
+import { killAll, repo, runCli, startEmulator, tmpDir } from "./support/files.ts"
 
-const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
-afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
-
-const startEmulator = async (dir: string) => {
-  const emulator = startCli(
-    ["emulator", "openai", "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify({ validationMs: 5, finalizingMs: 5 })],
-    { cwd: dir }
-  )
-  children.push(emulator.child)
-  await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
-  return /http:\/\/\S+/.exec(emulator.output().stdout)![0]
-}
+afterAll(killAll)
 
 /** runs test/fixtures/backfill.run.ts in a child process */
 const backfill = (env: Record<string, string>, cwd: string) =>
@@ -74,7 +63,7 @@ describePostgres("embedding backfill (Postgres)", (pgUrl) => {
       const { url } = yield* freshSchema(pgUrl, "backfill")
       const dir = tmpDir("backfill")
       yield* Effect.promise(() => createDocuments(url, 50_000))
-      const openai = yield* Effect.promise(() => startEmulator(dir))
+      const openai = yield* Effect.promise(() => startEmulator("openai", dir, { validationMs: 5, finalizingMs: 5 }))
       const env = {
         DATABASE_URL: url,
         OPENAI_API_KEY: "test",
@@ -118,7 +107,7 @@ describePostgres("embedding backfill (Postgres)", (pgUrl) => {
       const { url } = yield* freshSchema(pgUrl, "backfill_kill")
       const dir = tmpDir("backfill-kill")
       yield* Effect.promise(() => createDocuments(url, 6_000))
-      const openai = yield* Effect.promise(() => startEmulator(dir))
+      const openai = yield* Effect.promise(() => startEmulator("openai", dir, { validationMs: 5, finalizingMs: 5 }))
       const env = {
         DATABASE_URL: url,
         OPENAI_API_KEY: "test",

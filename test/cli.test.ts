@@ -3,46 +3,13 @@
  * resume against an emulator in another process, Ctrl-C detach.
  */
 import { afterAll, describe, expect, it } from "vitest"
-import * as fs from "node:fs"
-import { DatabaseSync } from "node:sqlite"
 import * as path from "node:path"
 import OpenAI from "openai"
-import { readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+import { killAll, query, readParts, repo, runCli, startCli, startEmulator, submittedBatches, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+import { openAiSent } from "./support/providers.ts"
 
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
-const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
-afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
-
-const query = <A>(db: string, sql: string): Array<A> => {
-  const conn = new DatabaseSync(db, { readOnly: true })
-  try {
-    return conn.prepare(sql).all() as Array<A>
-  } finally {
-    conn.close()
-  }
-}
-
-const startEmulator = async (dir: string, knobs: object) => {
-  const emulator = startCli(["emulator", "openai", "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify(knobs)], {
-    cwd: dir
-  })
-  children.push(emulator.child)
-  await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
-  return { url: /http:\/\/\S+/.exec(emulator.output().stdout)![0], child: emulator.child }
-}
-
-/** every custom_id of every batch the emulator was asked to create: none may appear twice */
-const createdLines = async (url: string) => {
-  const client = new OpenAI({ apiKey: "test", baseURL: url })
-  const ids: Array<string> = []
-  let batches = 0
-  for await (const b of client.batches.list({ limit: 100 })) {
-    batches++
-    const text = await (await client.files.content(b.input_file_id)).text()
-    for (const line of text.split("\n")) if (line.length > 0) ids.push(JSON.parse(line).custom_id)
-  }
-  return { batches, ids }
-}
+afterAll(killAll)
 
 describe("offpeak CLI", () => {
   it("runs the triage example offline on the embedded default (the README's first command)", async () => {
@@ -89,10 +56,10 @@ describe("offpeak CLI", () => {
     const input = path.join(dir, "tickets.csv")
     writeTickets(input, 600, 5)
     const out = path.join(dir, "out")
-    const emulator = await startEmulator(dir, { linesPerSecond: 300 })
+    const url = await startEmulator("openai", dir, { linesPerSecond: 300 })
     const env = {
       OPENAI_API_KEY: "test",
-      OPENAI_BASE_URL: emulator.url,
+      OPENAI_BASE_URL: url,
       OFFPEAK_POLL_INITIAL: "100 millis",
       OFFPEAK_POLL_MAX: "500 millis",
       OFFPEAK_TEST_INPUT: input,
@@ -101,15 +68,7 @@ describe("offpeak CLI", () => {
     }
     const db = path.join(dir, "state", "state.db")
     const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
-    children.push(run.child)
-    await waitFor("a submitted batch", () => {
-      try {
-        return fs.existsSync(db) &&
-          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 1
-      } catch {
-        return false
-      }
-    })
+    await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
     run.child.kill("SIGINT")
     const exit = await run.exit
     expect(exit.code).toBe(130)
@@ -119,9 +78,9 @@ describe("offpeak CLI", () => {
     const resumed = await runCli(["resume", r!.id, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(readParts(out)).toHaveLength(600)
-    const created = await createdLines(emulator.url)
-    expect(new Set(created.ids).size).toBe(600)
-    expect(created.ids).toHaveLength(600)
+    const sent = (await openAiSent(url)).flat()
+    expect(new Set(sent).size).toBe(600)
+    expect(sent).toHaveLength(600)
   }, 120_000)
 
   it("--cancel-on-exit: Ctrl-C cancels the batches at the provider and records the unfinished rows as cancelled", async () => {
@@ -129,10 +88,10 @@ describe("offpeak CLI", () => {
     const input = path.join(dir, "tickets.csv")
     writeTickets(input, 600, 9)
     const out = path.join(dir, "out")
-    const emulator = await startEmulator(dir, { linesPerSecond: 100, validationMs: 0 })
+    const url = await startEmulator("openai", dir, { linesPerSecond: 100, validationMs: 0 })
     const env = {
       OPENAI_API_KEY: "test",
-      OPENAI_BASE_URL: emulator.url,
+      OPENAI_BASE_URL: url,
       OFFPEAK_POLL_INITIAL: "100 millis",
       OFFPEAK_POLL_MAX: "300 millis",
       OFFPEAK_TEST_INPUT: input,
@@ -141,15 +100,7 @@ describe("offpeak CLI", () => {
     }
     const db = path.join(dir, "state", "state.db")
     const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state"), "--cancel-on-exit"], { cwd: dir, env })
-    children.push(run.child)
-    await waitFor("submitted batches", () => {
-      try {
-        return fs.existsSync(db) &&
-          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
-      } catch {
-        return false
-      }
-    })
+    await waitFor("submitted batches", () => submittedBatches(db) >= 2)
     await new Promise((r) => setTimeout(r, 300))
     run.child.kill("SIGINT")
     const exit = await run.exit
@@ -158,7 +109,7 @@ describe("offpeak CLI", () => {
     const [r] = query<{ id: string; state: string }>(db, "SELECT id, state FROM offpeak_runs")
     expect(r!.state).toBe("cancelled")
     // the batches were cancelled at the provider, and nothing more was created
-    const client = new OpenAI({ apiKey: "test", baseURL: emulator.url })
+    const client = new OpenAI({ apiKey: "test", baseURL: url })
     const statuses: Array<string> = []
     for await (const b of client.batches.list({ limit: 100 })) statuses.push(b.status)
     expect(statuses.length).toBeGreaterThanOrEqual(2)
@@ -182,10 +133,10 @@ describe("offpeak CLI", () => {
     const input = path.join(dir, "tickets.csv")
     writeTickets(input, 400, 13)
     const out = path.join(dir, "out")
-    const emulator = await startEmulator(dir, { linesPerSecond: 50, validationMs: 0 })
+    const url = await startEmulator("openai", dir, { linesPerSecond: 50, validationMs: 0 })
     const env = {
       OPENAI_API_KEY: "test",
-      OPENAI_BASE_URL: emulator.url,
+      OPENAI_BASE_URL: url,
       OFFPEAK_POLL_INITIAL: "100 millis",
       OFFPEAK_POLL_MAX: "300 millis",
       OFFPEAK_TEST_INPUT: input,
@@ -194,15 +145,7 @@ describe("offpeak CLI", () => {
     }
     const db = path.join(dir, "state", "state.db")
     const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
-    children.push(run.child)
-    await waitFor("submitted batches", () => {
-      try {
-        return fs.existsSync(db) &&
-          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
-      } catch {
-        return false
-      }
-    })
+    await waitFor("submitted batches", () => submittedBatches(db) >= 2)
     run.child.kill("SIGKILL")
     await run.exit
     const [r] = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")

@@ -5,24 +5,12 @@
  * the sink holds every row exactly once, with its own answer.
  */
 import { afterAll, describe, expect, it } from "vitest"
-import * as fs from "node:fs"
 import * as path from "node:path"
-import { DatabaseSync } from "node:sqlite"
-import { readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+import { killAll, query, readParts, repo, runCli, startCli, startEmulator, submittedBatches, tmpDir, waitFor, writeTickets } from "./support/files.ts"
 import * as Providers from "./support/providers.ts"
 
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
-const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
-afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
-
-const query = <A>(db: string, sql: string): Array<A> => {
-  const conn = new DatabaseSync(db, { readOnly: true })
-  try {
-    return conn.prepare(sql).all() as Array<A>
-  } finally {
-    conn.close()
-  }
-}
+afterAll(killAll)
 
 describe.each(Providers.all)("$name: crash and resume", (p) => {
   it("SIGKILL after some batches were submitted, then resume: no batch created twice, every row once", async () => {
@@ -30,13 +18,7 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
     const input = path.join(dir, "tickets.csv")
     writeTickets(input, 4_000, 3)
     const out = path.join(dir, "out")
-    const emulator = startCli(
-      ["emulator", p.name, "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify({ linesPerSecond: 1_500 })],
-      { cwd: dir }
-    )
-    children.push(emulator.child)
-    await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
-    const url = /http:\/\/\S+/.exec(emulator.output().stdout)![0]
+    const url = await startEmulator(p.name, dir, { linesPerSecond: 1_500 })
     const env = {
       ...p.cliEnv(url),
       OFFPEAK_POLL_INITIAL: "100 millis",
@@ -49,15 +31,7 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
     const state = path.join(dir, "state")
     const db = path.join(state, "state.db")
     const first = startCli(["run", fixture, "--provider", p.name, "--state-dir", state], { cwd: dir, env })
-    children.push(first.child)
-    await waitFor("two submitted batches", () => {
-      try {
-        return fs.existsSync(db) &&
-          query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n >= 2
-      } catch {
-        return false
-      }
-    })
+    await waitFor("two submitted batches", () => submittedBatches(db) >= 2)
     first.child.kill("SIGKILL")
     const killed = await first.exit
     expect(killed.signal).toBe("SIGKILL")
@@ -76,6 +50,6 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
     const sent = created.flat()
     expect(new Set(sent).size).toBe(sent.length)
     expect(sent).toHaveLength(4_000)
-    expect(created.length).toBe(query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n)
+    expect(created.length).toBe(submittedBatches(db))
   }, 180_000)
 })

@@ -9,17 +9,14 @@
  */
 import { afterAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
-import { DatabaseSync } from "node:sqlite"
 import * as path from "node:path"
-import OpenAI from "openai"
-import { openai } from "./support/providers.ts"
+import { openai, openAiSent } from "./support/providers.ts"
 
 const expectedLabel = openai.expected
-import { prng, readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
+import { killAll, prng, query, readParts, repo, runCli, startCli, startEmulator, tmpDir, writeTickets } from "./support/files.ts"
 
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
-const children: Array<{ kill: (s?: NodeJS.Signals) => boolean }> = []
-afterAll(() => children.forEach((c) => c.kill("SIGKILL")))
+afterAll(killAll)
 
 const ROWS = 8_000
 
@@ -44,15 +41,6 @@ const SCHEDULE: Array<{ readonly failpoint?: string; readonly afterMs?: number }
   ...Array.from({ length: 5 }, (_, i) => ({ afterMs: 300 + Math.floor(prng(99 + i)() * 1_200) }))
 ]
 
-const query = <A>(db: string, sql: string): Array<A> => {
-  const conn = new DatabaseSync(db, { readOnly: true })
-  try {
-    return conn.prepare(sql).all() as Array<A>
-  } finally {
-    conn.close()
-  }
-}
-
 describe("crash torture", () => {
   it(`SIGKILL at ${SCHEDULE.length} points, resume each time: every row exactly once, no request paid twice`, async () => {
     const dir = tmpDir("torture")
@@ -62,13 +50,7 @@ describe("crash torture", () => {
     const state = path.join(dir, "state")
     const db = path.join(state, "state.db")
 
-    const emulator = startCli(
-      ["emulator", "openai", "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify({ linesPerSecond: 4_000, validationMs: 30 })],
-      { cwd: dir }
-    )
-    children.push(emulator.child)
-    await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
-    const url = /http:\/\/\S+/.exec(emulator.output().stdout)![0]
+    const url = await startEmulator("openai", dir, { linesPerSecond: 4_000, validationMs: 30 })
     const env = {
       OPENAI_API_KEY: "test",
       OPENAI_BASE_URL: url,
@@ -91,7 +73,6 @@ describe("crash torture", () => {
         : ["resume", runId, "--state-dir", state]
       if (runId !== undefined) resumes++
       const attempt = startCli(args, { cwd: dir, env: { ...env, OFFPEAK_FAILPOINTS: step.failpoint ?? "" } })
-      children.push(attempt.child)
       const timer = step.afterMs === undefined ? undefined : setTimeout(() => attempt.child.kill("SIGKILL"), step.afterMs)
       const exit = await attempt.exit
       clearTimeout(timer)
@@ -119,14 +100,9 @@ describe("crash torture", () => {
     expect(readParts(path.join(out, "dead-letter"))).toHaveLength(0)
 
     // no request sent twice: every created batch's lines are distinct, and every request was sent
-    const client = new OpenAI({ apiKey: "test", baseURL: url })
-    const ids: Array<string> = []
-    let created = 0
-    for await (const b of client.batches.list({ limit: 100 })) {
-      created++
-      const text = await (await client.files.content(b.input_file_id)).text()
-      for (const line of text.split("\n")) if (line.length > 0) ids.push(JSON.parse(line).custom_id)
-    }
+    const batchesSent = await openAiSent(url)
+    const created = batchesSent.length
+    const ids = batchesSent.flat()
     expect(new Set(ids).size).toBe(ids.length)
     expect(ids).toHaveLength(ROWS)
 

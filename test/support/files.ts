@@ -1,8 +1,9 @@
 /** Helpers shared by the cross-package tests: temp folders, generated inputs, part files, the CLI. */
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { DatabaseSync } from "node:sqlite"
 
 export const repo = path.resolve(import.meta.dirname, "../..")
 export const bin = path.join(repo, "packages/core/src/bin.ts")
@@ -59,6 +60,11 @@ export interface Exit {
   readonly stderr: string
 }
 
+const running = new Set<ChildProcess>()
+
+/** SIGKILLs every CLI process a test started and that still runs (for `afterAll`) */
+export const killAll = (): void => running.forEach((child) => child.kill("SIGKILL"))
+
 /** starts the offpeak CLI as a child process */
 export const startCli = (args: ReadonlyArray<string>, options: { cwd: string; env?: NodeJS.ProcessEnv }) => {
   const env: NodeJS.ProcessEnv = { ...process.env, ...options.env }
@@ -69,6 +75,8 @@ export const startCli = (args: ReadonlyArray<string>, options: { cwd: string; en
     env,
     stdio: ["ignore", "pipe", "pipe"]
   })
+  running.add(child)
+  child.on("exit", () => running.delete(child))
   let stdout = ""
   let stderr = ""
   child.stdout.on("data", (d) => (stdout += d))
@@ -88,5 +96,35 @@ export const waitFor = async (what: string, check: () => boolean, timeoutMs = 60
   while (!check()) {
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 25))
+  }
+}
+
+/** `offpeak emulator <provider>` in another process, its state in `<dir>/emulator`; resolves to its base URL */
+export const startEmulator = async (provider: string, dir: string, knobs: object = {}): Promise<string> => {
+  const emulator = startCli(["emulator", provider, "--dir", path.join(dir, "emulator"), "--knobs", JSON.stringify(knobs)], {
+    cwd: dir
+  })
+  await waitFor("emulator url", () => /http:\/\/\S+/.test(emulator.output().stdout), 30_000)
+  return /http:\/\/\S+/.exec(emulator.output().stdout)![0]
+}
+
+/** rows of a read-only query on a SQLite ledger */
+export const query = <A>(db: string, sql: string): Array<A> => {
+  const conn = new DatabaseSync(db, { readOnly: true })
+  try {
+    return conn.prepare(sql).all() as Array<A>
+  } finally {
+    conn.close()
+  }
+}
+
+/** batches of a SQLite ledger that reached the provider (0 while the ledger does not exist yet) */
+export const submittedBatches = (db: string): number => {
+  try {
+    return fs.existsSync(db)
+      ? query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")[0]!.n
+      : 0
+  } catch {
+    return 0
   }
 }

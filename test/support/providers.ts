@@ -110,3 +110,14 @@ export const anthropic: ProviderCase = {
 }
 
 export const all: ReadonlyArray<ProviderCase> = [openai, anthropic]
+
+/** what each batch an OpenAI emulator created was asked: the custom ids of its input file (the requests paid for) */
+export const openAiSent = async (url: string): Promise<ReadonlyArray<ReadonlyArray<string>>> => {
+  const client = new OpenAI({ apiKey: "test", baseURL: url, maxRetries: 10 })
+  const out: Array<Array<string>> = []
+  for await (const b of client.batches.list({ limit: 100 })) {
+    const text = await (await client.files.content(b.input_file_id)).text()
+    out.push(text.split("\n").filter((line) => line.length > 0).map((line) => JSON.parse(line).custom_id as string))
+  }
+  return out
+}
