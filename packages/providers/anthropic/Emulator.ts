@@ -45,13 +45,9 @@
  *
  * @since 0.1.0
  */
-import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Effect, Layer, Schema, Scope } from "effect"
-import { HttpRouter, HttpServer } from "effect/http"
-import * as fs from "node:fs"
-import { createServer } from "node:http"
-import * as os from "node:os"
-import * as path from "node:path"
+import { Effect, Schema, Scope } from "effect"
+import { HttpRouter } from "effect/http"
+import * as Server from "../local/internal/server.ts"
 import * as Routes from "./internal/emulatorRoutes.ts"
 import * as Runtime from "./internal/emulatorRuntime.ts"
 import * as Store from "./internal/emulatorStore.ts"
@@ -151,23 +147,6 @@ const knobsOf = (options: Options): Store.Knobs => ({
 
 const message = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
 
-const folder = (dir: string | undefined): Effect.Effect<string, EmulatorError, Scope.Scope> =>
-  dir !== undefined
-    ? Effect.succeed(path.resolve(dir))
-    : Effect.acquireRelease(
-      Effect.try({
-        try: () => fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-anthropic-emulator-")),
-        catch: (cause) => new EmulatorError({ message: `cannot create a temp folder: ${message(cause)}` })
-      }),
-      (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-    )
-
-const baseUrl = (address: HttpServer.HttpServer["Service"]["address"]): string => {
-  const url = new URL(HttpServer.formatAddress(address))
-  if (url.hostname === "0.0.0.0" || url.hostname === "[::]") url.hostname = "127.0.0.1"
-  return url.origin
-}
-
 /**
  * Starts the emulator on `host:port` (default `127.0.0.1`, an ephemeral
  * port). It stops when the scope closes.
@@ -179,7 +158,9 @@ export const serve = (
   options: Options & { readonly port?: number | undefined; readonly host?: string | undefined } = {}
 ): Effect.Effect<Handle, EmulatorError, Scope.Scope> =>
   Effect.gen(function*() {
-    const dir = yield* folder(options.dir)
+    const dir = yield* Server.stateFolder(options.dir, "offpeak-anthropic-emulator").pipe(
+      Effect.mapError((message) => new EmulatorError({ message }))
+    )
     const store = yield* Effect.try({
       try: () => Store.open(dir),
       catch: (cause) => new EmulatorError({ message: `cannot open the emulator folder ${dir}: ${message(cause)}` })
@@ -191,26 +172,10 @@ export const serve = (
       maxBodyBytes: options.maxBodyBytes ?? 256_000_000,
       endpointFaults: options.endpointFaults ?? []
     })
-    const host = options.host ?? "127.0.0.1"
-    const node = createServer()
-    const server = HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }).pipe(
-      // idle keep-alive connections of SDK clients would otherwise hold the close for seconds
-      Layer.provideMerge(
-        NodeHttpServer.layer(() => node, { port: options.port ?? 0, host, gracefulShutdownTimeout: "100 millis" })
-      )
+    const origin = yield* Server.listen(HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }), options).pipe(
+      Effect.mapError((message) => new EmulatorError({ message }))
     )
-    const context = yield* Layer.build(server).pipe(
-      Effect.mapError((cause) =>
-        new EmulatorError({ message: `cannot start the emulator on ${host}:${options.port ?? 0}: ${message(cause)}` })
-      )
-    )
-    // closing: drop every connection still open (an SDK's keep-alive socket, a request in flight), so the server's
-    // close ends now and no socket outlives the scope
-    yield* Effect.addFinalizer(() => Effect.sync(() => node.closeAllConnections()))
-    const url = yield* Effect.try({
-      try: () => baseUrl(Context.get(context, HttpServer.HttpServer).address),
-      catch: (cause) => new EmulatorError({ message: `cannot tell the emulator's address: ${message(cause)}` })
-    })
+    const url = origin
     const stats = Effect.sync((): Stats => {
       let linesProcessed = 0
       for (const batch of store.batches.values()) {

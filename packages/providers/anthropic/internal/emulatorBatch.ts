@@ -18,6 +18,7 @@ import { hashString, prng } from "../../local/internal/hash.ts"
 import * as Answer from "./emulatorAnswer.ts"
 import type { BatchObject, BatchRecord, Final, InjectedType, Knobs, RequestCounts, Store } from "./emulatorStore.ts"
 import { derivedId } from "./emulatorStore.ts"
+import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
@@ -25,7 +26,7 @@ const iso = (ms: number) => new Date(ms).toISOString()
 export const ARCHIVE_AFTER_MS = 29 * 86_400_000
 
 /** yields to the event loop (not only to other fibers), so HTTP requests are served between slices of work */
-const yieldToEventLoop = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
 
 /** how long a slice of synchronous work may run before yielding */
 const SLICE_MS = 8
@@ -123,45 +124,6 @@ export const injected = (knobs: Knobs, batchId: string, customId: string): Injec
   return undefined
 }
 
-// ===== reading JSONL =====
-
-const CHUNK = 1 << 20
-
-/**
- * Calls `onLine(data, start, end, fileOffset)` for every line of a file
- * (without its `\n`), reading 1 MiB at a time and yielding to the event loop
- * between chunks.
- */
-const forEachLine = (file: string, onLine: (data: Buffer, start: number, end: number, fileOffset: number) => void) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => fs.openSync(file, "r")),
-    (fd) =>
-      Effect.gen(function*() {
-        const buffer = Buffer.allocUnsafe(CHUNK)
-        let carry: Buffer | null = null
-        let carryOffset = 0
-        let position = 0
-        while (true) {
-          const n = fs.readSync(fd, buffer, 0, CHUNK, position)
-          if (n === 0) break
-          const data: Buffer = carry !== null ? Buffer.concat([carry, buffer.subarray(0, n)]) : buffer.subarray(0, n)
-          const dataOffset = carry !== null ? carryOffset : position
-          position += n
-          let start = 0
-          while (true) {
-            const nl = data.indexOf(10, start)
-            if (nl < 0) break
-            if (nl > start) onLine(data, start, nl, dataOffset + start)
-            start = nl + 1
-          }
-          carry = start < data.length ? Buffer.from(data.subarray(start)) : null
-          carryOffset = dataOffset + start
-          yield* yieldToEventLoop
-        }
-        if (carry !== null && carry.length > 0) onLine(carry, 0, carry.length, carryOffset)
-      }),
-    (fd) => Effect.sync(() => fs.closeSync(fd))
-  )
 
 // ===== finishing: the results file =====
 
@@ -201,7 +163,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
     const firstWriter = new Map<string, number>()
     let index = 0
     yield* forEachLine(input, (data, start, end, fileOffset) => {
-      if (index >= total) return
+      if (end === start || index >= total) return
       offsets[index] = fileOffset
       lengths[index] = end - start
       const line = data.subarray(start, end)

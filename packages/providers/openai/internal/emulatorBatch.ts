@@ -25,11 +25,12 @@ import { hashString, prng, unit } from "../../local/internal/hash.ts"
 import * as Answer from "./emulatorAnswer.ts"
 import type { BatchError, BatchObject, BatchRecord, FileRecord, Knobs, Store, Validation } from "./emulatorStore.ts"
 import { derivedId } from "./emulatorStore.ts"
+import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
 
 const sec = (ms: number) => Math.floor(ms / 1000)
 
 /** yields to the event loop (not only to other fibers), so HTTP requests are served between slices of work */
-const yieldToEventLoop = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
 
 /** how long a slice of synchronous work may run before yielding */
 const SLICE_MS = 8
@@ -195,54 +196,6 @@ export const derive = (rec: BatchRecord, now: number): Derived => {
   return { view: finalizing, need: { status: "completed", processed: total, at: finEnd, finalizingAt: pEnd, cancellingAt: null } }
 }
 
-// ===== reading JSONL =====
-
-const CHUNK = 1 << 20
-
-/**
- * Calls `onLine(data, start, end, fileOffset, lineNo)` for every line of a
- * file (without its `\n` / `\r\n`), reading 1 MiB at a time and yielding to
- * the event loop between chunks. Lines are not decoded: the caller decodes
- * the ones it needs.
- */
-const forEachLine = (
-  file: string,
-  onLine: (data: Buffer, start: number, end: number, fileOffset: number, lineNo: number) => void
-) =>
-  Effect.acquireUseRelease(
-    Effect.sync(() => fs.openSync(file, "r")),
-    (fd) =>
-      Effect.gen(function*() {
-        const buffer = Buffer.allocUnsafe(CHUNK)
-        let carry: Buffer | null = null
-        let carryOffset = 0
-        let position = 0
-        let lineNo = 0
-        while (true) {
-          const n = fs.readSync(fd, buffer, 0, CHUNK, position)
-          if (n === 0) break
-          const data: Buffer = carry !== null ? Buffer.concat([carry, buffer.subarray(0, n)]) : buffer.subarray(0, n)
-          const dataOffset = carry !== null ? carryOffset : position
-          position += n
-          let start = 0
-          while (true) {
-            const nl = data.indexOf(10, start)
-            if (nl < 0) break
-            const end = nl > start && data[nl - 1] === 13 ? nl - 1 : nl
-            onLine(data, start, end, dataOffset + start, ++lineNo)
-            start = nl + 1
-          }
-          carry = start < data.length ? Buffer.from(data.subarray(start)) : null
-          carryOffset = dataOffset + start
-          yield* yieldToEventLoop
-        }
-        if (carry !== null && carry.length > 0) {
-          const end = carry[carry.length - 1] === 13 ? carry.length - 1 : carry.length
-          onLine(carry, 0, end, carryOffset, ++lineNo)
-        }
-      }),
-    (fd) => Effect.sync(() => fs.closeSync(fd))
-  )
 
 const isBlank = (data: Buffer, start: number, end: number) => {
   for (let i = start; i < end; i++) {
