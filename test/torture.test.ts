@@ -107,11 +107,14 @@ describe("crash torture", () => {
     expect(ids).toHaveLength(ROWS)
 
     // the ledger and the sink agree
-    const [counts] = query<{ delivered: number; pending: number }>(
+    const [counts] = query<{ items: number; delivered: number; unassigned: number }>(
       db,
-      `SELECT SUM(state = 'delivered') AS delivered, SUM(state <> 'delivered') AS pending FROM offpeak_items WHERE run_id = '${runId}'`
+      `SELECT r.item_count AS items,
+        (SELECT SUM(p.delivered) FROM offpeak_parts p WHERE p.run_id = r.id AND p.state = 'committed') AS delivered,
+        (SELECT COUNT(*) FROM offpeak_items i WHERE i.run = r.num AND i.part IS NULL) AS unassigned
+       FROM offpeak_runs r WHERE r.id = '${runId}'`
     )
-    expect(counts).toEqual({ delivered: ROWS, pending: 0 })
+    expect(counts).toEqual({ items: ROWS, delivered: ROWS, unassigned: 0 })
     const batches = query<{ n: number }>(db, `SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL`)[0]!.n
     expect(created).toBe(batches)
     expect(query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_parts WHERE state <> 'committed'")[0]!.n).toBe(0)

@@ -26,6 +26,8 @@ import { Duration, Stream } from "effect"
 export interface Item {
   /** the custom id (fingerprint) */
   readonly id: string
+  /** the ledger's number for the request */
+  readonly request: number
   readonly line: string
   /** bytes of `line` plus its newline */
   readonly bytes: number

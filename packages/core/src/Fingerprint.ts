@@ -48,19 +48,37 @@ export const schemaJson = (schema: Schema.Top): string => {
  * @since 0.1.0
  * @category utilities
  */
-export const canonicalJson = (value: unknown): string => JSON.stringify(sortKeys(value))
+export const canonicalJson = (value: unknown): string => write(value) ?? "null"
 
-const sortKeys = (value: unknown): unknown => {
-  if (Array.isArray(value)) return value.map(sortKeys)
-  if (value !== null && typeof value === "object") {
-    const out: Record<string, unknown> = {}
-    for (const key of Object.keys(value).sort()) {
-      const v = (value as Record<string, unknown>)[key]
-      if (v !== undefined) out[key] = sortKeys(v)
-    }
-    return out
+/** the canonical text of `value`, or undefined where JSON has none (undefined, functions) */
+const write = (value: unknown): string | undefined => {
+  if (value === null || typeof value !== "object") return JSON.stringify(value)
+  if (typeof (value as { toJSON?: unknown }).toJSON === "function") return write((value as { toJSON: () => unknown }).toJSON())
+  if (Array.isArray(value)) {
+    let out = "["
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? "" : ",") + (write(value[i]) ?? "null")
+    return out + "]"
   }
-  return value
+  // objects have few keys: an insertion sort in place beats Array#sort's allocations
+  const keys = Object.keys(value)
+  for (let i = 1; i < keys.length; i++) {
+    const key = keys[i]!
+    let j = i - 1
+    while (j >= 0 && keys[j]! > key) {
+      keys[j + 1] = keys[j]!
+      j--
+    }
+    keys[j + 1] = key
+  }
+  let out = "{"
+  let first = true
+  for (const key of keys) {
+    const text = write((value as Record<string, unknown>)[key])
+    if (text === undefined) continue
+    out += (first ? "" : ",") + JSON.stringify(key) + ":" + text
+    first = false
+  }
+  return out + "}"
 }
 
 /**

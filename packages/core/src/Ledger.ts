@@ -5,17 +5,25 @@
  * Tables (one set of dialect-neutral statements, SQLite by default, Postgres
  * when runs are shared):
  *
- * - `offpeak_runs`: one row per run.
- * - `offpeak_items`: one row per input row (key, position, record, state:
- *   `pending → delivering(part) → delivered | dead`).
- * - `offpeak_requests`: one row per distinct request of a run, keyed by
- *   fingerprint (`queued → batched → succeeded | failed`, or back to `queued`
- *   for a retry). Rows with the same fingerprint share one request.
+ * - `offpeak_runs`: one row per run, with a small run number the per-row
+ *   tables are keyed by, and its row and request counts.
+ * - `offpeak_items`: one row per input row, keyed by (run, position): key,
+ *   record, its request, whether that request is settled (`ready`) and the
+ *   sink part it went to.
+ * - `offpeak_requests`: one row per distinct request of a run, numbered by the
+ *   position of the first row that asked for it
+ *   (`queued → batched → succeeded | failed`, or back to `queued` for a
+ *   retry). Rows with the same fingerprint share one request.
+ * - `offpeak_outputs`: the output of each succeeded request; with the
+ *   fingerprint index of `offpeak_requests`, the result cache across runs.
  * - `offpeak_batches`: one row per batch, with the remote id written before
  *   anything else happens after create.
  * - `offpeak_parts`: one row per sink part; a part's rows are fixed in the
- *   ledger before its file is written.
- * - `offpeak_results`: the result cache, fingerprint → output, across runs.
+ *   ledger before its file is written, its counts when it is committed.
+ *
+ * Every per-row table is written in source order (run number, then position),
+ * so the database grows at its end instead of touching pages all over the file;
+ * the only random-keyed index is the fingerprint prefix of requests.
  *
  * @since 0.1.0
  */
@@ -150,7 +158,8 @@ export interface Batch {
 export type Outcome =
   | {
     readonly _tag: "Succeeded"
-    readonly fingerprint: string
+    /** the request's number (see {@link Service.unsettled}) */
+    readonly request: number
     /** JSON text, or base64 little-endian float32 when `format` is `f32` (embeddings: a quarter of the size) */
     readonly output: string
     readonly format?: OutputFormat | undefined
@@ -158,7 +167,7 @@ export type Outcome =
   }
   | {
     readonly _tag: "Failed"
-    readonly fingerprint: string
+    readonly request: number
     readonly failure: Failure
     readonly retryable: boolean
     /** a tighter attempt limit for this failure (decode errors) */
@@ -253,13 +262,16 @@ export interface Service {
   readonly lastCheckpoint: (pipeline: string) => Effect.Effect<Option.Option<string>, LedgerError>
   /** admits a chunk of rows in one transaction */
   readonly admit: (runId: string, rows: ReadonlyArray<AdmitRow>) => Effect.Effect<Admission, LedgerError>
-  /** queued requests (new after a crash, or waiting for a retry), one record each, in pages */
+  /** queued requests (new after a crash, or waiting for a retry), one record each, in pages of request numbers after `after` */
   readonly queued: (
     runId: string,
-    options: { readonly after: string; readonly limit: number }
-  ) => Effect.Effect<ReadonlyArray<{ readonly fingerprint: string; readonly record: string }>, LedgerError>
+    options: { readonly after: number; readonly limit: number }
+  ) => Effect.Effect<
+    ReadonlyArray<{ readonly id: number; readonly fingerprint: string; readonly record: string }>,
+    LedgerError
+  >
   readonly nextBatchSeq: (runId: string) => Effect.Effect<number, LedgerError>
-  /** records a sealed batch and assigns its requests to it, in one transaction */
+  /** records a sealed batch and assigns its queued requests (by number) to it, in one transaction */
   readonly sealBatch: (
     batch: {
       readonly id: string
@@ -270,7 +282,7 @@ export interface Service {
       readonly requestCount: number
       readonly bytes: number
     },
-    fingerprints: ReadonlyArray<string>
+    requests: ReadonlyArray<number>
   ) => Effect.Effect<void, LedgerError>
   /**
    * Replaces a batch the provider refused (too large, over its token limit) by
@@ -289,7 +301,7 @@ export interface Service {
         readonly requestCount: number
         readonly bytes: number
       }
-      readonly fingerprints: ReadonlyArray<string>
+      readonly requests: ReadonlyArray<number>
     }>
   ) => Effect.Effect<void, LedgerError>
   readonly updateBatch: (id: string, patch: {
@@ -305,21 +317,27 @@ export interface Service {
   readonly batches: (runId: string) => Effect.Effect<ReadonlyArray<Batch>, LedgerError>
   /** batches not yet collected, oldest first */
   readonly openBatches: (runId: string) => Effect.Effect<ReadonlyArray<Batch>, LedgerError>
-  /** records outcomes of requests still assigned to `batchId`; retryable failures go back to the queue until `maxAttempts` */
+  /**
+   * Records outcomes of requests still assigned to `batchId` (any other is skipped: a line seen twice changes
+   * nothing); retryable failures go back to the queue until `maxAttempts`.
+   */
   readonly recordOutcomes: (
     runId: string,
     batchId: string,
     outcomes: ReadonlyArray<Outcome>,
     maxAttempts: number
   ) => Effect.Effect<void, LedgerError>
-  /** fails queued requests that can no longer be sent (too large, changed pipeline) */
+  /** fails queued requests (by number) that can no longer be sent (too large, changed pipeline) */
   readonly failQueued: (
     runId: string,
-    fingerprints: ReadonlyArray<string>,
+    requests: ReadonlyArray<number>,
     failure: Failure
   ) => Effect.Effect<void, LedgerError>
-  /** every request still assigned to `batchId` that no result line accounted for */
-  readonly unsettled: (runId: string, batchId: string) => Effect.Effect<ReadonlyArray<string>, LedgerError>
+  /** every request still assigned to `batchId` that no result line accounted for: its number and fingerprint (custom id) */
+  readonly unsettled: (
+    runId: string,
+    batchId: string
+  ) => Effect.Effect<ReadonlyArray<{ readonly id: number; readonly fingerprint: string }>, LedgerError>
   /** assigns up to `limit` deliverable rows to a new part; none when nothing is ready */
   readonly assignPart: (runId: string, limit: number) => Effect.Effect<Option.Option<number>, LedgerError>
   /** parts assigned but not committed (a crash between assign and commit) */
@@ -420,6 +438,80 @@ const migrations = Migrator.fromRecord({
       cached_input_tokens INTEGER,
       created_at TEXT NOT NULL
     )`
+  }),
+  // Per-row tables keyed by (run number, position) and (run number, request number), so that rows are written in
+  // the order they are read and a million-row run touches pages in sequence; one random-keyed index remains
+  // (requests by a 48-bit fingerprint prefix). Runs recorded by 0001 are not carried over (no release used it).
+  "0002_sequential": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    for (const table of ["offpeak_items", "offpeak_requests", "offpeak_results", "offpeak_parts"]) {
+      yield* sql`DROP TABLE IF EXISTS ${sql(table)}`
+    }
+    yield* sql`DELETE FROM offpeak_batches`
+    yield* sql`DELETE FROM offpeak_runs`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN num BIGINT`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN item_count BIGINT NOT NULL DEFAULT 0`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN request_count BIGINT NOT NULL DEFAULT 0`
+    yield* sql`CREATE UNIQUE INDEX offpeak_runs_num ON offpeak_runs (num)`
+    // one row per input row; `request` is the number of its request (null when the row failed on admission);
+    // `ready` once that request is settled; `part` once the row is assigned to a sink part
+    yield* sql`CREATE TABLE offpeak_items (
+      run BIGINT NOT NULL,
+      position BIGINT NOT NULL,
+      key TEXT NOT NULL,
+      request BIGINT,
+      ready INTEGER NOT NULL,
+      part BIGINT,
+      record TEXT,
+      error_kind TEXT,
+      error_message TEXT,
+      error_raw TEXT,
+      PRIMARY KEY (run, position)
+    )`
+    yield* sql`CREATE UNIQUE INDEX offpeak_items_key ON offpeak_items (run, key)`
+    // partial indexes hold only the rows in flight, so they stay small whatever the run's size
+    yield* sql`CREATE INDEX offpeak_items_waiting ON offpeak_items (run, request) WHERE ready = 0`
+    yield* sql`CREATE INDEX offpeak_items_deliverable ON offpeak_items (run, position) WHERE ready = 1 AND part IS NULL`
+    yield* sql`CREATE INDEX offpeak_items_part ON offpeak_items (run, part, position) WHERE part IS NOT NULL`
+    // one row per distinct request of a run, numbered by the position of the first row that asked for it
+    yield* sql`CREATE TABLE offpeak_requests (
+      run BIGINT NOT NULL,
+      id BIGINT NOT NULL,
+      fingerprint TEXT NOT NULL,
+      fp48 BIGINT NOT NULL,
+      state TEXT NOT NULL,
+      batch BIGINT,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      cached INTEGER NOT NULL DEFAULT 0,
+      error_kind TEXT,
+      error_message TEXT,
+      error_raw TEXT,
+      PRIMARY KEY (run, id)
+    )`
+    // in-run dedupe and the result cache across runs look requests up by fingerprint (the one random-keyed index)
+    yield* sql`CREATE INDEX offpeak_requests_fp ON offpeak_requests (fp48, run)`
+    yield* sql`CREATE INDEX offpeak_requests_queued ON offpeak_requests (run, id) WHERE state = 'queued'`
+    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (run, batch, id) WHERE state = 'batched'`
+    yield* sql`CREATE INDEX offpeak_requests_failed ON offpeak_requests (run, id) WHERE state = 'failed'`
+    // the output of each succeeded request
+    yield* sql`CREATE TABLE offpeak_outputs (
+      run BIGINT NOT NULL,
+      id BIGINT NOT NULL,
+      output TEXT NOT NULL,
+      output_format TEXT NOT NULL,
+      input_tokens BIGINT NOT NULL,
+      output_tokens BIGINT NOT NULL,
+      cached_input_tokens BIGINT,
+      PRIMARY KEY (run, id)
+    )`
+    yield* sql`CREATE TABLE offpeak_parts (
+      run_id TEXT NOT NULL,
+      seq BIGINT NOT NULL,
+      state TEXT NOT NULL,
+      delivered BIGINT NOT NULL DEFAULT 0,
+      dead BIGINT NOT NULL DEFAULT 0,
+      PRIMARY KEY (run_id, seq)
+    )`
   })
 })
 
@@ -442,6 +534,12 @@ const chunks = <A>(items: ReadonlyArray<A>, size = CHUNK): Array<ReadonlyArray<A
 }
 
 const toNumber = (u: unknown): number => typeof u === "bigint" ? Number(u) : Number(u ?? 0)
+
+/** the first 48 bits of a hex fingerprint: what the fingerprint index holds (collisions are resolved on the full text) */
+const fp48 = (fingerprint: string): number => {
+  const n = Number.parseInt(fingerprint.slice(0, 12), 16)
+  return Number.isFinite(n) ? n : 0
+}
 
 const nowIso = Effect.map(Clock.currentTimeMillis, (ms) => new Date(ms).toISOString())
 
@@ -522,6 +620,8 @@ const toBatch = (row: BatchRow): Batch => ({
   endedAt: row.ended_at
 })
 
+type BatchInput = Parameters<Service["sealBatch"]>[0]
+
 /**
  * Builds the ledger on the `SqlClient` in context, after running migrations.
  *
@@ -532,6 +632,52 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const sql = yield* SqlClient.SqlClient
   yield* migrate.pipe(Effect.mapError((e) => new LedgerError({ operation: "migrate", message: sqlMessage(e as any) })))
 
+  // run ids → run numbers, and batch ids → batch numbers: both fixed once written
+  const runNums = new Map<string, number>()
+  const runNum = (runId: string) =>
+    Effect.gen(function*() {
+      const known = runNums.get(runId)
+      if (known !== undefined) return known
+      const rows = yield* sql<{ num: number | bigint | null }>`SELECT num FROM offpeak_runs WHERE id = ${runId}`
+      if (rows.length === 0 || rows[0]!.num === null) {
+        return yield* new LedgerError({ operation: "run", message: `no run "${runId}" in the ledger` })
+      }
+      const num = toNumber(rows[0]!.num)
+      runNums.set(runId, num)
+      return num
+    })
+  const batchSeqs = new Map<string, number>()
+  const batchSeq = (batchId: string) =>
+    Effect.gen(function*() {
+      const known = batchSeqs.get(batchId)
+      if (known !== undefined) return known
+      const rows = yield* sql<{ seq: number | bigint }>`SELECT seq FROM offpeak_batches WHERE id = ${batchId}`
+      if (rows.length === 0) return yield* new LedgerError({ operation: "batch", message: `no batch "${batchId}" in the ledger` })
+      const seq = toNumber(rows[0]!.seq)
+      batchSeqs.set(batchId, seq)
+      return seq
+    })
+
+  /** which of these requests are in `state` (and in `batch`) */
+  const inState = (num: number, ids: ReadonlyArray<number>, where: { readonly state: string; readonly batch?: number }) =>
+    Effect.gen(function*() {
+      const found: Array<number> = []
+      for (const part of chunks(ids)) {
+        const rows = yield* sql<{ id: number | bigint }>`
+          SELECT id FROM offpeak_requests WHERE run = ${num} AND ${sql.in("id", part)} AND state = ${where.state}
+          ${where.batch === undefined ? sql`` : sql`AND batch = ${where.batch}`}`
+        for (const row of rows) found.push(toNumber(row.id))
+      }
+      return found
+    })
+
+  /** marks the rows waiting for these (now settled) requests ready for delivery */
+  const settle = (num: number, ids: ReadonlyArray<number>) =>
+    Effect.forEach(chunks(ids), (part) =>
+      sql`UPDATE offpeak_items SET ready = 1 WHERE run = ${num} AND ready = 0 AND ${sql.in("request", part)}`, {
+      discard: true
+    })
+
   const getRun = (id: string) =>
     sql<RunRow>`SELECT * FROM offpeak_runs WHERE id = ${id}`.pipe(
       Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(toRun(rows[0]!))),
@@ -541,21 +687,18 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const createRun: Service["createRun"] = (run) =>
     Effect.gen(function*() {
       const now = yield* nowIso
-      yield* sql`INSERT INTO offpeak_runs ${
-        sql.insert({
-          id: run.id,
-          pipeline: run.pipeline,
-          module: run.module,
-          provider: run.provider,
-          state: "running",
-          source_done: 0,
-          message: null,
-          checkpoint: null,
-          checkpoint_position: null,
-          created_at: now,
-          updated_at: now
+      // the run number is the next free one; two processes creating runs at once retry on the unique index
+      yield* sql`INSERT INTO offpeak_runs
+          (id, pipeline, module, provider, state, source_done, message, checkpoint, checkpoint_position,
+           created_at, updated_at, num, item_count, request_count)
+        SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, 'running', 0, NULL, NULL, NULL,
+           ${now}, ${now}, COALESCE(MAX(num), 0) + 1, 0, 0
+        FROM offpeak_runs`.pipe(
+        Effect.retry({
+          times: 5,
+          while: (e) => /offpeak_runs_num|offpeak_runs\.num/.test(sqlMessage(e as any))
         })
-      }`
+      )
       return {
         ...run,
         state: "running" as const,
@@ -598,42 +741,53 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const admit: Service["admit"] = (runId, rows) =>
     Effect.gen(function*() {
       if (rows.length === 0) return { fresh: [], admitted: 0, skipped: 0, ready: 0, duplicates: 0 }
-      // 1. keys already admitted (resume) or repeated (duplicates)
-      const known = new Map<string, number>()
-      // a row's key, and the key it gets if it turns out to repeat an earlier row's key
-      for (const part of chunks([...new Set(rows.flatMap((r) => [r.key, `${r.key}#${r.position}`]))])) {
-        const found = yield* sql<{ key: string; position: number | bigint }>`
-          SELECT key, position FROM offpeak_items WHERE run_id = ${runId} AND ${sql.in("key", part)}`
-        for (const row of found) known.set(row.key, toNumber(row.position))
+      const num = yield* runNum(runId)
+      // 1. positions already admitted (a resumed read) are skipped
+      let lo = Infinity
+      let hi = -Infinity
+      for (const r of rows) {
+        if (r.position < lo) lo = r.position
+        if (r.position > hi) hi = r.position
       }
+      const admittedPositions = new Set<number>()
+      const found = yield* sql<{ position: number | bigint }>`
+        SELECT position FROM offpeak_items WHERE run = ${num} AND position >= ${lo} AND position <= ${hi}`
+      for (const row of found) admittedPositions.add(toNumber(row.position))
       let skipped = 0
-      let duplicates = 0
-      const accepted: Array<{ readonly index: number; readonly row: AdmitRow }> = []
-      const seenInChunk = new Map<string, number>()
+      const candidates: Array<{ readonly index: number; readonly row: AdmitRow }> = []
+      const seenPositions = new Set<number>()
       for (let index = 0; index < rows.length; index++) {
         const row = rows[index]!
-        const first = known.get(row.key) ?? seenInChunk.get(row.key)
-        if (first === undefined) {
-          seenInChunk.set(row.key, row.position)
-          accepted.push({ index, row })
+        if (admittedPositions.has(row.position) || seenPositions.has(row.position)) {
+          skipped++
           continue
         }
-        if (first === row.position) {
-          skipped++
+        seenPositions.add(row.position)
+        candidates.push({ index, row })
+      }
+      // 2. a key seen before (in this run, or earlier in the chunk) makes the row a duplicate
+      const known = new Map<string, number>()
+      for (const part of chunks([...new Set(candidates.map((c) => c.row.key))])) {
+        const hits = yield* sql<{ key: string; position: number | bigint }>`
+          SELECT key, position FROM offpeak_items WHERE run = ${num} AND ${sql.in("key", part)}`
+        for (const hit of hits) known.set(hit.key, toNumber(hit.position))
+      }
+      let duplicates = 0
+      const accepted: Array<{ readonly index: number; readonly row: AdmitRow }> = []
+      for (const candidate of candidates) {
+        const row = candidate.row
+        const first = known.get(row.key)
+        if (first === undefined) {
+          known.set(row.key, row.position)
+          accepted.push(candidate)
           continue
         }
         // the same key at another position: a duplicate, admitted once as a failure under its own key
-        const dupKey = `${row.key}#${row.position}`
-        if (known.has(dupKey) || seenInChunk.has(dupKey)) {
-          skipped++
-          continue
-        }
         duplicates++
-        seenInChunk.set(dupKey, row.position)
         accepted.push({
-          index,
+          index: candidate.index,
           row: {
-            key: dupKey,
+            key: `${row.key}#${row.position}`,
             position: row.position,
             fingerprint: null,
             record: row.record,
@@ -644,75 +798,129 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           }
         })
       }
-      // 2. which requests are new, known to this run, or cached across runs
+      // 3. requests this run already has, and results cached by earlier runs
       const fingerprints = [...new Set(accepted.flatMap((a) => a.row.fingerprint === null ? [] : [a.row.fingerprint]))]
-      const existing = new Map<string, string>()
+      const existing = new Map<string, { readonly id: number; readonly state: string }>()
+      const cachedFrom = new Map<string, { readonly run: number; readonly id: number }>()
       for (const part of chunks(fingerprints)) {
-        const found = yield* sql<{ fingerprint: string; state: string }>`
-          SELECT fingerprint, state FROM offpeak_requests WHERE run_id = ${runId} AND ${sql.in("fingerprint", part)}`
-        for (const row of found) existing.set(row.fingerprint, row.state)
+        const wanted = new Set(part)
+        const hits = yield* sql<{ run: number | bigint; id: number | bigint; fingerprint: string; state: string }>`
+          SELECT run, id, fingerprint, state FROM offpeak_requests
+          WHERE ${sql.in("fp48", [...new Set(part.map(fp48))])} AND (run = ${num} OR state = 'succeeded')`
+        for (const hit of hits) {
+          if (!wanted.has(hit.fingerprint)) continue
+          const run = toNumber(hit.run)
+          if (run === num) existing.set(hit.fingerprint, { id: toNumber(hit.id), state: hit.state })
+          // else the latest run's answer
+          else if ((cachedFrom.get(hit.fingerprint)?.run ?? -1) < run) cachedFrom.set(hit.fingerprint, { run, id: toNumber(hit.id) })
+        }
       }
-      const unknown = fingerprints.filter((f) => !existing.has(f))
-      const cached = new Set<string>()
-      for (const part of chunks(unknown)) {
-        const found = yield* sql<{ fingerprint: string }>`
-          SELECT fingerprint FROM offpeak_results WHERE ${sql.in("fingerprint", part)}`
-        for (const row of found) cached.add(row.fingerprint)
-      }
+      // 4. new requests, numbered by the position of their first row
       const fresh: Array<number> = []
-      const freshSet = new Set<string>()
+      const created = new Map<string, { readonly id: number; readonly cached: boolean }>()
       let ready = 0
+      const itemRows: Array<Record<string, unknown>> = []
       for (const { index, row } of accepted) {
-        if (row.fingerprint === null) {
-          ready++
-          continue
+        let request: number | null = null
+        let isReady = row.fingerprint === null
+        if (row.fingerprint !== null) {
+          const have = existing.get(row.fingerprint)
+          const made = created.get(row.fingerprint)
+          if (have !== undefined) {
+            request = have.id
+            isReady = have.state === "succeeded" || have.state === "failed"
+          } else if (made !== undefined) {
+            request = made.id
+            isReady = made.cached
+          } else {
+            const cached = !existing.has(row.fingerprint) && cachedFrom.has(row.fingerprint)
+            created.set(row.fingerprint, { id: row.position, cached })
+            request = row.position
+            isReady = cached
+            if (!cached) fresh.push(index)
+          }
         }
-        const state = existing.get(row.fingerprint)
-        if (state === "succeeded" || state === "failed" || cached.has(row.fingerprint)) {
-          ready++
-        } else if (state === undefined && !freshSet.has(row.fingerprint)) {
-          freshSet.add(row.fingerprint)
-          fresh.push(index)
-        }
+        if (isReady) ready++
+        itemRows.push({
+          run: num,
+          position: row.position,
+          key: row.key,
+          request,
+          ready: isReady ? 1 : 0,
+          part: null,
+          record: row.record,
+          error_kind: row.failure?.kind ?? null,
+          error_message: row.failure?.message ?? null,
+          error_raw: row.failure?.raw ?? null
+        })
       }
-      const requestRows = unknown.map((fingerprint) => ({
-        run_id: runId,
+      const requestRows = [...created].map(([fingerprint, made]) => ({
+        run: num,
+        id: made.id,
         fingerprint,
-        state: cached.has(fingerprint) ? "succeeded" : "queued",
-        batch_id: null,
+        fp48: fp48(fingerprint),
+        state: made.cached ? "succeeded" : "queued",
+        batch: null,
         attempts: 0,
-        cached: cached.has(fingerprint) ? 1 : 0
+        cached: made.cached ? 1 : 0
       }))
       for (const part of chunks(requestRows, 100)) {
         yield* sql`INSERT INTO offpeak_requests ${sql.insert(part as any)}`
       }
-      const itemRows = accepted.map(({ row }) => ({
-        run_id: runId,
-        key: row.key,
-        position: row.position,
-        fingerprint: row.fingerprint,
-        record: row.record,
-        state: "pending",
-        part: null,
-        error_kind: row.failure?.kind ?? null,
-        error_message: row.failure?.message ?? null,
-        error_raw: row.failure?.raw ?? null
-      }))
+      // cached answers are copied into this run, so its rows never depend on another run's
+      const bySource = new Map<number, Array<readonly [number, number]>>()
+      for (const [fingerprint, made] of created) {
+        if (!made.cached) continue
+        const from = cachedFrom.get(fingerprint)!
+        const list = bySource.get(from.run) ?? []
+        list.push([from.id, made.id])
+        bySource.set(from.run, list)
+      }
+      for (const [fromRun, pairs] of bySource) {
+        for (const part of chunks(pairs)) {
+          const target = new Map(part)
+          const outputs = yield* sql<{
+            id: number | bigint
+            output: string
+            output_format: string
+            input_tokens: number | bigint
+            output_tokens: number | bigint
+            cached_input_tokens: number | bigint | null
+          }>`SELECT id, output, output_format, input_tokens, output_tokens, cached_input_tokens FROM offpeak_outputs
+            WHERE run = ${fromRun} AND ${sql.in("id", part.map(([id]) => id))}`
+          if (outputs.length === 0) continue
+          yield* sql`INSERT INTO offpeak_outputs ${
+            sql.insert(outputs.map((o) => ({
+              run: num,
+              id: target.get(toNumber(o.id))!,
+              output: o.output,
+              output_format: o.output_format,
+              input_tokens: toNumber(o.input_tokens),
+              output_tokens: toNumber(o.output_tokens),
+              cached_input_tokens: o.cached_input_tokens === null ? null : toNumber(o.cached_input_tokens)
+            })) as any)
+          }`
+        }
+      }
       for (const part of chunks(itemRows, 50)) {
         yield* sql`INSERT INTO offpeak_items ${sql.insert(part as any)}`
       }
+      yield* sql`UPDATE offpeak_runs SET item_count = item_count + ${itemRows.length},
+        request_count = request_count + ${requestRows.length} WHERE num = ${num}`
       return { fresh, admitted: accepted.length, skipped, ready, duplicates }
     }).pipe(sql.withTransaction, mapError("admit"))
 
   const queued: Service["queued"] = (runId, options) =>
-    sql<{ fingerprint: string; record: string }>`
-      SELECT r.fingerprint AS fingerprint,
-             (SELECT i.record FROM offpeak_items i
-               WHERE i.run_id = r.run_id AND i.fingerprint = r.fingerprint ORDER BY i.position LIMIT 1) AS record
-      FROM offpeak_requests r
-      WHERE r.run_id = ${runId} AND r.state = 'queued' AND r.fingerprint > ${options.after}
-      ORDER BY r.fingerprint
-      LIMIT ${options.limit}`.pipe(mapError("queued"))
+    Effect.gen(function*() {
+      const num = yield* runNum(runId)
+      const rows = yield* sql<{ id: number | bigint; fingerprint: string; record: string }>`
+        SELECT r.id AS id, r.fingerprint AS fingerprint, i.record AS record
+        FROM offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.position = r.id
+        WHERE r.run = ${num} AND r.state = 'queued' AND r.id > ${options.after}
+        ORDER BY r.id
+        LIMIT ${options.limit}`
+      return rows.map((r) => ({ id: toNumber(r.id), fingerprint: r.fingerprint, record: r.record }))
+    }).pipe(mapError("queued"))
 
   const nextBatchSeq: Service["nextBatchSeq"] = (runId) =>
     sql<{ seq: number | bigint | null }>`SELECT MAX(seq) AS seq FROM offpeak_batches WHERE run_id = ${runId}`.pipe(
@@ -720,62 +928,66 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       mapError("nextBatchSeq")
     )
 
-  const insertBatch = (batch: Parameters<Service["sealBatch"]>[0], now: string) =>
+  const insertBatch = (batch: BatchInput, now: string) =>
     sql`INSERT INTO offpeak_batches ${
-        sql.insert({
-          id: batch.id,
-          run_id: batch.runId,
-          seq: batch.seq,
-          state: "sealed",
-          grp: batch.group,
-          file: batch.file,
-          request_count: batch.requestCount,
-          bytes: batch.bytes,
-          remote_id: null,
-          remote_meta: null,
-          remote_state: null,
-          completed: 0,
-          failed: 0,
-          created_at: now,
-          submitted_at: null,
-          ended_at: null
-        })
-      }`
+      sql.insert({
+        id: batch.id,
+        run_id: batch.runId,
+        seq: batch.seq,
+        state: "sealed",
+        grp: batch.group,
+        file: batch.file,
+        request_count: batch.requestCount,
+        bytes: batch.bytes,
+        remote_id: null,
+        remote_meta: null,
+        remote_state: null,
+        completed: 0,
+        failed: 0,
+        created_at: now,
+        submitted_at: null,
+        ended_at: null
+      })
+    }`.pipe(Effect.tap(() => Effect.sync(() => batchSeqs.set(batch.id, batch.seq))))
 
-  const checkAssigned = (batch: Parameters<Service["sealBatch"]>[0], expected: number) =>
+  /** moves the requests in `from` into `batch`, checking every line of its file belongs to it alone */
+  const assign = (
+    num: number,
+    batch: BatchInput,
+    requests: ReadonlyArray<number>,
+    from: { readonly state: string; readonly batch?: number }
+  ) =>
     Effect.gen(function*() {
+      const ids = yield* inState(num, [...new Set(requests)], from)
       // every line of the file must belong to this batch alone, or a request would be paid twice
-      const assigned = yield* sql<{ n: number | bigint }>`SELECT COUNT(*) AS n FROM offpeak_requests
-        WHERE run_id = ${batch.runId} AND batch_id = ${batch.id} AND state = 'batched'`
-      if (toNumber(assigned[0]?.n) !== expected) {
+      if (ids.length !== requests.length) {
         return yield* new LedgerError({
           operation: "sealBatch",
-          message: `batch ${batch.id}: ${expected} lines but ${toNumber(assigned[0]?.n)} queued requests`
+          message: `batch ${batch.id}: ${requests.length} lines but ${ids.length} queued requests`
         })
+      }
+      for (const part of chunks(ids)) {
+        yield* sql`UPDATE offpeak_requests SET state = 'batched', batch = ${batch.seq}
+          WHERE run = ${num} AND ${sql.in("id", part)}`
       }
     })
 
-  const sealBatch: Service["sealBatch"] = (batch, fingerprints) =>
+  const sealBatch: Service["sealBatch"] = (batch, requests) =>
     Effect.gen(function*() {
+      const num = yield* runNum(batch.runId)
       const now = yield* nowIso
       yield* insertBatch(batch, now)
-      for (const part of chunks(fingerprints)) {
-        yield* sql`UPDATE offpeak_requests SET state = 'batched', batch_id = ${batch.id}
-          WHERE run_id = ${batch.runId} AND state = 'queued' AND ${sql.in("fingerprint", part)}`
-      }
-      yield* checkAssigned(batch, fingerprints.length)
+      yield* assign(num, batch, requests, { state: "queued" })
     }).pipe(sql.withTransaction, mapError("sealBatch"))
 
   const splitBatch: Service["splitBatch"] = (batchId, parts) =>
     Effect.gen(function*() {
       const now = yield* nowIso
-      for (const { batch, fingerprints } of parts) {
+      const old = yield* batchSeq(batchId)
+      for (const { batch, requests } of parts) {
+        const num = yield* runNum(batch.runId)
         yield* insertBatch(batch, now)
-        for (const part of chunks(fingerprints)) {
-          yield* sql`UPDATE offpeak_requests SET batch_id = ${batch.id}
-            WHERE run_id = ${batch.runId} AND batch_id = ${batchId} AND state = 'batched' AND ${sql.in("fingerprint", part)}`
-        }
-        yield* checkAssigned(batch, fingerprints.length)
+        yield* assign(num, batch, requests, { state: "batched", batch: old })
       }
       yield* sql`UPDATE offpeak_batches SET state = 'collected', remote_state = COALESCE(remote_state, 'split')
         WHERE id = ${batchId}`
@@ -812,71 +1024,89 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const recordOutcomes: Service["recordOutcomes"] = (runId, batchId, outcomes, maxAttempts) =>
     Effect.gen(function*() {
       if (outcomes.length === 0) return
-      const now = yield* nowIso
-      const succeeded = outcomes.filter((o) => o._tag === "Succeeded")
+      const num = yield* runNum(runId)
+      const seq = yield* batchSeq(batchId)
+      // only requests still in this batch: a line seen twice (a re-download) or for another batch changes nothing
+      const ids = new Set(yield* inState(num, outcomes.map((o) => o.request), { state: "batched", batch: seq }))
+      const settled: Array<number> = []
+      const succeeded: Array<{ readonly id: number; readonly outcome: Extract<Outcome, { _tag: "Succeeded" }> }> = []
+      const failed: Array<{ readonly id: number; readonly outcome: Extract<Outcome, { _tag: "Failed" }> }> = []
+      for (const o of outcomes) {
+        const id = o.request
+        if (!ids.has(id)) continue
+        // the first line for a request counts
+        ids.delete(id)
+        if (o._tag === "Succeeded") succeeded.push({ id, outcome: o })
+        else failed.push({ id, outcome: o })
+      }
       for (const part of chunks(succeeded, 100)) {
-        yield* sql`INSERT INTO offpeak_results ${
-          sql.insert(part.map((o) => ({
-            fingerprint: o.fingerprint,
+        yield* sql`INSERT INTO offpeak_outputs ${
+          sql.insert(part.map(({ id, outcome: o }) => ({
+            run: num,
+            id,
             output: o.output,
             output_format: o.format ?? "json",
             input_tokens: o.usage.inputTokens,
             output_tokens: o.usage.outputTokens,
-            cached_input_tokens: o.usage.cachedInputTokens ?? null,
-            created_at: now
+            cached_input_tokens: o.usage.cachedInputTokens ?? null
           })) as any)
-        } ON CONFLICT (fingerprint) DO NOTHING`
+        }`
+        const partIds = part.map((s) => s.id)
         yield* sql`UPDATE offpeak_requests SET state = 'succeeded', error_kind = NULL, error_message = NULL, error_raw = NULL
-          WHERE run_id = ${runId} AND batch_id = ${batchId} AND state = 'batched'
-          AND ${sql.in("fingerprint", part.map((o) => o.fingerprint))}`
+          WHERE run = ${num} AND ${sql.in("id", partIds)}`
+        settled.push(...partIds)
       }
-      for (const o of outcomes) {
-        if (o._tag !== "Failed") continue
-        const retry = o.retryable ? 1 : 0
+      for (const { id, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
+        const rows = yield* sql<{ attempts: number | bigint }>`SELECT attempts FROM offpeak_requests
+          WHERE run = ${num} AND id = ${id}`
+        const attempts = toNumber(rows[0]?.attempts) + 1
+        const retry = o.retryable && attempts < limit
         yield* sql`UPDATE offpeak_requests SET
-            attempts = attempts + 1,
-            state = CASE WHEN ${retry} = 1 AND attempts + 1 < ${limit} THEN 'queued' ELSE 'failed' END,
-            batch_id = CASE WHEN ${retry} = 1 AND attempts + 1 < ${limit} THEN NULL ELSE batch_id END,
+            attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
             error_kind = ${o.failure.kind}, error_message = ${o.failure.message}, error_raw = ${o.failure.raw ?? null}
-          WHERE run_id = ${runId} AND batch_id = ${batchId} AND state = 'batched' AND fingerprint = ${o.fingerprint}`
+          WHERE run = ${num} AND id = ${id}`
+        if (!retry) settled.push(id)
       }
+      yield* settle(num, settled)
     }).pipe(sql.withTransaction, mapError("recordOutcomes"))
 
-  const failQueued: Service["failQueued"] = (runId, fingerprints, failure) =>
+  const failQueued: Service["failQueued"] = (runId, requests, failure) =>
     Effect.gen(function*() {
-      for (const part of chunks(fingerprints)) {
+      const num = yield* runNum(runId)
+      const ids = yield* inState(num, requests, { state: "queued" })
+      for (const part of chunks(ids)) {
         yield* sql`UPDATE offpeak_requests SET state = 'failed',
             error_kind = ${failure.kind}, error_message = ${failure.message}, error_raw = ${failure.raw ?? null}
-          WHERE run_id = ${runId} AND state = 'queued' AND ${sql.in("fingerprint", part)}`
+          WHERE run = ${num} AND ${sql.in("id", part)}`
       }
+      yield* settle(num, ids)
     }).pipe(sql.withTransaction, mapError("failQueued"))
 
   const unsettled: Service["unsettled"] = (runId, batchId) =>
-    sql<{ fingerprint: string }>`SELECT fingerprint FROM offpeak_requests
-      WHERE run_id = ${runId} AND batch_id = ${batchId} AND state = 'batched'`.pipe(
-      Effect.map((rows) => rows.map((r) => r.fingerprint)),
-      mapError("unsettled")
-    )
+    Effect.gen(function*() {
+      const num = yield* runNum(runId)
+      const seq = yield* batchSeq(batchId)
+      const rows = yield* sql<{ id: number | bigint; fingerprint: string }>`SELECT id, fingerprint FROM offpeak_requests
+        WHERE run = ${num} AND batch = ${seq} AND state = 'batched' ORDER BY id`
+      return rows.map((r) => ({ id: toNumber(r.id), fingerprint: r.fingerprint }))
+    }).pipe(mapError("unsettled"))
 
   const assignPart: Service["assignPart"] = (runId, limit) =>
     Effect.gen(function*() {
-      const keys = yield* sql<{ key: string }>`
-        SELECT i.key AS key FROM offpeak_items i
-        LEFT JOIN offpeak_requests r ON r.run_id = i.run_id AND r.fingerprint = i.fingerprint
-        WHERE i.run_id = ${runId} AND i.state = 'pending'
-          AND (i.fingerprint IS NULL OR r.state = 'succeeded' OR r.state = 'failed')
-        ORDER BY i.position
+      const num = yield* runNum(runId)
+      const rows = yield* sql<{ position: number | bigint }>`
+        SELECT position FROM offpeak_items
+        WHERE run = ${num} AND ready = 1 AND part IS NULL
+        ORDER BY position
         LIMIT ${limit}`
-      if (keys.length === 0) return Option.none<number>()
-      const rows = yield* sql<{ seq: number | bigint | null }>`
+      if (rows.length === 0) return Option.none<number>()
+      const last = yield* sql<{ seq: number | bigint | null }>`
         SELECT MAX(seq) AS seq FROM offpeak_parts WHERE run_id = ${runId}`
-      const seq = toNumber(rows[0]?.seq ?? 0) + 1
-      yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing" })}`
-      for (const part of chunks(keys.map((k) => k.key))) {
-        // the keys were selected as pending in this transaction: look them up by primary key
-        yield* sql`UPDATE offpeak_items SET state = 'delivering', part = ${seq}
-          WHERE run_id = ${runId} AND ${sql.in("key", part)}`
+      const seq = toNumber(last[0]?.seq ?? 0) + 1
+      yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0 })}`
+      for (const part of chunks(rows.map((r) => toNumber(r.position)))) {
+        yield* sql`UPDATE offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
       }
       return Option.some(seq)
     }).pipe(sql.withTransaction, mapError("assignPart"))
@@ -886,108 +1116,123 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       .pipe(Effect.map((rows) => rows.map((r) => toNumber(r.seq))), mapError("writingParts"))
 
   const partRows: Service["partRows"] = (runId, seq) =>
-    sql<{
-      key: string
-      position: number | bigint
-      record: string | null
-      fingerprint: string | null
-      item_error_kind: string | null
-      item_error_message: string | null
-      item_error_raw: string | null
-      req_state: string | null
-      req_cached: number | bigint | null
-      req_error_kind: string | null
-      req_error_message: string | null
-      req_error_raw: string | null
-      output: string | null
-      output_format: string | null
-      input_tokens: number | bigint | null
-      output_tokens: number | bigint | null
-      cached_input_tokens: number | bigint | null
-    }>`
-      SELECT i.key AS key, i.position AS position, i.record AS record, i.fingerprint AS fingerprint,
-             i.error_kind AS item_error_kind, i.error_message AS item_error_message, i.error_raw AS item_error_raw,
-             r.state AS req_state, r.cached AS req_cached,
-             r.error_kind AS req_error_kind, r.error_message AS req_error_message, r.error_raw AS req_error_raw,
-             o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens, o.output_tokens AS output_tokens,
-             o.cached_input_tokens AS cached_input_tokens
-      FROM offpeak_items i
-      LEFT JOIN offpeak_requests r ON r.run_id = i.run_id AND r.fingerprint = i.fingerprint
-      LEFT JOIN offpeak_results o ON o.fingerprint = i.fingerprint AND r.state = 'succeeded'
-      WHERE i.run_id = ${runId} AND i.part = ${seq}
-      ORDER BY i.position`.pipe(
-      Effect.map((rows) =>
-        rows.map((row): PartRow => {
-          const failure: Failure | null = row.item_error_kind !== null
-            ? {
-              kind: row.item_error_kind as FailureKind,
-              message: row.item_error_message ?? "",
-              raw: row.item_error_raw ?? undefined
-            }
-            : row.req_state === "succeeded" && row.output !== null
-            ? null
-            : {
-              kind: (row.req_error_kind ?? "lost") as FailureKind,
-              message: row.req_error_message ?? "no result recorded",
-              raw: row.req_error_raw ?? undefined
-            }
-          return {
-            key: row.key,
-            position: toNumber(row.position),
-            record: row.record,
-            fingerprint: row.fingerprint,
-            output: failure === null ? row.output : null,
-            format: row.output_format === "f32" ? "f32" : "json",
-            usage: failure === null
-              ? {
-                inputTokens: toNumber(row.input_tokens),
-                outputTokens: toNumber(row.output_tokens),
-                cachedInputTokens: row.cached_input_tokens === null ? undefined : toNumber(row.cached_input_tokens)
-              }
-              : null,
-            cached: toNumber(row.req_cached) === 1,
-            failure
+    Effect.gen(function*() {
+      const num = yield* runNum(runId)
+      const rows = yield* sql<{
+        key: string
+        position: number | bigint
+        record: string | null
+        fingerprint: string | null
+        item_error_kind: string | null
+        item_error_message: string | null
+        item_error_raw: string | null
+        req_state: string | null
+        req_cached: number | bigint | null
+        req_error_kind: string | null
+        req_error_message: string | null
+        req_error_raw: string | null
+        output: string | null
+        output_format: string | null
+        input_tokens: number | bigint | null
+        output_tokens: number | bigint | null
+        cached_input_tokens: number | bigint | null
+      }>`
+        SELECT i.key AS key, i.position AS position, i.record AS record, r.fingerprint AS fingerprint,
+               i.error_kind AS item_error_kind, i.error_message AS item_error_message, i.error_raw AS item_error_raw,
+               r.state AS req_state, r.cached AS req_cached,
+               r.error_kind AS req_error_kind, r.error_message AS req_error_message, r.error_raw AS req_error_raw,
+               o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
+               o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
+        FROM offpeak_items i
+        LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request
+        LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.id = i.request AND r.state = 'succeeded'
+        WHERE i.run = ${num} AND i.part = ${seq}
+        ORDER BY i.position`
+      return rows.map((row): PartRow => {
+        const failure: Failure | null = row.item_error_kind !== null
+          ? {
+            kind: row.item_error_kind as FailureKind,
+            message: row.item_error_message ?? "",
+            raw: row.item_error_raw ?? undefined
           }
-        })
-      ),
-      mapError("partRows")
-    )
+          : row.req_state === "succeeded" && row.output !== null
+          ? null
+          : {
+            kind: (row.req_error_kind ?? "lost") as FailureKind,
+            message: row.req_error_message ?? "no result recorded",
+            raw: row.req_error_raw ?? undefined
+          }
+        return {
+          key: row.key,
+          position: toNumber(row.position),
+          record: row.record,
+          fingerprint: row.fingerprint,
+          output: failure === null ? row.output : null,
+          format: row.output_format === "f32" ? "f32" : "json",
+          usage: failure === null
+            ? {
+              inputTokens: toNumber(row.input_tokens),
+              outputTokens: toNumber(row.output_tokens),
+              cachedInputTokens: row.cached_input_tokens === null ? undefined : toNumber(row.cached_input_tokens)
+            }
+            : null,
+          cached: toNumber(row.req_cached) === 1,
+          failure
+        }
+      })
+    }).pipe(mapError("partRows"))
 
   const commitPart: Service["commitPart"] = (runId, seq) =>
     Effect.gen(function*() {
-      yield* sql`UPDATE offpeak_items SET state = CASE
-          WHEN error_kind IS NULL AND EXISTS (
-            SELECT 1 FROM offpeak_requests r
-            WHERE r.run_id = offpeak_items.run_id AND r.fingerprint = offpeak_items.fingerprint AND r.state = 'succeeded'
-          ) THEN 'delivered' ELSE 'dead' END
-        WHERE run_id = ${runId} AND part = ${seq} AND state = 'delivering'`
-      yield* sql`UPDATE offpeak_parts SET state = 'committed' WHERE run_id = ${runId} AND seq = ${seq}`
+      const num = yield* runNum(runId)
+      const rows = yield* sql<{ n: number | bigint; delivered: number | bigint | null }>`
+        SELECT COUNT(*) AS n,
+               SUM(CASE WHEN i.error_kind IS NULL AND r.state = 'succeeded' THEN 1 ELSE 0 END) AS delivered
+        FROM offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request
+        WHERE i.run = ${num} AND i.part = ${seq}`
+      const n = toNumber(rows[0]?.n)
+      const delivered = toNumber(rows[0]?.delivered)
+      yield* sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${delivered}, dead = ${n - delivered}
+        WHERE run_id = ${runId} AND seq = ${seq} AND state = 'writing'`
     }).pipe(sql.withTransaction, mapError("commitPart"))
 
   const counts: Service["counts"] = (runId) =>
     Effect.gen(function*() {
-      const items = yield* sql<{ state: string; n: number | bigint }>`
-        SELECT state, COUNT(*) AS n FROM offpeak_items WHERE run_id = ${runId} GROUP BY state`
-      const requests = yield* sql<{ state: string; n: number | bigint }>`
-        SELECT state, COUNT(*) AS n FROM offpeak_requests WHERE run_id = ${runId} GROUP BY state`
+      const num = yield* runNum(runId)
+      const run = yield* sql<{ item_count: number | bigint; request_count: number | bigint }>`
+        SELECT item_count, request_count FROM offpeak_runs WHERE num = ${num}`
+      const parts = yield* sql<{ delivered: number | bigint | null; dead: number | bigint | null }>`
+        SELECT SUM(delivered) AS delivered, SUM(dead) AS dead FROM offpeak_parts
+        WHERE run_id = ${runId} AND state = 'committed'`
+      // each count reads a partial index holding only the requests in that state
+      const queuedN = yield* sql<{ n: number | bigint }>`
+        SELECT COUNT(*) AS n FROM offpeak_requests WHERE run = ${num} AND state = 'queued'`
+      const batchedN = yield* sql<{ n: number | bigint }>`
+        SELECT COUNT(*) AS n FROM offpeak_requests WHERE run = ${num} AND state = 'batched'`
+      const failedN = yield* sql<{ n: number | bigint }>`
+        SELECT COUNT(*) AS n FROM offpeak_requests WHERE run = ${num} AND state = 'failed'`
       const batchRows = yield* sql<{ state: string; n: number | bigint }>`
         SELECT state, COUNT(*) AS n FROM offpeak_batches WHERE run_id = ${runId} GROUP BY state`
-      const pick = (rows: ReadonlyArray<{ state: string; n: number | bigint }>, ...states: Array<string>) =>
-        rows.filter((r) => states.includes(r.state)).reduce((sum, r) => sum + toNumber(r.n), 0)
-      const all = (rows: ReadonlyArray<{ state: string; n: number | bigint }>) =>
-        rows.reduce((sum, r) => sum + toNumber(r.n), 0)
+      const items = toNumber(run[0]?.item_count)
+      const requests = toNumber(run[0]?.request_count)
+      const delivered = toNumber(parts[0]?.delivered)
+      const dead = toNumber(parts[0]?.dead)
+      const queued = toNumber(queuedN[0]?.n)
+      const batched = toNumber(batchedN[0]?.n)
+      const failed = toNumber(failedN[0]?.n)
+      const allBatches = batchRows.reduce((sum, r) => sum + toNumber(r.n), 0)
       return {
-        items: all(items),
-        delivered: pick(items, "delivered"),
-        dead: pick(items, "dead"),
-        pendingItems: pick(items, "pending", "delivering"),
-        requests: all(requests),
-        queued: pick(requests, "queued"),
-        batched: pick(requests, "batched"),
-        succeeded: pick(requests, "succeeded"),
-        failed: pick(requests, "failed"),
-        batches: all(batchRows),
-        openBatches: all(batchRows) - pick(batchRows, "collected")
+        items,
+        delivered,
+        dead,
+        pendingItems: items - delivered - dead,
+        requests,
+        queued,
+        batched,
+        succeeded: requests - queued - batched - failed,
+        failed,
+        batches: allBatches,
+        openBatches: allBatches - batchRows.filter((r) => r.state === "collected").reduce((sum, r) => sum + toNumber(r.n), 0)
       }
     }).pipe(mapError("counts"))
 

@@ -3,7 +3,7 @@ import { Cause, Effect, Fiber, Queue, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import * as Batcher from "../src/Batcher.ts"
 
-const item = (id: number, bytes = 100, group = "g"): Batcher.Item => ({ id: `r${id}`, line: `line${id}`, bytes, group })
+const item = (id: number, bytes = 100, group = "g"): Batcher.Item => ({ id: `r${id}`, request: id, line: `line${id}`, bytes, group })
 
 const sizes = (out: ReadonlyArray<Batcher.Output>) =>
   out.map((o) => o._tag === "Batch" ? o.items.length : -1)

@@ -127,21 +127,21 @@ const ledgerSuite = (backend: Backend) => {
       Effect.gen(function*() {
         yield* ledger.admit(runId, [row("a", 1), row("b", 2), row("c", 3), row("d", 4)])
         const batch = { id: "b1", runId, seq: 1, group: "g", file: "/tmp/x", requestCount: 4, bytes: 10 }
-        yield* ledger.sealBatch(batch, [fp(1), fp(2), fp(3), fp(4)])
+        yield* ledger.sealBatch(batch, [1, 2, 3, 4])
         // sealing a request twice is refused: its line would be paid twice
-        const twice = yield* ledger.sealBatch({ ...batch, id: "b2", seq: 2 }, [fp(1)]).pipe(Effect.flip)
+        const twice = yield* ledger.sealBatch({ ...batch, id: "b2", seq: 2 }, [1]).pipe(Effect.flip)
         assert.match(twice.message, /1 lines but 0 queued requests/)
         yield* ledger.recordOutcomes(runId, "b1", [
-          { _tag: "Succeeded", fingerprint: fp(1), output: "\"A\"", usage: { inputTokens: 3, outputTokens: 1 } },
-          { _tag: "Failed", fingerprint: fp(2), failure: { kind: "provider_error", message: "HTTP 500" }, retryable: true },
-          { _tag: "Failed", fingerprint: fp(3), failure: { kind: "provider_error", message: "HTTP 400" }, retryable: false }
+          { _tag: "Succeeded", request: 1, output: "\"A\"", usage: { inputTokens: 3, outputTokens: 1 } },
+          { _tag: "Failed", request: 2, failure: { kind: "provider_error", message: "HTTP 500" }, retryable: true },
+          { _tag: "Failed", request: 3, failure: { kind: "provider_error", message: "HTTP 400" }, retryable: false }
         ], 3)
-        assert.deepStrictEqual(yield* ledger.unsettled(runId, "b1"), [fp(4)])
+        assert.deepStrictEqual(yield* ledger.unsettled(runId, "b1"), [{ id: 4, fingerprint: fp(4) }])
         // the same lines seen again (a re-download) change nothing
         yield* ledger.recordOutcomes(runId, "b1", [
-          { _tag: "Failed", fingerprint: fp(1), failure: { kind: "provider_error", message: "late" }, retryable: false }
+          { _tag: "Failed", request: 1, failure: { kind: "provider_error", message: "late" }, retryable: false }
         ], 3)
-        const queued = yield* ledger.queued(runId, { after: "", limit: 10 })
+        const queued = yield* ledger.queued(runId, { after: 0, limit: 10 })
         assert.deepStrictEqual(queued.map((q) => q.fingerprint), [fp(2)])
         const seq = Option.getOrThrow(yield* ledger.assignPart(runId, 100))
         const rows = yield* ledger.partRows(runId, seq)
@@ -167,12 +167,12 @@ const ledgerSuite = (backend: Backend) => {
         for (let attempt = 1; attempt <= 2; attempt++) {
           yield* ledger.sealBatch(
             { id: `b${attempt}`, runId, seq: attempt, group: "g", file: "f", requestCount: 1, bytes: 1 },
-            [fp(1)]
+            [1]
           )
           yield* ledger.recordOutcomes(runId, `b${attempt}`, [
             {
               _tag: "Failed",
-              fingerprint: fp(1),
+              request: 1,
               failure: { kind: "provider_error", message: `HTTP 500 #${attempt}` },
               retryable: true
             }
@@ -192,11 +192,13 @@ const ledgerSuite = (backend: Backend) => {
         yield* ledger.createRun({ id: "r1", pipeline: "p", module: null, provider: "openai" })
         yield* ledger.admit("r1", [row("a", 1)])
         yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [
-          fp(1)
+          1
         ])
         yield* ledger.recordOutcomes("r1", "b1", [
-          { _tag: "Succeeded", fingerprint: fp(1), output: "[1,2]", usage: { inputTokens: 1, outputTokens: 0 } }
+          { _tag: "Succeeded", request: 1, output: "[1,2]", usage: { inputTokens: 1, outputTokens: 0 } }
         ], 3)
+        // answers join the cache when their run stops
+        yield* ledger.updateRun("r1", { state: "completed" })
         yield* ledger.createRun({ id: "r2", pipeline: "p", module: null, provider: "openai" })
         const admission = yield* ledger.admit("r2", [row("x", 1, fp(1)), row("y", 2, fp(2))])
         assert.deepStrictEqual(admission.fresh, [1])
@@ -222,8 +224,8 @@ const ledgerSuite = (backend: Backend) => {
         yield* ledger.admit("r1", [row("a", 1), row("b", 2)])
         assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 1)
         yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 2, bytes: 99 }, [
-          fp(1),
-          fp(2)
+          1,
+          2
         ])
         assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 2)
         yield* ledger.updateBatch("b1", {
@@ -269,7 +271,7 @@ const ledgerSuite = (backend: Backend) => {
           yield* ledger.createRun({ id: "r1", pipeline: "p", module: "/x.ts", provider: "openai" })
           yield* ledger.admit("r1", [row("a", 1)])
           yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [
-            fp(1)
+            1
           ])
           yield* ledger.updateBatch("b1", { state: "submitted", remoteId: "batch_1", remoteMeta: { inputFileId: "file-1" } })
         }).pipe(Effect.provide(store.open()))
@@ -305,15 +307,16 @@ const ledgerSuite = (backend: Backend) => {
         assert.deepStrictEqual([again.skipped, again.admitted, again.fresh], [2, 1, [2]])
         // a result recorded by one is a cache hit for the other
         yield* b.sealBatch({ id: "b1", runId: "ra", seq: 1, group: "g", file: "f", requestCount: 3, bytes: 1 }, [
-          fp(1),
-          fp(2),
-          fp(3)
+          1,
+          2,
+          3
         ])
         yield* a.updateBatch("b1", { state: "submitted", remoteId: "batch_1" })
         assert.strictEqual((yield* b.openBatches("ra"))[0]!.remoteId, "batch_1")
         yield* a.recordOutcomes("ra", "b1", [
-          { _tag: "Succeeded", fingerprint: fp(1), output: "1", usage: { inputTokens: 1, outputTokens: 1 } }
+          { _tag: "Succeeded", request: 1, output: "1", usage: { inputTokens: 1, outputTokens: 1 } }
         ], 3)
+        yield* a.updateRun("ra", { state: "detached" })
         const cached = yield* b.admit("rb", [row("k", 1, fp(1))])
         assert.deepStrictEqual([cached.ready, cached.fresh], [1, []])
         assert.strictEqual((yield* b.counts("ra")).succeeded, 1)
@@ -347,15 +350,18 @@ const ledgerSuite = (backend: Backend) => {
         }
         // the same request answered in two runs at once: one cached result, both runs succeeded
         yield* Effect.forEach(["run-0", "run-1"], (id) =>
+          // fp(1) is first asked for by row 120 (120 % 120 + 1): its request is number 120
           ledger.sealBatch({ id: `${id}-b1`, runId: id, seq: 1, group: "g", file: "f", requestCount: 1, bytes: 1 }, [
-            fp(1)
+            120
           ]))
         yield* Effect.forEach([[ledger, "run-0"], [other, "run-1"]] as const, ([l, id]) =>
           l.recordOutcomes(id, `${id}-b1`, [
-            { _tag: "Succeeded", fingerprint: fp(1), output: `"${id}"`, usage: { inputTokens: 1, outputTokens: 1 } }
+            { _tag: "Succeeded", request: 120, output: `"${id}"`, usage: { inputTokens: 1, outputTokens: 1 } }
           ], 3), { concurrency: 2 })
         assert.strictEqual((yield* ledger.counts("run-0")).succeeded, 1)
         assert.strictEqual((yield* other.counts("run-1")).succeeded, 1)
+        yield* ledger.updateRun("run-0", { state: "completed" })
+        yield* other.updateRun("run-1", { state: "completed" })
         yield* ledger.createRun({ id: "run-late", pipeline: "p", module: null, provider: "openai" })
         assert.strictEqual((yield* other.admit("run-late", [row("k", 1, fp(1))])).ready, 1)
       })

@@ -21,10 +21,10 @@ export class RunError extends Schema.TaggedError<RunError>()("RunError", {
   message: Schema.String
 }) {}
 
-const ADMIT_CHUNK = 1_000
+const ADMIT_CHUNK = 5_000
 const PART_SIZE = 10_000
 const QUEUE_PAGE = 2_000
-const OUTCOME_CHUNK = 500
+const OUTCOME_CHUNK = 5_000
 
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "run"
 
@@ -176,6 +176,7 @@ export const run = <Rec, A, Row>(
 
     // ----- delivery: rows whose outcome is known go to the sinks in parts -----
     const deliveryLock = yield* Semaphore.make(1)
+    const remoteSlots = yield* Semaphore.make(maxInFlight)
     // rows per part, from the size of the outputs seen so far (an embedding decodes to ~12 KB of numbers)
     const stats = { outputBytes: 0, outputs: 0 }
     const partSize = () => {
@@ -326,7 +327,14 @@ export const run = <Rec, A, Row>(
       return {
         key,
         row: { key, position: entry.position, fingerprint, record },
-        item: { id: fingerprint, line: encoded.success.line, bytes: encoded.success.bytes, group: encoded.success.group }
+        // a new request is numbered by the position of its first row
+        item: {
+          id: fingerprint,
+          request: entry.position,
+          line: encoded.success.line,
+          bytes: encoded.success.bytes,
+          group: encoded.success.group
+        }
       }
     }
 
@@ -342,6 +350,7 @@ export const run = <Rec, A, Row>(
         }
         progress.read += chunk.length
         progress.skipped += admission.skipped
+        Memory.compact()
         if (admission.ready > 0) yield* deliver
         return admission.fresh.flatMap((i) => prepared[i]!.item === undefined ? [] : [prepared[i]!.item!])
       })
@@ -356,23 +365,29 @@ export const run = <Rec, A, Row>(
     )
 
     // ----- queued requests (after a crash, or waiting for a retry) -----
-    const fromQueue: Stream.Stream<Batcher.Item, RunError> = Stream.paginate("", (after: string) =>
+    const fromQueue: Stream.Stream<Batcher.Item, RunError> = Stream.paginate(0, (after: number) =>
       Effect.gen(function*() {
         const page = yield* ledger.queued(runId, { after, limit: QUEUE_PAGE })
         const items: Array<Batcher.Item> = []
-        const changed: Array<string> = []
+        const changed: Array<number> = []
         for (const q of page) {
           try {
             const request = render(decodeRecord(JSON.parse(q.record)))
             const fingerprint = Fingerprint.of(request)
             const encoded = fingerprint === q.fingerprint ? provider.encode(request, fingerprint) : undefined
             if (encoded === undefined || R.isFailure(encoded)) {
-              changed.push(q.fingerprint)
+              changed.push(q.id)
               continue
             }
-            items.push({ id: fingerprint, line: encoded.success.line, bytes: encoded.success.bytes, group: encoded.success.group })
+            items.push({
+              id: fingerprint,
+              request: q.id,
+              line: encoded.success.line,
+              bytes: encoded.success.bytes,
+              group: encoded.success.group
+            })
           } catch {
-            changed.push(q.fingerprint)
+            changed.push(q.id)
           }
         }
         if (changed.length > 0) {
@@ -381,7 +396,7 @@ export const run = <Rec, A, Row>(
             message: "the pipeline's request for this row changed since it was admitted; start a new run to send it"
           })
         }
-        return [items, page.length < QUEUE_PAGE ? Option.none() : Option.some(page.at(-1)!.fingerprint)] as const
+        return [items, page.length < QUEUE_PAGE ? Option.none() : Option.some(page.at(-1)!.id)] as const
       }).pipe(Effect.mapError((e) => fail(e.message))))
 
     // ----- sealing: a batch's files are on disk before the ledger knows the batch -----
@@ -464,17 +479,21 @@ export const run = <Rec, A, Row>(
     const seal = (out: Batcher.Output) =>
       Effect.gen(function*() {
         if (out._tag === "TooLarge") {
-          yield* ledger.failQueued(runId, [out.item.id], { kind: "invalid_input", message: out.message })
+          yield* ledger.failQueued(runId, [out.item.request], { kind: "invalid_input", message: out.message })
           yield* deliver
           return Option.none<Ledger.Batch>()
         }
         const batch = newBatch(nextSeq(), out.group, out.items)
         yield* writeBatchFiles(batch.file, out.items)
-        yield* ledger.sealBatch(batch, out.items.map((i) => i.id))
+        yield* ledger.sealBatch(batch, out.items.map((i) => i.request))
         yield* Failpoint.hit("batch.sealed")
         progress.batches++
         return Option.some(batch)
       }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+
+    /** custom id → request number of the batch's requests still waiting for a line */
+    const requestsOf = (batch: Ledger.Batch) =>
+      Effect.map(ledger.unsettled(runId, batch.id), (rows) => new Map(rows.map((r) => [r.fingerprint, r.id])))
 
     /**
      * Splits a batch the provider refused as too large (or over its enqueued-token limit) into two halves,
@@ -483,10 +502,11 @@ export const run = <Rec, A, Row>(
     const split = (batch: Ledger.Batch, why: string) =>
       Effect.gen(function*() {
         const items = yield* readBatchFiles(batch.file)
+        const requests = yield* requestsOf(batch)
         if (items.length <= 1) {
           yield* ledger.recordOutcomes(runId, batch.id, items.map((item): Ledger.Outcome => ({
             _tag: "Failed",
-            fingerprint: item.id,
+            request: requests.get(item.id) ?? -1,
             failure: { kind: "provider_error", message: `${provider.name} refused this request on its own: ${why}` },
             retryable: false
           })), maxAttempts)
@@ -500,7 +520,10 @@ export const run = <Rec, A, Row>(
           items: part
         }))
         for (const h of halves) yield* writeBatchFiles(h.batch.file, h.items)
-        yield* ledger.splitBatch(batch.id, halves.map((h) => ({ batch: h.batch, fingerprints: h.items.map((i) => i.id) })))
+        yield* ledger.splitBatch(
+          batch.id,
+          halves.map((h) => ({ batch: h.batch, requests: h.items.map((i) => requests.get(i.id) ?? -1) }))
+        )
         yield* removeBatchFiles(batch.file)
         yield* Effect.logWarning(`batch ${batch.id} split in two (${half} + ${items.length - half} requests): ${why}`)
         progress.batches += 2
@@ -508,11 +531,11 @@ export const run = <Rec, A, Row>(
       }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
 
     // ----- one batch's lifecycle, from whatever state the ledger has it in -----
-    const toOutcome = (line: Provider.LineResult): Ledger.Outcome => {
+    const toOutcome = (line: Provider.LineResult, request: number): Ledger.Outcome => {
       if (line._tag === "LineFailed") {
         return {
           _tag: "Failed",
-          fingerprint: line.id,
+          request,
           failure: { kind: line.kind, message: line.message, raw: line.raw },
           retryable: line.retryable && !cancelling
         }
@@ -524,7 +547,7 @@ export const run = <Rec, A, Row>(
         stats.outputs++
         return {
           _tag: "Succeeded",
-          fingerprint: line.id,
+          request,
           output: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64"),
           format: "f32",
           usage: response.usage
@@ -533,7 +556,7 @@ export const run = <Rec, A, Row>(
       if (response.finishReason === "length" || response.finishReason === "content_filter") {
         return {
           _tag: "Failed",
-          fingerprint: line.id,
+          request,
           failure: {
             kind: "truncated",
             message: response.finishReason === "length"
@@ -545,13 +568,13 @@ export const run = <Rec, A, Row>(
         }
       }
       if (outputSpec === undefined || encodeOutput === undefined) {
-        return { _tag: "Succeeded", fingerprint: line.id, output: JSON.stringify(response.text), usage: response.usage }
+        return { _tag: "Succeeded", request, output: JSON.stringify(response.text), usage: response.usage }
       }
       const decoded = provider.decodeOutput(outputSpec, response.text)
       if (R.isFailure(decoded)) {
         return {
           _tag: "Failed",
-          fingerprint: line.id,
+          request,
           failure: { kind: "decode_error", message: decoded.failure, raw: response.text },
           retryable: decodeAttempts > 1,
           maxAttempts: decodeAttempts
@@ -560,14 +583,14 @@ export const run = <Rec, A, Row>(
       try {
         return {
           _tag: "Succeeded",
-          fingerprint: line.id,
+          request,
           output: JSON.stringify(encodeOutput(decoded.success as A)),
           usage: response.usage
         }
       } catch (e) {
         return {
           _tag: "Failed",
-          fingerprint: line.id,
+          request,
           failure: { kind: "decode_error", message: message(e), raw: response.text },
           retryable: false
         }
@@ -598,18 +621,18 @@ export const run = <Rec, A, Row>(
           yield* ledger.recordOutcomes(
             runId,
             batch.id,
-            unsettled.map((fingerprint): Ledger.Outcome => {
+            unsettled.map(({ fingerprint, id: request }): Ledger.Outcome => {
               const issue = bad.get(fingerprint)
               return issue !== undefined
                 ? {
                   _tag: "Failed",
-                  fingerprint,
+                  request,
                   failure: { kind: "provider_error", message: `rejected by ${provider.name} batch validation: ${issue.code}: ${issue.message}` },
                   retryable: false
                 }
                 : {
                   _tag: "Failed",
-                  fingerprint,
+                  request,
                   failure: { kind: "provider_error", message: `batch ${remote.id} failed validation (${summary})` },
                   retryable: true
                 }
@@ -618,9 +641,14 @@ export const run = <Rec, A, Row>(
           )
           return []
         }
+        // the batch's requests still waiting for a line: a line for anything else (seen before a crash) is skipped
+        const requests = yield* requestsOf(batch)
         yield* withGrace(retrying(
           provider.results(remote, status).pipe(
-            Stream.map(toOutcome),
+            Stream.filterMap((line) => {
+              const request = requests.get(line.id)
+              return request === undefined ? R.failVoid : R.succeed(toOutcome(line, request))
+            }),
             Stream.rechunk(OUTCOME_CHUNK),
             Stream.runForEachArray((outcomes) =>
               ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts).pipe(
@@ -647,9 +675,9 @@ export const run = <Rec, A, Row>(
           yield* ledger.recordOutcomes(
             runId,
             batch.id,
-            missing.map((fingerprint): Ledger.Outcome => ({
+            missing.map(({ id: request }): Ledger.Outcome => ({
               _tag: "Failed",
-              fingerprint,
+              request,
               failure: {
                 kind,
                 message: `batch ${remote.id} ended ${status.providerState} without a result line for this request`
@@ -711,22 +739,25 @@ export const run = <Rec, A, Row>(
 
         const cancelUnsent = Effect.gen(function*() {
           const unsent = yield* ledger.unsettled(runId, batch.id)
-          yield* ledger.recordOutcomes(runId, batch.id, unsent.map((fingerprint): Ledger.Outcome => ({
+          yield* ledger.recordOutcomes(runId, batch.id, unsent.map(({ id: request }): Ledger.Outcome => ({
             _tag: "Failed",
-            fingerprint,
+            request,
             failure: { kind: "cancelled", message: "the run was cancelled before this request was sent" },
             retryable: false
           })), maxAttempts)
           state = "ended"
         })
 
+        let halves: ReadonlyArray<Ledger.Batch> = []
+        let status: Provider.Status | undefined
+        // a slot is held from create to the provider's last word; collecting and delivering happen outside it
+        yield* Effect.gen(function*() {
         if (state === "submitting") {
           // a crash between create and the ledger write: adopt the batch the provider already has
           const found = yield* retrying(provider.find(submission))
           if (Option.isSome(found)) yield* markSubmitted(found.value)
           else state = "sealed"
         }
-        let halves: ReadonlyArray<Ledger.Batch> = []
         if (state === "sealed" && cancelling) yield* cancelUnsent
         if (state === "sealed") {
           yield* ledger.updateBatch(batch.id, { state: "submitting" })
@@ -775,13 +806,13 @@ export const run = <Rec, A, Row>(
               progress.remoteCompleted -= reported
             }))
           )
-          const status = last!
+          status = last!
           yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
           state = "ended"
-          halves = yield* collect(batch, remote!, status)
-        } else if (state === "ended" && remote !== undefined) {
-          const status = yield* withGrace(retrying(provider.status(remote)), submittedAt)
-          halves = yield* collect(batch, remote, status)
+        }
+        }).pipe(Semaphore.withPermits(remoteSlots, 1))
+        if (state === "ended" && remote !== undefined) {
+          halves = yield* collect(batch, remote, status ?? (yield* withGrace(retrying(provider.status(remote)), submittedAt)))
         }
         if (cancelling && halves.length > 0) {
           // halves of a split batch are not sent once the run is cancelled
@@ -801,22 +832,25 @@ export const run = <Rec, A, Row>(
         Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
       )
 
+    // at most maxInFlight batches at the provider, and one more being collected
     const inFlight = (batches: Stream.Stream<Ledger.Batch, RunError>) =>
-      batches.pipe(Stream.mapEffect(drive, { concurrency: maxInFlight, unordered: true }), Stream.runDrain)
+      batches.pipe(Stream.mapEffect(drive, { concurrency: maxInFlight + 1, unordered: true }), Stream.runDrain)
 
     const sealed = (items: Stream.Stream<Batcher.Item, RunError>): Stream.Stream<Ledger.Batch, RunError> =>
       items.pipe(
         Batcher.batches({ maxRequests, maxBytes, maxRequestBytes: provider.limits.maxRequestBytes, flushAfter }),
         Stream.mapEffect(seal),
         Stream.map(Option.getOrUndefined),
-        Stream.filter(Predicate.isNotUndefined)
+        Stream.filter(Predicate.isNotUndefined),
+        // the next batch is sealed (on disk, not sent) while the slots are busy, so a freed slot is refilled at once
+        Stream.buffer({ capacity: 1 })
       )
 
     const cancelQueued = Effect.gen(function*() {
       while (true) {
-        const page = yield* ledger.queued(runId, { after: "", limit: QUEUE_PAGE })
+        const page = yield* ledger.queued(runId, { after: 0, limit: QUEUE_PAGE })
         if (page.length === 0) return
-        yield* ledger.failQueued(runId, page.map((q) => q.fingerprint), {
+        yield* ledger.failQueued(runId, page.map((q) => q.id), {
           kind: "cancelled",
           message: "the run was cancelled before this request was sent"
         })
