@@ -1,108 +1,407 @@
 /**
- * Throughput and memory of the whole pipeline against a hand-written baseline,
- * measured in the same run against the same emulator process.
+ * Throughput, memory and latency of the whole pipeline against hand-written baselines,
+ * for each provider, every side run against a fresh emulator process of its own.
  *
- *   npm run bench                 # 100,000 rows
- *   npm run bench -- --quick      # 10,000 rows
- *   npm run bench -- --rows 20000 --repeat 3
+ *   npm run bench                                  # 100,000 rows, then the latency scenario; both providers
+ *   npm run bench -- --quick                       # 10,000 rows (what CI runs, with --max-rss-mb)
+ *   npm run bench -- --rows 20000 --providers anthropic
+ *   npm run bench -- --sizes 10000,100000,1000000 --repeat 3
+ *   npm run bench -- --latency                     # only the latency scenario
  *
- * Prints rows/s, seconds and peak RSS of each side and the ratio offpeak/baseline
- * (medians when --repeat > 1). Both sides read the same CSV, send the same
- * requests in batches of --max-requests with --in-flight batches at once, and
- * write one JSONL row per input row; both outputs are checked for every row.
+ * Flags: --rows N | --sizes N,N,… | --quick (10,000) choose the sizes; --repeat K runs each
+ * side K times (medians are reported); --providers openai,anthropic (default both);
+ * --max-requests (10,000) and --in-flight (3) set the batching of both sides; --latency
+ * runs the latency scenario: 50,000 rows sent as one batch, one in flight (run by default
+ * when no size is given); --max-rss-mb N exits 1 when offpeak's median peak RSS exceeds N MB
+ * in any scenario (a memory bound for CI, never a timing assertion).
+ *
+ * Inputs are generated deterministically into bench/.data (git-ignored). Each run starts
+ * `offpeak emulator <provider>` with a `finishedLog`, so the emulator writes one line per
+ * batch whose results became readable (epoch ms, request and result bytes), then runs
+ * bench/baseline-<provider>.ts or bench/offpeak.ts as a child process with the offpeak
+ * binary's `--max-semi-space-size=8`, and checks the output holds every input row exactly
+ * once (by id) with an answer. Per size and provider it prints rows/s of both sides and
+ * their ratio, peak RSS, batch bytes sent and parsed per second of the run (the emulator's
+ * input and result bytes of that run over its seconds), and commit-after-complete latency:
+ * from the emulator's last batch of that run completing to the last row committed (the
+ * baseline's output file closed; offpeak's last sink write, part file or manifest). That
+ * includes waiting for the poll that sees the batch ended (100 ms growing to 1 s on both
+ * sides); commit-after-seen starts at that poll instead.
+ * Markdown tables go to stdout (progress to stderr); the same results as JSON to
+ * bench/.data/last-run.json.
  */
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
+import * as readline from "node:readline"
 import { parseArgs } from "node:util"
-import { readParts, repo, writeTickets } from "../test/support/files.ts"
+import { bin, repo, writeTickets } from "../test/support/files.ts"
+
+// ===== options =====
 
 const { values } = parseArgs({
   options: {
-    rows: { type: "string", default: "100000" },
+    rows: { type: "string" },
+    sizes: { type: "string" },
     quick: { type: "boolean", default: false },
     repeat: { type: "string", default: "1" },
+    providers: { type: "string", default: "openai,anthropic" },
     "max-requests": { type: "string", default: "10000" },
-    "in-flight": { type: "string", default: "3" }
+    "in-flight": { type: "string", default: "3" },
+    latency: { type: "boolean", default: false },
+    "max-rss-mb": { type: "string" }
   }
 })
-const rows = values.quick ? 10_000 : Number(values.rows)
-const repeat = Math.max(1, Number(values.repeat))
+
+const positive = (flag: string, text: string) => {
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer, got "${text}"`)
+  return n
+}
+const PROVIDERS = ["openai", "anthropic"] as const
+type ProviderName = (typeof PROVIDERS)[number]
+const providers = values.providers.split(",").map((p) => p.trim()).filter((p) => p.length > 0).map((p) => {
+  if (!(PROVIDERS as ReadonlyArray<string>).includes(p)) throw new Error(`unknown provider "${p}" (known: ${PROVIDERS.join(", ")})`)
+  return p as ProviderName
+})
+const sizesFlag = values.sizes ?? (values.quick ? "10000" : values.rows)
+const sizes = sizesFlag === undefined ? (values.latency ? [] : [100_000]) : sizesFlag.split(",").map((s) => positive("sizes", s.trim()))
+const repeat = positive("repeat", values.repeat)
+const maxRequests = positive("max-requests", values["max-requests"])
+const inFlight = positive("in-flight", values["in-flight"])
+const maxRssMb = values["max-rss-mb"] === undefined ? undefined : positive("max-rss-mb", values["max-rss-mb"])
+
+interface Scenario {
+  /** the table's rows column */
+  readonly label: string
+  /** progress lines and messages */
+  readonly name: string
+  readonly rows: number
+  readonly maxRequests: number
+  readonly inFlight: number
+}
+const LATENCY_ROWS = 50_000
+const fmt = (n: number, digits = 0) =>
+  n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
+const scenarios: Array<Scenario> = sizes.map((rows) => ({ label: fmt(rows), name: `${fmt(rows)} rows`, rows, maxRequests, inFlight }))
+if (values.latency || sizesFlag === undefined) {
+  scenarios.push({
+    label: `${fmt(LATENCY_ROWS)}, one batch`,
+    name: `${fmt(LATENCY_ROWS)} rows as one batch`,
+    rows: LATENCY_ROWS,
+    maxRequests: LATENCY_ROWS,
+    inFlight: 1
+  })
+}
+
 const data = path.join(repo, "bench/.data")
 fs.mkdirSync(data, { recursive: true })
-const input = path.join(data, `tickets-${rows}.csv`)
-if (!fs.existsSync(input)) writeTickets(input, rows, 42)
-const inputMb = fs.statSync(input).size / 1e6
+const command = ["node", "bench/run.ts", ...process.argv.slice(2)].join(" ")
 
-const runNode = (args: ReadonlyArray<string>) =>
-  new Promise<string>((resolve, reject) => {
-    // both sides with the offpeak binary's Node flags (packages/core/src/bin.ts)
-    const child = spawn(process.execPath, ["--max-semi-space-size=8", ...args], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] })
-    let out = ""
-    child.stdout.on("data", (d) => (out += d))
-    child.on("exit", (code) => code === 0 ? resolve(out) : reject(new Error(`${args.join(" ")} exited ${code}`)))
+// ===== child processes =====
+
+const children = new Set<ChildProcess>()
+process.on("exit", () => children.forEach((child) => child.kill("SIGKILL")))
+process.on("SIGINT", () => process.exit(130))
+
+const exited = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.exitCode)
+    else child.once("exit", (code) => resolve(code))
   })
 
-// one emulator process for the whole run, answering as fast as it can
-const emulatorDir = fs.mkdtempSync(path.join(data, "emulator-"))
-const emulator = spawn(process.execPath, [
-  path.join(repo, "packages/core/src/bin.ts"),
-  "emulator",
-  "openai",
-  "--dir",
-  emulatorDir,
-  "--knobs",
-  JSON.stringify({ linesPerSecond: 1e9, validationMs: 0, finalizingMs: 0 })
-], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] })
-const url = await new Promise<string>((resolve) => {
+/** runs a bench script with the offpeak binary's Node flags; resolves to the JSON line it printed last */
+const runScript = async (args: ReadonlyArray<string>): Promise<Record<string, number>> => {
+  const child = spawn(process.execPath, ["--max-semi-space-size=8", ...args], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] })
+  children.add(child)
   let out = ""
-  emulator.stdout.on("data", (d) => {
-    out += d
-    const match = /http:\/\/\S+/.exec(out)
-    if (match) resolve(match[0])
+  child.stdout!.on("data", (d) => (out += d))
+  const code = await exited(child)
+  children.delete(child)
+  if (code !== 0) throw new Error(`${args.join(" ")} exited ${code}`)
+  return JSON.parse(out.trim().split("\n").at(-1)!)
+}
+
+const KNOBS: Record<ProviderName, object> = {
+  openai: { linesPerSecond: 1e9, validationMs: 0, finalizingMs: 0 },
+  anthropic: { linesPerSecond: 1e9 }
+}
+
+/** `offpeak emulator <provider>` answering as fast as it can, its finished-batch log at `log` */
+const startEmulator = async (provider: ProviderName, dir: string, log: string) => {
+  const knobs = JSON.stringify({ ...KNOBS[provider], finishedLog: log })
+  const child = spawn(process.execPath, [bin, "emulator", provider, "--dir", dir, "--knobs", knobs], {
+    cwd: repo,
+    stdio: ["ignore", "pipe", "inherit"]
   })
-})
+  children.add(child)
+  const stop = async () => {
+    child.kill()
+    await exited(child)
+    children.delete(child)
+  }
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = ""
+    child.stdout!.on("data", (d) => {
+      out += d
+      const match = /http:\/\/\S+/.exec(out)
+      if (match) resolve(match[0])
+    })
+    child.once("exit", (code) => reject(new Error(`the ${provider} emulator exited ${code} before printing its URL`)))
+  })
+  return { url, stop }
+}
+
+// ===== checks =====
+
+/** every input row (ids r000001 … as writeTickets makes them) exactly once, each with an answer */
+const verify = async (files: ReadonlyArray<string>, rows: number, what: string) => {
+  const seen = new Uint8Array(rows + 1)
+  let count = 0
+  for (const file of files) {
+    for await (const line of readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity })) {
+      if (line.length === 0) continue
+      const row = JSON.parse(line) as { id?: unknown; output?: { category?: unknown } }
+      const i = typeof row.id === "string" ? Number(row.id.slice(1)) : NaN
+      if (!(i >= 1 && i <= rows) || row.id !== `r${String(i).padStart(6, "0")}`) {
+        throw new Error(`${what}: unexpected row id ${JSON.stringify(row.id)} in ${file}`)
+      }
+      if (seen[i] === 1) throw new Error(`${what}: row ${row.id} written twice`)
+      if (typeof row.output?.category !== "string") throw new Error(`${what}: row ${row.id} has no answer`)
+      seen[i] = 1
+      count++
+    }
+  }
+  if (count !== rows) {
+    const missing = seen.findIndex((s, i) => i > 0 && s === 0)
+    throw new Error(`${what}: ${count} of ${rows} rows written, e.g. r${String(missing).padStart(6, "0")} is missing`)
+  }
+}
+
+// ===== one side, one run =====
+
+/** a line of the emulator's finished-batch log (packages/providers/local/internal/finishedLog.ts) */
+type Logged =
+  | { readonly id: string; readonly requests: number; readonly endedAtMs: number; readonly inputBytes: number; readonly outputBytes: number }
+  | { readonly id: string; readonly seenAtMs: number }
 
 interface Measure {
-  readonly rows: number
   readonly seconds: number
+  readonly rowsPerSecond: number
   readonly maxRssMb: number
-}
-const results: { baseline: Array<Measure>; offpeak: Array<Measure> } = { baseline: [], offpeak: [] }
-const common = ["--input", input, "--url", url, "--max-requests", values["max-requests"]!, "--in-flight", values["in-flight"]!]
-try {
-  for (let i = 0; i < repeat; i++) {
-    const work = fs.mkdtempSync(path.join(data, "run-"))
-    const baseOut = path.join(work, "baseline.jsonl")
-    const b = JSON.parse(await runNode(["bench/baseline.ts", ...common, "--out", baseOut, "--work", path.join(work, "b")])) as Measure
-    const baseRows = fs.readFileSync(baseOut, "utf8").split("\n").filter((l) => l.length > 0).length
-    if (baseRows !== rows) throw new Error(`baseline wrote ${baseRows} rows, expected ${rows}`)
-    results.baseline.push(b)
-    const out = path.join(work, "offpeak")
-    const o = JSON.parse(await runNode(["bench/offpeak.ts", ...common, "--out", out, "--state", path.join(work, "state")])) as Measure
-    const offRows = readParts(out).length
-    if (offRows !== rows) throw new Error(`offpeak wrote ${offRows} rows, expected ${rows}`)
-    results.offpeak.push(o)
-    fs.rmSync(work, { recursive: true, force: true })
-  }
-} finally {
-  emulator.kill()
-  fs.rmSync(emulatorDir, { recursive: true, force: true })
+  /** requests of each batch the emulator finished, in order of completion */
+  readonly batches: ReadonlyArray<number>
+  readonly inputBytes: number
+  readonly outputBytes: number
+  readonly sentMBps: number
+  readonly parsedMBps: number
+  readonly commitAfterCompleteMs: number
+  /** from the first poll that saw the last batch ended to the last row committed */
+  readonly commitAfterSeenMs: number
 }
 
-const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+type Side = "baseline" | "offpeak"
+
+const inputFor = (rows: number) => {
+  const file = path.join(data, `tickets-${rows}.csv`)
+  if (!fs.existsSync(file)) {
+    process.stderr.write(`generating ${file}\n`)
+    writeTickets(file, rows, 42)
+  }
+  return file
+}
+
+const partFiles = (dir: string) =>
+  fs.readdirSync(dir).filter((f) => f.startsWith("part-") && f.endsWith(".jsonl")).map((f) => path.join(dir, f))
+
+/** the last write of the sink: its newest file (part file or manifest) */
+const lastWriteMs = (dir: string) =>
+  Math.max(...fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => fs.statSync(path.join(dir, e.name)).mtimeMs))
+
+const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): Promise<Measure> => {
+  const input = inputFor(scenario.rows)
+  const work = fs.mkdtempSync(path.join(data, `run-${provider}-${side}-`))
+  try {
+    const log = path.join(work, "finished.jsonl")
+    const emulator = await startEmulator(provider, path.join(work, "emulator"), log)
+    let report: Record<string, number>
+    let lastCommitMs: number
+    const what = `${provider} ${side} (${scenario.name})`
+    try {
+      const common = [
+        "--input", input,
+        "--url", emulator.url,
+        "--max-requests", String(scenario.maxRequests),
+        "--in-flight", String(scenario.inFlight)
+      ]
+      if (side === "baseline") {
+        const out = path.join(work, "baseline.jsonl")
+        const extra = provider === "openai" ? ["--work", path.join(work, "batches")] : []
+        report = await runScript([`bench/baseline-${provider}.ts`, ...common, "--out", out, ...extra])
+        await verify([out], scenario.rows, what)
+        lastCommitMs = report.endedAtMs!
+      } else {
+        const out = path.join(work, "offpeak")
+        report = await runScript(["bench/offpeak.ts", "--provider", provider, ...common, "--out", out, "--state", path.join(work, "state")])
+        if (report.failed !== 0) throw new Error(`${what}: ${report.failed} rows failed (see ${out}/dead-letter)`)
+        await verify(partFiles(out), scenario.rows, what)
+        lastCommitMs = lastWriteMs(out)
+      }
+    } finally {
+      await emulator.stop()
+    }
+    const logged = fs.existsSync(log)
+      ? fs.readFileSync(log, "utf8").split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l) as Logged)
+      : []
+    const finished = logged.flatMap((l) => ("endedAtMs" in l ? [l] : []))
+    const seen = logged.flatMap((l) => ("seenAtMs" in l ? [l.seenAtMs] : []))
+    if (finished.length === 0 || seen.length !== finished.length) {
+      throw new Error(`${what}: the emulator logged ${finished.length} finished batches, ${seen.length} seen ended`)
+    }
+    const seconds = report.seconds!
+    const inputBytes = finished.reduce((n, b) => n + b.inputBytes, 0)
+    const outputBytes = finished.reduce((n, b) => n + b.outputBytes, 0)
+    const measure: Measure = {
+      seconds,
+      rowsPerSecond: scenario.rows / seconds,
+      maxRssMb: report.maxRssMb!,
+      batches: finished.map((b) => b.requests),
+      inputBytes,
+      outputBytes,
+      sentMBps: inputBytes / 1e6 / seconds,
+      parsedMBps: outputBytes / 1e6 / seconds,
+      commitAfterCompleteMs: lastCommitMs - Math.max(...finished.map((b) => b.endedAtMs)),
+      commitAfterSeenMs: lastCommitMs - Math.max(...seen)
+    }
+    process.stderr.write(
+      `  ${what}: ${fmt(seconds, 2)} s, ${fmt(measure.rowsPerSecond)} rows/s, ${fmt(measure.maxRssMb)} MB, ` +
+        `${finished.length} batches, commit-after-complete ${fmt(measure.commitAfterCompleteMs)} ms ` +
+        `(after seen ${fmt(measure.commitAfterSeenMs)} ms)\n`
+    )
+    return measure
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+}
+
+// ===== the runs =====
+
+const median = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
 const summarize = (ms: ReadonlyArray<Measure>) => ({
   seconds: median(ms.map((m) => m.seconds)),
-  rowsPerSecond: median(ms.map((m) => rows / m.seconds)),
-  maxRssMb: median(ms.map((m) => m.maxRssMb))
+  rowsPerSecond: median(ms.map((m) => m.rowsPerSecond)),
+  maxRssMb: median(ms.map((m) => m.maxRssMb)),
+  batches: ms[0]!.batches.length,
+  sentMBps: median(ms.map((m) => m.sentMBps)),
+  parsedMBps: median(ms.map((m) => m.parsedMBps)),
+  commitAfterCompleteMs: median(ms.map((m) => m.commitAfterCompleteMs)),
+  commitAfterSeenMs: median(ms.map((m) => m.commitAfterSeenMs))
 })
-const base = summarize(results.baseline)
-const off = summarize(results.offpeak)
-const fmt = (n: number, d = 0) => n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d })
-console.log(`\n${fmt(rows)} rows (${fmt(inputMb, 1)} MB CSV), batches of ${values["max-requests"]}, ${values["in-flight"]} in flight, ${repeat} run(s), medians\n`)
-console.log("| side | seconds | rows/s | peak RSS MB |")
-console.log("|---|---|---|---|")
-console.log(`| hand-written baseline | ${fmt(base.seconds, 2)} | ${fmt(base.rowsPerSecond)} | ${fmt(base.maxRssMb)} |`)
-console.log(`| offpeak | ${fmt(off.seconds, 2)} | ${fmt(off.rowsPerSecond)} | ${fmt(off.maxRssMb)} |`)
-console.log(`\nthroughput ratio offpeak/baseline: ${fmt(off.rowsPerSecond / base.rowsPerSecond, 2)}`)
-console.log(`peak RSS ratio offpeak/baseline: ${fmt(off.maxRssMb / base.maxRssMb, 2)}`)
+type Summary = ReturnType<typeof summarize>
+
+interface Outcome {
+  readonly provider: ProviderName
+  readonly scenario: Scenario
+  readonly runs: Record<Side, Array<Measure>>
+  readonly median: Record<Side, Summary>
+  readonly ratio: { readonly rowsPerSecond: number; readonly maxRssMb: number }
+  readonly warnings: ReadonlyArray<string>
+}
+
+const startedAt = new Date()
+const outcomes: Array<Outcome> = []
+for (const provider of providers) {
+  for (const scenario of scenarios) {
+    process.stderr.write(`${provider}, ${scenario.name}: batches of ${fmt(scenario.maxRequests)}, ${scenario.inFlight} in flight\n`)
+    const runs: Record<Side, Array<Measure>> = { baseline: [], offpeak: [] }
+    for (let i = 0; i < repeat; i++) {
+      for (const side of ["baseline", "offpeak"] as const) runs[side].push(await runSide(provider, side, scenario))
+    }
+    const sizesOf = (m: Measure) => [...m.batches].sort((a, b) => a - b).join(",")
+    const warnings = sizesOf(runs.baseline[0]!) === sizesOf(runs.offpeak[0]!)
+      ? []
+      : [`batch sizes differ: baseline ${sizesOf(runs.baseline[0]!)}, offpeak ${sizesOf(runs.offpeak[0]!)}`]
+    const median = { baseline: summarize(runs.baseline), offpeak: summarize(runs.offpeak) }
+    outcomes.push({
+      provider,
+      scenario,
+      runs,
+      median,
+      ratio: {
+        rowsPerSecond: median.offpeak.rowsPerSecond / median.baseline.rowsPerSecond,
+        maxRssMb: median.offpeak.maxRssMb / median.baseline.maxRssMb
+      },
+      warnings
+    })
+  }
+}
+
+// ===== report =====
+
+const both = (o: Outcome, f: (s: Summary) => string) => `${f(o.median.baseline)} / ${f(o.median.offpeak)}`
+const cpus = os.cpus()
+const machine = `${cpus.length} × ${cpus[0]?.model ?? "unknown CPU"}, ${fmt(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`
+const lines = [
+  "",
+  `\`${command}\``,
+  "",
+  `${machine}; ${startedAt.toISOString()}; ${repeat} run(s) per side, medians; every side run against its own emulator process.`,
+  "Columns with two values are baseline / offpeak. Sent and parsed: the batches' request and result bytes over the run's seconds.",
+  "Commit-after-complete: from the last batch's results being ready at the emulator to the last row committed in the sink;",
+  "commit-after-seen: from the first poll that saw the last batch ended (polls: 100 ms growing to 1 s on both sides)."
+]
+for (const provider of providers) {
+  lines.push(
+    "",
+    `### ${provider}`,
+    "",
+    "| rows | batches × size, in flight | rows/s baseline | rows/s offpeak | offpeak/baseline | peak RSS MB | sent MB/s | parsed MB/s | commit-after-complete ms | commit-after-seen ms |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+  )
+  for (const o of outcomes.filter((o) => o.provider === provider)) {
+    const batches = o.median.baseline.batches === o.median.offpeak.batches
+      ? `${o.median.offpeak.batches}`
+      : both(o, (s) => `${s.batches}`)
+    lines.push(
+      `| ${o.scenario.label} | ${batches} × ≤${fmt(o.scenario.maxRequests)}, ${o.scenario.inFlight} | ` +
+        `${fmt(o.median.baseline.rowsPerSecond)} | ${fmt(o.median.offpeak.rowsPerSecond)} | ${fmt(o.ratio.rowsPerSecond, 2)} | ` +
+        `${both(o, (s) => fmt(s.maxRssMb))} | ${both(o, (s) => fmt(s.sentMBps, 1))} | ${both(o, (s) => fmt(s.parsedMBps, 1))} | ` +
+        `${both(o, (s) => fmt(s.commitAfterCompleteMs))} | ${both(o, (s) => fmt(s.commitAfterSeenMs))} |`
+    )
+  }
+}
+const warnings = outcomes.flatMap((o) => o.warnings.map((w) => `${o.provider}, ${o.scenario.name}: ${w}`))
+if (warnings.length > 0) lines.push("", ...warnings.map((w) => `warning: ${w}`))
+
+const over = maxRssMb === undefined ? [] : outcomes.filter((o) => o.median.offpeak.maxRssMb > maxRssMb)
+console.log(lines.join("\n"))
+const jsonFile = path.join(data, "last-run.json")
+fs.writeFileSync(
+  jsonFile,
+  JSON.stringify(
+    {
+      command,
+      startedAt: startedAt.toISOString(),
+      machine: { cpus: cpus.length, cpu: cpus[0]?.model, memoryBytes: os.totalmem(), node: process.version, platform: process.platform },
+      options: { providers, sizes, repeat, maxRequests, inFlight, latencyRows: LATENCY_ROWS, maxRssMb },
+      results: outcomes,
+      maxRss: maxRssMb === undefined ? null : { limitMb: maxRssMb, ok: over.length === 0 }
+    },
+    null,
+    2
+  ) + "\n"
+)
+console.log(`\nJSON: ${path.relative(repo, jsonFile)}`)
+if (over.length > 0) {
+  for (const o of over) {
+    console.error(
+      `offpeak's median peak RSS ${fmt(o.median.offpeak.maxRssMb)} MB (${o.provider}, ${o.scenario.name}) exceeds --max-rss-mb ${maxRssMb}`
+    )
+  }
+  process.exitCode = 1
+}

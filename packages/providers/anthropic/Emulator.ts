@@ -47,6 +47,7 @@
  */
 import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
+import * as FinishedLog from "../local/internal/finishedLog.ts"
 import * as Server from "../local/internal/server.ts"
 import * as Routes from "./internal/emulatorRoutes.ts"
 import * as Runtime from "./internal/emulatorRuntime.ts"
@@ -93,6 +94,15 @@ export interface Options {
   readonly maxRequestsPerBatch?: number | undefined
   /** create body size limit (default 256,000,000 bytes; over it: 413 `request_too_large`) */
   readonly maxBodyBytes?: number | undefined
+  /**
+   * Append JSON lines to this file, times as wall-clock epoch milliseconds:
+   * `{ id, endedAtMs, status, requests, createdAtMs, inputBytes, outputBytes }`
+   * when a batch ends (its results file written; bytes of the requests as
+   * received, one line each, and of the results file), and `{ id, seenAtMs }`
+   * when a client first reads it as ended. For benchmarks (`bench/run.ts`);
+   * absent: no log.
+   */
+  readonly finishedLog?: string | undefined
 }
 
 /**
@@ -161,17 +171,31 @@ export const serve = (
     const dir = yield* Server.stateFolder(options.dir, "offpeak-anthropic-emulator").pipe(
       Effect.mapError((message) => new EmulatorError({ message }))
     )
-    const store = yield* Effect.try({
+    const opened = yield* Effect.try({
       try: () => Store.open(dir),
       catch: (cause) => new EmulatorError({ message: `cannot open the emulator folder ${dir}: ${message(cause)}` })
     })
-    const runtime = yield* Runtime.make({
+    const store: Store.Store = {
+      ...opened,
+      putBatch: FinishedLog.putBatch(opened, options.finishedLog, (rec) => ({
+        status: "ended",
+        requests: rec.total,
+        createdAtMs: rec.created_ms,
+        inputBytes: FinishedLog.fileSize(opened.requestsPath(rec.id)),
+        outputBytes: FinishedLog.fileSize(opened.resultsPath(rec.id))
+      }))
+    }
+    const made = yield* Runtime.make({
       store,
       knobs: knobsOf(options),
       maxRequestsPerBatch: options.maxRequestsPerBatch ?? 100_000,
       maxBodyBytes: options.maxBodyBytes ?? 256_000_000,
       endpointFaults: options.endpointFaults ?? []
     })
+    const runtime: Runtime.Runtime = {
+      ...made,
+      read: FinishedLog.read(made, options.finishedLog, (rec) => rec !== undefined && rec.final !== null)
+    }
     const origin = yield* Server.listen(HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }), options).pipe(
       Effect.mapError((message) => new EmulatorError({ message }))
     )

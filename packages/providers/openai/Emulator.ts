@@ -40,6 +40,7 @@
  */
 import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
+import * as FinishedLog from "../local/internal/finishedLog.ts"
 import * as Server from "../local/internal/server.ts"
 import * as Faults from "./internal/emulatorFaults.ts"
 import * as Routes from "./internal/emulatorRoutes.ts"
@@ -188,6 +189,15 @@ export interface Options {
   readonly dropLines?: number | undefined
   /** a batch that ends without an error file reports `error_file_id: ""` instead of null (seen on the live API) */
   readonly emptyErrorFileId?: boolean | undefined
+  /**
+   * Append JSON lines to this file, times as wall-clock epoch milliseconds:
+   * `{ id, endedAtMs, status, requests, createdAtMs, inputBytes, outputBytes }`
+   * when a batch reaches a terminal state (its output files written; bytes of
+   * the input file and of the output and error files), and `{ id, seenAtMs }`
+   * when a client first reads it as terminal. For benchmarks
+   * (`bench/run.ts`); absent: no log.
+   */
+  readonly finishedLog?: string | undefined
 }
 
 /**
@@ -262,6 +272,8 @@ const faultKnobsOf = (options: Options): Faults.FaultKnobs => ({
   failBatches: options.failBatches ?? null
 })
 
+const TERMINAL: ReadonlySet<Store.BatchStatus> = new Set(["completed", "failed", "expired", "cancelled"])
+
 const message = (cause: unknown) => (cause instanceof Error ? cause.message : String(cause))
 
 /**
@@ -281,11 +293,26 @@ export const serve = (
     const dir = yield* Server.stateFolder(options.dir, "offpeak-openai-emulator").pipe(
       Effect.mapError((message) => new EmulatorError({ message }))
     )
-    const store = yield* Effect.try({
+    const opened = yield* Effect.try({
       try: () => Store.open(dir),
       catch: (cause) => new EmulatorError({ message: `cannot open the emulator folder ${dir}: ${message(cause)}` })
     })
-    const runtime = yield* Runtime.make(store, knobsOf(options), options.maxFileBytes ?? 200 * 1024 * 1024, faultKnobs)
+    const bytesOf = (id: string | null) => (id === null ? 0 : opened.files.get(id)?.bytes ?? 0)
+    const store: Store.Store = {
+      ...opened,
+      putBatch: FinishedLog.putBatch(opened, options.finishedLog, (rec) => ({
+        status: rec.final?.status ?? "unknown",
+        requests: rec.final?.request_counts.total ?? 0,
+        createdAtMs: rec.created_ms,
+        inputBytes: bytesOf(rec.input_file_id),
+        outputBytes: bytesOf(rec.final?.output_file_id ?? null) + bytesOf(rec.final?.error_file_id || null)
+      }))
+    }
+    const made = yield* Runtime.make(store, knobsOf(options), options.maxFileBytes ?? 200 * 1024 * 1024, faultKnobs)
+    const runtime: Runtime.Runtime = {
+      ...made,
+      read: FinishedLog.read(made, options.finishedLog, (batch) => batch !== undefined && TERMINAL.has(batch.status))
+    }
     const origin = yield* Server.listen(HttpRouter.serve(Routes.layer(runtime), { disableLogger: true, disableListenLog: true }), options).pipe(
       Effect.mapError((message) => new EmulatorError({ message }))
     )

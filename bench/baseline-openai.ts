@@ -1,11 +1,17 @@
 /**
- * The hand-written baseline: the same job as bench/offpeak.ts with no framework.
- * Reads the CSV (papaparse), writes batch JSONL files, uploads them and creates
- * batches with the official openai SDK (at most --in-flight at once), polls,
- * downloads and parses the output, joins by custom_id and writes one JSONL file.
+ * The hand-written OpenAI baseline: the same job as bench/offpeak.ts with no framework.
+ * Reads the CSV (papaparse), writes batch JSONL files of --max-requests lines, uploads
+ * them and creates batches with the official openai SDK (at most --in-flight at once),
+ * polls (100 ms growing to 1 s, as offpeak), downloads and parses the output, joins by
+ * custom_id and writes one JSONL file. The request lines are the ones offpeak's adapter
+ * renders (same prompt, same strict json_schema), with the row id as custom_id.
  * No ledger, no resume, no retries, no dedupe: the floor offpeak is measured against.
  *
- *   node bench/baseline.ts --input x.csv --out out.jsonl --url http://127.0.0.1:PORT/v1 --work dir
+ *   node --max-semi-space-size=8 bench/baseline-openai.ts --input x.csv --out out.jsonl \
+ *     --url http://127.0.0.1:PORT/v1 --work dir [--max-requests 10000] [--in-flight 3]
+ *
+ * Prints one JSON line: rows, seconds, maxRssMb and endedAtMs (epoch ms once the output
+ * file is closed). bench/run.ts starts it.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -37,7 +43,8 @@ const schema = {
     summary: { type: "string" }
   },
   required: ["category", "urgent", "summary"],
-  additionalProperties: false
+  additionalProperties: false,
+  title: "Label"
 }
 
 const started = performance.now()
@@ -104,5 +111,6 @@ for await (const row of parser as AsyncIterable<{ id: string; text: string }>) {
 if (lines.length > 0) await submit(lines, texts)
 await Promise.all(running)
 await new Promise((r) => output.end(r))
+const endedAtMs = Date.now()
 const seconds = (performance.now() - started) / 1000
-process.stdout.write(JSON.stringify({ rows, seconds, maxRssMb: process.resourceUsage().maxRSS / 1024 }) + "\n")
+process.stdout.write(JSON.stringify({ rows, seconds, maxRssMb: process.resourceUsage().maxRSS / 1024, endedAtMs }) + "\n")
