@@ -1052,8 +1052,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           })) as any)
         }`
         const partIds = part.map((s) => s.id)
-        yield* sql`UPDATE offpeak_requests SET state = 'succeeded', error_kind = NULL, error_message = NULL, error_raw = NULL
-          WHERE run = ${num} AND ${sql.in("id", partIds)}`
+        // an earlier attempt's error stays for the record; a succeeded request's rows never read it
+        yield* sql`UPDATE offpeak_requests SET state = 'succeeded' WHERE run = ${num} AND ${sql.in("id", partIds)}`
         settled.push(...partIds)
       }
       for (const { id, outcome: o } of failed) {
