@@ -21,10 +21,10 @@ export class RunError extends Schema.TaggedError<RunError>()("RunError", {
   message: Schema.String
 }) {}
 
-const ADMIT_CHUNK = 5_000
+const ADMIT_CHUNK = 2_000
 const PART_SIZE = 10_000
 const QUEUE_PAGE = 2_000
-const OUTCOME_CHUNK = 5_000
+const OUTCOME_CHUNK = 2_000
 
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "run"
 
