@@ -13,6 +13,8 @@ import * as Ledger from "../src/Ledger.ts"
 import * as SqliteClient from "../src/SqliteClient.ts"
 import * as Pg from "./support/postgres.ts"
 
+/** a fingerprint; small numbers all share their first 48 bits (the ledger's fingerprint index key), so every test
+ * here also checks that requests are told apart by their full fingerprint */
 const fp = (n: number) => n.toString(16).padStart(64, "0")
 
 const row = (key: string, position: number, fingerprint: string | null = fp(position)): Ledger.AdmitRow => ({
