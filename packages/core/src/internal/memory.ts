@@ -13,7 +13,7 @@ import * as v8 from "node:v8"
 import * as vm from "node:vm"
 
 /** garbage (bytes over the heap measured after the last collection) that is worth a collection */
-export const THRESHOLD = 32 * 1024 * 1024
+export const THRESHOLD = 24 * 1024 * 1024
 
 let collect: (() => void) | undefined | null
 
