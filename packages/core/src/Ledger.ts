@@ -833,7 +833,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
             request = made.id
             isReady = made.cached
           } else {
-            const cached = !existing.has(row.fingerprint) && cachedFrom.has(row.fingerprint)
+            const cached = cachedFrom.has(row.fingerprint)
             created.set(row.fingerprint, { id: row.position, cached })
             request = row.position
             isReady = cached

@@ -752,64 +752,64 @@ export const run = <Rec, A, Row>(
         let status: Provider.Status | undefined
         // a slot is held from create to the provider's last word; collecting and delivering happen outside it
         yield* Effect.gen(function*() {
-        if (state === "submitting") {
-          // a crash between create and the ledger write: adopt the batch the provider already has
-          const found = yield* retrying(provider.find(submission))
-          if (Option.isSome(found)) yield* markSubmitted(found.value)
-          else state = "sealed"
-        }
-        if (state === "sealed" && cancelling) yield* cancelUnsent
-        if (state === "sealed") {
-          yield* ledger.updateBatch(batch.id, { state: "submitting" })
-          const created = yield* submitOnce(submission).pipe(
-            Effect.map(Option.some),
-            Effect.catchIf(isTooLarge, (error) => split(batch, error.reason.message).pipe(
-              Effect.tap((parts) => Effect.sync(() => (halves = parts))),
-              Effect.as(Option.none<Provider.RemoteBatch>())
-            ))
-          )
-          if (Option.isSome(created)) {
-            yield* Failpoint.hit("batch.created")
-            yield* markSubmitted(created.value)
-          } else {
-            state = "collected"
+          if (state === "submitting") {
+            // a crash between create and the ledger write: adopt the batch the provider already has
+            const found = yield* retrying(provider.find(submission))
+            if (Option.isSome(found)) yield* markSubmitted(found.value)
+            else state = "sealed"
           }
-        }
-        if (state === "submitted" && cancelling) {
-          // ask the provider to stop; a batch that already ended refuses, which is fine
-          yield* retrying(provider.cancel(remote!)).pipe(
-            Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
-          )
-        }
-        if (state === "submitted") {
-          progress.inFlight++
-          progress.maxInFlight = Math.max(progress.maxInFlight, progress.inFlight)
-          let reported = 0
-          let last: Provider.Status | undefined
-          const pollOnce = Effect.gen(function*() {
-            const status = yield* withGrace(retrying(provider.status(remote!)), submittedAt)
-            yield* Failpoint.hit("batch.polled")
-            progress.remoteCompleted += status.counts.completed + status.counts.failed - reported
-            reported = status.counts.completed + status.counts.failed
-            last = status
-            yield* ledger.updateBatch(batch.id, {
-              remoteState: status.providerState,
-              completed: status.counts.completed,
-              failed: status.counts.failed
+          if (state === "sealed" && cancelling) yield* cancelUnsent
+          if (state === "sealed") {
+            yield* ledger.updateBatch(batch.id, { state: "submitting" })
+            const created = yield* submitOnce(submission).pipe(
+              Effect.map(Option.some),
+              Effect.catchIf(isTooLarge, (error) => split(batch, error.reason.message).pipe(
+                Effect.tap((parts) => Effect.sync(() => (halves = parts))),
+                Effect.as(Option.none<Provider.RemoteBatch>())
+              ))
+            )
+            if (Option.isSome(created)) {
+              yield* Failpoint.hit("batch.created")
+              yield* markSubmitted(created.value)
+            } else {
+              state = "collected"
+            }
+          }
+          if (state === "submitted" && cancelling) {
+            // ask the provider to stop; a batch that already ended refuses, which is fine
+            yield* retrying(provider.cancel(remote!)).pipe(
+              Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
+            )
+          }
+          if (state === "submitted") {
+            progress.inFlight++
+            progress.maxInFlight = Math.max(progress.maxInFlight, progress.inFlight)
+            let reported = 0
+            let last: Provider.Status | undefined
+            const pollOnce = Effect.gen(function*() {
+              const status = yield* withGrace(retrying(provider.status(remote!)), submittedAt)
+              yield* Failpoint.hit("batch.polled")
+              progress.remoteCompleted += status.counts.completed + status.counts.failed - reported
+              reported = status.counts.completed + status.counts.failed
+              last = status
+              yield* ledger.updateBatch(batch.id, {
+                remoteState: status.providerState,
+                completed: status.counts.completed,
+                failed: status.counts.failed
+              })
+              return status
             })
-            return status
-          })
-          yield* pollOnce.pipe(
-            Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
-            Effect.ensuring(Effect.sync(() => {
-              progress.inFlight--
-              progress.remoteCompleted -= reported
-            }))
-          )
-          status = last!
-          yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
-          state = "ended"
-        }
+            yield* pollOnce.pipe(
+              Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
+              Effect.ensuring(Effect.sync(() => {
+                progress.inFlight--
+                progress.remoteCompleted -= reported
+              }))
+            )
+            status = last!
+            yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
+            state = "ended"
+          }
         }).pipe(Semaphore.withPermits(remoteSlots, 1))
         if (state === "ended" && remote !== undefined) {
           halves = yield* collect(batch, remote, status ?? (yield* withGrace(retrying(provider.status(remote)), submittedAt)))
