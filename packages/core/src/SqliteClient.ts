@@ -5,15 +5,48 @@
  * **Why our own driver**: every published `@effect/sql-sqlite-*` build for
  * Effect 4 imports `effect/unstable/*`, which effect 4.1.0 no longer has.
  *
+ * **A thread of its own**: `node:sqlite` is synchronous, so the database
+ * lives in a worker thread (`internal/sqliteWorker.js`) and each statement is
+ * one message there and back; the main thread parses, encodes and writes while
+ * SQLite works.
+ *
  * **Gotchas**: one connection behind a semaphore (SQLite allows one writer);
- * `.stream` iterates synchronously and holds the connection while it runs.
+ * `.stream` fetches rows in pages of 1,000 and holds the connection while it runs.
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Scope, Semaphore, Stream } from "effect"
+import { Context, Effect, Layer, Option, Scope, Semaphore, Stream } from "effect"
 import { Reactivity } from "effect/reactivity"
 import { SqlClient, SqlConnection, SqlError, Statement } from "effect/sql"
-import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite"
+import { Worker as NodeWorker } from "node:worker_threads"
+
+/** what the client sends its thread (`internal/sqliteWorker.js`) */
+type Message =
+  | { readonly id: number; readonly op: "open"; readonly options: Required<Omit<Options, "filename">> & { readonly filename: string } }
+  | {
+    readonly id: number
+    readonly op: "run"
+    readonly sql: string
+    readonly params: ReadonlyArray<unknown>
+    readonly arrays: boolean
+    readonly prepared: boolean
+    /** a write inside a transaction: no answer unless it fails, and then the next answered message fails with it */
+    readonly deferred?: boolean | undefined
+  }
+  | { readonly id: number; readonly op: "iterate"; readonly sql: string; readonly params: ReadonlyArray<unknown> }
+  | { readonly id: number; readonly op: "next"; readonly cursor: number; readonly size: number }
+  | { readonly id: number; readonly op: "release"; readonly cursor: number }
+  | { readonly id: number; readonly op: "close" }
+
+/** its answer; `tx` tells whether a transaction is open, `errcode` is SQLite's result code */
+type Reply =
+  | { readonly id: number; readonly ok: true; readonly value: unknown; readonly tx: boolean }
+  | {
+    readonly id: number
+    readonly ok: false
+    readonly error: { readonly message: string; readonly errcode: number | undefined }
+    readonly tx: boolean
+  }
 
 /**
  * Options of the client.
@@ -31,14 +64,12 @@ export interface Options {
 }
 
 /**
- * The client, with access to the underlying `DatabaseSync`.
+ * The client.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Service extends SqlClient.SqlClient {
-  readonly db: DatabaseSync
-}
+export interface Service extends SqlClient.SqlClient {}
 
 /**
  * The service tag of the node:sqlite client.
@@ -58,59 +89,85 @@ const toSqlError = (operation: string) => (cause: unknown) => {
 }
 
 /**
- * Opens the database and builds the client; closes it with the scope.
+ * Opens the database in its own thread and builds the client; closes both with the scope.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError, Scope.Scope | Reactivity.Reactivity> =>
   Effect.gen(function*() {
-    const db = yield* Effect.acquireRelease(
-      Effect.try({
-        try: () => new DatabaseSync(options.filename, { readOnly: options.readOnly ?? false }),
-        catch: toSqlError("open")
+    let nextId = 0
+    let inTransaction = false
+    const pending = new Map<number, (reply: Reply) => void>()
+    let broken: string | undefined
+    const failAll = (why: string) => {
+      broken ??= why
+      for (const [id, resume] of pending) resume({ id, ok: false, error: { message: why, errcode: undefined }, tx: false })
+      pending.clear()
+    }
+    const worker = yield* Effect.acquireRelease(
+      Effect.sync(() => {
+        const thread = new NodeWorker(new URL("./internal/sqliteWorker.js", import.meta.url), {
+          // the thread holds SQLite's page cache and the rows in transit, nothing else
+          resourceLimits: { maxYoungGenerationSizeMb: 4 }
+        })
+        thread.on("message", (reply: Reply) => {
+          inTransaction = reply.tx
+          const resume = pending.get(reply.id)
+          pending.delete(reply.id)
+          resume?.(reply)
+        })
+        thread.on("error", (e) => failAll(`the SQLite thread failed: ${e.message}`))
+        thread.on("exit", (code) => failAll(`the SQLite thread exited (code ${code})`))
+        return thread
       }),
-      (db) => Effect.sync(() => db.close())
+      (thread) =>
+        Effect.promise(async () => {
+          if (broken === undefined) {
+            await new Promise<void>((resolve) => {
+              const id = nextId++
+              pending.set(id, () => resolve())
+              thread.postMessage({ id, op: "close" } satisfies Message)
+            })
+          }
+          await thread.terminate()
+        })
     )
-    yield* Effect.try({
-      try: () => {
-        db.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 5000))}`)
-        if (!options.disableWAL && !options.readOnly && options.filename !== ":memory:") {
-          db.exec("PRAGMA journal_mode = WAL")
-          // NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync per commit
-          db.exec("PRAGMA synchronous = NORMAL")
-          // a checkpoint copies the log into the file and syncs both: every 200 MB of log rather than every 40 MB
-          // (a million-row run writes the same hot pages many times over; each checkpoint copies them once)
-          db.exec("PRAGMA wal_autocheckpoint = 50000")
-          // 8 MB of pages: the ledger writes in source order, so its hot pages are few (the fingerprint index aside)
-          db.exec("PRAGMA cache_size = -8192")
-        }
-        db.exec("PRAGMA foreign_keys = ON")
-      },
-      catch: toSqlError("configure")
-    })
-    const cache = new Map<string, StatementSync>()
-    const prepare = (sql: string) => {
-      let stmt = cache.get(sql)
-      if (stmt === undefined) {
-        stmt = db.prepare(sql)
-        if (cache.size > 500) cache.clear()
-        cache.set(sql, stmt)
-      }
-      return stmt
-    }
-    const runRows = (stmt: StatementSync, params: ReadonlyArray<unknown>, arrays: boolean) => {
-      stmt.setReturnArrays(arrays)
-      const args = params as Array<SQLInputValue>
-      if (stmt.columns().length > 0) return stmt.all(...args) as Array<any>
-      stmt.run(...args)
-      return []
-    }
-    const exec = (sql: string, params: ReadonlyArray<unknown>, arrays: boolean, prepared: boolean) =>
-      Effect.try({
-        try: () => runRows(prepared ? prepare(sql) : db.prepare(sql), params, arrays),
-        catch: toSqlError("execute")
+
+    /** sends one message and waits for its answer */
+    const call = (operation: string, message: DistributiveOmit<Message, "id">) =>
+      Effect.callback<unknown, SqlError.SqlError>((resume) => {
+        if (broken !== undefined) return resume(Effect.fail(toSqlError(operation)(new Error(broken))))
+        const id = nextId++
+        pending.set(id, (reply) =>
+          resume(
+            reply.ok
+              ? Effect.succeed(reply.value)
+              : Effect.fail(toSqlError(operation)(Object.assign(new Error(reply.error.message), { errcode: reply.error.errcode })))
+          ))
+        worker.postMessage({ ...message, id } as Message)
       })
+
+    yield* call("open", {
+      op: "open",
+      options: {
+        filename: options.filename,
+        readOnly: options.readOnly ?? false,
+        disableWAL: options.disableWAL ?? false,
+        busyTimeoutMs: options.busyTimeoutMs ?? 5000
+      }
+    })
+
+    const exec = (sql: string, params: ReadonlyArray<unknown>, arrays: boolean, prepared: boolean) =>
+      inTransaction && isWrite(sql)
+        ? Effect.sync(() => {
+          // inside a transaction a write returns nothing: send it on and go on; if it fails, the transaction's next
+          // statement (at the latest its COMMIT) fails with its error, and the transaction is rolled back
+          if (broken === undefined) worker.postMessage({ id: nextId++, op: "run", sql, params, arrays, prepared, deferred: true })
+          return [] as Array<any>
+        })
+        : call("execute", { op: "run", sql, params, arrays, prepared }) as Effect.Effect<Array<any>, SqlError.SqlError>
+    const ROWS_PER_MESSAGE = 1_000
     const connection: SqlConnection.Connection = {
       execute: (sql, params, transform) =>
         transform ? Effect.map(exec(sql, params, false, true), transform) : exec(sql, params, false, true),
@@ -119,27 +176,47 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
       executeValuesUnprepared: (sql, params) => exec(sql, params, true, false),
       executeUnprepared: (sql, params, transform) =>
         transform ? Effect.map(exec(sql, params, false, false), transform) : exec(sql, params, false, false),
-      executeStream: (sql, params, transform) =>
-        Stream.suspend(() => {
-          const iterator = db.prepare(sql).iterate(...(params as Array<SQLInputValue>)) as IterableIterator<any>
-          const stream = Stream.fromIterable(iterator as Iterable<any>)
-          return transform ? Stream.mapArray(stream, (rows) => transform(rows) as any) : stream
-        }) as any
+      executeStream: (sql, params, transform) => {
+        // rows come over in pages; the cursor is released when the stream ends or is interrupted
+        const rows = Stream.unwrap(Effect.map(
+          Effect.acquireRelease(
+            call("iterate", { op: "iterate", sql, params }) as Effect.Effect<number, SqlError.SqlError>,
+            (cursor) => Effect.ignore(call("release", { op: "release", cursor }))
+          ),
+          (cursor) =>
+            Stream.paginate(undefined, () =>
+              Effect.map(
+                call("next", { op: "next", cursor, size: ROWS_PER_MESSAGE }) as Effect.Effect<
+                  { rows: Array<any>; done: boolean },
+                  SqlError.SqlError
+                >,
+                (page) => [page.rows, page.done ? Option.none() : Option.some(undefined)] as const
+              ))
+        ))
+        return (transform ? Stream.mapArray(rows, (chunk) => transform(chunk) as any) : rows) as any
+      }
     }
     const semaphore = yield* Semaphore.make(1)
     const acquirers = SqlClient.makeSqliteAcquirers({
       connection: Effect.succeed(connection),
       semaphore,
-      isTransaction: () => db.isTransaction
+      isTransaction: () => inTransaction
     })
     const client = yield* SqlClient.make({
       ...acquirers,
       driver: "sqlite",
+      // the write lock at BEGIN, so another connection waits (busy_timeout) instead of failing on a lock upgrade
+      beginTransaction: options.readOnly === true ? "BEGIN" : "BEGIN IMMEDIATE",
       compiler: Statement.makeCompilerSqlite(),
       spanAttributes: [["db.system.name", "sqlite"]]
     })
-    return Object.assign(client, { db }) as Service
+    return client as Service
   })
+
+/** a statement that changes rows and returns none */
+const isWrite = (sql: string) => /^\s*(INSERT|UPDATE|DELETE|REPLACE)\b/i.test(sql) && !/\bRETURNING\b/i.test(sql)
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 
 /**
  * A layer providing both `SqliteClient` and the generic `SqlClient`.

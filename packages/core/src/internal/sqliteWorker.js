@@ -1,0 +1,147 @@
+// @ts-check
+/**
+ * The thread that owns the `node:sqlite` database of a `SqliteClient`.
+ *
+ * `node:sqlite` is synchronous: on the main thread every statement stops the
+ * pipeline's own work (parsing, encoding, writing). Here statements run while
+ * the main thread goes on; the client sends one message per statement and gets
+ * one answer back.
+ *
+ * Plain JavaScript with no dependency beyond Node, on purpose: a `.ts` file would
+ * make this thread load Node's TypeScript stripper (a WebAssembly module of its
+ * own, ~25 MB resident) just to start.
+ *
+ * Messages (`SqliteClient`'s `Message`): `open`, `run`, `iterate`, `next`,
+ * `release`, `close`; each answered by a `Reply` `{ id, ok, value | error, tx }`
+ * where `tx` tells whether a transaction is open, except a deferred write (an
+ * INSERT, UPDATE or DELETE inside a transaction): it is answered only by failing
+ * the next answered statement of its transaction, so a transaction's writes cost
+ * no round trip each.
+ *
+ * @internal
+ */
+import { DatabaseSync } from "node:sqlite"
+import { parentPort } from "node:worker_threads"
+
+const port = parentPort
+if (port !== null) {
+  /** @type {DatabaseSync | undefined} */
+  let db
+  /** @type {Map<string, import("node:sqlite").StatementSync>} */
+  const cache = new Map()
+  /** @type {Map<number, Iterator<unknown>>} */
+  const cursors = new Map()
+
+  /** @param {{ filename: string, readOnly: boolean, disableWAL: boolean, busyTimeoutMs: number }} options */
+  const open = (options) => {
+    const opened = new DatabaseSync(options.filename, { readOnly: options.readOnly })
+    db = opened
+    opened.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs))}`)
+    if (!options.disableWAL && !options.readOnly && options.filename !== ":memory:") {
+      opened.exec("PRAGMA journal_mode = WAL")
+      // NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync per commit
+      opened.exec("PRAGMA synchronous = NORMAL")
+      // a checkpoint copies the log into the file and syncs both: every 200 MB of log rather than every 40 MB
+      // (a million-row run writes the same hot pages many times over; each checkpoint copies them once)
+      opened.exec("PRAGMA wal_autocheckpoint = 50000")
+      // 8 MB of pages: the ledger writes in source order, so its hot pages are few (the fingerprint index aside)
+      opened.exec("PRAGMA cache_size = -8192")
+      // statement journals and sorts in memory: on disk, every multi-row statement of a transaction spilled its
+      // journal to a temporary file (700 MB of writes per 100,000 rows)
+      opened.exec("PRAGMA temp_store = MEMORY")
+    }
+    opened.exec("PRAGMA foreign_keys = ON")
+  }
+
+  const database = () => {
+    if (db === undefined) throw new Error("the database is not open")
+    return db
+  }
+
+  /** @param {string} sql */
+  const prepare = (sql) => {
+    let stmt = cache.get(sql)
+    if (stmt === undefined) {
+      stmt = database().prepare(sql)
+      if (cache.size > 500) cache.clear()
+      cache.set(sql, stmt)
+    }
+    return stmt
+  }
+
+  /** @param {any} message */
+  const handle = (message) => {
+    switch (message.op) {
+      case "open":
+        return open(message.options)
+      case "run": {
+        const stmt = message.prepared ? prepare(message.sql) : database().prepare(message.sql)
+        stmt.setReturnArrays(message.arrays)
+        if (stmt.columns().length > 0) return stmt.all(...message.params)
+        stmt.run(...message.params)
+        return []
+      }
+      case "iterate": {
+        cursors.set(message.id, database().prepare(message.sql).iterate(...message.params))
+        return message.id
+      }
+      case "next": {
+        const iterator = cursors.get(message.cursor)
+        if (iterator === undefined) return { rows: [], done: true }
+        const rows = []
+        while (rows.length < message.size) {
+          const next = iterator.next()
+          if (next.done === true) {
+            cursors.delete(message.cursor)
+            return { rows, done: true }
+          }
+          rows.push(next.value)
+        }
+        return { rows, done: false }
+      }
+      case "release": {
+        cursors.get(message.cursor)?.return?.()
+        cursors.delete(message.cursor)
+        return undefined
+      }
+      case "close": {
+        for (const iterator of cursors.values()) iterator.return?.()
+        cursors.clear()
+        cache.clear()
+        db?.close()
+        db = undefined
+        return undefined
+      }
+      default:
+        throw new Error(`unknown message ${JSON.stringify(message.op)}`)
+    }
+  }
+
+  /** @param {unknown} e */
+  const toWire = (e) => {
+    const errcode = typeof e === "object" && e !== null && "errcode" in e ? e.errcode : undefined
+    return { message: e instanceof Error ? e.message : String(e), errcode: typeof errcode === "number" ? errcode : undefined }
+  }
+  // the failure of a deferred write: every later statement of its transaction fails with it, until ROLLBACK
+  /** @type {{ message: string, errcode: number | undefined } | undefined} */
+  let poisoned
+
+  port.on("message", (/** @type {any} */ message) => {
+    const tx = () => db?.isTransaction ?? false
+    const deferred = message.op === "run" && message.deferred === true
+    const rollback = message.op === "run" && /^\s*ROLLBACK\b/i.test(message.sql)
+    if (poisoned !== undefined && message.op === "run" && !rollback) {
+      if (!deferred) port.postMessage({ id: message.id, ok: false, error: poisoned, tx: tx() })
+      return
+    }
+    if (rollback) poisoned = undefined
+    try {
+      const value = handle(message)
+      if (!deferred) port.postMessage({ id: message.id, ok: true, value, tx: tx() })
+    } catch (e) {
+      if (deferred) poisoned = toWire(e)
+      else port.postMessage({ id: message.id, ok: false, error: toWire(e), tx: tx() })
+    }
+    if (message.op === "close") port.close()
+  })
+}
