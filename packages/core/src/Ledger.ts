@@ -8,8 +8,9 @@
  * - `offpeak_runs`: one row per run, with a small run number the per-row
  *   tables are keyed by, and its row and request counts.
  * - `offpeak_items`: one row per input row, keyed by (run, position): key,
- *   record, its request, whether that request is settled (`ready`) and the
- *   sink part it went to.
+ *   record and its request. Written once: a row goes to the sinks with its
+ *   request, except a row deliverable on its own (`own`: failed on admission,
+ *   or its answer known when it was admitted), which records its part.
  * - `offpeak_requests`: one row per distinct request of a run, numbered by the
  *   position of the first row that asked for it
  *   (`queued → batched → succeeded | failed`, or back to `queued` for a
@@ -19,7 +20,8 @@
  * - `offpeak_batches`: one row per batch, with the remote id written before
  *   anything else happens after create.
  * - `offpeak_parts`: one row per sink part; a part's rows are fixed in the
- *   ledger before its file is written, its counts when it is committed.
+ *   ledger before its file is written (a range of the settled requests of a
+ *   collected batch, or rows on their own), its counts when it is committed.
  *
  * Every per-row table is written in source order (run number, then position),
  * so the database grows at its end instead of touching pages all over the file;
@@ -27,7 +29,7 @@
  *
  * @since 0.1.0
  */
-import { Clock, Context, Effect, Layer, Option, Schema } from "effect"
+import { Clock, Context, Effect, Layer, Option, Schema, Semaphore } from "effect"
 import { Migrator, SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql"
 import type { FailureKind, Usage } from "./Result.ts"
@@ -338,7 +340,11 @@ export interface Service {
     runId: string,
     batchId: string
   ) => Effect.Effect<ReadonlyArray<{ readonly id: number; readonly fingerprint: string }>, LedgerError>
-  /** assigns up to `limit` deliverable rows to a new part; none when nothing is ready */
+  /**
+   * Fixes the rows of a new part of about `limit` rows; none when nothing is deliverable. Rows deliverable on their
+   * own come first; then a range of the settled requests of the oldest collected batch not yet delivered, with every
+   * row that asked for them (a request's rows never split across parts). A batch's rows wait until it is collected.
+   */
   readonly assignPart: (runId: string, limit: number) => Effect.Effect<Option.Option<number>, LedgerError>
   /** parts assigned but not committed (a crash between assign and commit) */
   readonly writingParts: (runId: string) => Effect.Effect<ReadonlyArray<number>, LedgerError>
@@ -512,6 +518,29 @@ const migrations = Migrator.fromRecord({
       dead BIGINT NOT NULL DEFAULT 0,
       PRIMARY KEY (run_id, seq)
     )`
+  }),
+  // Settling a request writes nothing to its rows: a request's rows go to the sinks with it, in parts that are
+  // ranges of a collected batch's settled requests; only rows that are deliverable on their own (failed on
+  // admission, or whose answer was known when they were admitted) are marked (`own`) and assigned part by part.
+  "0003_batch_parts": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE offpeak_items ADD COLUMN own INTEGER NOT NULL DEFAULT 0`
+    // rows already settled go out on their own
+    yield* sql`UPDATE offpeak_items SET own = 1 WHERE ready = 1 OR part IS NOT NULL`
+    yield* sql`DROP INDEX offpeak_items_waiting`
+    yield* sql`DROP INDEX offpeak_items_deliverable`
+    yield* sql`ALTER TABLE offpeak_items DROP COLUMN ready`
+    yield* sql`CREATE INDEX offpeak_items_request ON offpeak_items (run, request)`
+    yield* sql`CREATE INDEX offpeak_items_own ON offpeak_items (run, position) WHERE own = 1 AND part IS NULL`
+    // a request's batch stays once it is settled there: the batch's parts are ranges of its settled requests
+    yield* sql`DROP INDEX offpeak_requests_batched`
+    yield* sql`CREATE INDEX offpeak_requests_batch ON offpeak_requests (run, batch, id) WHERE batch IS NOT NULL`
+    yield* sql`ALTER TABLE offpeak_parts ADD COLUMN batch BIGINT`
+    yield* sql`ALTER TABLE offpeak_parts ADD COLUMN lo BIGINT`
+    yield* sql`ALTER TABLE offpeak_parts ADD COLUMN hi BIGINT`
+    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0`
+    // batches collected before this migration settled their rows one by one (now marked own)
+    yield* sql`UPDATE offpeak_batches SET delivered = 1 WHERE state = 'collected'`
   })
 })
 
@@ -671,12 +700,15 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       return found
     })
 
-  /** marks the rows waiting for these (now settled) requests ready for delivery */
-  const settle = (num: number, ids: ReadonlyArray<number>) =>
-    Effect.forEach(chunks(ids), (part) =>
-      sql`UPDATE offpeak_items SET ready = 1 WHERE run = ${num} AND ready = 0 AND ${sql.in("request", part)}`, {
-      discard: true
-    })
+  // Multi-row writes inside a transaction: SQLite keeps a statement journal (spilled to a temporary file) to undo one
+  // statement alone on a constraint error, ~7 MB per 2,000 rows admitted. OR FAIL needs none; the ledger never goes
+  // on after a failed statement anyway (its transaction is rolled back).
+  const orFail = sql.onDialectOrElse({ sqlite: () => sql.literal(" OR FAIL"), orElse: () => sql.literal("") })
+
+  // admission decides whether a row goes out with its request or on its own, and a part's rows are read from
+  // the requests it covers: admitting, settling and assigning parts of one run never interleave in this process
+  const serial = yield* Semaphore.make(1)
+  const serially = <A, E, R>(effect: Effect.Effect<A, E, R>) => serial.withPermits(1)(effect)
 
   const getRun = (id: string) =>
     sql<RunRow>`SELECT * FROM offpeak_runs WHERE id = ${id}`.pipe(
@@ -822,6 +854,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const itemRows: Array<Record<string, unknown>> = []
       for (const { index, row } of accepted) {
         let request: number | null = null
+        // a row whose answer is already known goes out on its own; any other goes out with its request
         let isReady = row.fingerprint === null
         if (row.fingerprint !== null) {
           const have = existing.get(row.fingerprint)
@@ -846,7 +879,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           position: row.position,
           key: row.key,
           request,
-          ready: isReady ? 1 : 0,
+          own: isReady ? 1 : 0,
           part: null,
           record: row.record,
           error_kind: row.failure?.kind ?? null,
@@ -865,7 +898,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         cached: made.cached ? 1 : 0
       }))
       for (const part of chunks(requestRows, 100)) {
-        yield* sql`INSERT INTO offpeak_requests ${sql.insert(part as any)}`
+        yield* sql`INSERT${orFail} INTO offpeak_requests ${sql.insert(part as any)}`
       }
       // cached answers are copied into this run, so its rows never depend on another run's
       const bySource = new Map<number, Array<readonly [number, number]>>()
@@ -889,7 +922,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           }>`SELECT id, output, output_format, input_tokens, output_tokens, cached_input_tokens FROM offpeak_outputs
             WHERE run = ${fromRun} AND ${sql.in("id", part.map(([id]) => id))}`
           if (outputs.length === 0) continue
-          yield* sql`INSERT INTO offpeak_outputs ${
+          yield* sql`INSERT${orFail} INTO offpeak_outputs ${
             sql.insert(outputs.map((o) => ({
               run: num,
               id: target.get(toNumber(o.id))!,
@@ -903,12 +936,12 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         }
       }
       for (const part of chunks(itemRows, 50)) {
-        yield* sql`INSERT INTO offpeak_items ${sql.insert(part as any)}`
+        yield* sql`INSERT${orFail} INTO offpeak_items ${sql.insert(part as any)}`
       }
       yield* sql`UPDATE offpeak_runs SET item_count = item_count + ${itemRows.length},
         request_count = request_count + ${requestRows.length} WHERE num = ${num}`
       return { fresh, admitted: accepted.length, skipped, ready, duplicates }
-    }).pipe(sql.withTransaction, mapError("admit"))
+    }).pipe(sql.withTransaction, serially, mapError("admit"))
 
   const queued: Service["queued"] = (runId, options) =>
     Effect.gen(function*() {
@@ -967,7 +1000,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         })
       }
       for (const part of chunks(ids)) {
-        yield* sql`UPDATE offpeak_requests SET state = 'batched', batch = ${batch.seq}
+        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'batched', batch = ${batch.seq}
           WHERE run = ${num} AND ${sql.in("id", part)}`
       }
     })
@@ -1028,7 +1061,6 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const seq = yield* batchSeq(batchId)
       // only requests still in this batch: a line seen twice (a re-download) or for another batch changes nothing
       const ids = new Set(yield* inState(num, outcomes.map((o) => o.request), { state: "batched", batch: seq }))
-      const settled: Array<number> = []
       const succeeded: Array<{ readonly id: number; readonly outcome: Extract<Outcome, { _tag: "Succeeded" }> }> = []
       const failed: Array<{ readonly id: number; readonly outcome: Extract<Outcome, { _tag: "Failed" }> }> = []
       for (const o of outcomes) {
@@ -1040,7 +1072,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         else failed.push({ id, outcome: o })
       }
       for (const part of chunks(succeeded, 100)) {
-        yield* sql`INSERT INTO offpeak_outputs ${
+        yield* sql`INSERT${orFail} INTO offpeak_outputs ${
           sql.insert(part.map(({ id, outcome: o }) => ({
             run: num,
             id,
@@ -1051,10 +1083,10 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
             cached_input_tokens: o.usage.cachedInputTokens ?? null
           })) as any)
         }`
-        const partIds = part.map((s) => s.id)
+      }
+      for (const part of chunks(succeeded.map((s) => s.id))) {
         // an earlier attempt's error stays for the record; a succeeded request's rows never read it
-        yield* sql`UPDATE offpeak_requests SET state = 'succeeded' WHERE run = ${num} AND ${sql.in("id", partIds)}`
-        settled.push(...partIds)
+        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'succeeded' WHERE run = ${num} AND ${sql.in("id", part)}`
       }
       for (const { id, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
@@ -1062,26 +1094,25 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           WHERE run = ${num} AND id = ${id}`
         const attempts = toNumber(rows[0]?.attempts) + 1
         const retry = o.retryable && attempts < limit
-        yield* sql`UPDATE offpeak_requests SET
+        yield* sql`UPDATE${orFail} offpeak_requests SET
             attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
             error_kind = ${o.failure.kind}, error_message = ${o.failure.message}, error_raw = ${o.failure.raw ?? null}
           WHERE run = ${num} AND id = ${id}`
-        if (!retry) settled.push(id)
       }
-      yield* settle(num, settled)
-    }).pipe(sql.withTransaction, mapError("recordOutcomes"))
+    }).pipe(sql.withTransaction, serially, mapError("recordOutcomes"))
 
   const failQueued: Service["failQueued"] = (runId, requests, failure) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
       const ids = yield* inState(num, requests, { state: "queued" })
       for (const part of chunks(ids)) {
-        yield* sql`UPDATE offpeak_requests SET state = 'failed',
+        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed',
             error_kind = ${failure.kind}, error_message = ${failure.message}, error_raw = ${failure.raw ?? null}
           WHERE run = ${num} AND ${sql.in("id", part)}`
+        // never batched, so in no batch's parts: their rows go out on their own
+        yield* sql`UPDATE${orFail} offpeak_items SET own = 1 WHERE run = ${num} AND own = 0 AND ${sql.in("request", part)}`
       }
-      yield* settle(num, ids)
-    }).pipe(sql.withTransaction, mapError("failQueued"))
+    }).pipe(sql.withTransaction, serially, mapError("failQueued"))
 
   const unsettled: Service["unsettled"] = (runId, batchId) =>
     Effect.gen(function*() {
@@ -1092,24 +1123,79 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       return rows.map((r) => ({ id: toNumber(r.id), fingerprint: r.fingerprint }))
     }).pipe(mapError("unsettled"))
 
+  /** where a part's rows come from: its own rows (`i.part`), or its range of a batch's settled requests */
+  const partSource = (runId: string, seq: number) =>
+    Effect.gen(function*() {
+      const num = yield* runNum(runId)
+      const parts = yield* sql<{ batch: number | bigint | null; lo: number | bigint | null; hi: number | bigint | null }>`
+        SELECT batch, lo, hi FROM offpeak_parts WHERE run_id = ${runId} AND seq = ${seq}`
+      const part = parts[0]
+      if (part === undefined) return yield* new LedgerError({ operation: "part", message: `no part ${seq} in run "${runId}"` })
+      return part.batch === null
+        ? {
+          from: sql`offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request`,
+          where: sql`i.run = ${num} AND i.part = ${seq}`
+        }
+        : {
+          from: sql`offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id AND i.own = 0`,
+          where: sql`r.run = ${num} AND r.batch = ${toNumber(part.batch)} AND r.id >= ${toNumber(part.lo)}
+            AND r.id <= ${toNumber(part.hi)} AND r.state IN ('succeeded', 'failed')`
+        }
+    })
+
   const assignPart: Service["assignPart"] = (runId, limit) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
-      const rows = yield* sql<{ position: number | bigint }>`
-        SELECT position FROM offpeak_items
-        WHERE run = ${num} AND ready = 1 AND part IS NULL
-        ORDER BY position
-        LIMIT ${limit}`
-      if (rows.length === 0) return Option.none<number>()
       const last = yield* sql<{ seq: number | bigint | null }>`
         SELECT MAX(seq) AS seq FROM offpeak_parts WHERE run_id = ${runId}`
       const seq = toNumber(last[0]?.seq ?? 0) + 1
-      yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0 })}`
-      for (const part of chunks(rows.map((r) => toNumber(r.position)))) {
-        yield* sql`UPDATE offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
+      // rows deliverable on their own first
+      const own = yield* sql<{ position: number | bigint }>`
+        SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`
+      if (own.length > 0) {
+        yield* sql`INSERT INTO offpeak_parts ${
+          sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, batch: null, lo: null, hi: null })
+        }`
+        for (const part of chunks(own.map((r) => toNumber(r.position)))) {
+          yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
+        }
+        return Option.some(seq)
       }
-      return Option.some(seq)
-    }).pipe(sql.withTransaction, mapError("assignPart"))
+      // then the next range of settled requests of the oldest collected batch not yet delivered
+      while (true) {
+        const open = yield* sql<{ id: string; seq: number | bigint }>`
+          SELECT id, seq FROM offpeak_batches WHERE run_id = ${runId} AND state = 'collected' AND delivered = 0
+          ORDER BY seq LIMIT 1`
+        if (open.length === 0) return Option.none<number>()
+        const batch = toNumber(open[0]!.seq)
+        const done = yield* sql<{ hi: number | bigint | null }>`
+          SELECT MAX(hi) AS hi FROM offpeak_parts WHERE run_id = ${runId} AND batch = ${batch}`
+        const after = done[0]?.hi === null || done[0]?.hi === undefined ? -1 : toNumber(done[0].hi)
+        // each request with the number of rows that go out with it, so a part holds about `limit` rows
+        const requests = yield* sql<{ id: number | bigint; n: number | bigint }>`
+          SELECT r.id AS id,
+                 (SELECT COUNT(*) FROM offpeak_items i WHERE i.run = r.run AND i.request = r.id AND i.own = 0) AS n
+          FROM offpeak_requests r
+          WHERE r.run = ${num} AND r.batch = ${batch} AND r.id > ${after} AND r.state IN ('succeeded', 'failed')
+          ORDER BY r.id
+          LIMIT ${limit}`
+        if (requests.length === 0) {
+          yield* sql`UPDATE offpeak_batches SET delivered = 1 WHERE id = ${open[0]!.id}`
+          continue
+        }
+        let rows = 0
+        let hi = after
+        for (const request of requests) {
+          hi = toNumber(request.id)
+          rows += toNumber(request.n)
+          if (rows >= limit) break
+        }
+        yield* sql`INSERT INTO offpeak_parts ${
+          sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, batch, lo: after + 1, hi })
+        }`
+        return Option.some(seq)
+      }
+    }).pipe(sql.withTransaction, serially, mapError("assignPart"))
 
   const writingParts: Service["writingParts"] = (runId) =>
     sql<{ seq: number | bigint }>`SELECT seq FROM offpeak_parts WHERE run_id = ${runId} AND state = 'writing' ORDER BY seq`
@@ -1117,7 +1203,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
 
   const partRows: Service["partRows"] = (runId, seq) =>
     Effect.gen(function*() {
-      const num = yield* runNum(runId)
+      const source = yield* partSource(runId, seq)
       const rows = yield* sql<{
         key: string
         position: number | bigint
@@ -1143,10 +1229,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
                r.error_kind AS req_error_kind, r.error_message AS req_error_message, r.error_raw AS req_error_raw,
                o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
                o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
-        FROM offpeak_items i
-        LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request
+        FROM ${source.from}
         LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.id = i.request AND r.state = 'succeeded'
-        WHERE i.run = ${num} AND i.part = ${seq}
+        WHERE ${source.where}
         ORDER BY i.position`
       return rows.map((row): PartRow => {
         const failure: Failure | null = row.item_error_kind !== null
@@ -1184,12 +1269,12 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
 
   const commitPart: Service["commitPart"] = (runId, seq) =>
     Effect.gen(function*() {
-      const num = yield* runNum(runId)
+      const source = yield* partSource(runId, seq)
       const rows = yield* sql<{ n: number | bigint; delivered: number | bigint | null }>`
         SELECT COUNT(*) AS n,
                SUM(CASE WHEN i.error_kind IS NULL AND r.state = 'succeeded' THEN 1 ELSE 0 END) AS delivered
-        FROM offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request
-        WHERE i.run = ${num} AND i.part = ${seq}`
+        FROM ${source.from}
+        WHERE ${source.where}`
       const n = toNumber(rows[0]?.n)
       const delivered = toNumber(rows[0]?.delivered)
       yield* sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${delivered}, dead = ${n - delivered}

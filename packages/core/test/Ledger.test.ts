@@ -145,11 +145,18 @@ const ledgerSuite = (backend: Backend) => {
         ], 3)
         const queued = yield* ledger.queued(runId, { after: 0, limit: 10 })
         assert.deepStrictEqual(queued.map((q) => q.fingerprint), [fp(2)])
+        yield* ledger.recordOutcomes(runId, "b1", [
+          { _tag: "Failed", request: 4, failure: { kind: "lost", message: "no line" }, retryable: false }
+        ], 3)
+        // a batch's rows go out once it is collected
+        assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
+        yield* ledger.updateBatch("b1", { state: "collected" })
         const seq = Option.getOrThrow(yield* ledger.assignPart(runId, 100))
         const rows = yield* ledger.partRows(runId, seq)
         assert.deepStrictEqual(rows.map((r) => [r.key, r.output, r.failure?.message ?? null]), [
           ["a", "\"A\"", null],
-          ["c", null, "HTTP 400"]
+          ["c", null, "HTTP 400"],
+          ["d", null, "no line"]
         ])
         assert.deepStrictEqual(yield* ledger.writingParts(runId), [seq])
         yield* ledger.commitPart(runId, seq)
@@ -157,8 +164,8 @@ const ledgerSuite = (backend: Backend) => {
         assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
         const counts = yield* ledger.counts(runId)
         assert.strictEqual(counts.delivered, 1)
-        assert.strictEqual(counts.dead, 1)
-        assert.strictEqual(counts.pendingItems, 2)
+        assert.strictEqual(counts.dead, 2)
+        assert.strictEqual(counts.pendingItems, 1)
       })
     ))
 
@@ -179,12 +186,42 @@ const ledgerSuite = (backend: Backend) => {
               retryable: true
             }
           ], 2)
+          yield* ledger.updateBatch(`b${attempt}`, { state: "collected" })
         }
         const counts = yield* ledger.counts(runId)
         assert.strictEqual(counts.queued, 0)
         assert.strictEqual(counts.failed, 1)
         const rows = yield* ledger.partRows(runId, Option.getOrThrow(yield* ledger.assignPart(runId, 10)))
         assert.strictEqual(rows[0]!.failure!.message, "HTTP 500 #2")
+      })
+    ))
+
+  it.effect("a row admitted after its request settled goes out on its own; parts hold about the rows asked for", () =>
+    withRun((ledger, runId) =>
+      Effect.gen(function*() {
+        yield* ledger.admit(runId, [row("a", 1, fp(1)), row("b", 2, fp(1)), row("c", 3, fp(3)), row("d", 4, fp(4))])
+        yield* ledger.sealBatch({ id: "b1", runId, seq: 1, group: "g", file: "f", requestCount: 3, bytes: 3 }, [1, 3, 4])
+        yield* ledger.recordOutcomes(runId, "b1", [1, 3, 4].map((request): Ledger.Outcome => ({
+          _tag: "Succeeded",
+          request,
+          output: `${request}`,
+          usage: { inputTokens: 1, outputTokens: 1 }
+        })), 3)
+        yield* ledger.updateBatch("b1", { state: "collected" })
+        // the same request again, after it settled: ready at once, and in no part of the batch
+        const late = yield* ledger.admit(runId, [row("e", 5, fp(1))])
+        assert.strictEqual(late.ready, 1)
+        const parts: Array<Array<string>> = []
+        while (true) {
+          const seq = yield* ledger.assignPart(runId, 2)
+          if (Option.isNone(seq)) break
+          parts.push((yield* ledger.partRows(runId, seq.value)).map((r) => `${r.key}=${r.output}`))
+          yield* ledger.commitPart(runId, seq.value)
+        }
+        // request 1 has two rows (a, b), so it fills a part of 2 by itself
+        assert.deepStrictEqual(parts, [["e=1"], ["a=1", "b=1"], ["c=3", "d=4"]])
+        const counts = yield* ledger.counts(runId)
+        assert.deepStrictEqual([counts.items, counts.delivered, counts.pendingItems], [5, 5, 0])
       })
     ))
 
