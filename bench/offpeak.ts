@@ -15,8 +15,6 @@
 import * as Ledger from "@offpeak/core/Ledger"
 import * as Pipeline from "@offpeak/core/Pipeline"
 import * as SqliteClient from "@offpeak/core/SqliteClient"
-import { AnthropicBatch } from "@offpeak/providers/anthropic"
-import { OpenAiBatch } from "@offpeak/providers/openai"
 import { Effect, Layer, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -50,10 +48,11 @@ const adapter = {
   baseURL: values.url!,
   pollInterval: { initial: "100 millis", max: "1 second" }
 } as const
+// only the adapter in use is loaded (its own entry point: the package's index also loads the emulator and CLI plugin)
 const provider = values.provider === "anthropic"
-  ? AnthropicBatch.layer(adapter)
+  ? (await import("@offpeak/providers/anthropic/AnthropicBatch")).layer(adapter)
   : values.provider === "openai"
-  ? OpenAiBatch.layer(adapter)
+  ? (await import("@offpeak/providers/openai/OpenAiBatch")).layer(adapter)
   : undefined
 if (provider === undefined) throw new Error(`unknown --provider ${values.provider}`)
 

@@ -177,6 +177,7 @@ export const run = <Rec, A, Row>(
     // ----- delivery: rows whose outcome is known go to the sinks in parts -----
     const deliveryLock = yield* Semaphore.make(1)
     const remoteSlots = yield* Semaphore.make(maxInFlight)
+    const collecting = yield* Semaphore.make(1)
     // rows per part, from the size of the outputs seen so far (an embedding decodes to ~12 KB of numbers)
     const stats = { outputBytes: 0, outputs: 0 }
     const partSize = () => {
@@ -338,9 +339,8 @@ export const run = <Rec, A, Row>(
       }
     }
 
-    const admit = (chunk: ReadonlyArray<Source.Item<Rec>>) =>
+    const admit = ({ chunk, prepared }: { readonly chunk: ReadonlyArray<Source.Item<Rec>>; readonly prepared: ReadonlyArray<Encoded> }) =>
       Effect.gen(function*() {
-        const prepared = chunk.map(prepare)
         const admission = yield* ledger.admit(runId, prepared.map((p) => p.row))
         yield* Failpoint.hit("source.admitted")
         const last = chunk[chunk.length - 1]
@@ -359,6 +359,9 @@ export const run = <Rec, A, Row>(
       Stream.mapError((e) => fail(e.message)),
       Stream.rechunk(ADMIT_CHUNK),
       Stream.chunks,
+      Stream.map((chunk) => ({ chunk, prepared: chunk.map(prepare) })),
+      // the next chunk is read and encoded while the ledger (in its own thread) admits this one
+      Stream.buffer({ capacity: 1 }),
       Stream.mapEffect((chunk) => admit(chunk).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))),
       Stream.flattenIterable,
       Stream.onEnd(ledger.updateRun(runId, { sourceDone: true }).pipe(Effect.mapError((e) => fail(e.message))))
@@ -650,7 +653,10 @@ export const run = <Rec, A, Row>(
               return request === undefined ? R.failVoid : R.succeed(toOutcome(line, request))
             }),
             Stream.rechunk(OUTCOME_CHUNK),
-            Stream.runForEachArray((outcomes) =>
+            Stream.chunks,
+            // the next lines are parsed while the ledger records these
+            Stream.buffer({ capacity: 1 }),
+            Stream.runForEach((outcomes) =>
               ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts).pipe(
                 Effect.tap(() => Failpoint.hit("results.recorded")),
                 Effect.mapError((e) =>
@@ -709,8 +715,18 @@ export const run = <Rec, A, Row>(
         )
       })
 
-    const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
-      Effect.gen(function*() {
+    /**
+     * One batch's lifecycle. `held`: the caller took the batch's slot at the provider (see `inFlight`); it is given
+     * back at the provider's last word, as a slot taken here would be.
+     */
+    const drive = (batch: Ledger.Batch, held = false): Effect.Effect<void, RunError> => {
+      let holding = held
+      const giveBack = Effect.suspend(() => {
+        if (!holding) return Effect.void
+        holding = false
+        return Effect.asVoid(Semaphore.release(remoteSlots, 1))
+      })
+      return Effect.gen(function*() {
         const submission: Provider.Lines = {
           _tag: "Lines",
           batchId: batch.id,
@@ -810,9 +826,13 @@ export const run = <Rec, A, Row>(
             yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
             state = "ended"
           }
-        }).pipe(Semaphore.withPermits(remoteSlots, 1))
+        }).pipe((remotePhase) =>
+          holding ? Effect.ensuring(remotePhase, giveBack) : Semaphore.withPermits(remoteSlots, 1)(remotePhase)
+        )
         if (state === "ended" && remote !== undefined) {
-          halves = yield* collect(batch, remote, status ?? (yield* withGrace(retrying(provider.status(remote)), submittedAt)))
+          const final = status ?? (yield* withGrace(retrying(provider.status(remote)), submittedAt))
+          // one batch's results at a time: recording them is the ledger's work anyway, and memory holds one stream
+          halves = yield* Semaphore.withPermits(collecting, 1)(collect(batch, remote, final))
         }
         if (cancelling && halves.length > 0) {
           // halves of a split batch are not sent once the run is cancelled
@@ -826,15 +846,24 @@ export const run = <Rec, A, Row>(
         }
         yield* deliver
         Memory.compact()
-        // the halves of a split batch go out one after the other, in this batch's slot
+        // the halves of a split batch go out one after the other, each in a slot of its own
         for (const half of halves) yield* drive(half)
       }).pipe(
-        Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
+        Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`)),
+        Effect.ensuring(giveBack)
       )
+    }
 
-    // at most maxInFlight batches at the provider, and one more being collected
+    // at most maxInFlight batches at the provider: a batch takes its slot before it is driven (so no more are sealed
+    // ahead than that), and batches waiting to be collected or delivered hold none: their results stay at the provider
+    // and the source is read on meanwhile. Every batch that took a slot is driven at once, so the halves of a split
+    // batch (which wait for slots of their own) never wait behind a slot held for a batch not yet driven.
     const inFlight = (batches: Stream.Stream<Ledger.Batch, RunError>) =>
-      batches.pipe(Stream.mapEffect(drive, { concurrency: maxInFlight + 1, unordered: true }), Stream.runDrain)
+      batches.pipe(
+        Stream.mapEffect((batch) => Effect.as(Semaphore.take(remoteSlots, 1), batch)),
+        Stream.mapEffect((batch) => drive(batch, true), { concurrency: "unbounded", unordered: true }),
+        Stream.runDrain
+      )
 
     const sealed = (items: Stream.Stream<Batcher.Item, RunError>): Stream.Stream<Ledger.Batch, RunError> =>
       items.pipe(
