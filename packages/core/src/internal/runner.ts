@@ -715,18 +715,8 @@ export const run = <Rec, A, Row>(
         )
       })
 
-    /**
-     * One batch's lifecycle. `held`: the caller took the batch's slot at the provider (see `inFlight`); it is given
-     * back at the provider's last word, as a slot taken here would be.
-     */
-    const drive = (batch: Ledger.Batch, held = false): Effect.Effect<void, RunError> => {
-      let holding = held
-      const giveBack = Effect.suspend(() => {
-        if (!holding) return Effect.void
-        holding = false
-        return Effect.asVoid(Semaphore.release(remoteSlots, 1))
-      })
-      return Effect.gen(function*() {
+    const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
+      Effect.gen(function*() {
         const submission: Provider.Lines = {
           _tag: "Lines",
           batchId: batch.id,
@@ -826,9 +816,7 @@ export const run = <Rec, A, Row>(
             yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
             state = "ended"
           }
-        }).pipe((remotePhase) =>
-          holding ? Effect.ensuring(remotePhase, giveBack) : Semaphore.withPermits(remoteSlots, 1)(remotePhase)
-        )
+        }).pipe(Semaphore.withPermits(remoteSlots, 1))
         if (state === "ended" && remote !== undefined) {
           const final = status ?? (yield* withGrace(retrying(provider.status(remote)), submittedAt))
           // one batch's results at a time: recording them is the ledger's work anyway, and memory holds one stream
@@ -849,21 +837,13 @@ export const run = <Rec, A, Row>(
         // the halves of a split batch go out one after the other, each in a slot of its own
         for (const half of halves) yield* drive(half)
       }).pipe(
-        Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`)),
-        Effect.ensuring(giveBack)
+        Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
       )
-    }
 
-    // at most maxInFlight batches at the provider: a batch takes its slot before it is driven (so no more are sealed
-    // ahead than that), and batches waiting to be collected or delivered hold none: their results stay at the provider
-    // and the source is read on meanwhile. Every batch that took a slot is driven at once, so the halves of a split
-    // batch (which wait for slots of their own) never wait behind a slot held for a batch not yet driven.
+    // at most maxInFlight batches at the provider (the slots), and as many again being collected and delivered, so
+    // the source is read on while finished batches are collected, and no further ahead than that
     const inFlight = (batches: Stream.Stream<Ledger.Batch, RunError>) =>
-      batches.pipe(
-        Stream.mapEffect((batch) => Effect.as(Semaphore.take(remoteSlots, 1), batch)),
-        Stream.mapEffect((batch) => drive(batch, true), { concurrency: "unbounded", unordered: true }),
-        Stream.runDrain
-      )
+      batches.pipe(Stream.mapEffect(drive, { concurrency: 2 * maxInFlight, unordered: true }), Stream.runDrain)
 
     const sealed = (items: Stream.Stream<Batcher.Item, RunError>): Stream.Stream<Ledger.Batch, RunError> =>
       items.pipe(
