@@ -5,7 +5,7 @@
  * resident size far above what the run holds. After each admitted chunk,
  * each batch and each delivered part the runner asks for a full collection
  * when the heap has grown {@link THRESHOLD} past what was live after the
- * previous one: about one collection (tens of milliseconds) per 5,000 rows.
+ * previous one: about one collection (tens of milliseconds) per 7,000 rows.
  *
  * @internal
  */
@@ -13,7 +13,7 @@ import * as v8 from "node:v8"
 import * as vm from "node:vm"
 
 /** garbage (bytes over the heap measured after the last collection) that is worth a collection */
-export const THRESHOLD = 16 * 1024 * 1024
+export const THRESHOLD = 24 * 1024 * 1024
 
 let collect: (() => void) | undefined | null
 
