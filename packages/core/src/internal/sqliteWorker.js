@@ -38,7 +38,17 @@ if (port !== null) {
     db = opened
     opened.exec(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs))}`)
     if (!options.disableWAL && !options.readOnly && options.filename !== ":memory:") {
-      opened.exec("PRAGMA journal_mode = WAL")
+      // switching a fresh file to WAL takes an exclusive lock, and SQLite answers "database is locked" at once
+      // (no busy handler) when another connection opens the same file at that moment: wait and try again
+      for (let attempt = 1; ; attempt++) {
+        try {
+          opened.exec("PRAGMA journal_mode = WAL")
+          break
+        } catch (e) {
+          if (attempt >= 100 || !/locked|busy/i.test(e instanceof Error ? e.message : String(e))) throw e
+          Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
+        }
+      }
       // NORMAL in WAL mode: a commit survives a killed process (not a power cut) without an fsync per commit
       opened.exec("PRAGMA synchronous = NORMAL")
       // a checkpoint copies the log into the file and syncs both: every 200 MB of log rather than every 40 MB
