@@ -22,7 +22,7 @@ import { Worker as NodeWorker } from "node:worker_threads"
 
 /** what the client sends its thread (`internal/sqliteWorker.js`) */
 type Message =
-  | { readonly id: number; readonly op: "open"; readonly options: Required<Omit<Options, "filename">> & { readonly filename: string } }
+  | { readonly id: number; readonly op: "open"; readonly options: Required<Options> }
   | {
     readonly id: number
     readonly op: "run"
