@@ -61,9 +61,13 @@ const layer = Layer.mergeAll(
   Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(values.state!, "state.db") })))
 )
 const started = performance.now()
-const summary = await Effect.runPromise(Pipeline.run(pipeline, { stateDir: values.state! }).pipe(Effect.provide(layer)))
-const endedAtMs = Date.now()
-const seconds = (performance.now() - started) / 1000
+// the end is taken when Pipeline.run returns, before the layer closes the ledger (its last checkpoint is not part of it)
+const { summary, endedAtMs, seconds } = await Effect.runPromise(
+  Pipeline.run(pipeline, { stateDir: values.state! }).pipe(
+    Effect.map((summary) => ({ summary, endedAtMs: Date.now(), seconds: (performance.now() - started) / 1000 })),
+    Effect.provide(layer)
+  )
+)
 process.stdout.write(
   JSON.stringify({
     rows: summary.rows,

@@ -107,16 +107,16 @@ describe("crash torture", () => {
     expect(ids).toHaveLength(ROWS)
 
     // the ledger and the sink agree
-    // a row is in a committed part of its own, or goes with its request in a committed range of the request's batch
+    // a row is in a committed part of its own, or goes with its request in a committed range of settled requests
     const [counts] = query<{ items: number; delivered: number; undelivered: number }>(
       db,
       `SELECT r.item_count AS items,
         (SELECT SUM(p.delivered) FROM offpeak_parts p WHERE p.run_id = r.id AND p.state = 'committed') AS delivered,
         (SELECT COUNT(*) FROM offpeak_items i WHERE i.run = r.num AND NOT (
           (i.own = 1 AND EXISTS (SELECT 1 FROM offpeak_parts p
-            WHERE p.run_id = r.id AND p.seq = i.part AND p.batch IS NULL AND p.state = 'committed'))
+            WHERE p.run_id = r.id AND p.seq = i.part AND p.lo IS NULL AND p.state = 'committed'))
           OR (i.own = 0 AND EXISTS (SELECT 1 FROM offpeak_requests q JOIN offpeak_parts p
-            ON p.run_id = r.id AND p.batch = q.batch AND q.id BETWEEN p.lo AND p.hi AND p.state = 'committed'
+            ON p.run_id = r.id AND q.settled BETWEEN p.lo AND p.hi AND p.state = 'committed'
             WHERE q.run = i.run AND q.id = i.request AND q.state IN ('succeeded', 'failed'))))) AS undelivered
        FROM offpeak_runs r WHERE r.id = '${runId}'`
     )

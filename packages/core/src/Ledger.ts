@@ -32,6 +32,7 @@
 import { Clock, Context, Effect, Layer, Option, Schema, Semaphore } from "effect"
 import { Migrator, SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql"
+import { migrations } from "./internal/ledgerMigrations.ts"
 import type { FailureKind, Usage } from "./Result.ts"
 
 // ===== Models =====
@@ -341,15 +342,25 @@ export interface Service {
     batchId: string
   ) => Effect.Effect<ReadonlyArray<{ readonly id: number; readonly fingerprint: string }>, LedgerError>
   /**
-   * Fixes the rows of a new part of about `limit` rows; none when nothing is deliverable. Rows deliverable on their
-   * own come first; then a range of the settled requests of the oldest collected batch not yet delivered, with every
-   * row that asked for them (a request's rows never split across parts). A batch's rows wait until it is collected.
+   * Fixes the rows of a new part of about `limit` rows; none when nothing is deliverable (with `whole`, when fewer
+   * than `limit` rows are). Rows deliverable on their own come first; then the next range of requests in the order
+   * they settled for good, with every row that asked for them (a request's rows never split across parts), so rows
+   * go out while the rest of their batch is still being recorded.
    */
-  readonly assignPart: (runId: string, limit: number) => Effect.Effect<Option.Option<number>, LedgerError>
+  readonly assignPart: (
+    runId: string,
+    limit: number,
+    options?: { readonly whole?: boolean }
+  ) => Effect.Effect<Option.Option<number>, LedgerError>
   /** parts assigned but not committed (a crash between assign and commit) */
   readonly writingParts: (runId: string) => Effect.Effect<ReadonlyArray<number>, LedgerError>
   readonly partRows: (runId: string, seq: number) => Effect.Effect<ReadonlyArray<PartRow>, LedgerError>
-  readonly commitPart: (runId: string, seq: number) => Effect.Effect<void, LedgerError>
+  /** marks a part written: `delivered` of its rows went to the sink, `dead` to the dead-letter sink */
+  readonly commitPart: (
+    runId: string,
+    seq: number,
+    written: { readonly delivered: number; readonly dead: number }
+  ) => Effect.Effect<void, LedgerError>
   readonly counts: (runId: string) => Effect.Effect<Counts, LedgerError>
 }
 
@@ -361,196 +372,13 @@ export interface Service {
  */
 export class Ledger extends Context.Service<Ledger, Service>()("@offpeak/core/Ledger") {}
 
-// ===== Migrations =====
-
-const migrations = Migrator.fromRecord({
-  "0001_ledger": Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* sql`CREATE TABLE offpeak_runs (
-      id TEXT PRIMARY KEY,
-      pipeline TEXT NOT NULL,
-      module TEXT,
-      provider TEXT NOT NULL,
-      state TEXT NOT NULL,
-      source_done INTEGER NOT NULL DEFAULT 0,
-      message TEXT,
-      checkpoint TEXT,
-      checkpoint_position INTEGER,
-      created_at TEXT NOT NULL,
-      updated_at TEXT NOT NULL
-    )`
-    yield* sql`CREATE TABLE offpeak_items (
-      run_id TEXT NOT NULL,
-      key TEXT NOT NULL,
-      position INTEGER NOT NULL,
-      fingerprint TEXT,
-      record TEXT,
-      state TEXT NOT NULL,
-      part INTEGER,
-      error_kind TEXT,
-      error_message TEXT,
-      error_raw TEXT,
-      PRIMARY KEY (run_id, key)
-    )`
-    // partial indexes: each hot query names the state it looks for, so the planner never scans a whole run
-    yield* sql`CREATE INDEX offpeak_items_fingerprint ON offpeak_items (run_id, fingerprint)`
-    yield* sql`CREATE INDEX offpeak_items_pending ON offpeak_items (run_id, position) WHERE state = 'pending'`
-    yield* sql`CREATE INDEX offpeak_items_part ON offpeak_items (run_id, part) WHERE part IS NOT NULL`
-    yield* sql`CREATE TABLE offpeak_requests (
-      run_id TEXT NOT NULL,
-      fingerprint TEXT NOT NULL,
-      state TEXT NOT NULL,
-      batch_id TEXT,
-      attempts INTEGER NOT NULL DEFAULT 0,
-      cached INTEGER NOT NULL DEFAULT 0,
-      error_kind TEXT,
-      error_message TEXT,
-      error_raw TEXT,
-      PRIMARY KEY (run_id, fingerprint)
-    )`
-    yield* sql`CREATE INDEX offpeak_requests_queued ON offpeak_requests (run_id, fingerprint) WHERE state = 'queued'`
-    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (batch_id, fingerprint) WHERE state = 'batched'`
-    yield* sql`CREATE TABLE offpeak_batches (
-      id TEXT PRIMARY KEY,
-      run_id TEXT NOT NULL,
-      seq INTEGER NOT NULL,
-      state TEXT NOT NULL,
-      grp TEXT NOT NULL,
-      file TEXT NOT NULL,
-      request_count INTEGER NOT NULL,
-      bytes INTEGER NOT NULL,
-      remote_id TEXT,
-      remote_meta TEXT,
-      remote_state TEXT,
-      completed INTEGER NOT NULL DEFAULT 0,
-      failed INTEGER NOT NULL DEFAULT 0,
-      created_at TEXT NOT NULL,
-      submitted_at TEXT,
-      ended_at TEXT
-    )`
-    yield* sql`CREATE UNIQUE INDEX offpeak_batches_seq ON offpeak_batches (run_id, seq)`
-    yield* sql`CREATE TABLE offpeak_parts (
-      run_id TEXT NOT NULL,
-      seq INTEGER NOT NULL,
-      state TEXT NOT NULL,
-      PRIMARY KEY (run_id, seq)
-    )`
-    yield* sql`CREATE TABLE offpeak_results (
-      fingerprint TEXT PRIMARY KEY,
-      output TEXT NOT NULL,
-      output_format TEXT NOT NULL DEFAULT 'json',
-      input_tokens INTEGER NOT NULL,
-      output_tokens INTEGER NOT NULL,
-      cached_input_tokens INTEGER,
-      created_at TEXT NOT NULL
-    )`
-  }),
-  // Per-row tables keyed by (run number, position) and (run number, request number), so that rows are written in
-  // the order they are read and a million-row run touches pages in sequence; one random-keyed index remains
-  // (requests by a 48-bit fingerprint prefix). Runs recorded by 0001 are not carried over (no release used it).
-  "0002_sequential": Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    for (const table of ["offpeak_items", "offpeak_requests", "offpeak_results", "offpeak_parts"]) {
-      yield* sql`DROP TABLE IF EXISTS ${sql(table)}`
-    }
-    yield* sql`DELETE FROM offpeak_batches`
-    yield* sql`DELETE FROM offpeak_runs`
-    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN num BIGINT`
-    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN item_count BIGINT NOT NULL DEFAULT 0`
-    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN request_count BIGINT NOT NULL DEFAULT 0`
-    yield* sql`CREATE UNIQUE INDEX offpeak_runs_num ON offpeak_runs (num)`
-    // one row per input row; `request` is the number of its request (null when the row failed on admission);
-    // `ready` once that request is settled; `part` once the row is assigned to a sink part
-    yield* sql`CREATE TABLE offpeak_items (
-      run BIGINT NOT NULL,
-      position BIGINT NOT NULL,
-      key TEXT NOT NULL,
-      request BIGINT,
-      ready INTEGER NOT NULL,
-      part BIGINT,
-      record TEXT,
-      error_kind TEXT,
-      error_message TEXT,
-      error_raw TEXT,
-      PRIMARY KEY (run, position)
-    )`
-    yield* sql`CREATE UNIQUE INDEX offpeak_items_key ON offpeak_items (run, key)`
-    // partial indexes hold only the rows in flight, so they stay small whatever the run's size
-    yield* sql`CREATE INDEX offpeak_items_waiting ON offpeak_items (run, request) WHERE ready = 0`
-    yield* sql`CREATE INDEX offpeak_items_deliverable ON offpeak_items (run, position) WHERE ready = 1 AND part IS NULL`
-    yield* sql`CREATE INDEX offpeak_items_part ON offpeak_items (run, part, position) WHERE part IS NOT NULL`
-    // one row per distinct request of a run, numbered by the position of the first row that asked for it
-    yield* sql`CREATE TABLE offpeak_requests (
-      run BIGINT NOT NULL,
-      id BIGINT NOT NULL,
-      fingerprint TEXT NOT NULL,
-      fp48 BIGINT NOT NULL,
-      state TEXT NOT NULL,
-      batch BIGINT,
-      attempts INTEGER NOT NULL DEFAULT 0,
-      cached INTEGER NOT NULL DEFAULT 0,
-      error_kind TEXT,
-      error_message TEXT,
-      error_raw TEXT,
-      PRIMARY KEY (run, id)
-    )`
-    // in-run dedupe and the result cache across runs look requests up by fingerprint (the one random-keyed index)
-    yield* sql`CREATE INDEX offpeak_requests_fp ON offpeak_requests (fp48, run)`
-    yield* sql`CREATE INDEX offpeak_requests_queued ON offpeak_requests (run, id) WHERE state = 'queued'`
-    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (run, batch, id) WHERE state = 'batched'`
-    yield* sql`CREATE INDEX offpeak_requests_failed ON offpeak_requests (run, id) WHERE state = 'failed'`
-    // the output of each succeeded request
-    yield* sql`CREATE TABLE offpeak_outputs (
-      run BIGINT NOT NULL,
-      id BIGINT NOT NULL,
-      output TEXT NOT NULL,
-      output_format TEXT NOT NULL,
-      input_tokens BIGINT NOT NULL,
-      output_tokens BIGINT NOT NULL,
-      cached_input_tokens BIGINT,
-      PRIMARY KEY (run, id)
-    )`
-    yield* sql`CREATE TABLE offpeak_parts (
-      run_id TEXT NOT NULL,
-      seq BIGINT NOT NULL,
-      state TEXT NOT NULL,
-      delivered BIGINT NOT NULL DEFAULT 0,
-      dead BIGINT NOT NULL DEFAULT 0,
-      PRIMARY KEY (run_id, seq)
-    )`
-  }),
-  // Settling a request writes nothing to its rows: a request's rows go to the sinks with it, in parts that are
-  // ranges of a collected batch's settled requests; only rows that are deliverable on their own (failed on
-  // admission, or whose answer was known when they were admitted) are marked (`own`) and assigned part by part.
-  "0003_batch_parts": Effect.gen(function*() {
-    const sql = yield* SqlClient.SqlClient
-    yield* sql`ALTER TABLE offpeak_items ADD COLUMN own INTEGER NOT NULL DEFAULT 0`
-    // rows already settled go out on their own
-    yield* sql`UPDATE offpeak_items SET own = 1 WHERE ready = 1 OR part IS NOT NULL`
-    yield* sql`DROP INDEX offpeak_items_waiting`
-    yield* sql`DROP INDEX offpeak_items_deliverable`
-    yield* sql`ALTER TABLE offpeak_items DROP COLUMN ready`
-    yield* sql`CREATE INDEX offpeak_items_request ON offpeak_items (run, request)`
-    yield* sql`CREATE INDEX offpeak_items_own ON offpeak_items (run, position) WHERE own = 1 AND part IS NULL`
-    // a request's batch stays once it is settled there: the batch's parts are ranges of its settled requests
-    yield* sql`DROP INDEX offpeak_requests_batched`
-    yield* sql`CREATE INDEX offpeak_requests_batch ON offpeak_requests (run, batch, id) WHERE batch IS NOT NULL`
-    yield* sql`ALTER TABLE offpeak_parts ADD COLUMN batch BIGINT`
-    yield* sql`ALTER TABLE offpeak_parts ADD COLUMN lo BIGINT`
-    yield* sql`ALTER TABLE offpeak_parts ADD COLUMN hi BIGINT`
-    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0`
-    // batches collected before this migration settled their rows one by one (now marked own)
-    yield* sql`UPDATE offpeak_batches SET delivered = 1 WHERE state = 'collected'`
-  })
-})
-
 /**
  * Runs the ledger's migrations (idempotent).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const migrate = Migrator.make({})({ loader: migrations, table: "offpeak_migrations" })
+export const migrate = Migrator.make({})({ loader: Migrator.fromRecord(migrations), table: "offpeak_migrations" })
 
 // ===== Implementation =====
 
@@ -710,6 +538,20 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const serial = yield* Semaphore.make(1)
   const serially = <A, E, R>(effect: Effect.Effect<A, E, R>) => serial.withPermits(1)(effect)
 
+  /**
+   * Numbers the requests `ids` settled for good in this transaction: request `id` becomes `offset + id`, every number
+   * above the run's numbers so far; parts are ranges of these numbers. (Not dense: a transaction takes the span of its
+   * request numbers, so a statement numbers all its requests at once.)
+   */
+  const settleOffset = (num: number, ids: ReadonlyArray<number>) =>
+    Effect.gen(function*() {
+      const top = yield* sql<{ settled: number | bigint | null }>`
+        SELECT MAX(settled) AS settled FROM offpeak_requests WHERE run = ${num} AND settled IS NOT NULL`
+      let min = Infinity
+      for (const id of ids) if (id < min) min = id
+      return Math.max(0, toNumber(top[0]?.settled ?? 0)) + 1 - min
+    })
+
   const getRun = (id: string) =>
     sql<RunRow>`SELECT * FROM offpeak_runs WHERE id = ${id}`.pipe(
       Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(toRun(rows[0]!))),
@@ -850,18 +692,21 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       // 4. new requests, numbered by the position of their first row
       const fresh: Array<number> = []
       const created = new Map<string, { readonly id: number; readonly cached: boolean }>()
+      // rows that go out with each request (own = 0), by request number
+      const joining = new Map<number, number>()
       let ready = 0
       const itemRows: Array<Record<string, unknown>> = []
       for (const { index, row } of accepted) {
         let request: number | null = null
-        // a row whose answer is already known goes out on its own; any other goes out with its request
-        let isReady = row.fingerprint === null
+        // a row with no request, or whose request settled before, goes out on its own; any other with its request
+        let own = row.fingerprint === null
+        let isReady = own
         if (row.fingerprint !== null) {
           const have = existing.get(row.fingerprint)
           const made = created.get(row.fingerprint)
           if (have !== undefined) {
             request = have.id
-            isReady = have.state === "succeeded" || have.state === "failed"
+            own = isReady = have.state === "succeeded" || have.state === "failed"
           } else if (made !== undefined) {
             request = made.id
             isReady = made.cached
@@ -874,12 +719,13 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           }
         }
         if (isReady) ready++
+        if (!own && request !== null) joining.set(request, (joining.get(request) ?? 0) + 1)
         itemRows.push({
           run: num,
           position: row.position,
           key: row.key,
           request,
-          own: isReady ? 1 : 0,
+          own: own ? 1 : 0,
           part: null,
           record: row.record,
           error_kind: row.failure?.kind ?? null,
@@ -887,6 +733,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           error_raw: row.failure?.raw ?? null
         })
       }
+      // a request answered from the cache is settled at once
+      const cachedIds = [...created.values()].flatMap((made) => made.cached ? [made.id] : [])
+      const offset = cachedIds.length === 0 ? 0 : yield* settleOffset(num, cachedIds)
       const requestRows = [...created].map(([fingerprint, made]) => ({
         run: num,
         id: made.id,
@@ -895,10 +744,19 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         state: made.cached ? "succeeded" : "queued",
         batch: null,
         attempts: 0,
-        cached: made.cached ? 1 : 0
+        cached: made.cached ? 1 : 0,
+        settled: made.cached ? offset + made.id : null,
+        row_count: joining.get(made.id) ?? 0
       }))
       for (const part of chunks(requestRows, 100)) {
         yield* sql`INSERT${orFail} INTO offpeak_requests ${sql.insert(part as any)}`
+      }
+      // more rows for a request admitted before and not settled yet
+      for (const [fingerprint, have] of existing) {
+        const n = joining.get(have.id)
+        if (n !== undefined && !created.has(fingerprint)) {
+          yield* sql`UPDATE${orFail} offpeak_requests SET row_count = row_count + ${n} WHERE run = ${num} AND id = ${have.id}`
+        }
       }
       // cached answers are copied into this run, so its rows never depend on another run's
       const bySource = new Map<number, Array<readonly [number, number]>>()
@@ -919,13 +777,15 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
             input_tokens: number | bigint
             output_tokens: number | bigint
             cached_input_tokens: number | bigint | null
-          }>`SELECT id, output, output_format, input_tokens, output_tokens, cached_input_tokens FROM offpeak_outputs
-            WHERE run = ${fromRun} AND ${sql.in("id", part.map(([id]) => id))}`
+          }>`SELECT r.id AS id, o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
+                    o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
+            FROM offpeak_requests r JOIN offpeak_outputs o ON o.run = r.run AND o.settled = r.settled
+            WHERE r.run = ${fromRun} AND ${sql.in("r.id", part.map(([id]) => id))}`
           if (outputs.length === 0) continue
           yield* sql`INSERT${orFail} INTO offpeak_outputs ${
             sql.insert(outputs.map((o) => ({
               run: num,
-              id: target.get(toNumber(o.id))!,
+              settled: offset + target.get(toNumber(o.id))!,
               output: o.output,
               output_format: o.output_format,
               input_tokens: toNumber(o.input_tokens),
@@ -1059,23 +919,35 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       if (outcomes.length === 0) return
       const num = yield* runNum(runId)
       const seq = yield* batchSeq(batchId)
-      // only requests still in this batch: a line seen twice (a re-download) or for another batch changes nothing
-      const ids = new Set(yield* inState(num, outcomes.map((o) => o.request), { state: "batched", batch: seq }))
-      const succeeded: Array<{ readonly id: number; readonly outcome: Extract<Outcome, { _tag: "Succeeded" }> }> = []
-      const failed: Array<{ readonly id: number; readonly outcome: Extract<Outcome, { _tag: "Failed" }> }> = []
-      for (const o of outcomes) {
-        const id = o.request
-        if (!ids.has(id)) continue
-        // the first line for a request counts
-        ids.delete(id)
-        if (o._tag === "Succeeded") succeeded.push({ id, outcome: o })
-        else failed.push({ id, outcome: o })
+      // the first line for a request counts
+      const first = new Map<number, Outcome>()
+      for (const o of outcomes) if (!first.has(o.request)) first.set(o.request, o)
+      // requests settled for good are numbered (in request order, so outputs are appended in key order)
+      const offset = yield* settleOffset(num, [...first.keys()])
+      // only requests still in this batch change: a line seen twice (a re-download) or for another batch does not
+      const settledNow = new Set<number>()
+      const answered = [...first.values()].flatMap((o) => o._tag === "Succeeded" ? [o.request] : []).sort((a, b) => a - b)
+      for (const part of chunks(answered, 5_000)) {
+        const rows = yield* sql<{ id: number | bigint }>`UPDATE${orFail} offpeak_requests
+          SET state = 'succeeded', settled = ${offset} + id
+          WHERE run = ${num} AND ${sql.in("id", part)} AND state = 'batched' AND batch = ${seq}
+          RETURNING id`
+        for (const row of rows) settledNow.add(toNumber(row.id))
       }
+      // (an earlier attempt's error stays on a succeeded request for the record; its rows never read it)
+      const succeeded = answered.flatMap((id) =>
+        settledNow.has(id) ? [{ id, outcome: first.get(id) as Extract<Outcome, { _tag: "Succeeded" }> }] : []
+      )
+      const unanswered = [...first.values()].flatMap((o) => o._tag === "Failed" ? [o.request] : [])
+      const failed = (yield* inState(num, unanswered, { state: "batched", batch: seq })).map((id) => ({
+        id,
+        outcome: first.get(id) as Extract<Outcome, { _tag: "Failed" }>
+      }))
       for (const part of chunks(succeeded, 100)) {
         yield* sql`INSERT${orFail} INTO offpeak_outputs ${
           sql.insert(part.map(({ id, outcome: o }) => ({
             run: num,
-            id,
+            settled: offset + id,
             output: o.output,
             output_format: o.format ?? "json",
             input_tokens: o.usage.inputTokens,
@@ -1083,10 +955,6 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
             cached_input_tokens: o.usage.cachedInputTokens ?? null
           })) as any)
         }`
-      }
-      for (const part of chunks(succeeded.map((s) => s.id))) {
-        // an earlier attempt's error stays for the record; a succeeded request's rows never read it
-        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'succeeded' WHERE run = ${num} AND ${sql.in("id", part)}`
       }
       for (const { id, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
@@ -1096,6 +964,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         const retry = o.retryable && attempts < limit
         yield* sql`UPDATE${orFail} offpeak_requests SET
             attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
+            settled = ${retry ? null : offset + id},
             error_kind = ${o.failure.kind}, error_message = ${o.failure.message}, error_raw = ${o.failure.raw ?? null}
           WHERE run = ${num} AND id = ${id}`
       }
@@ -1105,12 +974,12 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     Effect.gen(function*() {
       const num = yield* runNum(runId)
       const ids = yield* inState(num, requests, { state: "queued" })
+      if (ids.length === 0) return
+      const offset = yield* settleOffset(num, ids)
       for (const part of chunks(ids)) {
-        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed',
+        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed', settled = ${offset} + id,
             error_kind = ${failure.kind}, error_message = ${failure.message}, error_raw = ${failure.raw ?? null}
           WHERE run = ${num} AND ${sql.in("id", part)}`
-        // never batched, so in no batch's parts: their rows go out on their own
-        yield* sql`UPDATE${orFail} offpeak_items SET own = 1 WHERE run = ${num} AND own = 0 AND ${sql.in("request", part)}`
       }
     }).pipe(sql.withTransaction, serially, mapError("failQueued"))
 
@@ -1123,78 +992,64 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       return rows.map((r) => ({ id: toNumber(r.id), fingerprint: r.fingerprint }))
     }).pipe(mapError("unsettled"))
 
-  /** where a part's rows come from: its own rows (`i.part`), or its range of a batch's settled requests */
+  /** where a part's rows come from: its own rows (`i.part`), or the rows of its range of settled requests */
   const partSource = (runId: string, seq: number) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
-      const parts = yield* sql<{ batch: number | bigint | null; lo: number | bigint | null; hi: number | bigint | null }>`
-        SELECT batch, lo, hi FROM offpeak_parts WHERE run_id = ${runId} AND seq = ${seq}`
+      const parts = yield* sql<{ lo: number | bigint | null; hi: number | bigint | null }>`
+        SELECT lo, hi FROM offpeak_parts WHERE run_id = ${runId} AND seq = ${seq}`
       const part = parts[0]
       if (part === undefined) return yield* new LedgerError({ operation: "part", message: `no part ${seq} in run "${runId}"` })
-      return part.batch === null
+      return part.lo === null
         ? {
           from: sql`offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request`,
-          where: sql`i.run = ${num} AND i.part = ${seq}`
+          where: sql`i.run = ${num} AND i.part = ${seq}`,
+          order: sql`i.position`
         }
         : {
           from: sql`offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id AND i.own = 0`,
-          where: sql`r.run = ${num} AND r.batch = ${toNumber(part.batch)} AND r.id >= ${toNumber(part.lo)}
-            AND r.id <= ${toNumber(part.hi)} AND r.state IN ('succeeded', 'failed')`
+          where: sql`r.run = ${num} AND r.settled >= ${toNumber(part.lo)} AND r.settled <= ${toNumber(part.hi)}`,
+          // the order of the range's index, so the query walks the range and nothing else
+          order: sql`r.settled, i.position`
         }
     })
 
-  const assignPart: Service["assignPart"] = (runId, limit) =>
+  const assignPart: Service["assignPart"] = (runId, limit, options) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
+      const whole = options?.whole === true
       const last = yield* sql<{ seq: number | bigint | null }>`
         SELECT MAX(seq) AS seq FROM offpeak_parts WHERE run_id = ${runId}`
       const seq = toNumber(last[0]?.seq ?? 0) + 1
       // rows deliverable on their own first
       const own = yield* sql<{ position: number | bigint }>`
         SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`
-      if (own.length > 0) {
-        yield* sql`INSERT INTO offpeak_parts ${
-          sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, batch: null, lo: null, hi: null })
-        }`
+      if (own.length > 0 && (!whole || own.length >= limit)) {
+        yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo: null, hi: null })}`
         for (const part of chunks(own.map((r) => toNumber(r.position)))) {
           yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
         }
         return Option.some(seq)
       }
-      // then the next range of settled requests of the oldest collected batch not yet delivered
-      while (true) {
-        const open = yield* sql<{ id: string; seq: number | bigint }>`
-          SELECT id, seq FROM offpeak_batches WHERE run_id = ${runId} AND state = 'collected' AND delivered = 0
-          ORDER BY seq LIMIT 1`
-        if (open.length === 0) return Option.none<number>()
-        const batch = toNumber(open[0]!.seq)
-        const done = yield* sql<{ hi: number | bigint | null }>`
-          SELECT MAX(hi) AS hi FROM offpeak_parts WHERE run_id = ${runId} AND batch = ${batch}`
-        const after = done[0]?.hi === null || done[0]?.hi === undefined ? -1 : toNumber(done[0].hi)
-        // each request with the number of rows that go out with it, so a part holds about `limit` rows
-        const requests = yield* sql<{ id: number | bigint; n: number | bigint }>`
-          SELECT r.id AS id,
-                 (SELECT COUNT(*) FROM offpeak_items i WHERE i.run = r.run AND i.request = r.id AND i.own = 0) AS n
-          FROM offpeak_requests r
-          WHERE r.run = ${num} AND r.batch = ${batch} AND r.id > ${after} AND r.state IN ('succeeded', 'failed')
-          ORDER BY r.id
-          LIMIT ${limit}`
-        if (requests.length === 0) {
-          yield* sql`UPDATE offpeak_batches SET delivered = 1 WHERE id = ${open[0]!.id}`
-          continue
-        }
-        let rows = 0
-        let hi = after
-        for (const request of requests) {
-          hi = toNumber(request.id)
-          rows += toNumber(request.n)
-          if (rows >= limit) break
-        }
-        yield* sql`INSERT INTO offpeak_parts ${
-          sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, batch, lo: after + 1, hi })
-        }`
-        return Option.some(seq)
+      // then the next range of settled requests, each with the rows that go out with it
+      const done = yield* sql<{ hi: number | bigint | null }>`
+        SELECT MAX(hi) AS hi FROM offpeak_parts WHERE run_id = ${runId} AND hi IS NOT NULL`
+      const after = Math.max(0, toNumber(done[0]?.hi ?? 0))
+      const requests = yield* sql<{ settled: number | bigint; n: number | bigint }>`
+        SELECT settled, row_count AS n FROM offpeak_requests
+        WHERE run = ${num} AND settled > ${after}
+        ORDER BY settled
+        LIMIT ${limit}`
+      let rows = 0
+      let hi = after
+      for (const request of requests) {
+        hi = toNumber(request.settled)
+        rows += toNumber(request.n)
+        if (rows >= limit) break
       }
+      if (requests.length === 0 || (whole && rows < limit && requests.length < limit)) return Option.none<number>()
+      yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo: after + 1, hi })}`
+      return Option.some(seq)
     }).pipe(sql.withTransaction, serially, mapError("assignPart"))
 
   const writingParts: Service["writingParts"] = (runId) =>
@@ -1230,9 +1085,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
                o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
                o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
         FROM ${source.from}
-        LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.id = i.request AND r.state = 'succeeded'
+        LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.settled = r.settled AND r.state = 'succeeded'
         WHERE ${source.where}
-        ORDER BY i.position`
+        ORDER BY ${source.order}`
       return rows.map((row): PartRow => {
         const failure: Failure | null = row.item_error_kind !== null
           ? {
@@ -1267,19 +1122,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       })
     }).pipe(mapError("partRows"))
 
-  const commitPart: Service["commitPart"] = (runId, seq) =>
-    Effect.gen(function*() {
-      const source = yield* partSource(runId, seq)
-      const rows = yield* sql<{ n: number | bigint; delivered: number | bigint | null }>`
-        SELECT COUNT(*) AS n,
-               SUM(CASE WHEN i.error_kind IS NULL AND r.state = 'succeeded' THEN 1 ELSE 0 END) AS delivered
-        FROM ${source.from}
-        WHERE ${source.where}`
-      const n = toNumber(rows[0]?.n)
-      const delivered = toNumber(rows[0]?.delivered)
-      yield* sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${delivered}, dead = ${n - delivered}
-        WHERE run_id = ${runId} AND seq = ${seq} AND state = 'writing'`
-    }).pipe(sql.withTransaction, mapError("commitPart"))
+  const commitPart: Service["commitPart"] = (runId, seq, written) =>
+    sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
+      WHERE run_id = ${runId} AND seq = ${seq} AND state = 'writing'`.pipe(Effect.asVoid, mapError("commitPart"))
 
   const counts: Service["counts"] = (runId) =>
     Effect.gen(function*() {

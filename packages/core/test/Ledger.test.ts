@@ -9,6 +9,8 @@ import type { Scope } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { Migrator, SqlClient } from "effect/sql"
+import { migrations } from "../src/internal/ledgerMigrations.ts"
 import * as Ledger from "../src/Ledger.ts"
 import * as SqliteClient from "../src/SqliteClient.ts"
 import * as Pg from "./support/postgres.ts"
@@ -28,6 +30,8 @@ const row = (key: string, position: number, fingerprint: string | null = fp(posi
 interface Store {
   /** a ledger on the store; every call opens new connections to it */
   readonly open: () => Layer.Layer<Ledger.Ledger, unknown>
+  /** a plain client on the store, where it can be reopened */
+  readonly client?: () => Layer.Layer<SqlClient.SqlClient, unknown>
 }
 
 /** where a ledger can live */
@@ -56,18 +60,20 @@ const sqliteFile: Backend = {
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-ledger-"))),
       (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
     ),
-    (dir) => ({
-      open: () => Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(dir, "state.db") })))
-    })
+    (dir) => {
+      const client = () => SqliteClient.layer({ filename: path.join(dir, "state.db") })
+      return { open: () => Ledger.layer.pipe(Layer.provide(client())), client }
+    }
   )
 }
 
 const postgres = (url: string): Backend => ({
   name: "Postgres",
   reopens: true,
-  fresh: Effect.map(Pg.freshSchema(url, "ledger"), (fresh) => ({
-    open: () => Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(fresh.url) })))
-  }))
+  fresh: Effect.map(Pg.freshSchema(url, "ledger"), (fresh) => {
+    const client = () => PgClient.layer({ url: Redacted.make(fresh.url) })
+    return { open: () => Ledger.layer.pipe(Layer.provide(client())), client }
+  })
 })
 
 /** a ledger (its own connections) on the store, for the rest of the test */
@@ -145,22 +151,26 @@ const ledgerSuite = (backend: Backend) => {
         ], 3)
         const queued = yield* ledger.queued(runId, { after: 0, limit: 10 })
         assert.deepStrictEqual(queued.map((q) => q.fingerprint), [fp(2)])
+        // rows go out as soon as their requests settle for good, before the rest of the batch is recorded
+        const seq = Option.getOrThrow(yield* ledger.assignPart(runId, 100))
+        assert.deepStrictEqual((yield* ledger.partRows(runId, seq)).map((r) => [r.key, r.output, r.failure?.message ?? null]), [
+          ["a", "\"A\"", null],
+          ["c", null, "HTTP 400"]
+        ])
+        assert.deepStrictEqual(yield* ledger.writingParts(runId), [seq])
+        yield* ledger.commitPart(runId, seq, { delivered: 1, dead: 1 })
+        assert.deepStrictEqual(yield* ledger.writingParts(runId), [])
+        assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
         yield* ledger.recordOutcomes(runId, "b1", [
           { _tag: "Failed", request: 4, failure: { kind: "lost", message: "no line" }, retryable: false }
         ], 3)
-        // a batch's rows go out once it is collected
-        assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
-        yield* ledger.updateBatch("b1", { state: "collected" })
-        const seq = Option.getOrThrow(yield* ledger.assignPart(runId, 100))
-        const rows = yield* ledger.partRows(runId, seq)
-        assert.deepStrictEqual(rows.map((r) => [r.key, r.output, r.failure?.message ?? null]), [
-          ["a", "\"A\"", null],
-          ["c", null, "HTTP 400"],
-          ["d", null, "no line"]
+        // asked for whole parts only, one row is not enough for a part of 100; asked for any, it is
+        assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100, { whole: true })))
+        const next = Option.getOrThrow(yield* ledger.assignPart(runId, 100))
+        assert.deepStrictEqual((yield* ledger.partRows(runId, next)).map((r) => [r.key, r.failure?.message ?? null]), [
+          ["d", "no line"]
         ])
-        assert.deepStrictEqual(yield* ledger.writingParts(runId), [seq])
-        yield* ledger.commitPart(runId, seq)
-        assert.deepStrictEqual(yield* ledger.writingParts(runId), [])
+        yield* ledger.commitPart(runId, next, { delivered: 0, dead: 1 })
         assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
         const counts = yield* ledger.counts(runId)
         assert.strictEqual(counts.delivered, 1)
@@ -201,25 +211,28 @@ const ledgerSuite = (backend: Backend) => {
       Effect.gen(function*() {
         yield* ledger.admit(runId, [row("a", 1, fp(1)), row("b", 2, fp(1)), row("c", 3, fp(3)), row("d", 4, fp(4))])
         yield* ledger.sealBatch({ id: "b1", runId, seq: 1, group: "g", file: "f", requestCount: 3, bytes: 3 }, [1, 3, 4])
-        yield* ledger.recordOutcomes(runId, "b1", [1, 3, 4].map((request): Ledger.Outcome => ({
-          _tag: "Succeeded",
-          request,
-          output: `${request}`,
-          usage: { inputTokens: 1, outputTokens: 1 }
-        })), 3)
-        yield* ledger.updateBatch("b1", { state: "collected" })
-        // the same request again, after it settled: ready at once, and in no part of the batch
+        // results arrive in any order, in two transactions: parts follow the order requests settled in
+        for (const requests of [[4, 1], [3]]) {
+          yield* ledger.recordOutcomes(runId, "b1", requests.map((request): Ledger.Outcome => ({
+            _tag: "Succeeded",
+            request,
+            output: `${request}`,
+            usage: { inputTokens: 1, outputTokens: 1 }
+          })), 3)
+        }
+        // the same request again, after it settled: ready at once, on its own (its request may have gone out already)
         const late = yield* ledger.admit(runId, [row("e", 5, fp(1))])
         assert.strictEqual(late.ready, 1)
         const parts: Array<Array<string>> = []
         while (true) {
-          const seq = yield* ledger.assignPart(runId, 2)
+          const seq = yield* ledger.assignPart(runId, 1)
           if (Option.isNone(seq)) break
-          parts.push((yield* ledger.partRows(runId, seq.value)).map((r) => `${r.key}=${r.output}`))
-          yield* ledger.commitPart(runId, seq.value)
+          const rows = yield* ledger.partRows(runId, seq.value)
+          parts.push(rows.map((r) => `${r.key}=${r.output}`))
+          yield* ledger.commitPart(runId, seq.value, { delivered: rows.length, dead: 0 })
         }
-        // request 1 has two rows (a, b), so it fills a part of 2 by itself
-        assert.deepStrictEqual(parts, [["e=1"], ["a=1", "b=1"], ["c=3", "d=4"]])
+        // request 1 has two rows (a, b): they stay together; then request 4 (settled first), then 3
+        assert.deepStrictEqual(parts, [["e=1"], ["a=1", "b=1"], ["d=4"], ["c=3"]])
         const counts = yield* ledger.counts(runId)
         assert.deepStrictEqual([counts.items, counts.delivered, counts.pendingItems], [5, 5, 0])
       })
@@ -426,6 +439,94 @@ const ledgerSuite = (backend: Backend) => {
         assert.deepStrictEqual([counts.items, counts.requests], [200, 200])
       })
     ))
+
+  if (backend.reopens) {
+    it.effect("a ledger left mid-run under batch-range parts (0003) migrates: no row lost, none delivered twice", () =>
+      Effect.gen(function*() {
+        const store = yield* backend.fresh
+        // the schema as 0003 left it: batch 1 collected, its request 1 delivered by a committed range, request 3 in a
+        // range being written, request 4 settled in no range; request 5 still at the provider; row f failed alone
+        yield* Effect.gen(function*() {
+          const upTo3 = Object.fromEntries(Object.entries(migrations).filter(([name]) => name < "0004"))
+          yield* Migrator.make({})({ loader: Migrator.fromRecord(upTo3), table: "offpeak_migrations" })
+          const sql = yield* SqlClient.SqlClient
+          const at = "2026-11-01T00:00:00.000Z"
+          yield* sql`INSERT INTO offpeak_runs ${
+            sql.insert({ id: "old", pipeline: "p", module: null, provider: "openai", state: "running", source_done: 1,
+              created_at: at, updated_at: at, num: 1, item_count: 6, request_count: 4 })
+          }`
+          for (const [id, seq, state] of [["old-b1", 1, "collected"], ["old-b2", 2, "submitted"]] as const) {
+            yield* sql`INSERT INTO offpeak_batches ${
+              sql.insert({ id, run_id: "old", seq, state, grp: "g", file: "f", request_count: 1, bytes: 1, completed: 0,
+                failed: 0, created_at: at, delivered: 0 })
+            }`
+          }
+          const requests = [[1, "succeeded", 1, null], [3, "succeeded", 1, null], [4, "failed", 1, "HTTP 400"], [
+            5,
+            "batched",
+            2,
+            null
+          ]] as const
+          for (const [id, state, batch, error] of requests) {
+            yield* sql`INSERT INTO offpeak_requests ${
+              sql.insert({ run: 1, id, fingerprint: fp(id), fp48: 0, state, batch, attempts: 1, cached: 0,
+                error_kind: error === null ? null : "provider_error", error_message: error })
+            }`
+          }
+          const items = [[1, "a", 1], [2, "b", 1], [3, "c", 3], [4, "d", 4], [5, "e", 5]] as const
+          for (const [position, key, request] of items) {
+            yield* sql`INSERT INTO offpeak_items ${
+              sql.insert({ run: 1, position, key, request, own: 0, record: JSON.stringify({ key }) })
+            }`
+          }
+          yield* sql`INSERT INTO offpeak_items ${
+            sql.insert({ run: 1, position: 6, key: "f", request: null, own: 1, record: null, error_kind: "invalid_input",
+              error_message: "bad row" })
+          }`
+          for (const id of [1, 3]) {
+            yield* sql`INSERT INTO offpeak_outputs ${
+              sql.insert({ run: 1, id, output: `"o${id}"`, output_format: "json", input_tokens: 1, output_tokens: 1 })
+            }`
+          }
+          yield* sql`INSERT INTO offpeak_parts ${
+            sql.insert([
+              { run_id: "old", seq: 1, state: "committed", delivered: 2, dead: 0, batch: 1, lo: 1, hi: 1 },
+              { run_id: "old", seq: 2, state: "writing", delivered: 0, dead: 0, batch: 1, lo: 3, hi: 3 }
+            ])
+          }`
+        }).pipe(Effect.provide(store.client!()))
+
+        const ledger = yield* openLedger(store)
+        const deliver = (seq: number) =>
+          Effect.gen(function*() {
+            const rows = yield* ledger.partRows("old", seq)
+            const delivered = rows.filter((r) => r.failure === null).length
+            yield* ledger.commitPart("old", seq, { delivered, dead: rows.length - delivered })
+            return rows.map((r) => `${r.key}=${r.output ?? r.failure?.message}`)
+          })
+        // the part being written is written again, whole
+        assert.deepStrictEqual(yield* ledger.writingParts("old"), [2])
+        assert.deepStrictEqual(yield* deliver(2), ["c=\"o3\""])
+        // the settled rows no range delivered, and the row that failed alone
+        assert.deepStrictEqual(yield* deliver(Option.getOrThrow(yield* ledger.assignPart("old", 10))), [
+          "d=HTTP 400",
+          "f=bad row"
+        ])
+        assert.isTrue(Option.isNone(yield* ledger.assignPart("old", 10)))
+        // the request still at the provider settles and goes out under the new numbering
+        yield* ledger.recordOutcomes("old", "old-b2", [
+          { _tag: "Succeeded", request: 5, output: "\"o5\"", usage: { inputTokens: 1, outputTokens: 1 } }
+        ], 3)
+        assert.deepStrictEqual(yield* deliver(Option.getOrThrow(yield* ledger.assignPart("old", 10))), ["e=\"o5\""])
+        const counts = yield* ledger.counts("old")
+        assert.deepStrictEqual([counts.items, counts.delivered, counts.dead, counts.pendingItems], [6, 4, 2, 0])
+        // outputs written before the migration still answer from the cache
+        yield* ledger.createRun({ id: "new", pipeline: "p", module: null, provider: "openai" })
+        assert.strictEqual((yield* ledger.admit("new", [row("x", 1, fp(1))])).ready, 1)
+        const cached = yield* ledger.partRows("new", Option.getOrThrow(yield* ledger.assignPart("new", 10)))
+        assert.deepStrictEqual(cached.map((r) => [r.key, r.output, r.cached]), [["x", "\"o1\"", true]])
+      }).pipe(Effect.scoped))
+  }
 }
 
 describe("Ledger (SQLite in memory)", () => ledgerSuite(sqliteMemory))

@@ -1,4 +1,4 @@
-import { Duration, Effect, Option, Predicate, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
+import { Cause, Duration, Effect, Option, Predicate, Queue, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Batcher from "../Batcher.ts"
@@ -186,9 +186,8 @@ export const run = <Rec, A, Row>(
       const perRow = (stats.outputBytes / stats.outputs) * 8 + 2_048
       return Math.max(100, Math.min(PART_SIZE, Math.floor(PART_BYTES / perRow)))
     }
-    const writePart = (seq: number) =>
+    const writePart = (seq: number, rows: ReadonlyArray<Ledger.PartRow>) =>
       Effect.gen(function*() {
-        const rows = yield* ledger.partRows(runId, seq)
         const succeeded: Array<Result.Succeeded<Rec, A>> = []
         const failed: Array<Result.Failed<Rec>> = []
         for (const row of rows) {
@@ -239,24 +238,42 @@ export const run = <Rec, A, Row>(
         }
         if (failed.length > 0) yield* deadLetter.write(part, failed)
         yield* Failpoint.hit("part.written")
-        yield* ledger.commitPart(runId, seq)
+        yield* ledger.commitPart(runId, seq, { delivered: succeeded.length, dead: failed.length })
         Memory.compact()
         progress.succeeded += succeeded.length
         progress.failed += failed.length
       })
 
-    const deliver = Effect.gen(function*() {
-      for (const seq of yield* ledger.writingParts(runId)) yield* writePart(seq)
-      while (true) {
-        const seq = yield* ledger.assignPart(runId, partSize())
-        if (Option.isNone(seq)) return
-        yield* Failpoint.hit("part.assigned")
-        yield* writePart(seq.value)
-      }
-    }).pipe(
-      Semaphore.withPermits(deliveryLock, 1),
-      Effect.mapError((e) => fail(`delivery: ${e.message}`))
-    )
+    /** the next part and its rows: first parts a crash left unwritten, then new ones */
+    const nextPart = (whole: boolean, unwritten: Array<number>) =>
+      Effect.gen(function*() {
+        let seq = unwritten.shift()
+        if (seq === undefined) {
+          const assigned = yield* ledger.assignPart(runId, partSize(), { whole })
+          if (Option.isNone(assigned)) return Option.none()
+          yield* Failpoint.hit("part.assigned")
+          seq = assigned.value
+        }
+        return Option.some({ seq, rows: yield* ledger.partRows(runId, seq) })
+      })
+
+    /**
+     * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). The
+     * next part's rows are read from the ledger while this one is written.
+     */
+    const deliverParts = (whole: boolean) =>
+      Effect.gen(function*() {
+        const unwritten = [...yield* ledger.writingParts(runId)]
+        let next = yield* nextPart(whole, unwritten)
+        while (Option.isSome(next)) {
+          yield* writePart(next.value.seq, next.value.rows)
+          next = yield* nextPart(whole, unwritten)
+        }
+      }).pipe(
+        Semaphore.withPermits(deliveryLock, 1),
+        Effect.mapError((e) => fail(`delivery: ${e.message}`))
+      )
+    const deliver = deliverParts(false)
 
     // ----- admission: source rows → ledger → new requests -----
     type Encoded = { readonly key: string; readonly row: Ledger.AdmitRow; readonly item?: Batcher.Item }
@@ -351,7 +368,8 @@ export const run = <Rec, A, Row>(
         progress.read += chunk.length
         progress.skipped += admission.skipped
         Memory.compact()
-        if (admission.ready > 0) yield* deliver
+        // rows known at once (cached answers, bad input) go out as whole parts fill up; the rest at the end
+        if (admission.ready > 0) yield* deliverParts(true)
         return admission.fresh.flatMap((i) => prepared[i]!.item === undefined ? [] : [prepared[i]!.item!])
       })
 
@@ -483,7 +501,7 @@ export const run = <Rec, A, Row>(
       Effect.gen(function*() {
         if (out._tag === "TooLarge") {
           yield* ledger.failQueued(runId, [out.item.request], { kind: "invalid_input", message: out.message })
-          yield* deliver
+          yield* deliverParts(true)
           return Option.none<Ledger.Batch>()
         }
         const batch = newBatch(nextSeq(), out.group, out.items)
@@ -646,7 +664,10 @@ export const run = <Rec, A, Row>(
         }
         // the batch's requests still waiting for a line: a line for anything else (seen before a crash) is skipped
         const requests = yield* requestsOf(batch)
-        yield* withGrace(retrying(
+        // rows go to the sinks in whole parts while later lines are still being recorded (woken after each record)
+        const recorded = yield* Queue.sliding<void, Cause.Done>(1)
+        const delivering = Stream.fromQueue(recorded).pipe(Stream.runForEach(() => deliverParts(true)))
+        const recording = withGrace(retrying(
           provider.results(remote, status).pipe(
             Stream.filterMap((line) => {
               const request = requests.get(line.id)
@@ -665,11 +686,13 @@ export const run = <Rec, A, Row>(
                     operation: "results",
                     reason: new ProviderError.Protocol({ message: `ledger: ${e.message}` })
                   })
-                )
+                ),
+                Effect.andThen(Queue.offer(recorded, undefined))
               )
             )
           )
-        ), Date.now())
+        ), Date.now()).pipe(Effect.ensuring(Queue.end(recorded)))
+        yield* Effect.all([recording, delivering], { concurrency: 2, discard: true })
         // "completed" is never trusted on its own: every request must have had a line
         const missing = yield* ledger.unsettled(runId, batch.id)
         if (missing.length > 0) {
