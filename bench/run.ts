@@ -18,8 +18,8 @@
  * Inputs are generated deterministically into bench/.data (git-ignored). Each run starts
  * `offpeak emulator <provider>` with a `finishedLog`, so the emulator writes one line per
  * batch whose results became readable (epoch ms, request and result bytes), then runs
- * bench/baseline-<provider>.ts or bench/offpeak.ts as a child process with the offpeak
- * binary's `--max-semi-space-size=8`, and checks the output holds every input row exactly
+ * bench/baseline-<provider>.ts or bench/offpeak.ts as a child process as the offpeak binary
+ * runs (`--max-semi-space-size=8`, `MALLOC_ARENA_MAX=2`), and checks the output holds every input row exactly
  * once (by id) with an answer. Per size and provider it prints rows/s of both sides and
  * their ratio, peak RSS, batch bytes sent and parsed per second of the run (the emulator's
  * input and result bytes of that run over its seconds), and commit-after-complete latency:
@@ -111,9 +111,16 @@ const exited = (child: ChildProcess) =>
     else child.once("exit", (code) => resolve(code))
   })
 
-/** runs a bench script with the offpeak binary's Node flags; resolves to the JSON line it printed last */
+/**
+ * Runs a bench script (offpeak's side or a baseline) as the offpeak binary runs: its Node flags and its two malloc
+ * arenas; resolves to the JSON line it printed last.
+ */
 const runScript = async (args: ReadonlyArray<string>): Promise<Record<string, number>> => {
-  const child = spawn(process.execPath, ["--max-semi-space-size=8", ...args], { cwd: repo, stdio: ["ignore", "pipe", "inherit"] })
+  const child = spawn(process.execPath, ["--max-semi-space-size=8", ...args], {
+    cwd: repo,
+    env: { ...process.env, MALLOC_ARENA_MAX: "2" },
+    stdio: ["ignore", "pipe", "inherit"]
+  })
   children.add(child)
   let out = ""
   child.stdout!.on("data", (d) => (out += d))

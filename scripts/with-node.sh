@@ -5,4 +5,6 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=ensure-node.sh
 source "$here/ensure-node.sh" 2>/dev/null || source "$here/ensure-node.sh"
+# as the offpeak executable runs (packages/core/src/bin.ts): two malloc arenas, not one per thread
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec "$@"
