@@ -352,6 +352,18 @@ export interface Service {
     limit: number,
     options?: { readonly whole?: boolean }
   ) => Effect.Effect<Option.Option<number>, LedgerError>
+  /**
+   * Commits the part just written (`written`, as `commitPart`), then fixes the next part (as `assignPart`) and reads
+   * its rows, in one transaction: a delivery waits for the database once a part.
+   */
+  readonly nextPart: (
+    runId: string,
+    options: {
+      readonly limit: number
+      readonly whole?: boolean
+      readonly written?: { readonly seq: number; readonly delivered: number; readonly dead: number } | undefined
+    }
+  ) => Effect.Effect<Option.Option<{ readonly seq: number; readonly rows: ReadonlyArray<PartRow> }>, LedgerError>
   /** parts assigned but not committed (a crash between assign and commit) */
   readonly writingParts: (runId: string) => Effect.Effect<ReadonlyArray<number>, LedgerError>
   readonly partRows: (runId: string, seq: number) => Effect.Effect<ReadonlyArray<PartRow>, LedgerError>
@@ -1014,7 +1026,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         }
     })
 
-  const assignPart: Service["assignPart"] = (runId, limit, options) =>
+  /** `assignPart` inside the caller's transaction */
+  const assignIn = (runId: string, limit: number, options?: { readonly whole?: boolean }) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
       const whole = options?.whole === true
@@ -1050,13 +1063,16 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       if (requests.length === 0 || (whole && rows < limit && requests.length < limit)) return Option.none<number>()
       yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo: after + 1, hi })}`
       return Option.some(seq)
-    }).pipe(sql.withTransaction, serially, mapError("assignPart"))
+    })
+
+  const assignPart: Service["assignPart"] = (runId, limit, options) =>
+    assignIn(runId, limit, options).pipe(sql.withTransaction, serially, mapError("assignPart"))
 
   const writingParts: Service["writingParts"] = (runId) =>
     sql<{ seq: number | bigint }>`SELECT seq FROM offpeak_parts WHERE run_id = ${runId} AND state = 'writing' ORDER BY seq`
       .pipe(Effect.map((rows) => rows.map((r) => toNumber(r.seq))), mapError("writingParts"))
 
-  const partRows: Service["partRows"] = (runId, seq) =>
+  const rowsOf = (runId: string, seq: number) =>
     Effect.gen(function*() {
       const source = yield* partSource(runId, seq)
       const rows = yield* sql<{
@@ -1120,11 +1136,23 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
           failure
         }
       })
-    }).pipe(mapError("partRows"))
+    })
 
-  const commitPart: Service["commitPart"] = (runId, seq, written) =>
+  const partRows: Service["partRows"] = (runId, seq) => rowsOf(runId, seq).pipe(mapError("partRows"))
+
+  const commitIn = (runId: string, seq: number, written: { readonly delivered: number; readonly dead: number }) =>
     sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
-      WHERE run_id = ${runId} AND seq = ${seq} AND state = 'writing'`.pipe(Effect.asVoid, mapError("commitPart"))
+      WHERE run_id = ${runId} AND seq = ${seq} AND state = 'writing'`.pipe(Effect.asVoid)
+
+  const commitPart: Service["commitPart"] = (runId, seq, written) => commitIn(runId, seq, written).pipe(mapError("commitPart"))
+
+  const nextPart: Service["nextPart"] = (runId, options) =>
+    Effect.gen(function*() {
+      if (options.written !== undefined) yield* commitIn(runId, options.written.seq, options.written)
+      const seq = yield* assignIn(runId, options.limit, options)
+      if (Option.isNone(seq)) return Option.none()
+      return Option.some({ seq: seq.value, rows: yield* rowsOf(runId, seq.value) })
+    }).pipe(sql.withTransaction, serially, mapError("nextPart"))
 
   const counts: Service["counts"] = (runId) =>
     Effect.gen(function*() {
@@ -1184,6 +1212,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     failQueued,
     unsettled,
     assignPart,
+    nextPart,
     writingParts,
     partRows,
     commitPart,

@@ -238,6 +238,32 @@ const ledgerSuite = (backend: Backend) => {
       })
     ))
 
+  it.effect("nextPart commits the part written and hands out the next with its rows, in one step", () =>
+    withRun((ledger, runId) =>
+      Effect.gen(function*() {
+        yield* ledger.admit(runId, [row("a", 1), row("b", 2), row("c", 3)])
+        yield* ledger.sealBatch({ id: "b1", runId, seq: 1, group: "g", file: "f", requestCount: 3, bytes: 3 }, [1, 2, 3])
+        yield* ledger.recordOutcomes(runId, "b1", [3, 1, 2].map((request): Ledger.Outcome => ({
+          _tag: "Succeeded",
+          request,
+          output: `${request}`,
+          usage: { inputTokens: 1, outputTokens: 1 }
+        })), 3)
+        const first = Option.getOrThrow(yield* ledger.nextPart(runId, { limit: 2 }))
+        assert.deepStrictEqual(first.rows.map((r) => r.key), ["a", "b"])
+        const second = Option.getOrThrow(
+          yield* ledger.nextPart(runId, { limit: 2, written: { seq: first.seq, delivered: 2, dead: 0 } })
+        )
+        assert.deepStrictEqual(second.rows.map((r) => r.key), ["c"])
+        assert.deepStrictEqual(yield* ledger.writingParts(runId), [second.seq])
+        // the last part is committed by the call that finds nothing more
+        const none = yield* ledger.nextPart(runId, { limit: 2, written: { seq: second.seq, delivered: 1, dead: 0 } })
+        assert.isTrue(Option.isNone(none))
+        assert.deepStrictEqual(yield* ledger.writingParts(runId), [])
+        assert.strictEqual((yield* ledger.counts(runId)).delivered, 3)
+      })
+    ))
+
   it.effect("results are cached across runs by fingerprint", () =>
     withLedger((ledger) =>
       Effect.gen(function*() {

@@ -1,4 +1,4 @@
-import { Cause, Duration, Effect, Option, Predicate, Queue, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
+import { Cause, Duration, Effect, Fiber, Option, Predicate, Queue, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Batcher from "../Batcher.ts"
@@ -238,36 +238,28 @@ export const run = <Rec, A, Row>(
         }
         if (failed.length > 0) yield* deadLetter.write(part, failed)
         yield* Failpoint.hit("part.written")
-        yield* ledger.commitPart(runId, seq, { delivered: succeeded.length, dead: failed.length })
         Memory.compact()
         progress.succeeded += succeeded.length
         progress.failed += failed.length
-      })
-
-    /** the next part and its rows: first parts a crash left unwritten, then new ones */
-    const nextPart = (whole: boolean, unwritten: Array<number>) =>
-      Effect.gen(function*() {
-        let seq = unwritten.shift()
-        if (seq === undefined) {
-          const assigned = yield* ledger.assignPart(runId, partSize(), { whole })
-          if (Option.isNone(assigned)) return Option.none()
-          yield* Failpoint.hit("part.assigned")
-          seq = assigned.value
-        }
-        return Option.some({ seq, rows: yield* ledger.partRows(runId, seq) })
+        return { seq, delivered: succeeded.length, dead: failed.length }
       })
 
     /**
-     * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). The
-     * next part's rows are read from the ledger while this one is written.
+     * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). Parts a
+     * crash left unwritten come first; then each part is committed in the transaction that fixes the next one.
      */
     const deliverParts = (whole: boolean) =>
       Effect.gen(function*() {
-        const unwritten = [...yield* ledger.writingParts(runId)]
-        let next = yield* nextPart(whole, unwritten)
-        while (Option.isSome(next)) {
-          yield* writePart(next.value.seq, next.value.rows)
-          next = yield* nextPart(whole, unwritten)
+        for (const seq of yield* ledger.writingParts(runId)) {
+          const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
+          yield* ledger.commitPart(runId, seq, written)
+        }
+        let written: { readonly seq: number; readonly delivered: number; readonly dead: number } | undefined
+        while (true) {
+          const next = yield* ledger.nextPart(runId, { limit: partSize(), whole, written })
+          if (Option.isNone(next)) return
+          yield* Failpoint.hit("part.assigned")
+          written = yield* writePart(next.value.seq, next.value.rows)
         }
       }).pipe(
         Semaphore.withPermits(deliveryLock, 1),
@@ -662,31 +654,35 @@ export const run = <Rec, A, Row>(
           )
           return []
         }
-        // the batch's requests still waiting for a line: a line for anything else (seen before a crash) is skipped
-        const requests = yield* requestsOf(batch)
+        // the batch's requests still waiting for a line, read while the download starts: a line for anything else
+        // (seen before a crash) is skipped
+        const waiting = yield* Effect.forkChild(requestsOf(batch))
+        const asProviderError = (e: Ledger.LedgerError) =>
+          new ProviderError.ProviderError({
+            provider: provider.name,
+            operation: "results",
+            reason: new ProviderError.Protocol({ message: `ledger: ${e.message}` })
+          })
         // rows go to the sinks in whole parts while later lines are still being recorded (woken after each record)
         const recorded = yield* Queue.sliding<void, Cause.Done>(1)
         const delivering = Stream.fromQueue(recorded).pipe(Stream.runForEach(() => deliverParts(true)))
         const recording = withGrace(retrying(
           provider.results(remote, status).pipe(
-            Stream.filterMap((line) => {
-              const request = requests.get(line.id)
-              return request === undefined ? R.failVoid : R.succeed(toOutcome(line, request))
-            }),
             Stream.rechunk(OUTCOME_CHUNK),
             Stream.chunks,
+            Stream.mapEffect((lines) =>
+              Effect.map(Fiber.join(waiting), (requests) =>
+                lines.flatMap((line) => {
+                  const request = requests.get(line.id)
+                  return request === undefined ? [] : [toOutcome(line, request)]
+                })).pipe(Effect.mapError(asProviderError))
+            ),
             // the next lines are parsed while the ledger records these
             Stream.buffer({ capacity: 1 }),
             Stream.runForEach((outcomes) =>
               ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts).pipe(
                 Effect.tap(() => Failpoint.hit("results.recorded")),
-                Effect.mapError((e) =>
-                  new ProviderError.ProviderError({
-                    provider: provider.name,
-                    operation: "results",
-                    reason: new ProviderError.Protocol({ message: `ledger: ${e.message}` })
-                  })
-                ),
+                Effect.mapError(asProviderError),
                 Effect.andThen(Queue.offer(recorded, undefined))
               )
             )
