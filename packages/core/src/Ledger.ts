@@ -10,18 +10,21 @@
  * - `offpeak_items`: one row per input row, keyed by (run, position): key,
  *   record and its request. Written once: a row goes to the sinks with its
  *   request, except a row deliverable on its own (`own`: failed on admission,
- *   or its answer known when it was admitted), which records its part.
+ *   or its request settled before it was admitted), which records its part.
  * - `offpeak_requests`: one row per distinct request of a run, numbered by the
  *   position of the first row that asked for it
  *   (`queued → batched → succeeded | failed`, or back to `queued` for a
- *   retry). Rows with the same fingerprint share one request.
- * - `offpeak_outputs`: the output of each succeeded request; with the
- *   fingerprint index of `offpeak_requests`, the result cache across runs.
+ *   retry). Rows with the same fingerprint share one request. Settled for
+ *   good, a request gets the run's next numbers (`settled`, in the order
+ *   requests settle) and keeps how many rows go out with it (`row_count`).
+ * - `offpeak_outputs`: the output of each succeeded request, keyed by its
+ *   settle number (appended); with the fingerprint index of
+ *   `offpeak_requests`, the result cache across runs.
  * - `offpeak_batches`: one row per batch, with the remote id written before
  *   anything else happens after create.
  * - `offpeak_parts`: one row per sink part; a part's rows are fixed in the
- *   ledger before its file is written (a range of the settled requests of a
- *   collected batch, or rows on their own), its counts when it is committed.
+ *   ledger before its file is written (a range of settle numbers, or rows on
+ *   their own), its counts when it is committed.
  *
  * Every per-row table is written in source order (run number, then position),
  * so the database grows at its end instead of touching pages all over the file;
