@@ -189,6 +189,18 @@ export type Outcome =
 export type OutputFormat = "json" | "f32"
 
 /**
+ * A part the sinks wrote: how many of its rows went to the sink and how many to the dead-letter sink.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface WrittenPart {
+  readonly seq: number
+  readonly delivered: number
+  readonly dead: number
+}
+
+/**
  * One row of a part, with everything the sink and dead-letter sink need.
  *
  * @since 0.1.0
@@ -364,18 +376,14 @@ export interface Service {
     options: {
       readonly limit: number
       readonly whole?: boolean
-      readonly written?: { readonly seq: number; readonly delivered: number; readonly dead: number } | undefined
+      readonly written?: WrittenPart | undefined
     }
   ) => Effect.Effect<Option.Option<{ readonly seq: number; readonly rows: ReadonlyArray<PartRow> }>, LedgerError>
   /** parts assigned but not committed (a crash between assign and commit) */
   readonly writingParts: (runId: string) => Effect.Effect<ReadonlyArray<number>, LedgerError>
   readonly partRows: (runId: string, seq: number) => Effect.Effect<ReadonlyArray<PartRow>, LedgerError>
-  /** marks a part written: `delivered` of its rows went to the sink, `dead` to the dead-letter sink */
-  readonly commitPart: (
-    runId: string,
-    seq: number,
-    written: { readonly delivered: number; readonly dead: number }
-  ) => Effect.Effect<void, LedgerError>
+  /** marks part `written.seq` committed, with how many of its rows the sink and the dead-letter sink took */
+  readonly commitPart: (runId: string, written: WrittenPart) => Effect.Effect<void, LedgerError>
   readonly counts: (runId: string) => Effect.Effect<Counts, LedgerError>
 }
 
@@ -767,9 +775,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         yield* sql`INSERT${orFail} INTO offpeak_requests ${sql.insert(part as any)}`
       }
       // more rows for a request admitted before and not settled yet
-      for (const [fingerprint, have] of existing) {
+      for (const have of existing.values()) {
         const n = joining.get(have.id)
-        if (n !== undefined && !created.has(fingerprint)) {
+        if (n !== undefined) {
           yield* sql`UPDATE${orFail} offpeak_requests SET row_count = row_count + ${n} WHERE run = ${num} AND id = ${have.id}`
         }
       }
@@ -1037,11 +1045,13 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const last = yield* sql<{ seq: number | bigint | null }>`
         SELECT MAX(seq) AS seq FROM offpeak_parts WHERE run_id = ${runId}`
       const seq = toNumber(last[0]?.seq ?? 0) + 1
+      const insertPart = (lo: number | null, hi: number | null) =>
+        sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo, hi })}`
       // rows deliverable on their own first
       const own = yield* sql<{ position: number | bigint }>`
         SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`
       if (own.length > 0 && (!whole || own.length >= limit)) {
-        yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo: null, hi: null })}`
+        yield* insertPart(null, null)
         for (const part of chunks(own.map((r) => toNumber(r.position)))) {
           yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
         }
@@ -1064,7 +1074,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         if (rows >= limit) break
       }
       if (requests.length === 0 || (whole && rows < limit && requests.length < limit)) return Option.none<number>()
-      yield* sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo: after + 1, hi })}`
+      yield* insertPart(after + 1, hi)
       return Option.some(seq)
     })
 
@@ -1143,15 +1153,15 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
 
   const partRows: Service["partRows"] = (runId, seq) => rowsOf(runId, seq).pipe(mapError("partRows"))
 
-  const commitIn = (runId: string, seq: number, written: { readonly delivered: number; readonly dead: number }) =>
+  const commitIn = (runId: string, written: WrittenPart) =>
     sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
-      WHERE run_id = ${runId} AND seq = ${seq} AND state = 'writing'`.pipe(Effect.asVoid)
+      WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`.pipe(Effect.asVoid)
 
-  const commitPart: Service["commitPart"] = (runId, seq, written) => commitIn(runId, seq, written).pipe(mapError("commitPart"))
+  const commitPart: Service["commitPart"] = (runId, written) => commitIn(runId, written).pipe(mapError("commitPart"))
 
   const nextPart: Service["nextPart"] = (runId, options) =>
     Effect.gen(function*() {
-      if (options.written !== undefined) yield* commitIn(runId, options.written.seq, options.written)
+      if (options.written !== undefined) yield* commitIn(runId, options.written)
       const seq = yield* assignIn(runId, options.limit, options)
       if (Option.isNone(seq)) return Option.none()
       return Option.some({ seq: seq.value, rows: yield* rowsOf(runId, seq.value) })

@@ -158,7 +158,7 @@ const ledgerSuite = (backend: Backend) => {
           ["c", null, "HTTP 400"]
         ])
         assert.deepStrictEqual(yield* ledger.writingParts(runId), [seq])
-        yield* ledger.commitPart(runId, seq, { delivered: 1, dead: 1 })
+        yield* ledger.commitPart(runId, { seq, delivered: 1, dead: 1 })
         assert.deepStrictEqual(yield* ledger.writingParts(runId), [])
         assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
         yield* ledger.recordOutcomes(runId, "b1", [
@@ -170,7 +170,7 @@ const ledgerSuite = (backend: Backend) => {
         assert.deepStrictEqual((yield* ledger.partRows(runId, next)).map((r) => [r.key, r.failure?.message ?? null]), [
           ["d", "no line"]
         ])
-        yield* ledger.commitPart(runId, next, { delivered: 0, dead: 1 })
+        yield* ledger.commitPart(runId, { seq: next, delivered: 0, dead: 1 })
         assert.isTrue(Option.isNone(yield* ledger.assignPart(runId, 100)))
         const counts = yield* ledger.counts(runId)
         assert.strictEqual(counts.delivered, 1)
@@ -229,7 +229,7 @@ const ledgerSuite = (backend: Backend) => {
           if (Option.isNone(seq)) break
           const rows = yield* ledger.partRows(runId, seq.value)
           parts.push(rows.map((r) => `${r.key}=${r.output}`))
-          yield* ledger.commitPart(runId, seq.value, { delivered: rows.length, dead: 0 })
+          yield* ledger.commitPart(runId, { seq: seq.value, delivered: rows.length, dead: 0 })
         }
         // request 1 has two rows (a, b): they stay together; then request 4 (settled first), then 3
         assert.deepStrictEqual(parts, [["e=1"], ["a=1", "b=1"], ["d=4"], ["c=3"]])
@@ -527,7 +527,7 @@ const ledgerSuite = (backend: Backend) => {
           Effect.gen(function*() {
             const rows = yield* ledger.partRows("old", seq)
             const delivered = rows.filter((r) => r.failure === null).length
-            yield* ledger.commitPart("old", seq, { delivered, dead: rows.length - delivered })
+            yield* ledger.commitPart("old", { seq, delivered, dead: rows.length - delivered })
             return rows.map((r) => `${r.key}=${r.output ?? r.failure?.message}`)
           })
         // the part being written is written again, whole

@@ -241,7 +241,7 @@ export const run = <Rec, A, Row>(
         Memory.compact()
         progress.succeeded += succeeded.length
         progress.failed += failed.length
-        return { seq, delivered: succeeded.length, dead: failed.length }
+        return { seq, delivered: succeeded.length, dead: failed.length } satisfies Ledger.WrittenPart
       })
 
     /**
@@ -252,9 +252,9 @@ export const run = <Rec, A, Row>(
       Effect.gen(function*() {
         for (const seq of yield* ledger.writingParts(runId)) {
           const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
-          yield* ledger.commitPart(runId, seq, written)
+          yield* ledger.commitPart(runId, written)
         }
-        let written: { readonly seq: number; readonly delivered: number; readonly dead: number } | undefined
+        let written: Ledger.WrittenPart | undefined
         while (true) {
           const next = yield* ledger.nextPart(runId, { limit: partSize(), whole, written })
           if (Option.isNone(next)) return
