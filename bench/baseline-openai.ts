@@ -2,7 +2,7 @@
  * The hand-written OpenAI baseline: the same job as bench/offpeak.ts with no framework.
  * Reads the CSV (papaparse), writes batch JSONL files of --max-requests lines, uploads
  * them and creates batches with the official openai SDK (at most --in-flight at once),
- * polls (100 ms growing to 1 s, as offpeak), downloads and parses the output, joins by
+ * polls (100 ms growing to 1 s, every 100 ms while finalizing, as offpeak), downloads and parses the output, joins by
  * custom_id and writes one JSONL file. The request lines are the ones offpeak's adapter
  * renders (same prompt, same strict json_schema), with the row id as custom_id.
  * No ledger, no resume, no retries, no dedupe: the floor offpeak is measured against.
@@ -60,7 +60,8 @@ const runBatch = async (lines: Array<string>, texts: Map<string, string>) => {
   fs.writeFileSync(file, lines.join("\n") + "\n")
   const uploaded = await client.files.create({ file: fs.createReadStream(file), purpose: "batch" })
   let batch = await client.batches.create({ input_file_id: uploaded.id, endpoint: "/v1/chat/completions", completion_window: "24h" })
-  for (let delay = 100; batch.status !== "completed" && batch.status !== "failed" && batch.status !== "expired" && batch.status !== "cancelled"; delay = Math.min(1000, delay * 1.5)) {
+  // 100 ms growing to 1 s, and 100 ms again while the batch is finalizing (offpeak's rule)
+  for (let delay = 100; batch.status !== "completed" && batch.status !== "failed" && batch.status !== "expired" && batch.status !== "cancelled"; delay = batch.status === "finalizing" ? 100 : Math.min(1000, delay * 1.5)) {
     await sleep(delay)
     batch = await client.batches.retrieve(batch.id)
   }

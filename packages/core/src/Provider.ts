@@ -19,8 +19,8 @@
  *
  * @since 0.1.0
  */
-import type { Effect, Option, Schedule, Stream } from "effect"
-import { Config, Context, Duration, Result as R } from "effect"
+import type { Option, Stream } from "effect"
+import { Config, Context, Duration, Effect, Result as R, Schedule } from "effect"
 import type * as ProviderError from "./ProviderError.ts"
 import type * as Request from "./Request.ts"
 import type { FailureKind, Usage } from "./Result.ts"
@@ -242,8 +242,8 @@ export interface Service {
   readonly cancel: (batch: RemoteBatch) => Effect.Effect<void, ProviderError.ProviderError>
   /** decodes a structured-output answer with the request's schema (providers differ in how optional keys come back) */
   readonly decodeOutput: (output: Request.Output, text: string) => R.Result<unknown, string>
-  /** how often to poll a running batch */
-  readonly pollSchedule: Schedule.Schedule<unknown>
+  /** how often to poll a running batch; its input is the status the last poll read (see {@link pollSchedule}) */
+  readonly pollSchedule: Schedule.Schedule<unknown, Status>
   /**
    * Sends one request through the synchronous API (full price, immediate), for
    * small jobs and fallback. Adapters bound their own concurrency and back off
@@ -278,6 +278,48 @@ export const isTerminal = (state: State): boolean =>
  * @category utilities
  */
 export const lineBytes = (line: string): number => Buffer.byteLength(line, "utf8") + 1
+
+/**
+ * True when a running batch has answered every request and only its results
+ * are still being written: OpenAI's `finalizing`, or counts that add up to the
+ * total while it runs. (Anthropic counts nothing before a batch ends, so its
+ * batches never look finishing.)
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isFinishing = (status: Status): boolean =>
+  status.state === "finalizing" ||
+  (status.state === "running" && status.counts.total > 0 &&
+    status.counts.completed + status.counts.failed >= status.counts.total)
+
+/**
+ * The poll cadence of a running batch: `initial`, growing 1.5× a poll up to
+ * `max`; while the batch {@link isFinishing}, every `initial` again, so its
+ * results are fetched soon after they are ready rather than up to `max` later.
+ *
+ * @example
+ * ```ts
+ * provider.status(remote).pipe(Effect.repeat({
+ *   schedule: Provider.pollSchedule({ initial: "5 seconds", max: "1 minute" }),
+ *   until: (s) => Provider.isTerminal(s.state)
+ * }))
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const pollSchedule = (
+  interval: { readonly initial: Duration.Input; readonly max: Duration.Input }
+): Schedule.Schedule<unknown, Status> => {
+  const initial = Duration.fromInputUnsafe(interval.initial)
+  return Schedule.min([Schedule.exponential(initial, 1.5), Schedule.spaced(interval.max)]).pipe(
+    Schedule.setInputType<Status>(),
+    Schedule.modifyDelay(({ duration, input }) =>
+      Effect.succeed(isFinishing(input) ? Duration.min(duration, initial) : duration)
+    )
+  )
+}
 
 /**
  * The poll cadence every adapter's `layerConfig` reads: `OFFPEAK_POLL_INITIAL`

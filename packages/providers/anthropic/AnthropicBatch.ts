@@ -638,11 +638,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       defaultMaxTokens: options.defaultMaxTokens,
       sampling: options.anthropicVersion !== undefined && options.anthropicVersion < SAMPLING_REMOVED_IN
     }
-    const poll = options.pollInterval ?? { initial: "5 seconds", max: "1 minute" }
-    const pollSchedule = Schedule.min([
-      Schedule.exponential(poll.initial, 1.5),
-      Schedule.spaced(poll.max)
-    ])
+    const pollSchedule = Provider.pollSchedule(options.pollInterval ?? { initial: "5 seconds", max: "1 minute" })
     const graceMs = Duration.toMillis(Duration.fromInputUnsafe(options.notFoundGrace ?? "2 minutes"))
 
     // ----- a 404 right after create is propagation delay -----

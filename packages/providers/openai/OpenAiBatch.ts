@@ -21,7 +21,7 @@ import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
-import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schedule, Schema, Semaphore, Stream } from "effect"
+import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schema, Semaphore, Stream } from "effect"
 import { OpenAiStructuredOutput } from "effect/ai"
 import * as fs from "node:fs"
 import OpenAI from "openai"
@@ -370,11 +370,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       ...(options.organization !== undefined ? { organization: options.organization } : {}),
       ...(options.project !== undefined ? { project: options.project } : {})
     })
-    const poll = options.pollInterval ?? { initial: "5 seconds", max: "1 minute" }
-    const pollSchedule = Schedule.min([
-      Schedule.exponential(poll.initial, 1.5),
-      Schedule.spaced(poll.max)
-    ])
+    const pollSchedule = Provider.pollSchedule(options.pollInterval ?? { initial: "5 seconds", max: "1 minute" })
 
     // the file is streamed; on interruption its descriptor is closed before the upload counts as stopped
     const upload = (submission: Provider.Lines) =>

@@ -1,0 +1,64 @@
+/**
+ * The poll cadence every adapter uses: backing off while a batch runs, and polling at the first interval again once
+ * the provider says only its results are left to write, so they are fetched soon after they are ready.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Duration, Effect, Schedule } from "effect"
+import * as Provider from "../src/Provider.ts"
+
+const status = (
+  state: Provider.State,
+  counts: Provider.Status["counts"] = { total: 100, completed: 10, failed: 0 }
+): Provider.Status => ({ state, providerState: state, counts, issues: [] })
+
+/** the delays (ms) the schedule gives after each of these statuses, in order */
+const delays = (schedule: Schedule.Schedule<unknown, Provider.Status>, inputs: ReadonlyArray<Provider.Status>) =>
+  Effect.gen(function*() {
+    const step = yield* Schedule.toStep(schedule)
+    const out: Array<number> = []
+    for (const input of inputs) {
+      const [, delay] = yield* step(0, input)
+      out.push(Duration.toMillis(delay))
+    }
+    return out
+  })
+
+describe("Provider.pollSchedule", () => {
+  const schedule = Provider.pollSchedule({ initial: "100 millis", max: "1 second" })
+
+  it.effect("backs off 1.5x a poll from the first interval up to the longest while a batch runs", () =>
+    Effect.gen(function*() {
+      const ms = yield* delays(schedule, Array.from({ length: 8 }, () => status("running")))
+      assert.deepStrictEqual(ms.map(Math.round), [100, 150, 225, 338, 506, 759, 1000, 1000])
+    }))
+
+  it.effect("polls at the first interval again while the batch is finalizing, and backs off after", () =>
+    Effect.gen(function*() {
+      const ms = yield* delays(schedule, [
+        ...Array.from({ length: 7 }, () => status("running")),
+        status("finalizing"),
+        status("finalizing"),
+        status("validating")
+      ])
+      assert.deepStrictEqual(ms.slice(6).map(Math.round), [1000, 100, 100, 1000])
+    }))
+
+  it.effect("counts that add up to the total while running count as finishing; partial counts do not", () =>
+    Effect.gen(function*() {
+      const ms = yield* delays(schedule, [
+        ...Array.from({ length: 7 }, () => status("running")),
+        status("running", { total: 100, completed: 97, failed: 3 }),
+        status("running", { total: 100, completed: 99, failed: 0 }),
+        status("running", { total: 0, completed: 0, failed: 0 })
+      ])
+      assert.deepStrictEqual(ms.slice(7).map(Math.round), [100, 1000, 1000])
+    }))
+
+  it("isFinishing: finalizing, or every request counted while running; never a batch that has not started", () => {
+    assert.isTrue(Provider.isFinishing(status("finalizing")))
+    assert.isTrue(Provider.isFinishing(status("running", { total: 5, completed: 4, failed: 1 })))
+    assert.isFalse(Provider.isFinishing(status("running", { total: 5, completed: 4, failed: 0 })))
+    assert.isFalse(Provider.isFinishing(status("validating", { total: 5, completed: 5, failed: 0 })))
+    assert.isFalse(Provider.isFinishing(status("running", { total: 0, completed: 0, failed: 0 })))
+  })
+})
