@@ -1,7 +1,8 @@
 /**
  * The node:sqlite client: the database lives in a worker thread, and writes inside a transaction are sent without
  * waiting for an answer. What callers rely on: a failed write fails its transaction and leaves nothing behind,
- * streams page through rows, two clients on one file wait for each other, and closing releases the file.
+ * streams page through rows, two clients on one file wait for each other, statements do not pile up in memory,
+ * and closing releases the file.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Stream } from "effect"
@@ -83,6 +84,26 @@ describe("SqliteClient", () => {
         }).pipe(sql.withTransaction)
       yield* Effect.all([write(a, "a", 0), write(b, "b", 100)], { concurrency: 2 })
       assert.strictEqual((yield* a<{ n: number }>`SELECT COUNT(*) AS n FROM t`)[0]!.n, 20)
+    }).pipe(Effect.scoped))
+
+  it.effect("statements of every list length do not pile up: memory stays flat over hundreds of long IN lists", () =>
+    Effect.gen(function*() {
+      const sql = yield* client(tmpFile())
+      yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`
+      yield* sql`INSERT INTO t ${sql.insert({ id: 7, v: "seven" })}`
+      const before = process.memoryUsage().rss
+      // a prepared IN list of 5,000 parameters is about 0.8 MB of SQLite program: 200 of them kept would be ~170 MB
+      for (let i = 0; i < 200; i++) {
+        const ids = Array.from({ length: 5_000 + i }, (_, k) => k)
+        const rows = yield* sql<{ v: string }>`SELECT v FROM t WHERE ${sql.in("id", ids)}`
+        assert.deepStrictEqual(rows.map((r) => r.v), ["seven"])
+      }
+      const grownMb = (process.memoryUsage().rss - before) / 1024 / 1024
+      assert.isBelow(grownMb, 120, `RSS grew ${grownMb.toFixed(0)} MB`)
+      // a short statement used again still comes from the cache, and answers the same
+      for (let i = 0; i < 3; i++) {
+        assert.deepStrictEqual(yield* sql<{ v: string }>`SELECT v FROM t WHERE id = ${7}`, [{ v: "seven" }])
+      }
     }).pipe(Effect.scoped))
 
   it.effect("closing the client closes the database and ends its thread", () =>

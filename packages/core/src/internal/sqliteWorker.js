@@ -68,13 +68,25 @@ if (port !== null) {
     return db
   }
 
-  /** @param {string} sql */
-  const prepare = (sql) => {
-    let stmt = cache.get(sql)
-    if (stmt === undefined) {
-      stmt = database().prepare(sql)
-      if (cache.size > 500) cache.clear()
+  /**
+   * A prepared statement, from the cache when it is there. The cache keeps the last 64 statements used, and never
+   * one of more than 1,000 parameters: a statement's program grows with its parameters (an `IN` list of 10,000 ids
+   * is a few hundred KB), and lists of every length would pile up outside the JavaScript heap.
+   *
+   * @param {string} sql
+   * @param {number} params
+   */
+  const prepare = (sql, params) => {
+    const cached = cache.get(sql)
+    if (cached !== undefined) {
+      cache.delete(sql)
+      cache.set(sql, cached)
+      return cached
+    }
+    const stmt = database().prepare(sql)
+    if (params <= 1_000) {
       cache.set(sql, stmt)
+      if (cache.size > 64) cache.delete(/** @type {string} */ (cache.keys().next().value))
     }
     return stmt
   }
@@ -85,7 +97,7 @@ if (port !== null) {
       case "open":
         return open(message.options)
       case "run": {
-        const stmt = message.prepared ? prepare(message.sql) : database().prepare(message.sql)
+        const stmt = message.prepared ? prepare(message.sql, message.params.length) : database().prepare(message.sql)
         stmt.setReturnArrays(message.arrays)
         if (stmt.columns().length > 0) return stmt.all(...message.params)
         stmt.run(...message.params)
