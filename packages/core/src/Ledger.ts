@@ -413,6 +413,27 @@ const chunks = <A>(items: ReadonlyArray<A>, size = CHUNK): Array<ReadonlyArray<A
   return out
 }
 
+/** a part's row as the SQLite thread sends it: item, request, output columns (see `rowsOf`) */
+type PartValues = readonly [
+  key: string,
+  position: number | bigint,
+  record: string | null,
+  fingerprint: string | null,
+  itemErrorKind: string | null,
+  itemErrorMessage: string | null,
+  itemErrorRaw: string | null,
+  state: string | null,
+  cached: number | bigint | null,
+  errorKind: string | null,
+  errorMessage: string | null,
+  errorRaw: string | null,
+  output: string | null,
+  outputFormat: string | null,
+  inputTokens: number | bigint | null,
+  outputTokens: number | bigint | null,
+  cachedInputTokens: number | bigint | null
+]
+
 const toNumber = (u: unknown): number => typeof u === "bigint" ? Number(u) : Number(u ?? 0)
 
 /** the first 48 bits of a hex fingerprint: what the fingerprint index holds (collisions are resolved on the full text) */
@@ -951,11 +972,11 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const settledNow = new Set<number>()
       const answered = [...first.values()].flatMap((o) => o._tag === "Succeeded" ? [o.request] : []).sort((a, b) => a - b)
       for (const part of chunks(answered, 5_000)) {
-        const rows = yield* sql<{ id: number | bigint }>`UPDATE${orFail} offpeak_requests
+        const rows = yield* sql`UPDATE${orFail} offpeak_requests
           SET state = 'succeeded', settled = ${offset} + id
           WHERE run = ${num} AND ${sql.in("id", part)} AND state = 'batched' AND batch = ${seq}
-          RETURNING id`
-        for (const row of rows) settledNow.add(toNumber(row.id))
+          RETURNING id`.values
+        for (const [id] of rows) settledNow.add(toNumber(id))
       }
       // (an earlier attempt's error stays on a succeeded request for the record; its rows never read it)
       const succeeded = answered.flatMap((id) =>
@@ -1010,9 +1031,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     Effect.gen(function*() {
       const num = yield* runNum(runId)
       const seq = yield* batchSeq(batchId)
-      const rows = yield* sql<{ id: number | bigint; fingerprint: string }>`SELECT id, fingerprint FROM offpeak_requests
-        WHERE run = ${num} AND batch = ${seq} AND state = 'batched' ORDER BY id`
-      return rows.map((r) => ({ id: toNumber(r.id), fingerprint: r.fingerprint }))
+      const rows = yield* sql`SELECT id, fingerprint FROM offpeak_requests
+        WHERE run = ${num} AND batch = ${seq} AND state = 'batched' ORDER BY id`.values
+      return rows.map(([id, fingerprint]) => ({ id: toNumber(id), fingerprint: fingerprint as string }))
     }).pipe(mapError("unsettled"))
 
   /** where a part's rows come from: its own rows (`i.part`), or the rows of its range of settled requests */
@@ -1088,64 +1109,60 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const rowsOf = (runId: string, seq: number) =>
     Effect.gen(function*() {
       const source = yield* partSource(runId, seq)
-      const rows = yield* sql<{
-        key: string
-        position: number | bigint
-        record: string | null
-        fingerprint: string | null
-        item_error_kind: string | null
-        item_error_message: string | null
-        item_error_raw: string | null
-        req_state: string | null
-        req_cached: number | bigint | null
-        req_error_kind: string | null
-        req_error_message: string | null
-        req_error_raw: string | null
-        output: string | null
-        output_format: string | null
-        input_tokens: number | bigint | null
-        output_tokens: number | bigint | null
-        cached_input_tokens: number | bigint | null
-      }>`
-        SELECT i.key AS key, i.position AS position, i.record AS record, r.fingerprint AS fingerprint,
-               i.error_kind AS item_error_kind, i.error_message AS item_error_message, i.error_raw AS item_error_raw,
-               r.state AS req_state, r.cached AS req_cached,
-               r.error_kind AS req_error_kind, r.error_message AS req_error_message, r.error_raw AS req_error_raw,
-               o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
-               o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
+      // rows as arrays: half the work of objects to build in the SQLite thread and to copy out of it
+      const rows = yield* sql`
+        SELECT i.key, i.position, i.record, r.fingerprint,
+               i.error_kind, i.error_message, i.error_raw,
+               r.state, r.cached, r.error_kind, r.error_message, r.error_raw,
+               o.output, o.output_format, o.input_tokens, o.output_tokens, o.cached_input_tokens
         FROM ${source.from}
         LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.settled = r.settled AND r.state = 'succeeded'
         WHERE ${source.where}
-        ORDER BY ${source.order}`
+        ORDER BY ${source.order}`.values
       return rows.map((row): PartRow => {
-        const failure: Failure | null = row.item_error_kind !== null
-          ? {
-            kind: row.item_error_kind as FailureKind,
-            message: row.item_error_message ?? "",
-            raw: row.item_error_raw ?? undefined
-          }
-          : row.req_state === "succeeded" && row.output !== null
+        const [
+          key,
+          position,
+          record,
+          fingerprint,
+          itemErrorKind,
+          itemErrorMessage,
+          itemErrorRaw,
+          state,
+          cached,
+          errorKind,
+          errorMessage,
+          errorRaw,
+          output,
+          outputFormat,
+          inputTokens,
+          outputTokens,
+          cachedInputTokens
+        ] = row as PartValues
+        const failure: Failure | null = itemErrorKind !== null
+          ? { kind: itemErrorKind as FailureKind, message: itemErrorMessage ?? "", raw: itemErrorRaw ?? undefined }
+          : state === "succeeded" && output !== null
           ? null
           : {
-            kind: (row.req_error_kind ?? "lost") as FailureKind,
-            message: row.req_error_message ?? "no result recorded",
-            raw: row.req_error_raw ?? undefined
+            kind: (errorKind ?? "lost") as FailureKind,
+            message: errorMessage ?? "no result recorded",
+            raw: errorRaw ?? undefined
           }
         return {
-          key: row.key,
-          position: toNumber(row.position),
-          record: row.record,
-          fingerprint: row.fingerprint,
-          output: failure === null ? row.output : null,
-          format: row.output_format === "f32" ? "f32" : "json",
+          key,
+          position: toNumber(position),
+          record,
+          fingerprint,
+          output: failure === null ? output : null,
+          format: outputFormat === "f32" ? "f32" : "json",
           usage: failure === null
             ? {
-              inputTokens: toNumber(row.input_tokens),
-              outputTokens: toNumber(row.output_tokens),
-              cachedInputTokens: row.cached_input_tokens === null ? undefined : toNumber(row.cached_input_tokens)
+              inputTokens: toNumber(inputTokens),
+              outputTokens: toNumber(outputTokens),
+              cachedInputTokens: cachedInputTokens === null ? undefined : toNumber(cachedInputTokens)
             }
             : null,
-          cached: toNumber(row.req_cached) === 1,
+          cached: toNumber(cached) === 1,
           failure
         }
       })
