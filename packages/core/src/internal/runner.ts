@@ -1,4 +1,4 @@
-import { Cause, Duration, Effect, Fiber, Option, Predicate, Queue, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
+import { Cause, Duration, Effect, Fiber, Option, Predicate, Pull, Queue, Result as R, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import * as Batcher from "../Batcher.ts"
@@ -13,6 +13,7 @@ import * as Provider from "../Provider.ts"
 import * as ProviderError from "../ProviderError.ts"
 import * as Request from "../Request.ts"
 import type * as Result from "../Result.ts"
+import type * as Sink from "../Sink.ts"
 import type * as Source from "../Source.ts"
 
 /** @internal */
@@ -24,7 +25,20 @@ export class RunError extends Schema.TaggedError<RunError>()("RunError", {
 const ADMIT_CHUNK = 2_000
 const PART_SIZE = 10_000
 const QUEUE_PAGE = 2_000
-const OUTCOME_CHUNK = 2_000
+/** outcomes recorded in one ledger transaction at most */
+const RECORD_MAX = 5_000
+/** parsed outcomes waiting for the ledger hold about this much at most (their stored text plus the objects around it) */
+const RECORD_BYTES = 8 * 1024 * 1024
+
+/** parsed outcomes on their way to the ledger, with the bytes they count for */
+interface Parsed {
+  readonly outcomes: ReadonlyArray<Ledger.Outcome>
+  readonly weight: number
+}
+
+/** about what an outcome holds in memory */
+const outcomeBytes = (o: Ledger.Outcome): number =>
+  256 + (o._tag === "Succeeded" ? o.output.length : o.failure.message.length + (o.failure.raw?.length ?? 0))
 
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "run"
 
@@ -246,7 +260,9 @@ export const run = <Rec, A, Row>(
 
     /**
      * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). Parts a
-     * crash left unwritten come first; then each part is committed in the transaction that fixes the next one.
+     * crash left unwritten come first. Then the next part is fixed and read while the one before is written (so at
+     * most two parts are in memory and in `writing` at once), and a written part is committed in the transaction
+     * that fixes the part after the next.
      */
     const deliverParts = (whole: boolean) =>
       Effect.gen(function*() {
@@ -254,12 +270,17 @@ export const run = <Rec, A, Row>(
           const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
           yield* ledger.commitPart(runId, written)
         }
+        let writing: Fiber.Fiber<Ledger.WrittenPart, Sink.SinkError> | undefined
         let written: Ledger.WrittenPart | undefined
         while (true) {
           const next = yield* ledger.nextPart(runId, { limit: partSize(), whole, written })
-          if (Option.isNone(next)) return
+          written = writing === undefined ? undefined : yield* Fiber.join(writing)
+          if (Option.isNone(next)) {
+            if (written !== undefined) yield* ledger.commitPart(runId, written)
+            return
+          }
           yield* Failpoint.hit("part.assigned")
-          written = yield* writePart(next.value.seq, next.value.rows)
+          writing = yield* Effect.forkChild(writePart(next.value.seq, next.value.rows))
         }
       }).pipe(
         Semaphore.withPermits(deliveryLock, 1),
@@ -666,28 +687,55 @@ export const run = <Rec, A, Row>(
         // rows go to the sinks in whole parts while later lines are still being recorded (woken after each record)
         const recorded = yield* Queue.sliding<void, Cause.Done>(1)
         const delivering = Stream.fromQueue(recorded).pipe(Stream.runForEach(() => deliverParts(true)))
-        const recording = withGrace(retrying(
-          provider.results(remote, status).pipe(
-            Stream.rechunk(OUTCOME_CHUNK),
+        // lines are parsed while the ledger records; each transaction takes every outcome parsed meanwhile (up to
+        // RECORD_MAX), so transactions stay small while the ledger keeps up and grow when it is the slower side
+        const parseAndRecord = Effect.gen(function*() {
+          const parsed = yield* Queue.unbounded<Parsed, ProviderError.ProviderError | Cause.Done>()
+          // parsed outcomes not yet recorded hold at most RECORD_BYTES (a chunk bigger than that alone waits for none)
+          const room = yield* Semaphore.make(RECORD_BYTES)
+          const parsing = provider.results(remote, status).pipe(
             Stream.chunks,
-            Stream.mapEffect((lines) =>
-              Effect.map(Fiber.join(waiting), (requests) =>
-                lines.flatMap((line) => {
+            Stream.runForEach((lines) =>
+              Effect.gen(function*() {
+                const requests = yield* Fiber.join(waiting).pipe(Effect.mapError(asProviderError))
+                const outcomes: Array<Ledger.Outcome> = []
+                let bytes = 0
+                for (const line of lines) {
                   const request = requests.get(line.id)
-                  return request === undefined ? [] : [toOutcome(line, request)]
-                })).pipe(Effect.mapError(asProviderError))
+                  if (request === undefined) continue
+                  const outcome = toOutcome(line, request)
+                  outcomes.push(outcome)
+                  bytes += outcomeBytes(outcome)
+                }
+                if (outcomes.length > 0) {
+                  const weight = Math.min(bytes, RECORD_BYTES)
+                  yield* Semaphore.take(room, weight)
+                  yield* Queue.offer(parsed, { outcomes, weight })
+                }
+                // between two download chunks the ledger thread's answers get in, so it never waits on a long parse
+                yield* Effect.yieldNow
+              })
             ),
-            // the next lines are parsed while the ledger records these
-            Stream.buffer({ capacity: 1 }),
-            Stream.runForEach((outcomes) =>
-              ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts).pipe(
-                Effect.tap(() => Failpoint.hit("results.recorded")),
-                Effect.mapError(asProviderError),
-                Effect.andThen(Queue.offer(recorded, undefined))
-              )
-            )
+            Effect.andThen(Queue.end(parsed)),
+            Effect.catch((e) => Queue.fail(parsed, e))
           )
-        ), Date.now()).pipe(Effect.ensuring(Queue.end(recorded)))
+          const recording = Effect.gen(function*() {
+            while (true) {
+              const taken = yield* Queue.takeAll(parsed)
+              const outcomes = taken.flatMap((p) => p.outcomes)
+              for (let i = 0; i < outcomes.length; i += RECORD_MAX) {
+                yield* ledger.recordOutcomes(runId, batch.id, outcomes.slice(i, i + RECORD_MAX), maxAttempts).pipe(
+                  Effect.mapError(asProviderError)
+                )
+                yield* Failpoint.hit("results.recorded")
+                yield* Queue.offer(recorded, undefined)
+              }
+              yield* Semaphore.release(room, taken.reduce((sum, p) => sum + p.weight, 0))
+            }
+          }).pipe(Pull.catchDone(() => Effect.void))
+          yield* Effect.all([parsing, recording], { concurrency: 2, discard: true })
+        })
+        const recording = withGrace(retrying(parseAndRecord), Date.now()).pipe(Effect.ensuring(Queue.end(recorded)))
         yield* Effect.all([recording, delivering], { concurrency: 2, discard: true })
         // "completed" is never trusted on its own: every request must have had a line
         const missing = yield* ledger.unsettled(runId, batch.id)
