@@ -26,7 +26,8 @@
  * from the emulator's last batch of that run completing to the last row committed (the
  * baseline's output file closed; offpeak's last sink write, part file or manifest). That
  * includes waiting for the poll that sees the batch ended (100 ms growing to 1 s on both
- * sides); commit-after-seen starts at that poll instead.
+ * sides, and every 100 ms while an OpenAI batch is finalizing); commit-after-seen starts at
+ * that poll instead.
  * Markdown tables go to stdout (progress to stderr); the same results as JSON to
  * bench/.data/last-run.json.
  */
@@ -360,7 +361,7 @@ const lines = [
   `${machine}; ${startedAt.toISOString()}; ${repeat} run(s) per side, medians; every side run against its own emulator process.`,
   "Columns with two values are baseline / offpeak. Sent and parsed: the batches' request and result bytes over the run's seconds.",
   "Commit-after-complete: from the last batch's results being ready at the emulator to the last row committed in the sink;",
-  "commit-after-seen: from the first poll that saw the last batch ended (polls: 100 ms growing to 1 s on both sides)."
+  "commit-after-seen: from the first poll that saw the last batch ended (polls: 100 ms growing to 1 s on both sides, every 100 ms while an OpenAI batch is finalizing)."
 ]
 for (const provider of providers) {
   lines.push(
