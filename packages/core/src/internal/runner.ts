@@ -25,6 +25,8 @@ export class RunError extends Schema.TaggedError<RunError>()("RunError", {
 const ADMIT_CHUNK = 2_000
 const PART_SIZE = 10_000
 const QUEUE_PAGE = 2_000
+/** result lines parsed between two yields to the event loop (a few ms of work) */
+const PARSE_CHUNK = 256
 /** outcomes recorded in one ledger transaction at most */
 const RECORD_MAX = 5_000
 /** parsed outcomes waiting for the ledger hold about this much at most (their stored text plus the objects around it) */
@@ -694,6 +696,8 @@ export const run = <Rec, A, Row>(
           // parsed outcomes not yet recorded hold at most RECORD_BYTES (a chunk bigger than that alone waits for none)
           const room = yield* Semaphore.make(RECORD_BYTES)
           const parsing = provider.results(remote, status).pipe(
+            // lines in groups (a provider's stream may hand them over one at a time)
+            Stream.rechunk(PARSE_CHUNK),
             Stream.chunks,
             Stream.runForEach((lines) =>
               Effect.gen(function*() {
@@ -712,7 +716,7 @@ export const run = <Rec, A, Row>(
                   yield* Semaphore.take(room, weight)
                   yield* Queue.offer(parsed, { outcomes, weight })
                 }
-                // between two download chunks the ledger thread's answers get in, so it never waits on a long parse
+                // between two groups the ledger thread's answers get in, so it never waits on a long parse
                 yield* Effect.yieldNow
               })
             ),
