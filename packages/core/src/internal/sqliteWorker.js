@@ -70,8 +70,8 @@ if (port !== null) {
 
   /**
    * A prepared statement, from the cache when it is there. The cache keeps the last 64 statements used, and never
-   * one of more than 1,000 parameters: a statement's program grows with its parameters (an `IN` list of 10,000 ids
-   * is a few hundred KB), and lists of every length would pile up outside the JavaScript heap.
+   * one of more than 1,000 parameters: a statement's program grows with its parameters (an `IN` list of 5,000 ids
+   * is ~0.8 MB), and lists of every length would pile up outside the JavaScript heap.
    *
    * @param {string} sql
    * @param {number} params
