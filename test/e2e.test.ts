@@ -92,7 +92,14 @@ describe.each(Providers.all)("$name: CSV → batch API (emulator) → JSONL", (p
       // never more than 3 batches in flight
       assert.isAtMost(progress.maxInFlight, 3)
       assert.isAtLeast(progress.maxInFlight, 2)
-      assert.isAtMost(overlap(batches.map((b) => [Date.parse(b.submittedAt!), Date.parse(b.endedAt!)] as const)), 3)
+      const inFlight = overlap(batches.map((b) => [Date.parse(b.submittedAt!), Date.parse(b.endedAt!)] as const))
+      assert.isAtMost(inFlight, 3)
+      console.log(
+        `${p.name} e2e: ${rows.length} rows in the sink (${new Set(rows.map((r) => r.id)).size} distinct, each checked against its own text), ` +
+          `${batches.length} batches (largest ${Math.max(...batches.map((b) => b.requestCount))} requests, ` +
+          `${(Math.max(...batches.map((b) => b.bytes)) / 1024).toFixed(1)} KiB), ${created.length} created, ${sent.length} requests sent, ` +
+          `${shuffled.length}/${created.length} answered out of order, at most ${Math.max(progress.maxInFlight, inFlight)} in flight`
+      )
     }), { timeout: 180_000 })
 
   it.live("malformed CSV rows and per-line provider errors end in the dead letter with a reason; the run completes", () =>
@@ -126,6 +133,10 @@ describe.each(Providers.all)("$name: CSV → batch API (emulator) → JSONL", (p
       }
       assert.isBelow(providerErrors.filter((e) => p.retryableFailure.test(e.message)).length, 5)
       assert.isAbove(ok.length, 250)
+      console.log(
+        `${p.name} dead letter: ${ok.length} in the sink, ${dead.length} dead (${malformed.length} malformed, ` +
+          `${providerErrors.length} provider errors), e.g. ${JSON.stringify(malformed[0]!.message)}`
+      )
     }), { timeout: 120_000 })
 
   it.live("a batch refused as too large is split in half and the halves are resubmitted", () =>
@@ -145,5 +156,7 @@ describe.each(Providers.all)("$name: CSV → batch API (emulator) → JSONL", (p
       const created = yield* Effect.promise(() => p.created(emulator.url))
       assert.strictEqual(created.flat().length, 400)
       assert.strictEqual(new Set(created.flat()).size, 400)
+      const split = batches.filter((b) => b.remoteId === null && b.state === "collected").length
+      console.log(`${p.name} split: ${split} batches refused as too large and split, ${created.length} created, 400 rows delivered once`)
     }), { timeout: 120_000 })
 })

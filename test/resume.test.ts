@@ -35,7 +35,8 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
     first.child.kill("SIGKILL")
     const killed = await first.exit
     expect(killed.signal).toBe("SIGKILL")
-    expect(readParts(out).length).toBeLessThan(4_000)
+    const before = { batches: submittedBatches(db), rows: readParts(out).length }
+    expect(before.rows).toBeLessThan(4_000)
     const runId = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")[0]!.id
 
     const resumed = await runCli(["resume", runId, "--state-dir", state], { cwd: dir, env })
@@ -51,5 +52,10 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
     expect(new Set(sent).size).toBe(sent.length)
     expect(sent).toHaveLength(4_000)
     expect(created.length).toBe(submittedBatches(db))
+    console.log(
+      `${p.name} crash/resume: SIGKILL with ${before.batches} batches submitted and ${before.rows} rows in the sink; ` +
+        `after resume ${rows.length} rows (${new Set(rows.map((r) => r.id)).size} distinct), ${created.length} batches created ` +
+        `for ${sent.length} requests (${new Set(sent).size} distinct)`
+    )
   }, 180_000)
 })
