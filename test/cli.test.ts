@@ -51,6 +51,26 @@ describe("offpeak CLI", () => {
     expect(JSON.parse(status.stdout)[0].provider).toBe("anthropic")
   }, 120_000)
 
+  it("--mode sync: the triage example answered by synchronous calls, no batch at the provider", async () => {
+    const cwd = tmpDir("cli-triage-sync")
+    const run = await runCli(["run", path.join(repo, "examples/triage/pipeline.ts"), "--mode", "sync"], {
+      cwd,
+      env: { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined }
+    })
+    expect(run.code, run.stderr).toBe(0)
+    const rows = readParts(path.join(cwd, "out/triage"))
+    expect(rows).toHaveLength(150)
+    expect(rows.find((r) => r.id === "T-0001")!.category).toBe("billing")
+    expect(readParts(path.join(cwd, "out/triage/dead-letter"))).toHaveLength(2)
+    const [listed] = JSON.parse((await runCli(["status", "--json"], { cwd })).stdout)
+    expect(listed.mode).toBe("sync")
+    const status = await runCli(["status", listed.id, "--json"], { cwd })
+    const { batches } = JSON.parse(status.stdout)
+    expect(batches.length).toBeGreaterThan(0)
+    for (const b of batches) expect(b).toMatchObject({ mode: "sync", remoteId: null, remoteState: "sync", state: "collected" })
+    expect((await runCli(["status", listed.id], { cwd })).stdout).toMatch(/\(sync calls\)/)
+  }, 120_000)
+
   it("Ctrl-C detaches: the run is recorded as detached and resume finishes it", async () => {
     const dir = tmpDir("cli-sigint")
     const input = path.join(dir, "tickets.csv")

@@ -102,6 +102,27 @@ describe.each(Providers.all)("$name: CSV → batch API (emulator) → JSONL", (p
       )
     }), { timeout: 180_000 })
 
+  it.live("sync mode: every request through the synchronous API (official SDK), every row once and joined right, no batch", () =>
+    Effect.gen(function*() {
+      const dir = tmpDir(`e2e-sync-${p.name}`)
+      const input = path.join(dir, "tickets.csv")
+      writeTickets(input, 600, 5)
+      const out = path.join(dir, "out")
+      const emulator = yield* p.serve({ linesPerSecond: 100_000 })
+      const pipeline = Pipeline.make({ ...Fixture.make({ input, out, maxRequests: 250 }), mode: "sync" })
+      const summary = yield* Pipeline.run(pipeline, { stateDir: dir }).pipe(
+        Effect.provide(Layer.mergeAll(p.layer(emulator.url), ledgerOf(dir)))
+      )
+      assert.strictEqual(summary.state, "completed")
+      const rows = readParts(out)
+      assert.strictEqual(rows.length, 600)
+      assert.strictEqual(new Set(rows.map((r) => r.id)).size, 600)
+      for (const row of rows) assert.deepStrictEqual(row.output, p.expected({ id: row.id, text: row.text }))
+      assert.strictEqual((yield* Effect.promise(() => p.created(emulator.url))).length, 0)
+      const batches = yield* batchesOf(dir, summary.runId)
+      assert.deepStrictEqual(batches.map((b) => [b.mode, b.requestCount, b.completed]), [["sync", 250, 250], ["sync", 250, 250], ["sync", 100, 100]])
+    }), { timeout: 120_000 })
+
   it.live("malformed CSV rows and per-line provider errors end in the dead letter with a reason; the run completes", () =>
     Effect.gen(function*() {
       const dir = tmpDir(`e2e-dead-${p.name}`)

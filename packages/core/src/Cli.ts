@@ -132,6 +132,7 @@ const execute = (options: {
   readonly resume?: string | undefined
   readonly cancel?: boolean | undefined
   readonly cancelOnExit?: boolean | undefined
+  readonly mode?: Ledger.Mode | undefined
 }) =>
   Effect.gen(function*() {
     const stateDir = path.resolve(options.stateDir)
@@ -171,6 +172,7 @@ const execute = (options: {
       module: options.modulePath,
       provider: plugin.name,
       progress,
+      ...(options.mode !== undefined ? { mode: options.mode } : {}),
       ...(options.resume !== undefined ? { resume: options.resume } : {}),
       ...(options.cancel ? { cancel: true } : {})
     }).pipe(
@@ -202,11 +204,18 @@ const runCommand = Command.make(
       Flag.withDescription(`provider to use (default: the pipeline's, else openai; known: ${ProviderPlugin.known.join(", ")})`),
       Flag.optional
     ),
+    mode: Flag.Literals("mode", ["batch", "sync", "auto"]).pipe(
+      Flag.withDescription(
+        "batch: the batch API (default: the pipeline's mode, else batch); sync: one synchronous call per request; " +
+          "auto: batches under the pipeline's batch.syncBelow requests (default 100) go synchronously"
+      ),
+      Flag.optional
+    ),
     cancelOnExit: cancelOnExitFlag,
     stateDir: stateDirFlag,
     state: stateFlag
   },
-  ({ module, provider, cancelOnExit, stateDir, state }) =>
+  ({ module, provider, mode, cancelOnExit, stateDir, state }) =>
     Effect.gen(function*() {
       const pipeline = yield* loadPipeline(module)
       yield* execute({
@@ -215,6 +224,7 @@ const runCommand = Command.make(
         providerName: Option.getOrUndefined(provider) ?? pipeline.provider ?? "openai",
         stateDir,
         state: Option.getOrUndefined(state),
+        mode: Option.getOrUndefined(mode),
         cancelOnExit
       })
     })
@@ -307,7 +317,7 @@ const statusCommand = Command.make(
       const batches = yield* ledger.batches(runId.value)
       if (json) return yield* Console.log(JSON.stringify({ run: run.value, counts, batches }, null, 2))
       const r = run.value
-      yield* Console.log(`run ${r.id} (${r.pipeline}, ${r.provider}): ${r.state}${r.message ? ` — ${r.message}` : ""}`)
+      yield* Console.log(`run ${r.id} (${r.pipeline}, ${r.provider}, ${r.mode}): ${r.state}${r.message ? ` — ${r.message}` : ""}`)
       yield* Console.log(
         `  rows ${counts.items} · delivered ${counts.delivered} · failed ${counts.dead} · pending ${counts.pendingItems}`
       )
@@ -318,7 +328,9 @@ const statusCommand = Command.make(
         yield* Console.log(`${pad("  BATCH", 34)} ${pad("STATE", 10)} ${pad("REMOTE", 36)} ${pad("PROVIDER", 11)} REQUESTS`)
         for (const b of batches) {
           yield* Console.log(
-            `  ${pad(b.id, 32)} ${pad(b.state, 10)} ${pad(b.remoteId ?? "-", 36)} ${pad(b.remoteState ?? "-", 11)} ${b.requestCount} (${b.completed} done, ${b.failed} failed)`
+            `  ${pad(b.id, 32)} ${pad(b.state, 10)} ${pad(b.remoteId ?? (b.mode === "sync" ? "(sync calls)" : "-"), 36)} ${
+              pad(b.remoteState ?? "-", 11)
+            } ${b.requestCount} (${b.completed} done, ${b.failed} failed)`
           )
         }
       }

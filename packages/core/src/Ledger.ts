@@ -49,6 +49,16 @@ import type { FailureKind, Usage } from "./Result.ts"
 export type RunState = "running" | "detached" | "completed" | "failed" | "cancelled"
 
 /**
+ * How a run sends its requests: `batch` (the provider's batch API), `sync`
+ * (the synchronous API, one call per request), or `auto` (batches of fewer
+ * than the pipeline's `syncBelow` requests go synchronously, the rest as batches).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Mode = "batch" | "sync" | "auto"
+
+/**
  * A run as the ledger knows it.
  *
  * @since 0.1.0
@@ -59,6 +69,7 @@ export interface Run {
   readonly pipeline: string
   readonly module: string | null
   readonly provider: string
+  readonly mode: Mode
   readonly state: RunState
   readonly sourceDone: boolean
   readonly createdAt: string
@@ -145,6 +156,8 @@ export interface Batch {
   readonly file: string
   readonly requestCount: number
   readonly bytes: number
+  /** `sync`: its requests go through the synchronous API, one call each, and it never has a remote id */
+  readonly mode: "batch" | "sync"
   readonly remoteId: string | null
   readonly remoteMeta: Readonly<Record<string, string>> | null
   readonly remoteState: string | null
@@ -264,6 +277,8 @@ export interface Service {
     readonly pipeline: string
     readonly module: string | null
     readonly provider: string
+    /** default `batch` */
+    readonly mode?: Mode | undefined
   }) => Effect.Effect<Run, LedgerError>
   readonly getRun: (id: string) => Effect.Effect<Option.Option<Run>, LedgerError>
   readonly listRuns: Effect.Effect<ReadonlyArray<Run>, LedgerError>
@@ -299,6 +314,8 @@ export interface Service {
       readonly file: string
       readonly requestCount: number
       readonly bytes: number
+      /** default `batch` */
+      readonly mode?: "batch" | "sync" | undefined
     },
     requests: ReadonlyArray<number>
   ) => Effect.Effect<void, LedgerError>
@@ -460,6 +477,7 @@ interface RunRow {
   readonly pipeline: string
   readonly module: string | null
   readonly provider: string
+  readonly mode: Mode
   readonly state: RunState
   readonly source_done: number | bigint
   readonly message: string | null
@@ -474,6 +492,7 @@ const toRun = (row: RunRow): Run => ({
   pipeline: row.pipeline,
   module: row.module,
   provider: row.provider,
+  mode: row.mode,
   state: row.state,
   sourceDone: toNumber(row.source_done) === 1,
   message: row.message,
@@ -492,6 +511,7 @@ interface BatchRow {
   readonly file: string
   readonly request_count: number | bigint
   readonly bytes: number | bigint
+  readonly mode: "batch" | "sync"
   readonly remote_id: string | null
   readonly remote_meta: string | null
   readonly remote_state: string | null
@@ -511,6 +531,7 @@ const toBatch = (row: BatchRow): Batch => ({
   file: row.file,
   requestCount: toNumber(row.request_count),
   bytes: toNumber(row.bytes),
+  mode: row.mode,
   remoteId: row.remote_id,
   remoteMeta: row.remote_meta === null ? null : JSON.parse(row.remote_meta),
   remoteState: row.remote_state,
@@ -607,9 +628,10 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const now = yield* nowIso
       // the run number is the next free one; two processes creating runs at once retry on the unique index
       yield* sql`INSERT INTO offpeak_runs
-          (id, pipeline, module, provider, state, source_done, message, checkpoint, checkpoint_position,
+          (id, pipeline, module, provider, mode, state, source_done, message, checkpoint, checkpoint_position,
            created_at, updated_at, num, item_count, request_count)
-        SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, 'running', 0, NULL, NULL, NULL,
+        SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, ${run.mode ?? "batch"}, 'running', 0, NULL,
+           NULL, NULL,
            ${now}, ${now}, COALESCE(MAX(num), 0) + 1, 0, 0
         FROM offpeak_runs`.pipe(
         Effect.retry({
@@ -619,6 +641,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       )
       return {
         ...run,
+        mode: run.mode ?? "batch",
         state: "running" as const,
         sourceDone: false,
         message: null,
@@ -876,6 +899,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         file: batch.file,
         request_count: batch.requestCount,
         bytes: batch.bytes,
+        mode: batch.mode ?? "batch",
         remote_id: null,
         remote_meta: null,
         remote_state: null,

@@ -30,6 +30,8 @@ export interface BatchOptions {
   readonly maxInFlight?: number | undefined
   /** a batch still open this long after its first request is sent as it is */
   readonly flushAfter?: Duration.Input | undefined
+  /** in `auto` mode, a batch of fewer requests than this goes through the synchronous API (default 100) */
+  readonly syncBelow?: number | undefined
 }
 
 /**
@@ -86,6 +88,15 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
   readonly deadLetter?: Sink.Sink<Result.Failed<NoInfer<R>>> | undefined
   /** the provider the CLI uses unless told otherwise (default `openai`) */
   readonly provider?: string | undefined
+  /**
+   * How requests are sent (default `batch`): `batch`, the provider's batch
+   * API (half price, answered within 24 h); `sync`, one synchronous call per
+   * request (full price, answered at once, `maxInFlight` batches' worth of
+   * calls at a time within the adapter's own concurrency); `auto`, batches
+   * of fewer than `batch.syncBelow` requests (a small job, the tail of a
+   * large one, a retry round) go synchronously, the rest as batches.
+   */
+  readonly mode?: Ledger.Mode | undefined
   readonly batch?: BatchOptions | undefined
   readonly retry?: RetryOptions | undefined
   /**
@@ -157,6 +168,8 @@ export interface RunOptions {
   readonly module?: string | undefined
   /** the provider name recorded with the run (default: the pipeline's, else `openai`) */
   readonly provider?: string | undefined
+  /** how a new run sends its requests, over the pipeline's `mode`; a resumed run keeps the mode it was started with */
+  readonly mode?: Ledger.Mode | undefined
   /** live counters, updated as the run goes */
   readonly progress?: Progress.Counters | undefined
   /**

@@ -245,11 +245,14 @@ export interface Service {
   /** how often to poll a running batch; its input is the status the last poll read (see {@link pollSchedule}) */
   readonly pollSchedule: Schedule.Schedule<unknown, Status>
   /**
-   * Sends one request through the synchronous API (full price, immediate), for
-   * small jobs and fallback. Adapters bound their own concurrency and back off
-   * on rate limits; a line-level failure is a `LineFailed`, not an error.
+   * Sends one encoded line (what `encode` made of a request, as a batch file
+   * would carry it) through the synchronous API: full price, answered at once.
+   * Pipelines in `sync` and `auto` mode use it. Adapters bound their own
+   * concurrency and back off on rate limits; an answer about the request (a
+   * 400, a 429 after the backoff) is a `LineFailed` with its custom id, not an
+   * error.
    */
-  readonly sync: (request: Request.Request, customId: string) => Effect.Effect<LineResult, ProviderError.ProviderError>
+  readonly sync: (line: string) => Effect.Effect<LineResult, ProviderError.ProviderError>
 }
 
 /**

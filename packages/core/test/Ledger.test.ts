@@ -289,39 +289,42 @@ const ledgerSuite = (backend: Backend) => {
   it.effect("runs, batches and their remote ids read back as written", () =>
     withLedger((ledger) =>
       Effect.gen(function*() {
-        yield* ledger.createRun({ id: "r1", pipeline: "p", module: "/x.ts", provider: "openai" })
+        yield* ledger.createRun({ id: "r1", pipeline: "p", module: "/x.ts", provider: "openai", mode: "auto" })
+        yield* ledger.createRun({ id: "r2", pipeline: "p", module: null, provider: "openai" })
         yield* ledger.updateRun("r1", { state: "detached", sourceDone: true, message: "it's \"quoted\"" })
         const run = Option.getOrThrow(yield* ledger.getRun("r1"))
-        assert.deepStrictEqual([run.state, run.sourceDone, run.message, run.module], [
+        assert.deepStrictEqual([run.state, run.sourceDone, run.message, run.module, run.mode], [
           "detached",
           true,
           "it's \"quoted\"",
-          "/x.ts"
+          "/x.ts",
+          "auto"
         ])
+        assert.strictEqual(Option.getOrThrow(yield* ledger.getRun("r2")).mode, "batch")
         assert.isTrue(Option.isNone(yield* ledger.getRun("nope")))
         yield* ledger.admit("r1", [row("a", 1), row("b", 2)])
         assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 1)
-        yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 2, bytes: 99 }, [
-          1,
-          2
-        ])
-        assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 2)
+        yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 1, bytes: 99 }, [1])
+        yield* ledger.sealBatch({ id: "b2", runId: "r1", seq: 2, group: "g", file: "f2", requestCount: 1, bytes: 9, mode: "sync" }, [2])
+        assert.strictEqual(yield* ledger.nextBatchSeq("r1"), 3)
         yield* ledger.updateBatch("b1", {
           state: "submitted",
           remoteId: "batch_1",
           remoteMeta: { inputFileId: "file-1" },
           submitted: true
         })
-        const [batch] = yield* ledger.batches("r1")
+        const [batch, sync] = yield* ledger.batches("r1")
         assert.deepStrictEqual(
-          [batch!.state, batch!.remoteId, batch!.remoteMeta, batch!.requestCount, batch!.bytes, batch!.seq],
-          ["submitted", "batch_1", { inputFileId: "file-1" }, 2, 99, 1]
+          [batch!.state, batch!.remoteId, batch!.remoteMeta, batch!.requestCount, batch!.bytes, batch!.seq, batch!.mode],
+          ["submitted", "batch_1", { inputFileId: "file-1" }, 1, 99, 1, "batch"]
         )
+        assert.deepStrictEqual([sync!.mode, sync!.remoteId, sync!.seq], ["sync", null, 2])
         assert.isNotNull(batch!.submittedAt)
-        yield* ledger.updateBatch("b1", { state: "collected", completed: 2, ended: true })
+        yield* ledger.updateBatch("b1", { state: "collected", completed: 1, ended: true })
+        yield* ledger.updateBatch("b2", { state: "collected", completed: 1, ended: true })
         assert.deepStrictEqual(yield* ledger.openBatches("r1"), [])
         const counts = yield* ledger.counts("r1")
-        assert.deepStrictEqual([counts.batches, counts.openBatches, counts.batched], [1, 0, 2])
+        assert.deepStrictEqual([counts.batches, counts.openBatches, counts.batched], [2, 0, 2])
       })
     ))
 

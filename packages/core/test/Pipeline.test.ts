@@ -332,3 +332,88 @@ describe("Pipeline.run", () => {
       assert.strictEqual(provider.creates.length, 2)
     }))
 })
+
+describe("Pipeline.run modes", () => {
+  it.live("sync: every request through the synchronous API, no batch created; retries and dead letter as in batch mode", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({
+        // t7 is refused for good; every 10th row fails once with a 500 and is sent again in a later round
+        answer: (line, attempt) =>
+          TestProvider.promptOf(line) === "ticket 7"
+            ? TestProvider.failed(line, false)
+            : TestProvider.promptOf(line).endsWith("0") && attempt === 1
+            ? TestProvider.failed(line, true)
+            : echo(line)
+      })
+      const { pipeline, out, dead } = pipelineOf(rows(250), { mode: "sync", batch: { maxRequests: 100, maxInFlight: 2 } })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(provider.creates.length, 0)
+      // 250 first calls and the 25 rows ending in 0 once more
+      assert.strictEqual(provider.syncCalls.length, 275)
+      assert.strictEqual(out.all().length, 249)
+      assert.strictEqual(new Set(out.all().map((r) => r.key)).size, 249)
+      for (const r of out.all()) assert.strictEqual(r.output.echo, r.record.body)
+      assert.deepStrictEqual(dead.all().map((d) => [d.key, d.message]), [["t7", "HTTP 400"]])
+      const batches = yield* Effect.flatMap(Ledger.Ledger, (l) => l.batches(summary.runId)).pipe(Effect.provide(layer))
+      assert.isTrue(batches.every((b) => b.mode === "sync" && b.remoteId === null && b.state === "collected"))
+      assert.strictEqual(batches.filter((b) => b.requestCount === 100).length, 2)
+    }))
+
+  it.live("auto: batches under syncBelow requests go synchronously, the others as batches", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({ answer: echo })
+      const { pipeline, out } = pipelineOf(rows(230), { mode: "auto", batch: { maxRequests: 100, maxInFlight: 2, syncBelow: 50 } })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(out.all().length, 230)
+      // 100 + 100 as batches, the last 30 as synchronous calls
+      assert.deepStrictEqual(provider.creates.map((c) => c.lines), [100, 100])
+      assert.strictEqual(provider.syncCalls.length, 30)
+      // the run's options win over the pipeline's: the same pipeline run in batch mode creates three batches
+      const again = setup({ answer: echo })
+      const batchRun = yield* Pipeline.run(pipelineOf(rows(230), { mode: "auto", batch: { maxRequests: 100, syncBelow: 50 } }).pipeline, {
+        stateDir: again.stateDir,
+        mode: "batch"
+      }).pipe(Effect.provide(again.layer))
+      assert.strictEqual(batchRun.state, "completed")
+      assert.strictEqual(again.provider.creates.length, 3)
+      assert.strictEqual(again.provider.syncCalls.length, 0)
+    }))
+
+  it.live("sync, interrupted mid-way and resumed: answers recorded are not asked again, every row once", () =>
+    Effect.gen(function*() {
+      const stateDir = tmpDir()
+      const { layer, provider } = setup({ answer: echo, syncDelay: "20 millis" }, stateDir)
+      const first = pipelineOf(rows(400), { mode: "sync", batch: { maxRequests: 100, maxInFlight: 2 } })
+      const progress = Progress.make()
+      const fiber = yield* Pipeline.run(first.pipeline, { stateDir, progress, runId: "sync-resume" }).pipe(
+        Effect.provide(layer),
+        Effect.forkChild
+      )
+      while (progress.remoteCompleted < 100) yield* Effect.sleep("5 millis")
+      yield* Fiber.interrupt(fiber)
+      const recorded = progress.remoteCompleted
+      // calls were in flight when it stopped: more were started than recorded
+      assert.isAbove(provider.syncCalls.length, recorded)
+      // the resumed run keeps the run's mode (the pipeline given now says nothing of it)
+      const resumed = TestProvider.make({ answer: echo })
+      const second = pipelineOf(rows(400), { batch: { maxRequests: 100, maxInFlight: 2 } })
+      const summary = yield* Pipeline.run(second.pipeline, { stateDir, resume: "sync-resume" }).pipe(
+        Effect.provide(Layer.mergeAll(
+          Layer.succeed(Provider.Provider, resumed.service),
+          Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(stateDir, "state.db") })))
+        ))
+      )
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(resumed.creates.length, 0)
+      const all = [...first.out.all(), ...second.out.all()]
+      assert.strictEqual(all.length, 400)
+      assert.strictEqual(new Set(all.map((r) => r.key)).size, 400)
+      for (const r of all) assert.strictEqual(r.output.echo, r.record.body)
+      // what was recorded is not asked again: only the unanswered rest, each once, and together every request
+      assert.isAtMost(resumed.syncCalls.length, 400 - recorded)
+      assert.strictEqual(new Set(resumed.syncCalls).size, resumed.syncCalls.length)
+      assert.strictEqual(new Set([...provider.syncCalls, ...resumed.syncCalls]).size, 400)
+    }))
+})

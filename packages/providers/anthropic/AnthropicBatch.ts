@@ -807,28 +807,8 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     // ----- sync -----
 
     const syncPermits = Semaphore.makeUnsafe(Math.max(1, options.syncConcurrency ?? 8))
-    const sync = (request: Request.Request, customId: string): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
-      if (request._tag !== "Chat") {
-        return Effect.succeed({
-          _tag: "LineFailed",
-          id: customId,
-          kind: "invalid_input",
-          retryable: false,
-          message: "Anthropic has no embeddings API"
-        })
-      }
-      let params: Params
-      try {
-        params = messageParams(request, encodeOptions)
-      } catch (error) {
-        return Effect.succeed({
-          _tag: "LineFailed",
-          id: customId,
-          kind: "invalid_input",
-          retryable: false,
-          message: error instanceof Error ? error.message : String(error)
-        })
-      }
+    const sync = (text: string): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
+      const { custom_id: customId, params } = JSON.parse(text) as RequestLine
       // the SDK refuses non-streaming calls it expects to take over 10 minutes unless given a timeout
       const timeout = Math.min(60 * MINUTE, Math.max(10 * MINUTE, (60 * MINUTE * params.max_tokens) / 128_000))
       return Effect.tryPromise({ try: (signal) => client.messages.create(params, { signal, timeout }), catch: (cause) => cause }).pipe(

@@ -472,8 +472,9 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       call("batches.cancel", (signal) => client.batches.cancel(batch.id, { signal })).pipe(Effect.asVoid)
 
     const syncPermits = Semaphore.makeUnsafe(Math.max(1, options.syncConcurrency ?? 8))
-    const sync = (request: Request.Request, customId: string) => {
-      const line = requestLine(request, customId)
+    const sync = (text: string): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
+      const line = JSON.parse(text) as RequestLine
+      const customId = line.custom_id
       const send = (signal: AbortSignal): Promise<unknown> =>
         line.url === "/v1/chat/completions"
           ? client.chat.completions.create(line.body, { signal })

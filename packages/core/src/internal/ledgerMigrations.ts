@@ -237,5 +237,11 @@ export const migrations = {
       FROM offpeak_outputs o JOIN offpeak_requests r ON r.run = o.run AND r.id = o.id`
     yield* sql`DROP TABLE offpeak_outputs`
     yield* sql`ALTER TABLE offpeak_settled_outputs RENAME TO offpeak_outputs`
+  }),
+  "0005_mode": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    // how a run sends its batches (batch, sync or auto), and how each batch was sent (batch or sync)
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'`
+    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'`
   })
 }

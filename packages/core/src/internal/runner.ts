@@ -31,6 +31,11 @@ const PARSE_CHUNK = 256
 const RECORD_MAX = 5_000
 /** parsed outcomes waiting for the ledger hold about this much at most (their stored text plus the objects around it) */
 const RECORD_BYTES = 8 * 1024 * 1024
+/** synchronous calls started at once per `sync` batch (the adapter bounds how many run: its `syncConcurrency`) */
+const SYNC_CALLS = 64
+/** answers of synchronous calls are recorded in groups of up to this many, or of what came within SYNC_RECORD_EVERY */
+const SYNC_RECORD = 1_000
+const SYNC_RECORD_EVERY = "250 millis"
 
 /** parsed outcomes on their way to the ledger, with the bytes they count for */
 interface Parsed {
@@ -115,7 +120,8 @@ export const run = <Rec, A, Row>(
         id: options.runId ?? newRunId(pipeline.name),
         pipeline: pipeline.name,
         module: options.module ?? null,
-        provider: options.provider ?? pipeline.provider ?? provider.name
+        provider: options.provider ?? pipeline.provider ?? provider.name,
+        mode: options.mode ?? pipeline.mode ?? "batch"
       })
     const runId = run.id
     const fail = (msg: string) => new RunError({ runId, message: msg })
@@ -164,6 +170,10 @@ export const run = <Rec, A, Row>(
     const retryTruncated = pipeline.retry?.truncated ?? false
     const decodeAttempts = 1 + Math.max(0, pipeline.retry?.decodeErrors ?? 0)
     const backoff = Duration.fromInputUnsafe(pipeline.retry?.backoff ?? "1 second")
+    const syncBelow = pipeline.batch?.syncBelow ?? 100
+    /** how a batch of `count` requests goes out, by the run's mode (fixed when it is sealed, so a resume keeps it) */
+    const batchMode = (count: number): Ledger.Batch["mode"] =>
+      run.mode === "sync" || (run.mode === "auto" && count < syncBelow) ? "sync" : "batch"
 
     // ----- codecs -----
     const recordCodec = Schema.toCodecJson(pipeline.source.schema as Schema.Codec<Rec, unknown>)
@@ -490,7 +500,12 @@ export const run = <Rec, A, Row>(
     let seqCounter = yield* ledger.nextBatchSeq(runId).pipe(Effect.mapError((e) => fail(e.message)))
     const nextSeq = () => seqCounter++
 
-    const newBatch = (seq: number, group: string, items: ReadonlyArray<{ readonly id: string; readonly line: string }>) => {
+    const newBatch = (
+      seq: number,
+      group: string,
+      items: ReadonlyArray<{ readonly id: string; readonly line: string }>,
+      mode: Ledger.Batch["mode"]
+    ) => {
       const id = `${runId}-b${String(seq).padStart(5, "0")}`
       return {
         id,
@@ -501,6 +516,7 @@ export const run = <Rec, A, Row>(
         file: path.join(batchDir, `${id}.jsonl`),
         requestCount: items.length,
         bytes: items.reduce((sum, item) => sum + Provider.lineBytes(item.line), 0),
+        mode,
         remoteId: null,
         remoteMeta: null,
         remoteState: null,
@@ -519,7 +535,7 @@ export const run = <Rec, A, Row>(
           yield* deliverParts(true)
           return Option.none<Ledger.Batch>()
         }
-        const batch = newBatch(nextSeq(), out.group, out.items)
+        const batch = newBatch(nextSeq(), out.group, out.items, batchMode(out.items.length))
         yield* writeBatchFiles(batch.file, out.items)
         yield* ledger.sealBatch(batch, out.items.map((i) => i.request))
         yield* Failpoint.hit("batch.sealed")
@@ -552,7 +568,7 @@ export const run = <Rec, A, Row>(
         }
         const half = Math.ceil(items.length / 2)
         const halves = [items.slice(0, half), items.slice(half)].map((part) => ({
-          batch: newBatch(nextSeq(), batch.group, part),
+          batch: newBatch(nextSeq(), batch.group, part, batch.mode),
           items: part
         }))
         for (const h of halves) yield* writeBatchFiles(h.batch.file, h.items)
@@ -786,8 +802,71 @@ export const run = <Rec, A, Row>(
         )
       })
 
+    /**
+     * A `sync` batch: each of its requests still waiting for an answer goes through the synchronous API, and the
+     * answers are recorded as they come (in groups), like a batch's result lines, with the same retries and
+     * dead-letter rules. A resumed run sends only the requests with no answer recorded: calls in flight at a crash are
+     * sent again (and paid again), which the batch API's tag-and-find spares a batch.
+     */
+    const sendSync = (batch: Ledger.Batch) =>
+      Effect.gen(function*() {
+        const requests = yield* requestsOf(batch)
+        const counts = { completed: batch.completed, failed: batch.failed }
+        if (cancelling) {
+          yield* ledger.recordOutcomes(runId, batch.id, [...requests.values()].map((request): Ledger.Outcome => ({
+            _tag: "Failed",
+            request,
+            failure: { kind: "cancelled", message: "the run was cancelled before this request was sent" },
+            retryable: false
+          })), maxAttempts)
+        } else {
+          const items = (yield* readBatchFiles(batch.file)).filter((item) => requests.has(item.id))
+          if (batch.state === "sealed") yield* ledger.updateBatch(batch.id, { state: "submitted", remoteState: "sync", submitted: true })
+          progress.submitted += items.length
+          progress.inFlight++
+          progress.maxInFlight = Math.max(progress.maxInFlight, progress.inFlight)
+          yield* Stream.fromIterable(items).pipe(
+            Stream.mapEffect((item) => {
+              const request = requests.get(item.id)!
+              return retrying(provider.sync(item.line)).pipe(
+                Effect.map((line) => toOutcome(line, request)),
+                // a call that keeps failing (no answer about the request itself) is tried again in a later round
+                Effect.catch((error) =>
+                  Effect.succeed<Ledger.Outcome>({
+                    _tag: "Failed",
+                    request,
+                    failure: { kind: "provider_error", message: `${provider.name} synchronous call: ${error.message}` },
+                    retryable: true
+                  })
+                )
+              )
+            }, { concurrency: SYNC_CALLS, unordered: true }),
+            Stream.groupedWithin(SYNC_RECORD, SYNC_RECORD_EVERY),
+            Stream.runForEach((outcomes) =>
+              Effect.gen(function*() {
+                yield* ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts)
+                yield* Failpoint.hit("results.recorded")
+                for (const o of outcomes) o._tag === "Succeeded" ? counts.completed++ : counts.failed++
+                progress.remoteCompleted += outcomes.length
+                yield* deliverParts(true)
+              })
+            ),
+            Effect.ensuring(Effect.sync(() => {
+              progress.inFlight--
+            })),
+            Semaphore.withPermits(remoteSlots, 1)
+          )
+        }
+        yield* ledger.updateBatch(batch.id, { state: "collected", remoteState: "sync", ended: true, ...counts })
+        yield* Failpoint.hit("batch.collected")
+        yield* removeBatchFiles(batch.file)
+        yield* deliver
+        Memory.compact()
+      })
+
     const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
       Effect.gen(function*() {
+        if (batch.mode === "sync") return yield* sendSync(batch)
         const submission: Provider.Lines = {
           _tag: "Lines",
           batchId: batch.id,

@@ -4,7 +4,7 @@
  * results, and records every create. The emulator-backed tests in `test/`
  * exercise the real adapter; this one isolates the runner's logic.
  */
-import { Effect, Option, Result, Schedule, Schema, Stream } from "effect"
+import { Duration, Effect, Option, Result, Schedule, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as Provider from "../../src/Provider.ts"
 import * as ProviderError from "../../src/ProviderError.ts"
@@ -29,6 +29,8 @@ export interface Script {
   readonly failAfterCreate?: (n: number) => boolean
   /** the first N status calls of each batch answer 404 (propagation delay) */
   readonly notFoundPolls?: number
+  /** how long a synchronous call takes (default: no time) */
+  readonly syncDelay?: Duration.Input
 }
 
 interface RemoteState {
@@ -43,6 +45,8 @@ export const make = (script: Script) => {
   const batches = new Map<string, RemoteState>()
   const attempts = new Map<string, number>()
   const creates: Array<{ readonly batchId: string; readonly lines: number }> = []
+  /** the custom id of every synchronous call, in order */
+  const syncCalls: Array<string> = []
   let concurrent = 0
   let maxConcurrent = 0
   const ended = new Set<string>()
@@ -148,17 +152,19 @@ export const make = (script: Script) => {
       }
     },
     pollSchedule: Schedule.spaced("1 millis"),
-    sync: (request, customId) =>
-      Effect.sync(() => {
-        const line: Line = { custom_id: customId, request }
-        const n = (attempts.get(customId) ?? 0) + 1
-        attempts.set(customId, n)
+    sync: (text) =>
+      Effect.sleep(script.syncDelay ?? 0).pipe(Effect.map(() => {
+        const line = JSON.parse(text) as Line
+        syncCalls.push(line.custom_id)
+        const n = (attempts.get(line.custom_id) ?? 0) + 1
+        attempts.set(line.custom_id, n)
         return script.answer(line, n) ?? failed(line, true, "no answer")
-      })
+      }))
   }
   return {
     service,
     creates,
+    syncCalls,
     batches,
     get maxConcurrent() {
       return maxConcurrent

@@ -20,6 +20,10 @@ import * as Emulator from "../Emulator.ts"
 import { plugin } from "../index.ts"
 import * as Journal from "../internal/submitJournal.ts"
 
+/** one request through the adapter's synchronous API, encoded as its batch line would be */
+const syncOf = (provider: Provider.Service, request: Request.Request, customId: string) =>
+  provider.sync(Result.getOrThrow(provider.encode(request, customId)).line)
+
 const MODEL = "claude-sonnet-4-6"
 
 const Label = Schema.Struct({
@@ -516,29 +520,29 @@ describe("AnthropicBatch against the emulator", () => {
       const emulator = yield* Emulator.serve({ endpointFaults: [{ endpoint: "messages", status: 429, times: 1, retryAfterMs: 50 }] })
       // the SDK's own retry honours retry-after on the 429
       const provider = yield* adapter(emulator.url, { maxRetries: 2 })
-      const ok = yield* provider.sync(chat("I was charged twice"), "id-1")
+      const ok = yield* syncOf(provider, chat("I was charged twice"), "id-1")
       assert.strictEqual(ok._tag, "LineSucceeded")
       if (ok._tag === "LineSucceeded" && ok.response._tag === "ChatResponse") {
         const decoded = Result.getOrThrow(provider.decodeOutput({ name: "label", schema: Label }, ok.response.text))
         assert.strictEqual((decoded as typeof Label.Type).category, "billing")
         assert.isAbove(ok.response.usage.inputTokens, 0)
       }
-      const plain = yield* provider.sync(Request.chat({ model: MODEL, prompt: "hello there" }), "id-2")
+      const plain = yield* syncOf(provider, Request.chat({ model: MODEL, prompt: "hello there" }), "id-2")
       assert.deepInclude((plain as any).response, { finishReason: "stop" })
       // temperature is dropped under the default API version, so the request goes through
-      const sampled = yield* provider.sync(Request.chat({ model: MODEL, prompt: "hi", temperature: 0.3 }), "id-3")
+      const sampled = yield* syncOf(provider, Request.chat({ model: MODEL, prompt: "hi", temperature: 0.3 }), "id-3")
       assert.strictEqual(sampled._tag, "LineSucceeded")
       // and sent under an older one, which takes it
       const legacy = yield* adapter(emulator.url, { anthropicVersion: "2023-06-01" })
-      assert.strictEqual((yield* legacy.sync(Request.chat({ model: MODEL, prompt: "hi", temperature: 0.3 }), "id-4"))._tag, "LineSucceeded")
+      assert.strictEqual((yield* syncOf(legacy, Request.chat({ model: MODEL, prompt: "hi", temperature: 0.3 }), "id-4"))._tag, "LineSucceeded")
       // a request the API refuses answers the line with a 400
-      const bad = yield* provider.sync({ _tag: "Chat", model: MODEL, messages: [{ role: "user", content: "x" }], params: { maxTokens: 0 } }, "id-5")
+      const bad = yield* syncOf(provider, { _tag: "Chat", model: MODEL, messages: [{ role: "user", content: "x" }], params: { maxTokens: 0 } }, "id-5")
       assert.deepInclude(bad, { _tag: "LineFailed", id: "id-5", kind: "provider_error", retryable: false, status: 400 })
-      const embedding = yield* provider.sync(Request.embedding({ model: "e", input: "x" }), "id-6")
-      assert.deepInclude(embedding, { _tag: "LineFailed", kind: "invalid_input", retryable: false })
+      // an embedding never reaches it: encode refuses it first
+      assert.match(Result.getFailure(provider.encode(Request.embedding({ model: "e", input: "x" }), "id-6")).pipe(Option.getOrThrow), /no embeddings API/)
       // nobody listening: a transport error
       const closed = yield* adapter("http://127.0.0.1:9")
-      const down = yield* Effect.flip(closed.sync(chat("x"), "id-7"))
+      const down = yield* Effect.flip(syncOf(closed, chat("x"), "id-7"))
       assert.strictEqual(down.reason._tag, "Transport")
     }).pipe(Effect.scoped))
 
@@ -546,7 +550,7 @@ describe("AnthropicBatch against the emulator", () => {
     Effect.gen(function*() {
       const emulator = yield* Emulator.serve({ endpointFaults: [{ endpoint: "messages", status: 529, times: 5, retryAfterMs: 10 }] })
       const provider = yield* adapter(emulator.url, { maxRetries: 1 })
-      const line = yield* provider.sync(chat("x"), "id-1")
+      const line = yield* syncOf(provider, chat("x"), "id-1")
       assert.deepInclude(line, { _tag: "LineFailed", kind: "provider_error", retryable: true, status: 529 })
     }).pipe(Effect.scoped))
 

@@ -14,6 +14,10 @@ import type { Batch } from "openai/resources/batches"
 import * as Emulator from "../Emulator.ts"
 import * as OpenAiBatch from "../OpenAiBatch.ts"
 
+/** one request through the adapter's synchronous API, encoded as its batch line would be */
+const syncOf = (provider: Provider.Service, request: Request.Request, customId: string) =>
+  provider.sync(Result.getOrThrow(provider.encode(request, customId)).line)
+
 const Label = Schema.Struct({
   category: Schema.Literals(["billing", "bug", "other"]),
   note: Schema.optionalKey(Schema.String)
@@ -244,19 +248,19 @@ describe("OpenAiBatch", () => {
     Effect.gen(function*() {
       const emulator = yield* Emulator.serve({})
       const provider = yield* adapter(emulator.url)
-      const ok = yield* provider.sync(chat("I was charged twice"), "id-1")
+      const ok = yield* syncOf(provider, chat("I was charged twice"), "id-1")
       assert.strictEqual(ok._tag, "LineSucceeded")
       if (ok._tag === "LineSucceeded" && ok.response._tag === "ChatResponse") {
         assert.strictEqual(JSON.parse(ok.response.text).category, "billing")
         assert.isAbove(ok.response.usage.inputTokens, 0)
       }
-      const embedding = yield* provider.sync(Request.embedding({ model: "text-embedding-3-small", input: "hello", dimensions: 16 }), "id-2")
+      const embedding = yield* syncOf(provider, Request.embedding({ model: "text-embedding-3-small", input: "hello", dimensions: 16 }), "id-2")
       assert.strictEqual(embedding._tag, "LineSucceeded")
       if (embedding._tag === "LineSucceeded" && embedding.response._tag === "EmbeddingResponse") {
         assert.strictEqual(embedding.response.vector.length, 16)
       }
       // a body the API refuses (no messages) answers the line with HTTP 400, not an error of the call
-      const bad = yield* provider.sync({ _tag: "Chat", model: "gpt-4o-mini", messages: [], params: {} }, "id-3")
+      const bad = yield* syncOf(provider, { _tag: "Chat", model: "gpt-4o-mini", messages: [], params: {} }, "id-3")
       assert.deepInclude(bad, { _tag: "LineFailed", id: "id-3", retryable: false, status: 400 })
     }))
 })
