@@ -5,6 +5,7 @@
  *
  * @since 0.1.0
  */
+export * as AdaptiveLimit from "./AdaptiveLimit.ts"
 export * as Batcher from "./Batcher.ts"
 export * as Fingerprint from "./Fingerprint.ts"
 export * as Ledger from "./Ledger.ts"

@@ -54,6 +54,7 @@ import type {
   TextBlockParam,
   Tool
 } from "@anthropic-ai/sdk/resources/messages/messages"
+import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
@@ -70,7 +71,6 @@ import {
   Result,
   Schedule,
   Schema,
-  Semaphore,
   Stream
 } from "effect"
 import { AnthropicStructuredOutput } from "effect/ai"
@@ -105,8 +105,13 @@ export interface Options {
    * error reaches offpeak; never applies to creating a batch (see {@link make})
    */
   readonly maxRetries?: number | undefined
-  /** synchronous calls at once (`sync`); the SDK backs off on 429 using `retry-after` */
+  /**
+   * synchronous calls at once (`sync`, default 8): the most the adaptive limit allows; it halves on a 429 (or 529) and
+   * waits out `retry-after`, then grows back by one after as many answers in a row
+   */
   readonly syncConcurrency?: number | undefined
+  /** the adaptive limit of synchronous calls, to share one between adapters (default: one of `syncConcurrency`) */
+  readonly syncLimit?: AdaptiveLimit.AdaptiveLimit | undefined
   /** how long after its creation a 404 on a batch is taken for propagation delay and retried (default 2 minutes) */
   readonly notFoundGrace?: Duration.Input | undefined
 }
@@ -806,12 +811,14 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     // ----- sync -----
 
-    const syncPermits = Semaphore.makeUnsafe(Math.max(1, options.syncConcurrency ?? 8))
+    const syncLimit = options.syncLimit ?? AdaptiveLimit.make({ max: options.syncConcurrency ?? 8 })
+    // synchronous calls go through a client whose every answer (the SDK's retries included) adjusts the limit
+    const syncClient = client.withOptions({ fetch: syncLimit.fetch() })
     const sync = (text: string): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
       const { custom_id: customId, params } = JSON.parse(text) as RequestLine
       // the SDK refuses non-streaming calls it expects to take over 10 minutes unless given a timeout
       const timeout = Math.min(60 * MINUTE, Math.max(10 * MINUTE, (60 * MINUTE * params.max_tokens) / 128_000))
-      return Effect.tryPromise({ try: (signal) => client.messages.create(params, { signal, timeout }), catch: (cause) => cause }).pipe(
+      return Effect.tryPromise({ try: (signal) => syncClient.messages.create(params, { signal, timeout }), catch: (cause) => cause }).pipe(
         Effect.map((message) => decodeMessage(customId, message)),
         Effect.catch((cause): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
           // an HTTP answer about this request is the line's result; a broken connection is an error to retry
@@ -822,7 +829,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           }
           return Effect.fail(toProviderError("messages.create")(cause))
         }),
-        Semaphore.withPermits(syncPermits, 1)
+        syncLimit.withPermit
       )
     }
 

@@ -50,22 +50,14 @@ import * as Store from "./internal/emulatorStore.ts"
 // ===== Models =====
 
 /**
- * An endpoint of the Files and Batch APIs, named after its SDK method
- * (`client.files.create` → `"files.create"`).
+ * An endpoint of the Files and Batch APIs, or of the synchronous chat and
+ * embeddings APIs, named after its SDK method (`client.files.create` →
+ * `"files.create"`, `client.chat.completions.create` → `"chat.completions.create"`).
  *
  * @since 0.1.0
  * @category models
  */
-export type EndpointName =
-  | "files.create"
-  | "files.retrieve"
-  | "files.content"
-  | "files.list"
-  | "files.delete"
-  | "batches.create"
-  | "batches.retrieve"
-  | "batches.list"
-  | "batches.cancel"
+export type EndpointName = Faults.EndpointName
 
 /**
  * The emulator's knobs: plain JSON, so the CLI can pass them as

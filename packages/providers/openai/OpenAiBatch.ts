@@ -16,12 +16,13 @@
  *
  * @since 0.1.0
  */
+import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
-import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schema, Semaphore, Stream } from "effect"
+import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schema, Stream } from "effect"
 import { OpenAiStructuredOutput } from "effect/ai"
 import * as fs from "node:fs"
 import OpenAI from "openai"
@@ -49,8 +50,13 @@ export interface Options {
   readonly limits?: Partial<Provider.Limits> | undefined
   /** how many times the SDK retries a failed call (429, 5xx, network) before the error reaches offpeak */
   readonly maxRetries?: number | undefined
-  /** synchronous calls at once (`sync`); the SDK backs off on 429 using `retry-after` */
+  /**
+   * synchronous calls at once (`sync`, default 8): the most the adaptive limit allows; it halves on a 429 (or 529) and
+   * waits out `retry-after`, then grows back by one after as many answers in a row
+   */
   readonly syncConcurrency?: number | undefined
+  /** the adaptive limit of synchronous calls, to share one between adapters (default: one of `syncConcurrency`) */
+  readonly syncLimit?: AdaptiveLimit.AdaptiveLimit | undefined
 }
 
 /**
@@ -471,14 +477,16 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     const cancel = (batch: Provider.RemoteBatch) =>
       call("batches.cancel", (signal) => client.batches.cancel(batch.id, { signal })).pipe(Effect.asVoid)
 
-    const syncPermits = Semaphore.makeUnsafe(Math.max(1, options.syncConcurrency ?? 8))
+    const syncLimit = options.syncLimit ?? AdaptiveLimit.make({ max: options.syncConcurrency ?? 8 })
+    // synchronous calls go through a client whose every answer (the SDK's retries included) adjusts the limit
+    const syncClient = client.withOptions({ fetch: syncLimit.fetch() })
     const sync = (text: string): Effect.Effect<Provider.LineResult, ProviderError.ProviderError> => {
       const line = JSON.parse(text) as RequestLine
       const customId = line.custom_id
       const send = (signal: AbortSignal): Promise<unknown> =>
         line.url === "/v1/chat/completions"
-          ? client.chat.completions.create(line.body, { signal })
-          : client.embeddings.create(line.body, { signal })
+          ? syncClient.chat.completions.create(line.body, { signal })
+          : syncClient.embeddings.create(line.body, { signal })
       return Effect.tryPromise({ try: send, catch: (cause) => cause }).pipe(
         Effect.map((body): Provider.LineResult =>
           decodeResultLine(JSON.stringify({ custom_id: customId, response: { status_code: 200, body }, error: null }))!
@@ -494,7 +502,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           }
           return Effect.fail(toProviderError(line.url === "/v1/embeddings" ? "embeddings.create" : "chat.completions.create")(cause))
         }),
-        Semaphore.withPermits(syncPermits, 1)
+        syncLimit.withPermit
       )
     }
 

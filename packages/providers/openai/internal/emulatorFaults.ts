@@ -22,7 +22,9 @@ export const ENDPOINTS = [
   "batches.create",
   "batches.retrieve",
   "batches.list",
-  "batches.cancel"
+  "batches.cancel",
+  "chat.completions.create",
+  "embeddings.create"
 ] as const
 
 export type EndpointName = typeof ENDPOINTS[number]

@@ -53,7 +53,7 @@ const faultResponse = (request: HttpServerRequest.HttpServerRequest, fault: Faul
 /** auth, then the injected fault of the endpoint if one fires, then the handler; API errors and defects become OpenAI-shaped error responses */
 const endpoint = <R>(
   rt: Runtime,
-  name: Faults.EndpointName | null,
+  name: Faults.EndpointName,
   handler: Effect.Effect<HttpServerResponse.HttpServerResponse, ApiError, R>
 ) =>
   Effect.gen(function*() {
@@ -63,7 +63,7 @@ const endpoint = <R>(
     if (!/^Bearer\s+\S+/i.test(authorization) && azureKey.length === 0) {
       return yield* new ApiError({ status: 401, message: MISSING_KEY })
     }
-    const fault = name !== null ? rt.faults.endpoint(name) : undefined
+    const fault = rt.faults.endpoint(name)
     if (fault !== undefined) return yield* faultResponse(request, fault)
     return yield* handler
   }).pipe(
@@ -451,8 +451,8 @@ export const layer = (rt: Runtime) =>
     HttpRouter.add("GET", "/v1/batches", endpoint(rt, "batches.list", listBatches(rt))),
     HttpRouter.add("GET", "/v1/batches/:id", endpoint(rt, "batches.retrieve", retrieveBatch(rt))),
     HttpRouter.add("POST", "/v1/batches/:id/cancel", endpoint(rt, "batches.cancel", cancelBatch(rt))),
-    HttpRouter.add("POST", "/v1/chat/completions", endpoint(rt, null, syncAnswer("/v1/chat/completions"))),
-    HttpRouter.add("POST", "/v1/embeddings", endpoint(rt, null, syncAnswer("/v1/embeddings"))),
+    HttpRouter.add("POST", "/v1/chat/completions", endpoint(rt, "chat.completions.create", syncAnswer("/v1/chat/completions"))),
+    HttpRouter.add("POST", "/v1/embeddings", endpoint(rt, "embeddings.create", syncAnswer("/v1/embeddings"))),
     HttpRouter.add(
       "*",
       "*",
