@@ -58,4 +58,42 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
         `for ${sent.length} requests (${new Set(sent).size} distinct)`
     )
   }, 180_000)
+
+  it("--mode sync, SIGKILL after answers were recorded, then resume: every row once with its own answer", async () => {
+    const dir = tmpDir(`resume-sync-${p.name}`)
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 1_500, 7)
+    const out = path.join(dir, "out")
+    const url = await startEmulator(p.name, dir)
+    const env = {
+      ...p.cliEnv(url),
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: out,
+      OFFPEAK_TEST_MAX_REQUESTS: "100",
+      OFFPEAK_TEST_IN_FLIGHT: "3"
+    }
+    const state = path.join(dir, "state")
+    const db = path.join(state, "state.db")
+    const killed = await runCli(["run", fixture, "--provider", p.name, "--mode", "sync", "--state-dir", state], {
+      cwd: dir,
+      env: { ...env, OFFPEAK_FAILPOINTS: "results.recorded:4" }
+    })
+    expect(killed.signal).toBe("SIGKILL")
+    const recorded = query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_requests WHERE state = 'succeeded'")[0]!.n
+    expect(recorded).toBeGreaterThan(0)
+    expect(recorded).toBeLessThan(1_500)
+    const runId = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")[0]!.id
+
+    const resumed = await runCli(["resume", runId, "--state-dir", state], { cwd: dir, env })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    const rows = readParts(out)
+    expect(rows).toHaveLength(1_500)
+    expect(new Set(rows.map((r) => r.id)).size).toBe(1_500)
+    for (const r of rows) expect(r.output).toEqual(p.expected({ id: r.id, text: r.text }))
+    // no batch at the provider: every batch of the run was sent as synchronous calls, before and after the kill
+    expect(await p.created(url)).toHaveLength(0)
+    const modes = query<{ mode: string; state: string; n: number }>(db, "SELECT mode, state, COUNT(*) AS n FROM offpeak_batches GROUP BY mode, state")
+    expect(modes).toEqual([{ mode: "sync", state: "collected", n: 15 }])
+    console.log(`${p.name} sync crash/resume: SIGKILL with ${recorded} answers recorded; after resume ${rows.length} rows, 15 sync batches, 0 batches created`)
+  }, 180_000)
 })
