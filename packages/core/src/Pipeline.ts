@@ -91,8 +91,8 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
   /**
    * How requests are sent (default `batch`): `batch`, the provider's batch
    * API (half price, answered within 24 h); `sync`, one synchronous call per
-   * request (full price, answered at once, `maxInFlight` batches' worth of
-   * calls at a time within the adapter's own concurrency); `auto`, batches
+   * request (full price, answered at once; as many at a time as the
+   * adapter's adaptive limit allows, which halves on 429); `auto`, batches
    * of fewer than `batch.syncBelow` requests (a small job, the tail of a
    * large one, a retry round) go synchronously, the rest as batches.
    */

@@ -31,7 +31,7 @@ const PARSE_CHUNK = 256
 const RECORD_MAX = 5_000
 /** parsed outcomes waiting for the ledger hold about this much at most (their stored text plus the objects around it) */
 const RECORD_BYTES = 8 * 1024 * 1024
-/** synchronous calls started at once per `sync` batch (the adapter bounds how many run: its `syncConcurrency`) */
+/** synchronous calls started at once per `sync` batch (the adapter's adaptive limit bounds how many run) */
 const SYNC_CALLS = 64
 /** answers of synchronous calls are recorded in groups of up to this many, or of what came within SYNC_RECORD_EVERY */
 const SYNC_RECORD = 1_000
@@ -802,6 +802,26 @@ export const run = <Rec, A, Row>(
         )
       })
 
+    /** once the run is cancelled: the batch's requests never sent end `cancelled` */
+    const cancelUnsent = (batch: Ledger.Batch) =>
+      Effect.gen(function*() {
+        const unsent = yield* ledger.unsettled(runId, batch.id)
+        yield* ledger.recordOutcomes(runId, batch.id, unsent.map(({ id: request }): Ledger.Outcome => ({
+          _tag: "Failed",
+          request,
+          failure: { kind: "cancelled", message: "the run was cancelled before this request was sent" },
+          retryable: false
+        })), maxAttempts)
+      })
+
+    /** every request of the batch is recorded: it is done with, and its files go */
+    const markCollected = (batch: Ledger.Batch, patch: Parameters<Ledger.Service["updateBatch"]>[1] = {}) =>
+      Effect.gen(function*() {
+        yield* ledger.updateBatch(batch.id, { ...patch, state: "collected" })
+        yield* Failpoint.hit("batch.collected")
+        yield* removeBatchFiles(batch.file)
+      })
+
     /**
      * A `sync` batch: each of its requests still waiting for an answer goes through the synchronous API, and the
      * answers are recorded as they come (in groups), like a batch's result lines, with the same retries and
@@ -810,16 +830,11 @@ export const run = <Rec, A, Row>(
      */
     const sendSync = (batch: Ledger.Batch) =>
       Effect.gen(function*() {
-        const requests = yield* requestsOf(batch)
         const counts = { completed: batch.completed, failed: batch.failed }
         if (cancelling) {
-          yield* ledger.recordOutcomes(runId, batch.id, [...requests.values()].map((request): Ledger.Outcome => ({
-            _tag: "Failed",
-            request,
-            failure: { kind: "cancelled", message: "the run was cancelled before this request was sent" },
-            retryable: false
-          })), maxAttempts)
+          yield* cancelUnsent(batch)
         } else {
+          const requests = yield* requestsOf(batch)
           const items = (yield* readBatchFiles(batch.file)).filter((item) => requests.has(item.id))
           if (batch.state === "sealed") yield* ledger.updateBatch(batch.id, { state: "submitted", remoteState: "sync", submitted: true })
           progress.submitted += items.length
@@ -857,9 +872,7 @@ export const run = <Rec, A, Row>(
             Semaphore.withPermits(remoteSlots, 1)
           )
         }
-        yield* ledger.updateBatch(batch.id, { state: "collected", remoteState: "sync", ended: true, ...counts })
-        yield* Failpoint.hit("batch.collected")
-        yield* removeBatchFiles(batch.file)
+        yield* markCollected(batch, { remoteState: "sync", ended: true, ...counts })
         yield* deliver
         Memory.compact()
       })
@@ -893,17 +906,6 @@ export const run = <Rec, A, Row>(
             progress.submitted += batch.requestCount
           })
 
-        const cancelUnsent = Effect.gen(function*() {
-          const unsent = yield* ledger.unsettled(runId, batch.id)
-          yield* ledger.recordOutcomes(runId, batch.id, unsent.map(({ id: request }): Ledger.Outcome => ({
-            _tag: "Failed",
-            request,
-            failure: { kind: "cancelled", message: "the run was cancelled before this request was sent" },
-            retryable: false
-          })), maxAttempts)
-          state = "ended"
-        })
-
         let halves: ReadonlyArray<Ledger.Batch> = []
         let status: Provider.Status | undefined
         // a slot is held from create to the provider's last word; collecting and delivering happen outside it
@@ -914,7 +916,10 @@ export const run = <Rec, A, Row>(
             if (Option.isSome(found)) yield* markSubmitted(found.value)
             else state = "sealed"
           }
-          if (state === "sealed" && cancelling) yield* cancelUnsent
+          if (state === "sealed" && cancelling) {
+            yield* cancelUnsent(batch)
+            state = "ended"
+          }
           if (state === "sealed") {
             yield* ledger.updateBatch(batch.id, { state: "submitting" })
             const created = yield* submitOnce(submission).pipe(
@@ -977,11 +982,7 @@ export const run = <Rec, A, Row>(
           for (const half of halves) yield* drive(half)
           halves = []
         }
-        if (halves.length === 0 && state !== "collected") {
-          yield* ledger.updateBatch(batch.id, { state: "collected" })
-          yield* Failpoint.hit("batch.collected")
-          yield* removeBatchFiles(batch.file)
-        }
+        if (halves.length === 0 && state !== "collected") yield* markCollected(batch)
         yield* deliver
         Memory.compact()
         // the halves of a split batch go out one after the other, each in a slot of its own
