@@ -4,6 +4,7 @@
  * emulator → results joined by custom id → JSONL sink, with a SQLite ledger.
  * One suite, the same assertions for each provider.
  */
+import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Fingerprint from "@offpeak/core/Fingerprint"
 import * as Ledger from "@offpeak/core/Ledger"
 import * as Pipeline from "@offpeak/core/Pipeline"
@@ -122,6 +123,27 @@ describe.each(Providers.all)("$name: CSV → batch API (emulator) → JSONL", (p
       const batches = yield* batchesOf(dir, summary.runId)
       assert.deepStrictEqual(batches.map((b) => [b.mode, b.requestCount, b.completed]), [["sync", 250, 250], ["sync", 250, 250], ["sync", 100, 100]])
     }), { timeout: 120_000 })
+
+  it.live("sync mode under 429s: the adaptive limit halves and waits out retry-after; every row arrives", () =>
+    Effect.gen(function*() {
+      const dir = tmpDir(`e2e-sync-429-${p.name}`)
+      const input = path.join(dir, "tickets.csv")
+      writeTickets(input, 16, 9)
+      const out = path.join(dir, "out")
+      const emulator = yield* p.serve({ linesPerSecond: 100_000, ...p.syncRateLimited(3, 50) })
+      const limit = AdaptiveLimit.make({ max: 8 })
+      const pipeline = Pipeline.make({ ...Fixture.make({ input, out, maxRequests: 16 }), mode: "sync" })
+      const summary = yield* Pipeline.run(pipeline, { stateDir: dir }).pipe(
+        Effect.provide(Layer.mergeAll(p.layer(emulator.url, { syncLimit: limit }), ledgerOf(dir)))
+      )
+      assert.strictEqual(summary.state, "completed")
+      // the SDK's retries got every call through: no row failed
+      assert.strictEqual(summary.succeeded, 16)
+      assert.strictEqual(readParts(out).length, 16)
+      // 8 → 4 on the 429s, then one more per run of answers as long as the limit: 16 answers cannot bring it back to 8
+      assert.isBelow(limit.current(), 8)
+      assert.isAtLeast(limit.current(), 4)
+    }), { timeout: 60_000 })
 
   it.live("malformed CSV rows and per-line provider errors end in the dead letter with a reason; the run completes", () =>
     Effect.gen(function*() {

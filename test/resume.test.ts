@@ -12,24 +12,38 @@ import * as Providers from "./support/providers.ts"
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
 afterAll(killAll)
 
+/** `rows` tickets, an emulator in another process, and the CLI's environment for the fixture pipeline */
+const setup = async (
+  p: Providers.ProviderCase,
+  name: string,
+  rows: number,
+  options: { readonly seed: number; readonly maxRequests: number; readonly knobs?: object; readonly env?: object }
+) => {
+  const dir = tmpDir(`${name}-${p.name}`)
+  const input = path.join(dir, "tickets.csv")
+  writeTickets(input, rows, options.seed)
+  const out = path.join(dir, "out")
+  const url = await startEmulator(p.name, dir, options.knobs)
+  const env = {
+    ...p.cliEnv(url),
+    ...options.env,
+    OFFPEAK_TEST_INPUT: input,
+    OFFPEAK_TEST_OUT: out,
+    OFFPEAK_TEST_MAX_REQUESTS: String(options.maxRequests),
+    OFFPEAK_TEST_IN_FLIGHT: "3"
+  }
+  const state = path.join(dir, "state")
+  return { dir, out, url, env, state, db: path.join(state, "state.db") }
+}
+
 describe.each(Providers.all)("$name: crash and resume", (p) => {
   it("SIGKILL after some batches were submitted, then resume: no batch created twice, every row once", async () => {
-    const dir = tmpDir(`resume-${p.name}`)
-    const input = path.join(dir, "tickets.csv")
-    writeTickets(input, 4_000, 3)
-    const out = path.join(dir, "out")
-    const url = await startEmulator(p.name, dir, { linesPerSecond: 1_500 })
-    const env = {
-      ...p.cliEnv(url),
-      OFFPEAK_POLL_INITIAL: "100 millis",
-      OFFPEAK_POLL_MAX: "500 millis",
-      OFFPEAK_TEST_INPUT: input,
-      OFFPEAK_TEST_OUT: out,
-      OFFPEAK_TEST_MAX_REQUESTS: "400",
-      OFFPEAK_TEST_IN_FLIGHT: "3"
-    }
-    const state = path.join(dir, "state")
-    const db = path.join(state, "state.db")
+    const { dir, out, url, env, state, db } = await setup(p, "resume", 4_000, {
+      seed: 3,
+      maxRequests: 400,
+      knobs: { linesPerSecond: 1_500 },
+      env: { OFFPEAK_POLL_INITIAL: "100 millis", OFFPEAK_POLL_MAX: "500 millis" }
+    })
     const first = startCli(["run", fixture, "--provider", p.name, "--state-dir", state], { cwd: dir, env })
     await waitFor("two submitted batches", () => submittedBatches(db) >= 2)
     first.child.kill("SIGKILL")
@@ -60,20 +74,7 @@ describe.each(Providers.all)("$name: crash and resume", (p) => {
   }, 180_000)
 
   it("--mode sync, SIGKILL after answers were recorded, then resume: every row once with its own answer", async () => {
-    const dir = tmpDir(`resume-sync-${p.name}`)
-    const input = path.join(dir, "tickets.csv")
-    writeTickets(input, 1_500, 7)
-    const out = path.join(dir, "out")
-    const url = await startEmulator(p.name, dir)
-    const env = {
-      ...p.cliEnv(url),
-      OFFPEAK_TEST_INPUT: input,
-      OFFPEAK_TEST_OUT: out,
-      OFFPEAK_TEST_MAX_REQUESTS: "100",
-      OFFPEAK_TEST_IN_FLIGHT: "3"
-    }
-    const state = path.join(dir, "state")
-    const db = path.join(state, "state.db")
+    const { dir, out, url, env, state, db } = await setup(p, "resume-sync", 1_500, { seed: 7, maxRequests: 100 })
     const killed = await runCli(["run", fixture, "--provider", p.name, "--mode", "sync", "--state-dir", state], {
       cwd: dir,
       env: { ...env, OFFPEAK_FAILPOINTS: "results.recorded:4" }

@@ -3,6 +3,7 @@
  * adapter, compute what the emulator must answer for a ticket, list what the
  * emulator was asked to create, and tune its knobs.
  */
+import type * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Fingerprint from "@offpeak/core/Fingerprint"
 import type * as Provider from "@offpeak/core/Provider"
 import * as Request from "@offpeak/core/Request"
@@ -21,7 +22,8 @@ export interface ProviderCase {
   readonly name: "openai" | "anthropic"
   /** the emulator in this process, closed with the scope */
   readonly serve: (knobs: Record<string, unknown>) => Effect.Effect<{ readonly url: string }, unknown, Scope.Scope>
-  readonly layer: (url: string) => Layer.Layer<Provider.Provider>
+  /** the adapter against the emulator at `url`; `syncLimit`: the adaptive limit of its synchronous calls */
+  readonly layer: (url: string, options?: { readonly syncLimit?: AdaptiveLimit.AdaptiveLimit }) => Layer.Layer<Provider.Provider>
   /** the environment the CLI needs to use an emulator at `url` */
   readonly cliEnv: (url: string) => Record<string, string>
   /** what the emulator must answer for a ticket: the engine run on the exact request the adapter sent */
@@ -35,6 +37,8 @@ export interface ProviderCase {
   readonly retryableFailure: RegExp
   /** knobs: a batch whose body is over `bytes` is refused as too large */
   readonly refuseOver: (bytes: number) => Record<string, unknown>
+  /** knobs: the first `times` synchronous calls are answered 429 with a retry-after of `ms` */
+  readonly syncRateLimited: (times: number, ms: number) => Record<string, unknown>
 }
 
 const request = (ticket: Fixture.Ticket, provider: string) =>
@@ -43,8 +47,13 @@ const request = (ticket: Fixture.Ticket, provider: string) =>
 export const openai: ProviderCase = {
   name: "openai",
   serve: (knobs) => OpenAiEmulator.serve({ validationMs: 5, finalizingMs: 5, ...knobs }),
-  layer: (url) =>
-    OpenAiBatch.layer({ apiKey: Redacted.make("test"), baseURL: url, pollInterval: { initial: "20 millis", max: "200 millis" } }),
+  layer: (url, options) =>
+    OpenAiBatch.layer({
+      apiKey: Redacted.make("test"),
+      baseURL: url,
+      pollInterval: { initial: "20 millis", max: "200 millis" },
+      ...options
+    }),
   cliEnv: (url) => ({ OPENAI_API_KEY: "test", OPENAI_BASE_URL: url }),
   expected: (ticket) => {
     const body = OpenAiBatch.requestLine(request(ticket, "openai"), "x").body as ChatCompletionCreateParamsNonStreaming
@@ -73,14 +82,22 @@ export const openai: ProviderCase = {
   lineFailures: (final, retryable) => ({ lineFailures: [{ status: 400, rate: final }, { status: 500, rate: retryable }] }),
   finalFailure: /^HTTP 400/,
   retryableFailure: /^HTTP 500/,
-  refuseOver: (bytes) => ({ maxFileBytes: bytes })
+  refuseOver: (bytes) => ({ maxFileBytes: bytes }),
+  syncRateLimited: (times, ms) => ({
+    endpointFaults: [{ endpoint: "chat.completions.create", status: 429, times, retryAfter: ms / 1000 }]
+  })
 }
 
 export const anthropic: ProviderCase = {
   name: "anthropic",
   serve: (knobs) => AnthropicEmulator.serve(knobs),
-  layer: (url) =>
-    AnthropicBatch.layer({ apiKey: Redacted.make("test"), baseURL: url, pollInterval: { initial: "20 millis", max: "200 millis" } }),
+  layer: (url, options) =>
+    AnthropicBatch.layer({
+      apiKey: Redacted.make("test"),
+      baseURL: url,
+      pollInterval: { initial: "20 millis", max: "200 millis" },
+      ...options
+    }),
   cliEnv: (url) => ({ ANTHROPIC_API_KEY: "test", ANTHROPIC_BASE_URL: url }),
   expected: (ticket) => {
     const r = request(ticket, "anthropic")
@@ -106,7 +123,8 @@ export const anthropic: ProviderCase = {
   }),
   finalFailure: /^invalid_request_error/,
   retryableFailure: /^api_error/,
-  refuseOver: (bytes) => ({ maxBodyBytes: bytes })
+  refuseOver: (bytes) => ({ maxBodyBytes: bytes }),
+  syncRateLimited: (times, ms) => ({ endpointFaults: [{ endpoint: "messages", status: 429, times, retryAfterMs: ms }] })
 }
 
 export const all: ReadonlyArray<ProviderCase> = [openai, anthropic]

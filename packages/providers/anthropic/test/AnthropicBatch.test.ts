@@ -7,7 +7,6 @@ import Anthropic from "@anthropic-ai/sdk"
 import type { MessageBatch } from "@anthropic-ai/sdk/resources/messages/batches"
 import type { Message } from "@anthropic-ai/sdk/resources/messages/messages"
 import { assert, describe, it } from "@effect/vitest"
-import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Fingerprint from "@offpeak/core/Fingerprint"
 import * as Provider from "@offpeak/core/Provider"
 import * as Request from "@offpeak/core/Request"
@@ -545,20 +544,6 @@ describe("AnthropicBatch against the emulator", () => {
       const closed = yield* adapter("http://127.0.0.1:9")
       const down = yield* Effect.flip(syncOf(closed, chat("x"), "id-7"))
       assert.strictEqual(down.reason._tag, "Transport")
-    }).pipe(Effect.scoped))
-
-  it.live("sync: 429s halve the adaptive limit and their retry-after is waited out; every call gets through", () =>
-    Effect.gen(function*() {
-      const emulator = yield* Emulator.serve({ endpointFaults: [{ endpoint: "messages", status: 429, times: 3, retryAfterMs: 50 }] })
-      const limit = AdaptiveLimit.make({ max: 8 })
-      const provider = yield* adapter(emulator.url, { syncLimit: limit, maxRetries: 3 })
-      const answers = yield* Effect.all(
-        Array.from({ length: 16 }, (_, i) => syncOf(provider, chat(`ticket ${i}: I was charged twice`), `id-${i}`)),
-        { concurrency: "unbounded" }
-      )
-      assert.isTrue(answers.every((a) => a._tag === "LineSucceeded"))
-      assert.isBelow(limit.current(), 8)
-      assert.isAtLeast(limit.current(), 4)
     }).pipe(Effect.scoped))
 
   it.live("sync: a 529 after the SDK's retries is a retryable line failure", () =>

@@ -2,7 +2,6 @@
  * The OpenAI Batch adapter against the emulator, through the official SDK:
  * encoding, submit/find, every status, every kind of result line, cancel.
  */
-import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Fingerprint from "@offpeak/core/Fingerprint"
 import * as Provider from "@offpeak/core/Provider"
 import * as Request from "@offpeak/core/Request"
@@ -27,8 +26,8 @@ const Label = Schema.Struct({
 const chat = (prompt: string, maxTokens = 300) =>
   Request.chat({ model: "gpt-4o-mini", prompt, maxTokens, output: { name: "label", schema: Label } })
 
-const adapter = (url: string, options: Partial<OpenAiBatch.Options> = {}) =>
-  OpenAiBatch.make({ apiKey: Redacted.make("test"), baseURL: url, pollInterval: { initial: "10 millis", max: "50 millis" }, ...options })
+const adapter = (url: string) =>
+  OpenAiBatch.make({ apiKey: Redacted.make("test"), baseURL: url, pollInterval: { initial: "10 millis", max: "50 millis" } })
 
 /** writes a batch file of requests and returns the submission */
 const lines = (requests: ReadonlyArray<Request.Request>, provider: Provider.Service, batchId = "run-b00001") => {
@@ -263,22 +262,5 @@ describe("OpenAiBatch", () => {
       // a body the API refuses (no messages) answers the line with HTTP 400, not an error of the call
       const bad = yield* syncOf(provider, { _tag: "Chat", model: "gpt-4o-mini", messages: [], params: {} }, "id-3")
       assert.deepInclude(bad, { _tag: "LineFailed", id: "id-3", retryable: false, status: 400 })
-    }))
-
-  it.live("sync: 429s halve the adaptive limit and their retry-after is waited out; every call gets through", () =>
-    Effect.gen(function*() {
-      const emulator = yield* Emulator.serve({
-        endpointFaults: [{ endpoint: "chat.completions.create", status: 429, times: 3, retryAfter: 0.05 }]
-      })
-      const limit = AdaptiveLimit.make({ max: 8 })
-      const provider = yield* adapter(emulator.url, { syncLimit: limit, maxRetries: 3 })
-      const answers = yield* Effect.all(
-        Array.from({ length: 16 }, (_, i) => syncOf(provider, chat(`ticket ${i}: I was charged twice`), `id-${i}`)),
-        { concurrency: "unbounded" }
-      )
-      assert.isTrue(answers.every((a) => a._tag === "LineSucceeded"))
-      // 8 → 4 on the 429s, then one more per run of answers as long as the limit: 16 answers cannot bring it back to 8
-      assert.isBelow(limit.current(), 8)
-      assert.isAtLeast(limit.current(), 4)
     }))
 })
