@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import type { Stream } from "effect"
+import type { Effect, Option, Stream } from "effect"
 import { Schema } from "effect"
 
 /**
@@ -41,7 +41,10 @@ export interface Malformed {
   readonly position: number
   readonly line?: number | undefined
   readonly reason: string
+  /** the row's text as read (a CSV line, a JSON line, the row's values as JSON), so a user can find and fix it */
   readonly raw?: string | undefined
+  /** the row's key, when the key field could be read although the row is malformed: the dead letter is filed under it */
+  readonly key?: string | undefined
   readonly checkpoint?: string | undefined
 }
 
@@ -73,6 +76,35 @@ export interface Source<A> {
    * completed one, instead of reading everything again.
    */
   readonly continueAfter?: ((checkpoint: string, startPosition: number) => Source<A>) | undefined
+  /**
+   * For checkpointed sources: the snapshot a run reads. A new run takes
+   * `high` (the checkpoint of the last row the source holds now) and reads
+   * `upTo(high)`; rows changed or added after that sort past it and are the
+   * next run's work, so a row edited while a run reads is never met twice nor
+   * skipped. A resumed run reads `upTo(high).continueAfter(…)` with the same
+   * `high`, kept in the ledger.
+   */
+  readonly snapshot?: Snapshot<A> | undefined
+  /**
+   * Counts the rows `read` yields if it ran now (a table or a query can). At
+   * the end of a run the runner counts the run's whole range again and fails
+   * the run (resumable, with the figures) when fewer rows were read than the
+   * source holds: a row is never silently missing from a `completed` run.
+   */
+  readonly count?: Effect.Effect<number, SourceError> | undefined
+}
+
+/**
+ * How a checkpointed source bounds what one run reads (see {@link Source.snapshot}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot<A> {
+  /** the checkpoint of the last row in the source's order now; none when the source is empty */
+  readonly high: Effect.Effect<Option.Option<string>, SourceError>
+  /** the same source reading only rows at or before `high` (inclusive) */
+  readonly upTo: (high: string) => Source<A>
 }
 
 /**
