@@ -5,6 +5,11 @@
  * Writing a part again replaces its file and its manifest entry, which makes
  * the sink idempotent per part. File formats (JSONL, CSV) are a {@link Format}.
  *
+ * Dispositions: `replace` (default) — once a run completes, the folder holds
+ * that run's parts only (the parts of earlier runs are removed then, so a failed
+ * run leaves the earlier output whole); `append` — earlier runs' parts stay
+ * (an incremental pipeline, whose runs each deliver the rows that changed).
+ *
  * @since 0.1.0
  */
 import { Effect, Semaphore } from "effect"
@@ -12,7 +17,7 @@ import * as Failpoint from "./Failpoint.ts"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type * as Sink from "./Sink.ts"
-import { SinkError } from "./Sink.ts"
+import { Refused, SinkError } from "./Sink.ts"
 
 /**
  * How rows become file content.
@@ -61,6 +66,15 @@ export const partFileName = (part: Sink.Part, extension: string): string =>
   `part-${part.runId}-${String(part.seq).padStart(6, "0")}.${extension}`
 
 const WRITE_CHUNK = 1 << 20
+
+/** a row the format cannot encode */
+class RowError extends Error {
+  readonly row: number
+  constructor(row: number, message: string) {
+    super(message)
+    this.row = row
+  }
+}
 
 let tmpCounter = 0
 
@@ -134,12 +148,20 @@ export const make = <A>(options: {
   readonly dir: string
   readonly format: Format<A>
   readonly name?: string | undefined
+  /** what a completed run does to earlier runs' parts: `replace` (default) or `append` */
+  readonly disposition?: "replace" | "append" | undefined
 }): Sink.Sink<A> => {
   const dir = path.resolve(options.dir)
   const name = options.name ?? dir
   const manifestLock = Semaphore.makeUnsafe(1)
   const fail = (cause: unknown) =>
-    new SinkError({ sink: name, message: cause instanceof Error ? cause.message : String(cause) })
+    cause instanceof RowError
+      ? new SinkError({
+        sink: name,
+        message: cause.message,
+        reason: new Refused({ message: cause.message, row: cause.row })
+      })
+      : new SinkError({ sink: name, message: cause instanceof Error ? cause.message : String(cause) })
 
   // a part is written whole or not at all: interrupting waits for the write in progress (parts are bounded)
   const write = (part: Sink.Part, rows: ReadonlyArray<A>) =>
@@ -151,7 +173,16 @@ export const make = <A>(options: {
         const header = options.format.header
         function* content() {
           if (header !== undefined) yield header
-          for (const row of rows) yield encodeRow(row)
+          for (let i = 0; i < rows.length; i++) {
+            let text: string
+            try {
+              text = encodeRow(rows[i]!)
+            } catch (e) {
+              // the row's own value cannot be written (a bigint in JSON, a cycle): only that row is refused
+              throw new RowError(i, `row ${i + 1} of part ${part.seq} cannot be written: ${e instanceof Error ? e.message : String(e)}`)
+            }
+            yield text
+          }
         }
         const bytes = await writeAtomic(path.join(dir, file), content(), true)
         return { file, runId: part.runId, seq: part.seq, rows: rows.length, bytes } satisfies ManifestEntry
@@ -172,5 +203,20 @@ export const make = <A>(options: {
       Effect.uninterruptible
     )
 
-  return { name, write }
+  /** `replace`: the parts of every other run leave the manifest, then their files go */
+  const finish = (run: { readonly runId: string; readonly disposition: Sink.Disposition }) =>
+    run.disposition !== "replace" ? Effect.void : Effect.tryPromise({
+      try: async () => {
+        const parts = await readManifest(dir)
+        const stale = parts.filter((p) => p.runId !== run.runId)
+        if (stale.length === 0) return
+        await writeAtomic(path.join(dir, MANIFEST), [
+          JSON.stringify({ parts: parts.filter((p) => p.runId === run.runId) }, null, 1) + "\n"
+        ])
+        for (const p of stale) await fs.rm(path.join(dir, p.file), { force: true })
+      },
+      catch: fail
+    }).pipe(Semaphore.withPermits(manifestLock, 1), Effect.uninterruptible)
+
+  return { name, write, dispositions: ["replace", "append"], disposition: options.disposition, finish }
 }
