@@ -118,6 +118,9 @@ const printSummary = (summary: Pipeline.Summary) =>
         summary.failed.toLocaleString("en-US")
       } · batches ${summary.batches}`
     ]
+    if (summary.progress.sourceRows !== undefined) {
+      lines.push(`  source: ${summary.progress.sourceRows.toLocaleString("en-US")} rows in this run's range, every one read`)
+    }
     if (summary.failed > 0) lines.push(`  failed rows, with their reasons: ${summary.deadLetter}`)
     if (summary.pending > 0) lines.push(`  ${summary.pending} rows pending: offpeak resume ${summary.runId}`)
     process.stdout.write(lines.join("\n") + "\n")
@@ -246,13 +249,26 @@ const continueRun = (
       if (run.value.module === null) {
         return yield* new CliFailure({ message: `run ${runId} was started from code; resume it with Pipeline.run(pipeline, { resume })` })
       }
+      // relative paths (the sink's folder, the source's file) resolve as they did when the run started: from the
+      // folder it was started in, whatever folder the resume is started from (the state is found from here first)
+      const stateAt = Option.map(state, (s) => /^postgres(ql)?:\/\//.test(s) ? s : path.resolve(s))
+      const stateDirAt = path.resolve(stateDir)
+      if (run.value.cwd !== null && run.value.cwd !== process.cwd()) {
+        if (!fs.existsSync(run.value.cwd)) {
+          return yield* new CliFailure({
+            message: `run ${runId} was started in ${run.value.cwd}, which is gone: its relative paths cannot be resolved`
+          })
+        }
+        process.chdir(run.value.cwd)
+        process.stderr.write(`resuming from ${run.value.cwd}, where run ${runId} was started\n`)
+      }
       const pipeline = yield* loadPipeline(run.value.module)
       yield* execute({
         pipeline,
         modulePath: run.value.module,
         providerName: run.value.provider,
-        stateDir,
-        state: Option.getOrUndefined(state),
+        stateDir: stateDirAt,
+        state: Option.getOrUndefined(stateAt),
         resume: runId,
         cancel: mode.cancel,
         cancelOnExit: mode.cancelOnExit

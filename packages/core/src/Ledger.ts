@@ -35,6 +35,7 @@
 import { Clock, Context, Effect, Layer, Option, Schema, Semaphore } from "effect"
 import { Migrator, SqlClient } from "effect/sql"
 import type { SqlError } from "effect/sql"
+import * as Holder from "./internal/lease.ts"
 import { migrations } from "./internal/ledgerMigrations.ts"
 import type { FailureKind, Usage } from "./Result.ts"
 
@@ -78,6 +79,13 @@ export interface Run {
   /** the source's checkpoint after the last admitted row, and that row's position */
   readonly checkpoint: string | null
   readonly checkpointPosition: number | null
+  /**
+   * What the run reads of a checkpointed source: rows after `low` (none: from the start) up to `high` (the last row
+   * when the run started); null for other sources, or before the run took its snapshot
+   */
+  readonly snapshot: { readonly low: string | null; readonly high: string } | null
+  /** the working directory the run was started from (null for runs of older versions) */
+  readonly cwd: string | null
 }
 
 /**
@@ -240,6 +248,8 @@ export interface PartRow {
  */
 export interface Counts {
   readonly items: number
+  /** the highest position admitted: equal to `items` while no row is missing (positions are 1, 2, 3, … per run) */
+  readonly maxPosition: number
   readonly delivered: number
   readonly dead: number
   readonly pendingItems: number
@@ -250,6 +260,74 @@ export interface Counts {
   readonly failed: number
   readonly batches: number
   readonly openBatches: number
+}
+
+/**
+ * The right to work a pipeline's runs: one process at a time holds it, renews it while it works and releases it on
+ * exit. Every write the holder makes is fenced by `generation`: once another process took the lease over (this one
+ * was paused past the expiry, or cut off), this one's writes fail.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Lease {
+  /** what the lease covers: the pipeline's name (one live run per pipeline and ledger) */
+  readonly scope: string
+  readonly runId: string
+  readonly owner: string
+  readonly host: string
+  readonly pid: number
+  readonly generation: number
+  readonly acquiredAt: number
+  /** epoch ms after which another process may take the lease over (the holder renews it well before) */
+  readonly expiresAt: number
+  readonly ttlMs: number
+}
+
+/**
+ * Who holds a lease now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface LeaseHolder {
+  readonly scope: string
+  readonly runId: string
+  readonly host: string
+  readonly pid: number
+  readonly acquiredAt: number
+  readonly heartbeatAt: number
+  readonly expiresAt: number
+  /** false: its process is gone (same host), true: alive (same host), undefined: on another host */
+  readonly alive: boolean | undefined
+}
+
+/**
+ * Another live process holds the lease: it works a run of this pipeline now.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LeaseHeld extends Schema.TaggedError<LeaseHeld>()("LeaseHeld", {
+  scope: Schema.String,
+  runId: Schema.String,
+  host: Schema.String,
+  pid: Schema.Int,
+  acquiredAt: Schema.Finite,
+  heartbeatAt: Schema.Finite,
+  expiresAt: Schema.Finite,
+  sameHost: Schema.Boolean
+}) {
+  override get message(): string {
+    const at = (ms: number) => new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")
+    const ago = Math.max(0, Math.round((Date.now() - this.heartbeatAt) / 1000))
+    return `pipeline "${this.scope}" is being worked by run ${this.runId}: process ${this.pid} on ${this.host}, since ${
+      at(this.acquiredAt)
+    } (last heartbeat ${ago} s ago). Wait for it to end, or stop it (Ctrl-C detaches it; then \`offpeak resume ${this.runId}\`)` +
+      (this.sameHost
+        ? "."
+        : `; if that machine is gone, its lease expires at ${at(this.expiresAt)} and a resume may take over then.`)
+  }
 }
 
 /**
@@ -279,6 +357,8 @@ export interface Service {
     readonly provider: string
     /** default `batch` */
     readonly mode?: Mode | undefined
+    /** the working directory the run was started from: a resume resolves relative paths from it */
+    readonly cwd?: string | undefined
   }) => Effect.Effect<Run, LedgerError>
   readonly getRun: (id: string) => Effect.Effect<Option.Option<Run>, LedgerError>
   readonly listRuns: Effect.Effect<ReadonlyArray<Run>, LedgerError>
@@ -289,6 +369,7 @@ export interface Service {
       readonly sourceDone?: boolean
       readonly message?: string | null
       readonly checkpoint?: { readonly value: string; readonly position: number }
+      readonly snapshot?: { readonly low: string | null; readonly high: string }
     }
   ) => Effect.Effect<void, LedgerError>
   /** the checkpoint of the pipeline's latest completed run that has one */
@@ -402,6 +483,22 @@ export interface Service {
   /** marks part `written.seq` committed, with how many of its rows the sink and the dead-letter sink took */
   readonly commitPart: (runId: string, written: WrittenPart) => Effect.Effect<void, LedgerError>
   readonly counts: (runId: string) => Effect.Effect<Counts, LedgerError>
+  /**
+   * Takes the lease of `scope` for `runId` (atomically): refused with {@link LeaseHeld} while a live process holds
+   * it; a holder whose process is gone (same host) or whose lease expired is taken over. From then on every write
+   * this ledger makes for `runId` checks the lease in its transaction.
+   */
+  readonly acquire: (options: {
+    readonly scope: string
+    readonly runId: string
+    readonly ttlMs: number
+  }) => Effect.Effect<Lease, LedgerError | LeaseHeld>
+  /** extends the lease by its ttl; fails when another process took it over (the lease is lost for good) */
+  readonly renew: (lease: Lease) => Effect.Effect<Lease, LedgerError>
+  /** gives the lease up (no-op when it was lost); this ledger's writes for the run are no longer fenced by it */
+  readonly release: (lease: Lease) => Effect.Effect<void, LedgerError>
+  /** who holds the lease of `scope`, if anyone (a released lease has no holder) */
+  readonly holder: (scope: string) => Effect.Effect<Option.Option<LeaseHolder>, LedgerError>
 }
 
 /**
@@ -485,6 +582,9 @@ interface RunRow {
   readonly updated_at: string
   readonly checkpoint: string | null
   readonly checkpoint_position: number | bigint | null
+  readonly snapshot_low: string | null
+  readonly snapshot_high: string | null
+  readonly cwd: string | null
 }
 
 const toRun = (row: RunRow): Run => ({
@@ -499,7 +599,9 @@ const toRun = (row: RunRow): Run => ({
   createdAt: row.created_at,
   updatedAt: row.updated_at,
   checkpoint: row.checkpoint,
-  checkpointPosition: row.checkpoint_position === null ? null : toNumber(row.checkpoint_position)
+  checkpointPosition: row.checkpoint_position === null ? null : toNumber(row.checkpoint_position),
+  snapshot: row.snapshot_high === null ? null : { low: row.snapshot_low, high: row.snapshot_high },
+  cwd: row.cwd
 })
 
 interface BatchRow {
@@ -603,6 +705,165 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const serial = yield* Semaphore.make(1)
   const serially = <A, E, R>(effect: Effect.Effect<A, E, R>) => serial.withPermits(1)(effect)
 
+  // ----- leases: one process works a pipeline's runs at a time, and every write it makes is fenced -----
+
+  /** the leases this ledger holds, by run id: each write for such a run checks its lease in the write's transaction */
+  const fences = new Map<string, Lease>()
+  /** batch ids → run ids (fixed once written) */
+  const batchRuns = new Map<string, string>()
+  // Postgres: the lease row is share-locked until the write commits, so a takeover (an UPDATE of that row) waits for
+  // writes in progress, and every write after it sees the new generation; SQLite transactions hold the write lock
+  const forShare = sql.onDialectOrElse({ pg: () => sql.literal(" FOR SHARE"), orElse: () => sql.literal("") })
+  const forUpdate = sql.onDialectOrElse({ pg: () => sql.literal(" FOR UPDATE"), orElse: () => sql.literal("") })
+
+  /** fails when this ledger held the run's lease and another process has taken it over since */
+  const fence = (runId: string) =>
+    Effect.gen(function*() {
+      const lease = fences.get(runId)
+      if (lease === undefined) return
+      const rows = yield* sql<{ generation: number | bigint; owner: string | null; host: string; pid: number | bigint }>`
+        SELECT generation, owner, host, pid FROM offpeak_leases WHERE scope = ${lease.scope}${forShare}`
+      const row = rows[0]
+      if (row !== undefined && row.owner === lease.owner && toNumber(row.generation) === lease.generation) return
+      return yield* new LedgerError({
+        operation: "fence",
+        message: `this process no longer owns pipeline "${lease.scope}" (run ${runId})${
+          row?.owner ? `: process ${toNumber(row.pid)} on ${row.host} took it over` : ": its lease was released"
+        }; nothing more is written`
+      })
+    })
+
+  /** `fence` for the run of a batch */
+  const fenceBatch = (batchId: string) =>
+    Effect.gen(function*() {
+      if (fences.size === 0) return
+      let runId = batchRuns.get(batchId)
+      if (runId === undefined) {
+        const rows = yield* sql<{ run_id: string }>`SELECT run_id FROM offpeak_batches WHERE id = ${batchId}`
+        if (rows.length === 0) return
+        runId = rows[0]!.run_id
+        batchRuns.set(batchId, runId)
+      }
+      yield* fence(runId)
+    })
+
+  interface LeaseRow {
+    readonly scope: string
+    readonly run_id: string
+    readonly owner: string | null
+    readonly host: string
+    readonly pid: number | bigint
+    readonly pid_start: string | null
+    readonly generation: number | bigint
+    readonly acquired_at: number | bigint
+    readonly heartbeat_at: number | bigint
+    readonly expires_at: number | bigint
+  }
+
+  let acquisitions = 0
+  const acquireOnce = (options: { readonly scope: string; readonly runId: string; readonly ttlMs: number }) =>
+    Effect.gen(function*() {
+      const me = Holder.self()
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<LeaseRow>`SELECT * FROM offpeak_leases WHERE scope = ${options.scope}${forUpdate}`
+      const row = rows[0]
+      if (row !== undefined && row.owner !== null) {
+        const holder = { host: row.host, pid: toNumber(row.pid), pidStart: row.pid_start }
+        const alive = Holder.isAlive(holder)
+        if (alive === true || (alive === undefined && toNumber(row.expires_at) > now)) {
+          return yield* new LeaseHeld({
+            scope: options.scope,
+            runId: row.run_id,
+            host: row.host,
+            pid: holder.pid,
+            acquiredAt: toNumber(row.acquired_at),
+            heartbeatAt: toNumber(row.heartbeat_at),
+            expiresAt: toNumber(row.expires_at),
+            sameHost: alive !== undefined
+          })
+        }
+      }
+      const lease: Lease = {
+        scope: options.scope,
+        runId: options.runId,
+        // one owner per acquisition: two runs in one process are two owners
+        owner: `${me.owner}:${++acquisitions}`,
+        host: me.host,
+        pid: me.pid,
+        generation: toNumber(row?.generation ?? 0) + 1,
+        acquiredAt: now,
+        expiresAt: now + options.ttlMs,
+        ttlMs: options.ttlMs
+      }
+      const values = {
+        run_id: lease.runId,
+        owner: lease.owner,
+        host: lease.host,
+        pid: lease.pid,
+        pid_start: me.pidStart,
+        generation: lease.generation,
+        acquired_at: now,
+        heartbeat_at: now,
+        expires_at: lease.expiresAt
+      }
+      if (row === undefined) yield* sql`INSERT INTO offpeak_leases ${sql.insert({ scope: options.scope, ...values })}`
+      else yield* sql`UPDATE offpeak_leases SET ${sql.update(values)} WHERE scope = ${options.scope}`
+      return lease
+    }).pipe(sql.withTransaction)
+
+  const acquire: Service["acquire"] = (options) =>
+    acquireOnce(options).pipe(
+      // two processes inserting the first lease row of a scope at once: the loser looks again (and finds it held)
+      Effect.retry({ times: 3, while: (e) => e._tag !== "LeaseHeld" && /offpeak_leases|unique|constraint/i.test(sqlMessage(e as any)) }),
+      Effect.tap((lease) => Effect.sync(() => fences.set(lease.runId, lease))),
+      Effect.mapError((e) => e._tag === "LeaseHeld" ? e : new LedgerError({ operation: "acquire", message: sqlMessage(e as any) }))
+    )
+
+  const renew: Service["renew"] = (lease) =>
+    Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql`UPDATE offpeak_leases SET heartbeat_at = ${now}, expires_at = ${now + lease.ttlMs}
+        WHERE scope = ${lease.scope} AND owner = ${lease.owner} AND generation = ${lease.generation}
+        RETURNING generation`.values
+      if (rows.length === 0) {
+        fences.delete(lease.runId)
+        const held = yield* sql<LeaseRow>`SELECT * FROM offpeak_leases WHERE scope = ${lease.scope}`
+        const by = held[0]?.owner ? `process ${toNumber(held[0].pid)} on ${held[0].host} holds it now` : "it was released"
+        return yield* new LedgerError({ operation: "lease", message: `lost the lease of pipeline "${lease.scope}": ${by}` })
+      }
+      return { ...lease, expiresAt: now + lease.ttlMs }
+    }).pipe(mapError("renew"))
+
+  const release: Service["release"] = (lease) =>
+    sql`UPDATE offpeak_leases SET owner = NULL, expires_at = 0
+      WHERE scope = ${lease.scope} AND owner = ${lease.owner} AND generation = ${lease.generation}`.pipe(
+      Effect.ensuring(Effect.sync(() => {
+        if (fences.get(lease.runId)?.owner === lease.owner) fences.delete(lease.runId)
+      })),
+      Effect.asVoid,
+      mapError("release")
+    )
+
+  const holder: Service["holder"] = (scope) =>
+    sql<LeaseRow>`SELECT * FROM offpeak_leases WHERE scope = ${scope}`.pipe(
+      Effect.map((rows) => {
+        const row = rows[0]
+        if (row === undefined || row.owner === null) return Option.none<LeaseHolder>()
+        const pid = toNumber(row.pid)
+        return Option.some({
+          scope,
+          runId: row.run_id,
+          host: row.host,
+          pid,
+          acquiredAt: toNumber(row.acquired_at),
+          heartbeatAt: toNumber(row.heartbeat_at),
+          expiresAt: toNumber(row.expires_at),
+          alive: Holder.isAlive({ host: row.host, pid, pidStart: row.pid_start })
+        })
+      }),
+      mapError("holder")
+    )
+
   /**
    * Numbers the requests `ids` settled for good in this transaction: request `id` becomes `offset + id`, every number
    * above the run's numbers so far; parts are ranges of these numbers. (Not dense: a transaction takes the span of its
@@ -627,16 +888,20 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     Effect.gen(function*() {
       const now = yield* nowIso
       // the run number is the next free one; two processes creating runs at once retry on the unique index
-      yield* sql`INSERT INTO offpeak_runs
+      yield* Effect.gen(function*() {
+        yield* fence(run.id)
+        yield* sql`INSERT INTO offpeak_runs
           (id, pipeline, module, provider, mode, state, source_done, message, checkpoint, checkpoint_position,
-           created_at, updated_at, num, item_count, request_count)
+           cwd, created_at, updated_at, num, item_count, request_count)
         SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, ${run.mode ?? "batch"}, 'running', 0, NULL,
-           NULL, NULL,
+           NULL, NULL, ${run.cwd ?? null},
            ${now}, ${now}, COALESCE(MAX(num), 0) + 1, 0, 0
-        FROM offpeak_runs`.pipe(
+        FROM offpeak_runs`
+      }).pipe(
+        sql.withTransaction,
         Effect.retry({
           times: 5,
-          while: (e) => /offpeak_runs_num|offpeak_runs\.num/.test(sqlMessage(e as any))
+          while: (e) => e._tag !== "LedgerError" && /offpeak_runs_num|offpeak_runs\.num/.test(sqlMessage(e as any))
         })
       )
       return {
@@ -647,6 +912,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         message: null,
         checkpoint: null,
         checkpointPosition: null,
+        snapshot: null,
+        cwd: run.cwd ?? null,
         createdAt: now,
         updatedAt: now
       }
@@ -668,8 +935,13 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         values.checkpoint = patch.checkpoint.value
         values.checkpoint_position = patch.checkpoint.position
       }
+      if (patch.snapshot !== undefined) {
+        values.snapshot_low = patch.snapshot.low
+        values.snapshot_high = patch.snapshot.high
+      }
+      yield* fence(id)
       yield* sql`UPDATE offpeak_runs SET ${sql.update(values)} WHERE id = ${id}`
-    }).pipe(mapError("updateRun"))
+    }).pipe(sql.withTransaction, mapError("updateRun"))
 
   const lastCheckpoint: Service["lastCheckpoint"] = (pipeline) =>
     sql<{ checkpoint: string }>`SELECT checkpoint FROM offpeak_runs
@@ -682,6 +954,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const admit: Service["admit"] = (runId, rows) =>
     Effect.gen(function*() {
       if (rows.length === 0) return { fresh: [], admitted: 0, skipped: 0, ready: 0, duplicates: 0 }
+      yield* fence(runId)
       const num = yield* runNum(runId)
       // 1. positions already admitted (a resumed read) are skipped
       let lo = Infinity
@@ -909,7 +1182,12 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         submitted_at: null,
         ended_at: null
       })
-    }`.pipe(Effect.tap(() => Effect.sync(() => batchSeqs.set(batch.id, batch.seq))))
+    }`.pipe(Effect.tap(() =>
+      Effect.sync(() => {
+        batchSeqs.set(batch.id, batch.seq)
+        batchRuns.set(batch.id, batch.runId)
+      })
+    ))
 
   /** moves the requests in `from` into `batch`, checking every line of its file belongs to it alone */
   const assign = (
@@ -935,6 +1213,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
 
   const sealBatch: Service["sealBatch"] = (batch, requests) =>
     Effect.gen(function*() {
+      yield* fence(batch.runId)
       const num = yield* runNum(batch.runId)
       const now = yield* nowIso
       yield* insertBatch(batch, now)
@@ -943,6 +1222,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
 
   const splitBatch: Service["splitBatch"] = (batchId, parts) =>
     Effect.gen(function*() {
+      yield* fenceBatch(batchId)
       const now = yield* nowIso
       const old = yield* batchSeq(batchId)
       for (const { batch, requests } of parts) {
@@ -967,8 +1247,9 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       if (patch.submitted) values.submitted_at = now
       if (patch.ended) values.ended_at = now
       if (Object.keys(values).length === 0) return
+      yield* fenceBatch(id)
       yield* sql`UPDATE offpeak_batches SET ${sql.update(values)} WHERE id = ${id}`
-    }).pipe(mapError("updateBatch"))
+    }).pipe(sql.withTransaction, mapError("updateBatch"))
 
   const batches: Service["batches"] = (runId) =>
     sql<BatchRow>`SELECT * FROM offpeak_batches WHERE run_id = ${runId} ORDER BY seq`.pipe(
@@ -985,6 +1266,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const recordOutcomes: Service["recordOutcomes"] = (runId, batchId, outcomes, maxAttempts) =>
     Effect.gen(function*() {
       if (outcomes.length === 0) return
+      yield* fence(runId)
       const num = yield* runNum(runId)
       const seq = yield* batchSeq(batchId)
       // the first line for a request counts
@@ -1040,6 +1322,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
 
   const failQueued: Service["failQueued"] = (runId, requests, failure) =>
     Effect.gen(function*() {
+      yield* fence(runId)
       const num = yield* runNum(runId)
       const ids = yield* inState(num, requests, { state: "queued" })
       if (ids.length === 0) return
@@ -1085,6 +1368,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   /** `assignPart` inside the caller's transaction */
   const assignIn = (runId: string, limit: number, options?: { readonly whole?: boolean }) =>
     Effect.gen(function*() {
+      yield* fence(runId)
       const num = yield* runNum(runId)
       const whole = options?.whole === true
       const last = yield* sql<{ seq: number | bigint | null }>`
@@ -1195,10 +1479,14 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
   const partRows: Service["partRows"] = (runId, seq) => rowsOf(runId, seq).pipe(mapError("partRows"))
 
   const commitIn = (runId: string, written: WrittenPart) =>
-    sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
-      WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`.pipe(Effect.asVoid)
+    fence(runId).pipe(
+      Effect.andThen(sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
+      WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`),
+      Effect.asVoid
+    )
 
-  const commitPart: Service["commitPart"] = (runId, written) => commitIn(runId, written).pipe(mapError("commitPart"))
+  const commitPart: Service["commitPart"] = (runId, written) =>
+    commitIn(runId, written).pipe(sql.withTransaction, mapError("commitPart"))
 
   const nextPart: Service["nextPart"] = (runId, options) =>
     Effect.gen(function*() {
@@ -1217,6 +1505,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
         SELECT SUM(delivered) AS delivered, SUM(dead) AS dead FROM offpeak_parts
         WHERE run_id = ${runId} AND state = 'committed'`
       // each count reads a partial index holding only the requests in that state
+      const top = yield* sql<{ position: number | bigint | null }>`
+        SELECT MAX(position) AS position FROM offpeak_items WHERE run = ${num}`
       const queuedN = yield* sql<{ n: number | bigint }>`
         SELECT COUNT(*) AS n FROM offpeak_requests WHERE run = ${num} AND state = 'queued'`
       const batchedN = yield* sql<{ n: number | bigint }>`
@@ -1235,6 +1525,7 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
       const allBatches = batchRows.reduce((sum, r) => sum + toNumber(r.n), 0)
       return {
         items,
+        maxPosition: toNumber(top[0]?.position ?? 0),
         delivered,
         dead,
         pendingItems: items - delivered - dead,
@@ -1270,7 +1561,11 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     writingParts,
     partRows,
     commitPart,
-    counts
+    counts,
+    acquire,
+    renew,
+    release,
+    holder
   })
 })
 

@@ -49,6 +49,12 @@ export interface RetryOptions {
   readonly truncated?: boolean | undefined
   /** extra attempts for answers that do not decode with the output schema (default 0) */
   readonly decodeErrors?: number | undefined
+  /**
+   * How long a provider call goes on being retried while the provider answers 429, 5xx or cannot be reached
+   * (default 6 hours: a batch has 24). Back-off doubles from half a second up to a minute, jittered, and never shorter than
+   * the provider's `retry-after`; past this the run stops, resumable, with the reason.
+   */
+  readonly transientFor?: Duration.Input | undefined
 }
 
 /**
@@ -172,6 +178,12 @@ export interface RunOptions {
   readonly mode?: Ledger.Mode | undefined
   /** live counters, updated as the run goes */
   readonly progress?: Progress.Counters | undefined
+  /**
+   * How long the run's lease outlives its last heartbeat (default 30 seconds, or `OFFPEAK_LEASE_TTL`): a process on
+   * another machine may take a run over that long after its owner stopped renewing (a dead process on the same host
+   * frees it at once). The owner renews it every third of that.
+   */
+  readonly leaseTtl?: Duration.Input | undefined
   /**
    * Cancel the run (with `resume`): send nothing more, cancel its batches at
    * the provider, deliver the answers that came back, and record every other

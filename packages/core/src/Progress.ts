@@ -32,6 +32,8 @@ export interface Counters {
   failed: number
   /** requests the provider reported done in batches still in flight */
   remoteCompleted: number
+  /** rows the source said it holds in the run's range, when it can count (checked against the rows read) */
+  sourceRows?: number | undefined
 }
 
 /**

@@ -64,7 +64,7 @@ export class UnknownProvider extends Schema.TaggedError<UnknownProvider>()("Unkn
  * @since 0.1.0
  * @category constants
  */
-export const known: ReadonlyArray<string> = ["openai", "anthropic"]
+export const known: ReadonlyArray<string> = ["openai", "anthropic", "gemini"]
 
 /**
  * Loads the plugin of provider `name` from `@offpeak/providers/<name>`.

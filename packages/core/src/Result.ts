@@ -18,6 +18,8 @@
  * - `truncated`: the answer stopped at the token limit or a content filter
  * - `budget_refused`: the budget cap refused to submit the request
  * - `lost`: the provider reported the batch done but returned no line for it
+ * - `sink_refused`: the sink refused the row's value (a NUL byte, an over-long
+ *   string, a type error); the rest of its part was delivered
  *
  * @since 0.1.0
  * @category models
@@ -31,6 +33,7 @@ export type FailureKind =
   | "truncated"
   | "budget_refused"
   | "lost"
+  | "sink_refused"
 
 /**
  * Token usage of one request.

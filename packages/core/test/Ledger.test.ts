@@ -6,6 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Cause, Context, Effect, Exit, Layer, Option, Redacted } from "effect"
 import type { Scope } from "effect"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -95,6 +96,96 @@ const ledgerSuite = (backend: Backend) => {
         return yield* f(ledger, run.id)
       })
     )
+
+  // ----- leases -----
+
+  /** rewrites the lease row of `scope` as if another process held it */
+  const forge = (store: Store, scope: string, values: { host?: string; pid?: number; expiresAt?: number; pidStart?: string | null }) =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      if (values.host !== undefined) yield* sql`UPDATE offpeak_leases SET host = ${values.host} WHERE scope = ${scope}`
+      if (values.pid !== undefined) yield* sql`UPDATE offpeak_leases SET pid = ${values.pid} WHERE scope = ${scope}`
+      if (values.pidStart !== undefined) yield* sql`UPDATE offpeak_leases SET pid_start = ${values.pidStart} WHERE scope = ${scope}`
+      if (values.expiresAt !== undefined) yield* sql`UPDATE offpeak_leases SET expires_at = ${values.expiresAt} WHERE scope = ${scope}`
+    }).pipe(Effect.provide(store.client!()))
+
+  /** the pid of a process that has ended */
+  const deadPid = () => spawnSync(process.execPath, ["-e", ""]).pid!
+
+  it.live("a lease is held by one owner at a time: a second acquire is refused naming the holder; release frees it", () =>
+    withLedger((ledger) =>
+      Effect.gen(function*() {
+        const lease = yield* ledger.acquire({ scope: "p", runId: "run-1", ttlMs: 30_000 })
+        assert.strictEqual(lease.pid, process.pid)
+        const refused = yield* ledger.acquire({ scope: "p", runId: "run-2", ttlMs: 30_000 }).pipe(Effect.flip)
+        assert.strictEqual(refused._tag, "LeaseHeld")
+        assert.match(refused.message, new RegExp(`pipeline "p" is being worked by run run-1: process ${process.pid} on `))
+        const holder = Option.getOrThrow(yield* ledger.holder("p"))
+        assert.deepStrictEqual([holder.runId, holder.pid, holder.alive], ["run-1", process.pid, true])
+        // another pipeline is another lease
+        yield* ledger.acquire({ scope: "q", runId: "run-3", ttlMs: 30_000 })
+        yield* ledger.release(lease)
+        assert.isTrue(Option.isNone(yield* ledger.holder("p")))
+        const again = yield* ledger.acquire({ scope: "p", runId: "run-2", ttlMs: 30_000 })
+        assert.strictEqual(again.generation, lease.generation + 1)
+      })
+    ))
+
+  if (backend.reopens) {
+    it.live("a holder whose process is gone (same host) is taken over at once; on another host only once expired", () =>
+      withLedger((ledger, store) =>
+        Effect.gen(function*() {
+          yield* ledger.acquire({ scope: "p", runId: "run-1", ttlMs: 60_000 })
+          yield* forge(store, "p", { pid: deadPid(), pidStart: null })
+          const other = yield* openLedger(store)
+          const taken = yield* other.acquire({ scope: "p", runId: "run-1", ttlMs: 60_000 })
+          assert.strictEqual(taken.generation, 2)
+          // on another machine: refused while its heartbeat is fresh, whatever its pid
+          yield* forge(store, "p", { host: "elsewhere", pid: deadPid(), expiresAt: Date.now() + 60_000 })
+          const refused = yield* ledger.acquire({ scope: "p", runId: "run-1", ttlMs: 60_000 }).pipe(Effect.flip)
+          assert.strictEqual(refused._tag, "LeaseHeld")
+          assert.match(refused.message, /on elsewhere.*if that machine is gone, its lease expires at/)
+          yield* forge(store, "p", { expiresAt: Date.now() - 1 })
+          assert.strictEqual((yield* ledger.acquire({ scope: "p", runId: "run-1", ttlMs: 60_000 })).generation, 3)
+        })
+      ))
+
+    it.live("fenced: once another process took the lease over, the old holder's writes and renewals fail", () =>
+      withLedger((ledger, store) =>
+        Effect.gen(function*() {
+          const lease = yield* ledger.acquire({ scope: "p", runId: "run-1", ttlMs: 60_000 })
+          yield* ledger.createRun({ id: "run-1", pipeline: "p", module: null, provider: "openai" })
+          yield* ledger.admit("run-1", [row("a", 1)])
+          yield* ledger.sealBatch({ id: "b1", runId: "run-1", seq: 1, group: "g", file: "/tmp/x", requestCount: 1, bytes: 1 }, [1])
+          yield* ledger.renew(lease)
+          // the holder is paused past its expiry; a process on another machine takes the run over
+          yield* forge(store, "p", { host: "elsewhere", expiresAt: Date.now() - 1 })
+          const other = yield* openLedger(store)
+          yield* other.acquire({ scope: "p", runId: "run-1", ttlMs: 60_000 })
+          const writes = [
+            ledger.admit("run-1", [row("b", 2)]),
+            ledger.updateBatch("b1", { state: "submitting" }),
+            ledger.updateRun("run-1", { state: "completed" }),
+            ledger.recordOutcomes("run-1", "b1", [
+              { _tag: "Succeeded", request: 1, output: "1", usage: { inputTokens: 1, outputTokens: 1 } }
+            ], 3),
+            ledger.assignPart("run-1", 10)
+          ]
+          for (const write of writes) {
+            const error = yield* Effect.flip(write as Effect.Effect<unknown, Ledger.LedgerError>)
+            assert.strictEqual(error.operation, "fence")
+            assert.match(error.message, /no longer owns pipeline "p" \(run run-1\): process \d+ on \S+ took it over/)
+          }
+          const lost = yield* ledger.renew(lease).pipe(Effect.flip)
+          assert.match(lost.message, /lost the lease of pipeline "p"/)
+          // nothing the old holder tried is in the ledger; the new holder goes on
+          const counts = yield* other.counts("run-1")
+          assert.deepStrictEqual([counts.items, counts.batched, counts.succeeded], [1, 1, 0])
+          assert.strictEqual(Option.getOrThrow(yield* other.getRun("run-1")).state, "running")
+          yield* other.updateBatch("b1", { state: "submitting" })
+        })
+      ))
+  }
 
   it.effect("admits rows once: a resumed read skips them, identical requests share one", () =>
     withRun((ledger, runId) =>

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Schema, Stream } from "effect"
+import { Effect, Fiber, Layer, Option, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -11,6 +11,7 @@ import * as ProviderError from "../src/ProviderError.ts"
 import * as Request from "../src/Request.ts"
 import type * as Result from "../src/Result.ts"
 import type * as Sink from "../src/Sink.ts"
+import * as SinkModule from "../src/Sink.ts"
 import type * as Source from "../src/Source.ts"
 import * as SqliteClient from "../src/SqliteClient.ts"
 import * as TestProvider from "./support/TestProvider.ts"
@@ -394,8 +395,9 @@ describe("Pipeline.run modes", () => {
       while (progress.remoteCompleted < 100) yield* Effect.sleep("5 millis")
       yield* Fiber.interrupt(fiber)
       const recorded = progress.remoteCompleted
-      // calls were in flight when it stopped: more were started than recorded
-      assert.isAbove(provider.syncCalls.length, recorded)
+      // (usually calls were in flight when it stopped, and more were started than recorded; on a loaded machine every
+      // call started may have been recorded first)
+      assert.isAtLeast(provider.syncCalls.length, recorded)
       // the resumed run keeps the run's mode (the pipeline given now says nothing of it)
       const resumed = TestProvider.make({ answer: echo })
       const second = pipelineOf(rows(400), { batch: { maxRequests: 100, maxInFlight: 2 } })
@@ -415,5 +417,162 @@ describe("Pipeline.run modes", () => {
       assert.isAtMost(resumed.syncCalls.length, 400 - recorded)
       assert.strictEqual(new Set(resumed.syncCalls).size, resumed.syncCalls.length)
       assert.strictEqual(new Set([...provider.syncCalls, ...resumed.syncCalls]).size, 400)
+    }))
+
+  it.live("a value the sink refuses costs its own row: the part is split until it is isolated, the rest delivered once", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo })
+      // a table that refuses NUL bytes, and names no row (as a server that fails the whole statement)
+      const kept = new Map<string, ReadonlyArray<Result.Succeeded<Ticket, { readonly echo: string }>>>()
+      let writes = 0
+      const sink: Sink.Sink<Result.Succeeded<Ticket, { readonly echo: string }>> = {
+        name: "strict",
+        write: (part, rows) =>
+          Effect.suspend(() => {
+            writes++
+            return rows.some((r) => r.output.echo.includes("\u0000"))
+              ? Effect.fail(new SinkModule.SinkError({
+                sink: "strict",
+                message: "invalid byte sequence for encoding UTF8: 0x00",
+                reason: new SinkModule.Refused({ message: "invalid byte sequence for encoding UTF8: 0x00", column: "echo" })
+              }))
+              : Effect.sync(() => void kept.set(`${part.runId}/${part.seq}`, rows))
+          })
+      }
+      const poisoned = new Set([17, 230, 231, 999])
+      const dead = memorySink<Result.Failed<Ticket>>()
+      const { pipeline } = pipelineOf(rows(1_000, (i) => poisoned.has(i) ? `bad \u0000 ${i}` : `ticket ${i}`), {
+        sink,
+        deadLetter: dead.sink,
+        batch: { maxRequests: 500, maxInFlight: 2 }
+      })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      const delivered = [...kept.values()].flat()
+      assert.strictEqual(delivered.length, 996)
+      assert.strictEqual(new Set(delivered.map((r) => r.key)).size, 996)
+      const refused = dead.all()
+      assert.deepStrictEqual(refused.map((d) => d.key).sort(), ["t17", "t230", "t231", "t999"])
+      for (const d of refused) {
+        assert.strictEqual(d.kind, "sink_refused")
+        assert.match(d.message, /^strict refused this row \(column echo\): invalid byte sequence/)
+        assert.include(d.raw!, "\\u0000")
+      }
+      assert.strictEqual(summary.succeeded, 996)
+      assert.strictEqual(summary.failed, 4)
+      console.log(`poison values: 4 of 1,000 rows refused by the sink, isolated in ${writes} writes; 996 delivered once`)
+    }))
+
+  it.live("a sink that names the refused row isolates it at once", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo })
+      let writes = 0
+      const kept: Array<unknown> = []
+      const sink: Sink.Sink<Result.Succeeded<Ticket, { readonly echo: string }>> = {
+        name: "named",
+        write: (_part, rows) =>
+          Effect.suspend(() => {
+            writes++
+            const at = rows.findIndex((r) => r.record.id === "t42")
+            return at >= 0
+              ? Effect.fail(new SinkModule.SinkError({
+                sink: "named",
+                message: "too long",
+                reason: new SinkModule.Refused({ message: "value too long for type character varying(5)", row: at, column: "body" })
+              }))
+              : Effect.sync(() => void kept.push(...rows))
+          })
+      }
+      const dead = memorySink<Result.Failed<Ticket>>()
+      const { pipeline } = pipelineOf(rows(100), { sink, deadLetter: dead.sink, batch: { maxRequests: 100, maxInFlight: 1 } })
+      yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(kept.length, 99)
+      assert.deepStrictEqual(dead.all().map((d) => [d.key, d.kind, d.position]), [["t42", "sink_refused", 42]])
+      assert.strictEqual(writes, 2)
+    }))
+
+  it.live("a sink that is unavailable stops the run, resumable: nothing goes to the dead letter", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo })
+      const sink: Sink.Sink<unknown> = {
+        name: "down",
+        write: () => Effect.fail(new SinkModule.SinkError({ sink: "down", message: "connect ECONNREFUSED 127.0.0.1:1" }))
+      }
+      const dead = memorySink<Result.Failed<Ticket>>()
+      const { pipeline } = pipelineOf(rows(20), { sink, deadLetter: dead.sink })
+      const error = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer), Effect.flip)
+      assert.match(error.message, /ECONNREFUSED/)
+      assert.strictEqual(dead.all().length, 0)
+    }))
+
+  it.live("a source that loses a row never ends completed: the run fails with the figures", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo })
+      // it says it holds 50 rows, and yields 49 (numbered 1…49: the loss is invisible in the positions)
+      const lossy: Source.Source<Ticket> = { ...source(rows(49)), count: Effect.succeed(50) }
+      const { pipeline } = pipelineOf([], { source: lossy })
+      const error = yield* Pipeline.run(pipeline, { stateDir, runId: "lossy" }).pipe(Effect.provide(layer), Effect.flip)
+      assert.match(error.message, /tickets: the source holds 50 rows in this run's range but 49 were read: 1 rows were never read/)
+      const run = Option.getOrThrow(yield* Effect.flatMap(Ledger.Ledger, (l) => l.getRun("lossy")).pipe(Effect.provide(layer)))
+      assert.strictEqual(run.state, "failed")
+      assert.isFalse(run.sourceDone)
+      // a source whose positions skip a row is caught the same way, countable or not
+      const gap: Source.Source<Ticket> = source(rows(30).filter((r) => r.position !== 12))
+      const second = pipelineOf([], { source: gap, name: "gap" })
+      const missing = yield* Pipeline.run(second.pipeline, { stateDir }).pipe(Effect.provide(layer), Effect.flip)
+      assert.match(missing.message, /29 rows were admitted but positions reach 30: 1 rows are missing/)
+      // a source that counts what it yields completes, and says so
+      const whole = pipelineOf([], { source: { ...source(rows(30)), count: Effect.succeed(30) }, name: "whole" })
+      const summary = yield* Pipeline.run(whole.pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(summary.progress.sourceRows, 30)
+    }))
+
+  it.live("a rate-limit storm is waited out within retry.transientFor, honouring retry-after; past it the run stops", () =>
+    Effect.gen(function*() {
+      const storm = setup({ answer: echo, rateLimitedPolls: { times: 4, retryAfterMs: 300 } })
+      const started = Date.now()
+      const { pipeline, out } = pipelineOf(rows(10), { retry: { backoff: "1 millis", transientFor: "1 minute" } })
+      const summary = yield* Pipeline.run(pipeline, { stateDir: storm.stateDir }).pipe(Effect.provide(storm.layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(out.all().length, 10)
+      // four 429s, each waited at least its retry-after
+      assert.isAtLeast(Date.now() - started, 4 * 300)
+      const endless = setup({ answer: echo, rateLimitedPolls: { times: 1_000_000, retryAfterMs: 200 } })
+      const second = pipelineOf(rows(10), { retry: { backoff: "1 millis", transientFor: "2 seconds" } })
+      const error = yield* Pipeline.run(second.pipeline, { stateDir: endless.stateDir }).pipe(
+        Effect.provide(endless.layer),
+        Effect.flip
+      )
+      assert.match(error.message, /RateLimited: slow down \(still failing after 2s of retries, retry\.transientFor: resume/)
+    }))
+
+  it.live("a malformed row whose key could be read is filed under its key and position, with its raw text", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo })
+      const items: Array<Source.Item<Ticket>> = [
+        ...rows(3),
+        { _tag: "Malformed", position: 4, line: 5, key: "t4", reason: "tickets row 4 (line 5): field \"body\" is missing", raw: "t4," },
+        { _tag: "Malformed", position: 5, line: 6, reason: "tickets row 5 (line 6): expected 2 fields, got 1", raw: "garbage" }
+      ]
+      const { pipeline, dead } = pipelineOf(items)
+      yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(dead.all().map((d) => [d.key, d.raw, d.position]), [["t4#4", "t4,", 4], ["#5", "garbage", 5]])
+    }))
+
+  it.live("dispositions: an incremental pipeline never replaces; a disposition the sink cannot do is refused", () =>
+    Effect.gen(function*() {
+      const { layer, stateDir } = setup({ answer: echo })
+      const out = memorySink<unknown>()
+      const replaceOnly: Sink.Sink<any> = { ...out.sink, dispositions: ["replace"] }
+      const { pipeline } = pipelineOf(rows(3), { sink: replaceOnly, incremental: true })
+      const error = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer), Effect.flip)
+      assert.match(error.message, /memory: an incremental pipeline delivers only the rows that changed; "replace" would keep only those/)
+      const merging: Sink.Sink<any> = { ...out.sink, dispositions: ["merge"], disposition: "append" }
+      const wrong = yield* Pipeline.run(pipelineOf(rows(3), { sink: merging }).pipeline, { stateDir }).pipe(
+        Effect.provide(layer),
+        Effect.flip
+      )
+      assert.match(wrong.message, /memory: disposition "append" is not one this sink can do \(merge\)/)
     }))
 })

@@ -243,5 +243,27 @@ export const migrations = {
     // how a run sends its batches (batch, sync or auto), and how each batch was sent (batch or sync)
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'`
     yield* sql`ALTER TABLE offpeak_batches ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'`
+  }),
+  // One owner per pipeline at a time (a lease with a generation that fences every write); a remote batch is held by
+  // one batch of a run at most; what a run reads of a checkpointed source (its snapshot bounds) and where it was
+  // started from (relative paths of a resumed run resolve the same way)
+  "0006_ownership": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE offpeak_leases (
+      scope TEXT PRIMARY KEY,
+      run_id TEXT NOT NULL,
+      owner TEXT,
+      host TEXT NOT NULL,
+      pid BIGINT NOT NULL,
+      pid_start TEXT,
+      generation BIGINT NOT NULL,
+      acquired_at BIGINT NOT NULL,
+      heartbeat_at BIGINT NOT NULL,
+      expires_at BIGINT NOT NULL
+    )`
+    yield* sql`CREATE UNIQUE INDEX offpeak_batches_remote ON offpeak_batches (run_id, remote_id) WHERE remote_id IS NOT NULL`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN snapshot_low TEXT`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN snapshot_high TEXT`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN cwd TEXT`
   })
 }

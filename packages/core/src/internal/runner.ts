@@ -13,7 +13,7 @@ import * as Provider from "../Provider.ts"
 import * as ProviderError from "../ProviderError.ts"
 import * as Request from "../Request.ts"
 import type * as Result from "../Result.ts"
-import type * as Sink from "../Sink.ts"
+import * as Sink from "../Sink.ts"
 import type * as Source from "../Source.ts"
 
 /** @internal */
@@ -47,6 +47,26 @@ interface Parsed {
 const outcomeBytes = (o: Ledger.Outcome): number =>
   256 + (o._tag === "Succeeded" ? o.output.length : o.failure.message.length + (o.failure.raw?.length ?? 0))
 
+/**
+ * The disposition a run uses for a sink: the sink's own choice, else its default — except that an incremental
+ * pipeline (each run delivers the rows that changed) merges or appends, never replaces. A choice the sink cannot do,
+ * or `replace` for an incremental pipeline, comes back as a message starting with `!`.
+ */
+const dispositionFor = (sink: Sink.Sink<any>, incremental: boolean): Sink.Disposition | `!${string}` => {
+  const can = sink.dispositions ?? ["append"]
+  if (sink.disposition !== undefined && !can.includes(sink.disposition)) {
+    return `!${sink.name}: disposition "${sink.disposition}" is not one this sink can do (${can.join(", ")})`
+  }
+  const chosen: Sink.Disposition = sink.disposition ?? (incremental && can[0] === "replace"
+    ? (can.includes("merge") ? "merge" : can.includes("append") ? "append" : "replace")
+    : can[0])
+  if (incremental && chosen === "replace") {
+    const why = `an incremental pipeline delivers only the rows that changed; "replace" would keep only those`
+    return `!${sink.name}: ${why} (choose "merge" or "append")`
+  }
+  return chosen
+}
+
 const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "run"
 
 const newRunId = (name: string) => {
@@ -60,6 +80,15 @@ const newRunId = (name: string) => {
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
+/** a value as JSON for a dead letter's `raw` (bigints as strings; never throws) */
+const jsonText = (u: unknown): string => {
+  try {
+    return JSON.stringify(u, (_, v) => typeof v === "bigint" ? v.toString() : v) ?? String(u)
+  } catch {
+    return String(u)
+  }
+}
+
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
 
 /** a stored float32 vector (base64) as the number array sinks take */
@@ -71,10 +100,24 @@ const fromF32 = (base64: string): Array<number> => {
 /** a delivery part holds about this much in memory (decoded records and outputs, the sink's encoding), 100 to 10,000 rows */
 const PART_BYTES = 8 * 1024 * 1024
 
-/** transient provider errors (network, 429, 5xx) are retried with jittered exponential backoff, about 3 minutes in all */
-const transientSchedule = Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("30 seconds")]).pipe(
-  Schedule.jittered
-)
+/**
+ * Transient provider errors (network, 429, 5xx) are retried for `horizon`: back-off doubling from half a second to a
+ * minute, jittered, never shorter than the provider's `retry-after`. A batch has 24 hours; a rate-limit storm or an
+ * outage of a few hours must not fail it.
+ */
+const transientSchedule = (horizon: Duration.Duration) =>
+  Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("1 minute")]).pipe(
+    Schedule.jittered,
+    Schedule.setInputType<ProviderError.ProviderError>(),
+    Schedule.modifyDelay(({ duration, input }) =>
+      Effect.succeed(
+        input.reason._tag === "RateLimited" && input.reason.retryAfterMs !== undefined
+          ? Duration.max(duration, Duration.millis(input.reason.retryAfterMs))
+          : duration
+      )
+    ),
+    Schedule.upTo({ duration: horizon })
+  )
 
 /** a provider may answer 404 for a batch it created moments ago (propagation): retry that for this long */
 const NOT_FOUND_GRACE_MS = 2 * 60_000
@@ -105,43 +148,94 @@ export const run = <Rec, A, Row>(
 ): Effect.Effect<Pipeline.Summary, RunError, Provider.Provider | Ledger.Ledger> =>
   Effect.gen(function*() {
     const ledger = yield* Ledger.Ledger
-    const provider = yield* Provider.Provider
     const stateDir = path.resolve(options.stateDir ?? ".offpeak")
+    const ttlMs = Duration.toMillis(Duration.fromInputUnsafe(options.leaseTtl ?? (process.env.OFFPEAK_LEASE_TTL as Duration.Input | undefined) ?? "30 seconds"))
 
-    // ----- the run -----
-    const run = options.resume !== undefined
-      ? yield* ledger.getRun(options.resume).pipe(
-        Effect.flatMap(Option.match({
-          onNone: () => Effect.fail(new RunError({ runId: options.resume!, message: `no run "${options.resume}" in the ledger` })),
-          onSome: Effect.succeed
-        }))
+    // ----- the run, and its lease: one process works a pipeline's runs at a time -----
+    const existing = options.resume === undefined ? undefined : yield* ledger.getRun(options.resume).pipe(
+      Effect.flatMap(Option.match({
+        onNone: () => Effect.fail(new RunError({ runId: options.resume!, message: `no run "${options.resume}" in the ledger` })),
+        onSome: Effect.succeed
+      }))
+    )
+    const runId = existing?.id ?? options.runId ?? newRunId(pipeline.name)
+    const fail = (msg: string) => new RunError({ runId, message: msg })
+    if (existing !== undefined && existing.pipeline !== pipeline.name) {
+      return yield* fail(`run ${runId} belongs to pipeline "${existing.pipeline}", not "${pipeline.name}"`)
+    }
+    if (options.cancel === true && existing?.state === "completed") {
+      return yield* fail(
+        `run ${runId} completed at ${existing.updatedAt}: there is nothing left to cancel (its rows are delivered)`
       )
+    }
+    const lease = yield* ledger.acquire({ scope: pipeline.name, runId, ttlMs }).pipe(
+      Effect.mapError((e) => fail(e.message))
+    )
+    const leaseRef = { current: lease }
+    /** renews the lease now: a create is sent only by a process that has just proved it still owns the run */
+    const renewLease = ledger.renew(leaseRef.current).pipe(
+      Effect.tap((renewed) => Effect.sync(() => (leaseRef.current = renewed))),
+      Effect.asVoid
+    )
+    // renewed every third of its ttl; a lease lost (another process took the run over) stops this process's work
+    const heartbeat = Effect.gen(function*() {
+      while (true) {
+        yield* Effect.sleep(Duration.millis(Math.max(100, ttlMs / 3)))
+        yield* renewLease.pipe(
+          Effect.retry({ times: 2, schedule: Schedule.spaced("1 second"), while: (e) => e.operation !== "lease" })
+        )
+      }
+    }).pipe(Effect.mapError((e) => fail(`${e.message}; this process stops (the run goes on where it is owned)`)))
+    return yield* Effect.raceFirst(work(existing), heartbeat).pipe(
+      Effect.ensuring(ledger.release(leaseRef.current).pipe(Effect.ignore))
+    )
+
+    function work(existing: Ledger.Run | undefined) {
+  return Effect.gen(function*() {
+    const provider = yield* Provider.Provider
+    const run = existing !== undefined
+      // read again under the lease: the process that held it before may have moved the run on
+      ? Option.getOrElse(yield* ledger.getRun(runId), () => existing)
       : yield* ledger.createRun({
-        id: options.runId ?? newRunId(pipeline.name),
+        id: runId,
         pipeline: pipeline.name,
         module: options.module ?? null,
         provider: options.provider ?? pipeline.provider ?? provider.name,
-        mode: options.mode ?? pipeline.mode ?? "batch"
+        mode: options.mode ?? pipeline.mode ?? "batch",
+        cwd: process.cwd()
       })
-    const runId = run.id
-    const fail = (msg: string) => new RunError({ runId, message: msg })
-    // where reading starts: after this run's last admitted row, or, for a new incremental run, where the
-    // pipeline's last completed run stopped
-    let source = pipeline.source
-    if (source.continueAfter !== undefined) {
-      if (run.checkpoint !== null) {
-        source = source.continueAfter(run.checkpoint, (run.checkpointPosition ?? 0) + 1)
-      } else if (pipeline.incremental && options.resume === undefined) {
-        const last = yield* ledger.lastCheckpoint(pipeline.name)
-        if (Option.isSome(last)) {
-          source = source.continueAfter(last.value, 1)
-          yield* ledger.updateRun(runId, { checkpoint: { value: last.value, position: 0 } })
-        }
+    // ----- what the run reads -----
+    // a new incremental run starts where the pipeline's last completed run stopped
+    let low: string | null = run.snapshot?.low ?? null
+    if (existing === undefined && pipeline.incremental && pipeline.source.continueAfter !== undefined) {
+      const last = yield* ledger.lastCheckpoint(pipeline.name)
+      if (Option.isSome(last)) {
+        low = last.value
+        yield* ledger.updateRun(runId, { checkpoint: { value: last.value, position: 0 } })
       }
     }
-    if (run.pipeline !== pipeline.name) {
-      return yield* fail(`run ${runId} belongs to pipeline "${run.pipeline}", not "${pipeline.name}"`)
+    // a new run of a checkpointed source reads up to the last row the source holds now: rows changed meanwhile sort
+    // past that bound and are the next run's work, so none is met twice or skipped (a resume keeps the bound)
+    const snap = pipeline.source.snapshot
+    let snapshot = run.snapshot
+    if (existing === undefined && snap !== undefined) {
+      const high = yield* snap.high.pipe(Effect.mapError((e) => fail(e.message)))
+      if (Option.isSome(high)) {
+        snapshot = { low, high: high.value }
+        yield* ledger.updateRun(runId, { snapshot })
+      }
     }
+    const bounded = snapshot !== null && snap !== undefined ? snap.upTo(snapshot.high) : pipeline.source
+    /** the run's whole range, as it reads it from its start */
+    const whole = low !== null && bounded.continueAfter !== undefined ? bounded.continueAfter(low, 1) : bounded
+    // where reading starts: after this run's last admitted row
+    const source = existing !== undefined && run.checkpoint !== null && bounded.continueAfter !== undefined
+      ? bounded.continueAfter(run.checkpoint, (run.checkpointPosition ?? 0) + 1)
+      : whole
+
+    // ----- where results go -----
+    const sinkDisposition = dispositionFor(pipeline.sink, pipeline.incremental === true)
+    if (sinkDisposition.startsWith("!")) return yield* fail(sinkDisposition.slice(1))
     // a cancelled run stays cancelled: resuming it finishes the cancellation
     const cancelling = options.cancel === true || run.state === "cancelled"
     yield* ledger.updateRun(runId, { state: cancelling ? "cancelled" : "running", message: null })
@@ -192,18 +286,34 @@ export const run = <Rec, A, Row>(
     const render = (record: Rec): Request.Request =>
       Request.withOutput(pipeline.request(record, requestContext), outputSpec)
 
-    // ----- provider calls: transient errors retried here, everything else surfaces -----
+    // ----- provider calls: transient errors retried here (up to `retry.transientFor`), everything else surfaces -----
+    const transientFor = Duration.fromInputUnsafe(pipeline.retry?.transientFor ?? "6 hours")
+    const transient = transientSchedule(transientFor)
+    /** the error of a call that stayed transient past the horizon says so (and keeps its reason) */
+    const gaveUp = (error: ProviderError.ProviderError): ProviderError.ProviderError => {
+      const message = `${error.reason.message} (still failing after ${Duration.format(transientFor)} of retries, ` +
+        `retry.transientFor: resume the run once the provider answers again)`
+      const r = error.reason
+      const reason = r._tag === "Transport"
+        ? new ProviderError.Transport({ message })
+        : r._tag === "RateLimited"
+        ? new ProviderError.RateLimited({ message, ...(r.retryAfterMs !== undefined ? { retryAfterMs: r.retryAfterMs } : {}) })
+        : r._tag === "ServerError"
+        ? new ProviderError.ServerError({ message, status: r.status })
+        : undefined
+      return reason === undefined ? error : new ProviderError.ProviderError({ provider: error.provider, operation: error.operation, reason })
+    }
     const retrying = <X>(effect: Effect.Effect<X, ProviderError.ProviderError>) =>
-      Effect.retry(effect, {
-        while: ProviderError.isTransient,
-        times: 10,
-        schedule: transientSchedule
-      })
+      Effect.retry(effect, { while: ProviderError.isTransient, schedule: transient }).pipe(Effect.mapError(gaveUp))
 
     // ----- delivery: rows whose outcome is known go to the sinks in parts -----
     const deliveryLock = yield* Semaphore.make(1)
     const remoteSlots = yield* Semaphore.make(maxInFlight)
     const collecting = yield* Semaphore.make(1)
+    // at most one create of this run is in an unknown state at a time (sent, its remote id not yet recorded), and the
+    // recovery of such a create runs alone: a provider whose batches carry no tag of ours (Anthropic) is never asked
+    // to tell two of our creates apart
+    const creating = yield* Semaphore.make(1)
     // rows per part, from the size of the outputs seen so far (an embedding decodes to ~12 KB of numbers)
     const stats = { outputBytes: 0, outputs: 0 }
     const partSize = () => {
@@ -215,6 +325,7 @@ export const run = <Rec, A, Row>(
     const writePart = (seq: number, rows: ReadonlyArray<Ledger.PartRow>) =>
       Effect.gen(function*() {
         const succeeded: Array<Result.Succeeded<Rec, A>> = []
+        const positions: Array<number> = []
         const failed: Array<Result.Failed<Rec>> = []
         for (const row of rows) {
           let record: Rec | undefined
@@ -256,11 +367,36 @@ export const run = <Rec, A, Row>(
             usage: row.usage ?? { inputTokens: 0, outputTokens: 0 },
             cached: row.cached
           })
+          positions.push(row.position)
         }
         const part = { runId, seq }
         if (succeeded.length > 0) {
+          // the sink's rows; a row `row()` cannot make is refused on its own
           const toRow = pipeline.row
-          yield* pipeline.sink.write(part, toRow === undefined ? succeeded as Array<any> : succeeded.map(toRow))
+          const rows: Array<unknown> = []
+          const kept: Array<Result.Succeeded<Rec, A>> = []
+          const keptAt: Array<number> = []
+          succeeded.forEach((result, i) => {
+            try {
+              rows.push(toRow === undefined ? result : toRow(result))
+              kept.push(result)
+              keptAt.push(positions[i]!)
+            } catch (e) {
+              failed.push(refusedRow(result, positions[i]!, `the pipeline's row() failed: ${message(e)}`))
+            }
+          })
+          const refused = yield* writeIsolating(part, rows)
+          for (const { index, reason } of refused) {
+            failed.push(refusedRow(
+              kept[index]!,
+              keptAt[index]!,
+              `${pipeline.sink.name} refused this row${reason.column !== undefined ? ` (column ${reason.column})` : ""}: ${reason.message}`,
+              rows[index]
+            ))
+          }
+          succeeded.length = 0
+          const bad = new Set(refused.map((r) => r.index))
+          kept.forEach((result, i) => bad.has(i) || succeeded.push(result))
         }
         if (failed.length > 0) yield* deadLetter.write(part, failed)
         yield* Failpoint.hit("part.written")
@@ -268,6 +404,64 @@ export const run = <Rec, A, Row>(
         progress.succeeded += succeeded.length
         progress.failed += failed.length
         return { seq, delivered: succeeded.length, dead: failed.length } satisfies Ledger.WrittenPart
+      })
+
+    /** a delivered row the sink refused: it goes to the dead letter with the value the sink was given */
+    const refusedRow = (
+      result: Result.Succeeded<Rec, A>,
+      position: number,
+      why: string,
+      row?: unknown
+    ): Result.Failed<Rec> => ({
+      _tag: "Failed",
+      key: result.key,
+      record: result.record,
+      kind: "sink_refused",
+      message: why,
+      raw: row === undefined ? undefined : jsonText(row),
+      position
+    })
+
+    /**
+     * Writes a part's rows to the sink; when the sink refuses them for their values (`Sink.Refused`), the rows at
+     * fault are isolated — the one the sink names, else by halving — and everything else is written once more as the
+     * part: a poison value costs its own row, never the part or the run.
+     */
+    const writeIsolating = (part: Sink.Part, rows: ReadonlyArray<unknown>) =>
+      Effect.gen(function*() {
+        // how many rows the last write that went through held (writes are sequential; each a subset of the good rows)
+        let lastWritten = -1
+        const isolate = (
+          indices: ReadonlyArray<number>
+        ): Effect.Effect<Array<{ readonly index: number; readonly reason: Sink.Refused }>, Sink.SinkError> =>
+          pipeline.sink.write(part, indices.map((i) => rows[i] as Row)).pipe(
+            Effect.tap(() => Effect.sync(() => (lastWritten = indices.length))),
+            Effect.as([]),
+            Effect.catchIf(Sink.isRefused, (error) => {
+              const reason = error.reason as Sink.Refused
+              if (indices.length === 1) return Effect.succeed([{ index: indices[0]!, reason }])
+              const named = reason.row
+              if (named !== undefined && named >= 0 && named < indices.length) {
+                const rest = indices.filter((_, i) => i !== named)
+                return Effect.map(isolate(rest), (more) => [{ index: indices[named]!, reason }, ...more])
+              }
+              const half = Math.ceil(indices.length / 2)
+              return Effect.zipWith(isolate(indices.slice(0, half)), isolate(indices.slice(half)), (a, b) => [...a, ...b])
+            })
+          )
+        const refused = yield* isolate(rows.map((_, i) => i))
+        if (refused.length > 0) {
+          // the part is what remains, written whole, unless the last write that went through was exactly that (a
+          // trial write of a half leaves only that half in a part file)
+          const bad = new Set(refused.map((r) => r.index))
+          if (lastWritten !== rows.length - bad.size) {
+            yield* pipeline.sink.write(part, rows.filter((_, i) => !bad.has(i)) as Array<Row>)
+          }
+          yield* Effect.logWarning(
+            `part ${part.seq}: ${pipeline.sink.name} refused ${refused.length} row(s); they go to the dead letter`
+          )
+        }
+        return refused
       })
 
     /**
@@ -304,7 +498,9 @@ export const run = <Rec, A, Row>(
     type Encoded = { readonly key: string; readonly row: Ledger.AdmitRow; readonly item?: Batcher.Item }
     const prepare = (entry: Source.Item<Rec>): Encoded => {
       if (entry._tag === "Malformed") {
-        const key = `#${entry.position}`
+        // filed under the row's key when the source could read it, with its position: a malformed row never takes the
+        // key of a good row that comes later (which would then be refused as a duplicate)
+        const key = entry.key !== undefined && entry.key.length > 0 ? `${entry.key}#${entry.position}` : `#${entry.position}`
         return {
           key,
           row: {
@@ -317,11 +513,19 @@ export const run = <Rec, A, Row>(
         }
       }
       const where = `${pipeline.source.name} row ${entry.position}${entry.line !== undefined ? ` (line ${entry.line})` : ""}`
+      let record: string | undefined
+      let recordProblem: unknown
+      try {
+        record = JSON.stringify(encodeRecord(entry.value))
+      } catch (e) {
+        recordProblem = e
+      }
       let key: string
       try {
         key = pipeline.key(entry.value)
         if (typeof key !== "string" || key.length === 0) throw new Error(`key() returned ${JSON.stringify(key)}`)
       } catch (e) {
+        // no key to file it under: its position, with the record (or its text) so the row can be found and fixed
         const k = `#${entry.position}`
         return {
           key: k,
@@ -329,15 +533,16 @@ export const run = <Rec, A, Row>(
             key: k,
             position: entry.position,
             fingerprint: null,
-            record: null,
-            failure: { kind: "invalid_input", message: `${where}: no key: ${message(e)}` }
+            record: record ?? null,
+            failure: {
+              kind: "invalid_input",
+              message: `${where}: no key: ${message(e)}`,
+              raw: record ?? jsonText(entry.value)
+            }
           }
         }
       }
-      let record: string
-      try {
-        record = JSON.stringify(encodeRecord(entry.value))
-      } catch (e) {
+      if (record === undefined) {
         return {
           key,
           row: {
@@ -345,7 +550,11 @@ export const run = <Rec, A, Row>(
             position: entry.position,
             fingerprint: null,
             record: null,
-            failure: { kind: "invalid_input", message: `${where}: record cannot be stored: ${message(e)}` }
+            failure: {
+              kind: "invalid_input",
+              message: `${where}: record cannot be stored: ${message(recordProblem)}`,
+              raw: jsonText(entry.value)
+            }
           }
         }
       }
@@ -398,7 +607,42 @@ export const run = <Rec, A, Row>(
         return admission.fresh.flatMap((i) => prepared[i]!.item === undefined ? [] : [prepared[i]!.item!])
       })
 
-    const fromSource: Stream.Stream<Batcher.Item, RunError> = source.read.pipe(
+    /**
+     * When the source has been read to its end: no row may be missing. Positions run 1, 2, 3, … in every run, so
+     * admitted rows must equal the highest position; a source that can count must hold no more rows in the run's
+     * range than were read (a snapshot source is counted again now: rows edited or deleted since they were read have
+     * left the range, rows that entered it late were never read; other sources were counted before the read began).
+     */
+    const verifySource = (countedBefore: number | undefined) =>
+      Effect.gen(function*() {
+        const expected = snapshot !== null && whole.count !== undefined ? yield* whole.count : countedBefore
+        const counts = yield* ledger.counts(runId)
+        if (counts.maxPosition !== counts.items) {
+          return yield* fail(
+            `${pipeline.source.name}: ${counts.items.toLocaleString("en-US")} rows were admitted but positions reach ${
+              counts.maxPosition.toLocaleString("en-US")
+            }: ${(counts.maxPosition - counts.items).toLocaleString("en-US")} rows are missing; the run is not complete`
+          )
+        }
+        if (expected !== undefined && counts.items < expected) {
+          return yield* fail(
+            `${pipeline.source.name}: the source holds ${expected.toLocaleString("en-US")} rows in this run's range but ${
+              counts.items.toLocaleString("en-US")
+            } were read: ${(expected - counts.items).toLocaleString("en-US")} rows were never read (rows committed ` +
+              `late with an older checkpoint value, or a source that skips rows). The run stays unfinished: start a ` +
+              `new run to read them (answers already received come from the result cache)`
+          )
+        }
+        progress.sourceRows = expected
+        yield* ledger.updateRun(runId, { sourceDone: true })
+      }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+
+    const fromSource: Stream.Stream<Batcher.Item, RunError> = Stream.unwrap(Effect.gen(function*() {
+      // a source without a snapshot is counted before it is read (rows added while it is read are not a loss)
+      const countedBefore = snapshot === null && whole.count !== undefined
+        ? yield* whole.count.pipe(Effect.mapError((e) => fail(e.message)))
+        : undefined
+      return source.read.pipe(
       Stream.mapError((e) => fail(e.message)),
       Stream.rechunk(ADMIT_CHUNK),
       Stream.chunks,
@@ -407,8 +651,9 @@ export const run = <Rec, A, Row>(
       Stream.buffer({ capacity: 1 }),
       Stream.mapEffect((chunk) => admit(chunk).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))),
       Stream.flattenIterable,
-      Stream.onEnd(ledger.updateRun(runId, { sourceDone: true }).pipe(Effect.mapError((e) => fail(e.message))))
+      Stream.onEnd(verifySource(countedBefore))
     )
+    }))
 
     // ----- queued requests (after a crash, or waiting for a retry) -----
     const fromQueue: Stream.Stream<Batcher.Item, RunError> = Stream.paginate(0, (after: number) =>
@@ -798,7 +1043,8 @@ export const run = <Rec, A, Row>(
             : provider.submit(submission)
         ).pipe(
           Effect.tapError((error) => Effect.sync(() => (looked = ProviderError.isTransient(error)))),
-          Effect.retry({ while: ProviderError.isTransient, times: 10, schedule: transientSchedule })
+          Effect.retry({ while: ProviderError.isTransient, schedule: transient }),
+          Effect.mapError(gaveUp)
         )
       })
 
@@ -910,6 +1156,7 @@ export const run = <Rec, A, Row>(
         let status: Provider.Status | undefined
         // a slot is held from create to the provider's last word; collecting and delivering happen outside it
         yield* Effect.gen(function*() {
+          yield* Effect.gen(function*() {
           if (state === "submitting") {
             // a crash between create and the ledger write: adopt the batch the provider already has
             const found = yield* retrying(provider.find(submission))
@@ -921,6 +1168,7 @@ export const run = <Rec, A, Row>(
             state = "ended"
           }
           if (state === "sealed") {
+            yield* renewLease
             yield* ledger.updateBatch(batch.id, { state: "submitting" })
             const created = yield* submitOnce(submission).pipe(
               Effect.map(Option.some),
@@ -936,6 +1184,7 @@ export const run = <Rec, A, Row>(
               state = "collected"
             }
           }
+          }).pipe(Semaphore.withPermits(creating, 1))
           if (state === "submitted" && cancelling) {
             // ask the provider to stop; a batch that already ended refuses, which is fine
             yield* retrying(provider.cancel(remote!)).pipe(
@@ -1053,6 +1302,17 @@ export const run = <Rec, A, Row>(
       yield* deliver
       const counts = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
       const state: Ledger.RunState = cancelling ? "cancelled" : counts.pendingItems === 0 ? "completed" : "failed"
+      if (state === "completed") {
+        // the sinks' dispositions: `replace` drops what earlier runs wrote, now that this run's output is whole
+        const finishing = (sink: Sink.Sink<any>, disposition: Sink.Disposition | `!${string}`) =>
+          sink.finish === undefined || disposition.startsWith("!")
+            ? Effect.void
+            : sink.finish({ runId, disposition: disposition as Sink.Disposition }).pipe(
+              Effect.mapError((e) => fail(`${sink.name}: ${e.message}`))
+            )
+        yield* finishing(pipeline.sink, sinkDisposition)
+        yield* finishing(deadLetter, dispositionFor(deadLetter, pipeline.incremental === true))
+      }
       yield* ledger.updateRun(runId, {
         state,
         message: counts.pendingItems === 0 ? null : `${counts.pendingItems} rows were not delivered`
@@ -1074,4 +1334,6 @@ export const run = <Rec, A, Row>(
       Effect.onInterrupt(() => cancelling ? Effect.void : ledger.updateRun(runId, { state: "detached" }).pipe(Effect.ignore)),
       Effect.tapError((e) => ledger.updateRun(runId, { state: "failed", message: e.message }).pipe(Effect.ignore))
     )
+  }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+    }
   }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })))

@@ -29,6 +29,8 @@ export interface Script {
   readonly failAfterCreate?: (n: number) => boolean
   /** the first N status calls of each batch answer 404 (propagation delay) */
   readonly notFoundPolls?: number
+  /** the first N status calls of each batch answer 429 with this retry-after (a rate-limit storm) */
+  readonly rateLimitedPolls?: { readonly times: number; readonly retryAfterMs: number }
   /** how long a synchronous call takes (default: no time) */
   readonly syncDelay?: Duration.Input
 }
@@ -38,6 +40,7 @@ interface RemoteState {
   readonly batchId: string
   readonly lines: ReadonlyArray<Line>
   polls: number
+  limited: number
   cancelled: boolean
 }
 
@@ -67,7 +70,7 @@ export const make = (script: Script) => {
         const refused = script.rejectSubmit?.(lines)
         if (refused !== undefined) return { refused }
         const id = `remote-${batches.size + 1}`
-        batches.set(id, { id, batchId: submission.batchId, lines, polls: 0, cancelled: false })
+        batches.set(id, { id, batchId: submission.batchId, lines, polls: 0, limited: 0, cancelled: false })
         creates.push({ batchId: submission.batchId, lines: lines.length })
         concurrent++
         maxConcurrent = Math.max(maxConcurrent, concurrent)
@@ -96,6 +99,14 @@ export const make = (script: Script) => {
             provider: "test",
             operation: "status",
             reason: new ProviderError.NotFound({ message: remote.id })
+          })
+        }
+        if (script.rateLimitedPolls !== undefined && b.limited < script.rateLimitedPolls.times) {
+          b.limited++
+          return yield* new ProviderError.ProviderError({
+            provider: "test",
+            operation: "status",
+            reason: new ProviderError.RateLimited({ message: "slow down", retryAfterMs: script.rateLimitedPolls.retryAfterMs })
           })
         }
         b.polls++
