@@ -34,6 +34,14 @@ export interface SourceOptions<S extends Schema.Top> {
   readonly delimiter?: string | undefined
   /** the name used in messages, the path by default */
   readonly name?: string | undefined
+  /**
+   * The key column (the one the pipeline's `key` reads): a malformed row whose
+   * key cell can be read carries it (`Malformed.key`, the dead letter is filed
+   * under it) and names it in its reason. The header must have it.
+   */
+  readonly key?: string | undefined
+  /** the longest record, in UTF-8 bytes (line break excluded), 16 MiB by default; a longer one is malformed */
+  readonly maxRecordBytes?: number | undefined
 }
 
 /**
@@ -47,12 +55,45 @@ export interface SourceOptions<S extends Schema.Top> {
  *   `Schema.toCodecStringTree(schema)`; columns the schema does not name are
  *   passed on (a plain struct ignores them); an empty cell of an optional key
  *   leaves the key out.
- * - A row of the wrong width, with a bad quoted field, or whose cells fail the
- *   schema is `Malformed`, e.g.
+ * - A row of the wrong width, with a bad quoted field, with bytes that are
+ *   not UTF-8, over the record limit, or whose cells fail the schema is
+ *   `Malformed`, e.g.
  *   `tickets.csv row 17 (line 19): field "priority": Expected "low" | "high", got "urgent"`,
- *   and the stream goes on. Blank lines are skipped.
- * - A missing or unreadable file, or a header without a column the schema
- *   requires, fails with `SourceError`. An empty file is an empty stream.
+ *   with its text as `raw` (the first 1,000 characters of a longer one, and
+ *   how many more there were), and the stream goes on. Blank lines are skipped.
+ * - With `key`, a malformed row carries its key when the key cell can be read:
+ *   the cell is there, not empty, and no quote error or bad byte comes before
+ *   or in it (a row of the wrong width: only when the key is the first column,
+ *   the one cell a missing or extra delimiter cannot shift). The reason then
+ *   reads `tickets.csv row 17 (line 19, id "T-0017"): …`. A record over the
+ *   limit carries its key when the key cell ends in its first 64 KiB.
+ *
+ * Broken quotes: a field that starts with `"` is quoted and ends at a quote
+ * followed (after optional whitespace) by the delimiter, a line break or the
+ * end of the file; `""` inside it is one quote. A quote followed by anything
+ * else should have been doubled: its row is malformed, and its field still
+ * runs to its closing quote, however many lines later. The parser cannot
+ * know where the writer meant the field to end, so it never guesses: text
+ * inside a field never becomes a row. What is lost is that one record —
+ * whole in the dead letter, its lines named in the reason (`the field runs
+ * to its closing quote, so lines 7–9 are this one record`), which may hold
+ * lines that were meant as rows of their own; a quoted field never closed
+ * takes the rest of the file. Fix the quote and run again.
+ *
+ * The record limit (`maxRecordBytes`, 16 MiB) is the same for every record:
+ * its UTF-8 bytes from its first byte to its line break, quoted or not. A
+ * record over it is malformed, whole: a pending one is read on to its end by
+ * the same quoting rules without being kept, so memory stays about the limit.
+ *
+ * Encoding: UTF-8, with or without BOM. A character split across two reads is
+ * put together; bytes that are not UTF-8 make their row malformed, naming the
+ * field and the bytes' file offset. A U+FFFD written in the file is a
+ * character like any other.
+ *
+ * A missing or unreadable file, a header without a column the schema
+ * requires (or without the `key` column), or a header over the limit, not
+ * UTF-8 or with a broken quote fails with `SourceError`. An empty file is an
+ * empty stream.
  *
  * @example
  * ```ts
@@ -60,7 +101,7 @@ export interface SourceOptions<S extends Schema.Top> {
  * import { Schema, Stream } from "effect"
  *
  * const Ticket = Schema.Struct({ id: Schema.String, priority: Schema.Literals(["low", "high"]), age: Schema.Int })
- * const tickets = Csv.source({ path: "tickets.csv", schema: Ticket })
+ * const tickets = Csv.source({ path: "tickets.csv", schema: Ticket, key: "id" })
  * const rows = tickets.read.pipe(Stream.filter((item) => item._tag === "Row"), Stream.runCollect)
  * ```
  *
@@ -74,12 +115,16 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
   const delimiter = options.delimiter ?? ","
   const columns = Columns.fromSchema(options.schema)
   const decode = Reason.decoder(Schema.toCodecStringTree(options.schema))
+  const max = options.maxRecordBytes
   const read = delimiter.length === 0 || /["\r\n]/.test(delimiter)
     ? Stream.fail(new SourceError({ source: name, message: `${name}: invalid delimiter ${JSON.stringify(delimiter)}` }))
+    : max !== undefined && !(Number.isSafeInteger(max) && max > 0)
+    ? Stream.fail(new SourceError({ source: name, message: `${name}: maxRecordBytes must be a positive integer, got ${max}` }))
     : TextFile.stream({
       path: options.path,
       name,
-      parser: () => Parser.make({ name, delimiter, columns, decode })
+      parser: () =>
+        Parser.make({ name, delimiter, columns, decode, key: options.key, maxRecordBytes: options.maxRecordBytes })
     })
   return { name, schema: options.schema as unknown as Schema.Codec<S["Type"], any>, read }
 }
@@ -97,11 +142,21 @@ export interface SinkOptions {
   readonly columns?: ReadonlyArray<string> | undefined
   /** the name used in messages, the folder by default */
   readonly name?: string | undefined
+  /**
+   * What a new run does to earlier runs' part files: `replace` (default) —
+   * once the run completes the folder holds its parts only, so running an
+   * unchanged pipeline again does not duplicate rows — or `append`: earlier
+   * parts stay (an incremental pipeline adding new rows). A resumed run
+   * always continues its own parts.
+   */
+  readonly disposition?: "replace" | "append" | undefined
 }
 
 /**
  * Writes rows as CSV part files (`part-<run>-<seq>.csv`, each with a header
  * line) plus `_manifest.json`, atomically; writing a part again replaces it.
+ * When a run completes, the parts of other runs are removed (`disposition:
+ * "replace"`, the default) or kept (`"append"`).
  *
  * Strings are written as they are, numbers and booleans plainly, `null` and
  * `undefined` as an empty cell, dates as ISO 8601, anything else as JSON; a
@@ -128,6 +183,7 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
   const files = PartFiles.make<A>({
     dir: options.dir,
     name: options.name,
+    disposition: options.disposition,
     format: {
       extension: "csv",
       // read at each write: columns are fixed by the first non-empty part
@@ -138,7 +194,7 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
     }
   })
   return {
-    name: files.name,
+    ...files,
     write: (part, rows) =>
       Effect.suspend(() => {
         if (columns === undefined && rows.length > 0) {

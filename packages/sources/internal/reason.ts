@@ -16,8 +16,43 @@ const MAX_GOT = 80
 export const truncate = (text: string, max: number = MAX_RAW): string =>
   text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`
 
-/** `tickets.csv row 17 (line 19)` */
-export const where = (name: string, position: number, line: number): string => `${name} row ${position} (line ${line})`
+/**
+ * The raw text of a row kept whole only up to {@link MAX_RAW} characters:
+ * `prefix` is its first characters, `total` its length in characters.
+ */
+export const truncated = (prefix: string, total: number, max: number = MAX_RAW): string =>
+  total <= max && prefix.length === total ? prefix : `${prefix.slice(0, max)}… (${total - Math.min(max, prefix.length)} more characters)`
+
+/** a key value as a reason shows it: a string quoted, at most 40 characters */
+const showKey = (value: string): string => truncate(JSON.stringify(value), 40)
+
+/**
+ * `tickets.csv row 17 (line 19)`, or with the row's key when it could be read:
+ * `tickets.csv row 17 (line 19, id "T-0017")`.
+ */
+export const where = (
+  name: string,
+  position: number,
+  line: number,
+  key?: { readonly column: string; readonly value: string } | undefined
+): string => `${name} row ${position} (line ${line}${key === undefined ? "" : `, ${key.column} ${showKey(key.value)}`})`
+
+/** `line 4`, `lines 4–9` */
+export const lines = (first: number, last: number): string => first >= last ? `line ${first}` : `lines ${first}–${last}`
+
+/** `900 bytes`, `16.0 MiB (16777216 bytes)`; with `detail`: `900 bytes (line 4)`, `16.0 MiB (16777216 bytes, line 4)` */
+export const bytes = (n: number, detail?: string): string =>
+  n < 1024
+    ? `${n} bytes${detail === undefined ? "" : ` (${detail})`}`
+    : `${n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1024 * 1024)).toFixed(1)} MiB`} (${n} bytes${
+      detail === undefined ? "" : `, ${detail}`
+    })`
+
+/** `byte E9 at offset 37` (where bytes that are not UTF-8 are in the file), at most 3 listed */
+export const invalidBytes = (invalid: ReadonlyArray<{ readonly offset: number; readonly bytes: string }>): string => {
+  const shown = invalid.slice(0, 3).map((i) => `${i.bytes.includes(" ") ? "bytes" : "byte"} ${i.bytes} at offset ${i.offset}`)
+  return shown.join(", ") + (invalid.length > 3 ? ` and ${invalid.length - 3} more` : "")
+}
 
 /** `priority`, `items[2].name` */
 export const formatPath = (path: ReadonlyArray<PropertyKey>): string => {

@@ -12,20 +12,21 @@ import { SourceError } from "@offpeak/core/Source"
 import { Array as Arr, Cause, Effect, Stream } from "effect"
 import type * as fs from "node:fs/promises"
 import { open } from "node:fs/promises"
+import * as Utf8 from "./utf8.ts"
 
 /** @internal */
 export const CHUNK_SIZE = 64 * 1024
 
 /**
- * An incremental parser: `push` takes the next piece of decoded text and
- * returns the records it completes; `end` flushes at end of file.
- * Returning a `SourceError` fails the stream.
+ * An incremental parser: `push` takes the next piece of decoded text with the
+ * bytes in it that were not UTF-8 (offsets into that piece) and returns the
+ * records it completes; `end` flushes at end of file. Returning a
+ * `SourceError` fails the stream.
  *
  * @internal
  */
 export interface Parser<Out> {
-  /** `invalid`: the bytes behind `text` were not all UTF-8 (the decoder replaced them with U+FFFD) */
-  readonly push: (text: string, invalid?: boolean) => ReadonlyArray<Out> | SourceError
+  readonly push: (text: string, invalid: ReadonlyArray<Utf8.Invalid>) => ReadonlyArray<Out> | SourceError
   readonly end: () => ReadonlyArray<Out> | SourceError
 }
 
@@ -66,26 +67,6 @@ export const readError = (options: { readonly path: string; readonly name: strin
     message: `${options.name}: ${describe(cause)}${options.name === options.path ? "" : ` (${options.path})`}`
   })
 
-const REPLACEMENT = "\uFFFD"
-
-/**
- * True when decoding `chunk` replaced bytes that are not UTF-8: the text holds
- * more U+FFFD than the chunk holds encoded U+FFFD (EF BF BD). Cheap when the
- * text has none, which is the usual case.
- *
- * @internal
- */
-export const hasInvalidBytes = (text: string, chunk: Uint8Array): boolean => {
-  if (!text.includes(REPLACEMENT)) return false
-  let decoded = 0
-  for (let i = text.indexOf(REPLACEMENT); i !== -1; i = text.indexOf(REPLACEMENT, i + 1)) decoded++
-  let encoded = 0
-  for (let i = 0; i + 2 < chunk.length; i++) {
-    if (chunk[i] === 0xef && chunk[i + 1] === 0xbf && chunk[i + 2] === 0xbd) encoded++
-  }
-  return decoded > encoded
-}
-
 /**
  * Streams the records `parser` makes of the file at `path`.
  *
@@ -98,34 +79,56 @@ export const stream = <Out>(options: Options<Out>): Stream.Stream<Out, SourceErr
       (handle: fs.FileHandle) => Effect.ignore(Effect.tryPromise(() => handle.close()))
     )
     const size = options.chunkSize ?? CHUNK_SIZE
-    const bytes = Buffer.allocUnsafe(size)
-    const decoder = new TextDecoder("utf-8")
+    // room for the (at most 3) bytes of a character the previous chunk ended inside
+    const bytes = Buffer.allocUnsafe(size + 3)
     const parser = options.parser()
     const onRead = options.onRead
+    /** bytes at the front of `bytes`, carried over from the previous chunk */
+    let carried = 0
+    /** the file offset of `bytes[0]` */
+    let offset = 0
     let done = false
 
     const read = Effect.tryPromise({
-      try: () => handle.read(bytes, 0, size, null),
+      try: () => handle.read(bytes, carried, size, null),
       catch: (cause) => readError(options, cause)
     })
+
+    const decode = (end: number): Utf8.Decoded => {
+      const decoded = Utf8.decode(bytes.subarray(0, end), offset)
+      if (offset === 0 && decoded.text.charCodeAt(0) === 0xfeff) {
+        // a byte order mark: not part of the first record
+        return { text: decoded.text.slice(1), invalid: decoded.invalid.map((i) => ({ ...i, at: i.at - 1 })) }
+      }
+      return decoded
+    }
 
     // reads chunks until the parser completes at least one record, or the file ends
     const pull: Effect.Effect<Arr.NonEmptyReadonlyArray<Out>, SourceError | Cause.Done> = Effect.suspend(() =>
       done ? Cause.done() : Effect.flatMap(read, ({ bytesRead }) => {
-        let out: ReadonlyArray<Out> | SourceError
+        let out: ReadonlyArray<Out> | SourceError = []
         if (bytesRead === 0) {
           done = true
-          const rest = decoder.decode()
-          out = rest.length > 0 ? parser.push(rest) : []
+          // bytes of a character the file ends inside: not UTF-8
+          if (carried > 0) {
+            const rest = decode(carried)
+            out = parser.push(rest.text, rest.invalid)
+          }
           if (!(out instanceof SourceError)) {
             const last = parser.end()
             out = last instanceof SourceError ? last : out.length === 0 ? last : [...out, ...last]
           }
         } else {
           onRead?.(bytesRead)
-          const chunk = bytes.subarray(0, bytesRead)
-          const text = decoder.decode(chunk, { stream: true })
-          out = parser.push(text, hasInvalidBytes(text, chunk))
+          const total = carried + bytesRead
+          const end = Utf8.completeLength(bytes, total)
+          if (end > 0) {
+            const piece = decode(end)
+            if (piece.text.length > 0) out = parser.push(piece.text, piece.invalid)
+          }
+          bytes.copyWithin(0, end, total)
+          carried = total - end
+          offset += end
         }
         if (out instanceof SourceError) {
           done = true
