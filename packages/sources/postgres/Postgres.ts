@@ -1,29 +1,64 @@
 /**
  * PostgreSQL as a source and as a sink (with pgvector), on `@effect/sql-pg`.
  *
- * `source` streams a query through a server-side cursor into typed rows:
- * rows that fail the `Schema` come out as `Malformed` with a reason naming
- * the source, the row, its key and the field. With a checkpoint column it
- * reads in that column's order and can start after a given value, so a run
- * can continue where it stopped. `sink` upserts rows on a key, one
- * transaction per part, and writes vectors to `vector(n)` columns when
- * pgvector is installed, to `real[]` otherwise.
+ * `source` streams a query into typed rows: rows that fail the `Schema` come
+ * out as `Malformed` with a reason naming the source, the row, its key and
+ * the field. `sink` upserts rows on a key, one transaction per part, writes
+ * vectors to `vector(n)` columns when pgvector is installed (`real[]`
+ * otherwise), and names the row and column of a value the database refuses.
  *
- * Each read and each write opens its own connection and closes it when done.
+ * ## What a checkpointed read reads
+ *
+ * With a checkpoint column (`updated_at`, `id`) and a `key` column, the
+ * source reads in the total order `(column, key)`: keyset pages `WHERE
+ * (column, key) > (last row read) ORDER BY column, key LIMIT batchSize`. Rows
+ * that tie on the column (2,500 rows loaded with one `now()`) are all read,
+ * each once, whatever the page size; a checkpoint names one row exactly, so a
+ * read continued after it ({@link PostgresSource.continueAfter}) starts at the
+ * next row, even inside a tie group.
+ *
+ * A run reads a snapshot ({@link PostgresSource.snapshot}): when it starts it
+ * takes `high`, the `(column, key)` of the last row in that order, and reads
+ * only rows at or before it; a resumed run reads with the same `high`. So:
+ *
+ * - a row inserted while the run reads, or edited and given a newer
+ *   `updated_at` (as an incremental pipeline asks), sorts past `high`: this
+ *   run does not meet it (not twice, not with half-old text); the next
+ *   incremental run, which continues after this run's last row, reads it with
+ *   its new values. Nothing is lost and nothing is met twice in one run.
+ * - {@link PostgresSource.count} counts the same range, so a run can check at
+ *   the end that it read every row it meant to: the range counted again holds
+ *   no more rows than were read, unless a row appeared behind the read. It may
+ *   hold fewer (rows read, then edited past `high` or deleted).
+ *
+ * The one thing this cannot see: a transaction that wrote a row with an old
+ * value of the column (`now()` is the transaction's start) and commits only
+ * after a run has read past that value. The row then sorts before a
+ * checkpoint already passed, and no incremental run reads it (the end-of-run
+ * count catches it only when it commits before the run ends). When writers
+ * can hold transactions open, leave them a lag in the query (`WHERE
+ * updated_at < now() - interval '5 minutes'`: a row becomes readable once no
+ * transaction that may still commit could have written an older value), or
+ * checkpoint on a sequence a trigger bumps on every write (the window shrinks
+ * to the time between `nextval` and the commit).
+ *
+ * Each read, count and write opens its own connection and closes it when done.
  *
  * @since 0.1.0
  */
 import type { PgClient } from "@effect/sql-pg"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import type * as Sink from "@offpeak/core/Sink"
-import { SinkError } from "@offpeak/core/Sink"
+import { Refused, SinkError, Unavailable } from "@offpeak/core/Sink"
 import type * as Source from "@offpeak/core/Source"
 import { SourceError } from "@offpeak/core/Source"
 import { Effect, Option, Result, Schema, Semaphore, Stream } from "effect"
 import type { Redacted } from "effect"
 import { SqlError } from "effect/sql"
 import * as Reason from "../internal/reason.ts"
+import * as Checkpoint from "./internal/checkpoint.ts"
 import * as Client from "./internal/client.ts"
+import * as Refusal from "./internal/refusal.ts"
 import * as Sql from "./internal/sql.ts"
 import * as Table from "./internal/table.ts"
 
@@ -42,26 +77,53 @@ export interface SourceOptions<S extends Schema.Top> {
   readonly query: string
   /** the schema of one row, decoded from the values as the driver gives them (see {@link source}) */
   readonly schema: S
-  /** the key column: named, with its value, in the reason of a `Malformed` row */
+  /**
+   * The key column: unique and never NULL. Named, with its value, in the
+   * reason of a `Malformed` row (and the row's `key`); with a checkpoint column
+   * it breaks ties, the read order being `(checkpoint column, key)`. Required
+   * with `checkpoint`.
+   */
   readonly key?: string | undefined
   /**
-   * A monotonic column of the query (`id`, `updated_at`): the source reads in
-   * its order, and with `after` only the rows past a value.
+   * A column of the query that grows as rows are added or changed (`id`,
+   * `updated_at`, a sequence bumped on each write): the source reads in
+   * `(column, key)` order, can continue after a checkpoint and can read a
+   * snapshot (see the module's notes). Needs `key`. Index `(column, key)`, or
+   * the server sorts the whole result for each page.
    */
   readonly checkpoint?: { readonly column: string } | undefined
   /**
-   * Read only the rows whose checkpoint column is greater than this value:
-   * a value from {@link checkpointOf} or {@link PostgresSource.lastCheckpoint}
-   * (the column's text form, exact for any type), or a number, bigint, string
-   * or `Date`. Needs `checkpoint`; `undefined` or `null` reads from the start.
+   * Read only the rows after this checkpoint: a value of {@link checkpointOf}
+   * or {@link PostgresSource.lastCheckpoint} (rows after that row, exactly).
+   * Anything else — a checkpoint an earlier version wrote (the column's text
+   * form alone), a number, bigint, string or `Date` — reads the rows whose
+   * column is greater than that value. Needs `checkpoint`; `undefined` or
+   * `null` reads from the start.
    */
   readonly after?: unknown
+  /**
+   * Read only the rows at or before this checkpoint (the `high` of a
+   * snapshot, see {@link PostgresSource.snapshot}); a plain value keeps the
+   * rows whose column is at most that value. Needs `checkpoint`.
+   */
+  readonly upTo?: unknown
   /** the `position` of the first row read, 1 by default (continue numbering after an earlier read) */
   readonly startPosition?: number | undefined
   /** the name used in messages, by default the query on one line */
   readonly name?: string | undefined
-  /** rows per `FETCH` from the cursor, 1000 by default: memory is about this many rows */
+  /** rows per page (`FETCH` or keyset page), 1000 by default: memory is about this many rows */
   readonly batchSize?: number | undefined
+}
+
+/**
+ * The snapshot of a checkpointed Postgres source (see {@link PostgresSource.snapshot}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PostgresSnapshot<A> extends Source.Snapshot<A> {
+  /** the same source reading only rows at or before `high` (a checkpoint) */
+  readonly upTo: (high: string) => PostgresSource<A>
 }
 
 /**
@@ -75,25 +137,37 @@ export interface PostgresSource<A> extends Source.Source<A> {
   readonly checkpoint: string | undefined
   /**
    * The checkpoint of the last row fetched from the server by any read of
-   * this source (the text form of the column), none before the first row.
-   * Rows are fetched a page (`batchSize` rows) ahead of the consumer: to
-   * continue exactly after the rows you processed, use {@link checkpointOf}
-   * on the last of them.
+   * this source, none before the first row. Rows are fetched a page
+   * (`batchSize` rows) ahead of the consumer: to continue exactly after the
+   * rows you processed, use {@link checkpointOf} on the last of them.
    */
   readonly lastCheckpoint: Effect.Effect<Option.Option<string>>
   /**
    * The same source reading only the rows after `checkpoint`, numbered from
    * `startPosition`: how a run continues after the last row it admitted
-   * (`checkpointOf` of that row, and its position + 1).
+   * (`checkpointOf` of that row, and its position + 1). An old plain-value
+   * checkpoint reads the rows whose column is greater than it.
    */
   readonly continueAfter: (checkpoint: unknown, startPosition: number) => PostgresSource<A>
+  /**
+   * With a checkpoint column: `high` is the checkpoint of the last row in
+   * `(column, key)` order now (none when the query has no row), `upTo(high)`
+   * the source bounded by it. Undefined without a checkpoint column.
+   */
+  readonly snapshot: PostgresSnapshot<A> | undefined
+  /**
+   * How many rows `read` would yield now: `SELECT count(*)` over the query,
+   * within `after` and `upTo` when the source has them.
+   */
+  readonly count: Effect.Effect<number, SourceError>
 }
 
 /**
  * The checkpoint of an item read by a Postgres source with a checkpoint
- * column: the text form of the column's value (`"42"`,
- * `"2026-11-26 10:00:00.123456+00"`). Pass it back as `after` to read the rows
- * after this one. None for items of other sources.
+ * column: the text forms of its checkpoint column and key,
+ * `{"col":"2026-11-26 10:00:00.123456+00","key":"42"}`. Pass it back as
+ * `after` (or to `continueAfter`) to read the rows after this one. None for
+ * items of other sources.
  *
  * @since 0.1.0
  * @category getters
@@ -107,6 +181,12 @@ const CURSOR = "offpeak_source"
 
 const DEFAULT_BATCH = 1_000
 
+/** the text of a key value for messages and `Malformed.key`, when it is a scalar */
+const keyText = (value: unknown): string | undefined =>
+  value === null || value === undefined || (typeof value === "object" && !(value instanceof Date))
+    ? undefined
+    : Sql.scalarText(value) ?? undefined
+
 /**
  * Streams the rows of a query.
  *
@@ -115,11 +195,23 @@ const DEFAULT_BATCH = 1_000
  *   its own), read `batchSize` rows per `FETCH` and only as fast as the stream
  *   is pulled: memory is one page, and stopping early (`Stream.take`) reads
  *   little more than what was taken. The cursor sees one snapshot: rows
- *   committed after the read began are not in it.
- * - With a checkpoint column it reads keyset pages instead (`… WHERE col >
- *   $last ORDER BY col LIMIT batchSize`), each a short statement of its own:
- *   no transaction stays open while the pipeline works (PGlite's single
- *   session included), and each page sees the rows as they are when it runs.
+ *   committed after the read began are not in it. The read holds that
+ *   transaction open until it ends: a server's
+ *   `idle_in_transaction_session_timeout` shorter than a pause of the consumer
+ *   ends it with a `SourceError`.
+ * - With a checkpoint column (and `key`) it reads keyset pages in `(column,
+ *   key)` order instead (`SELECT … FROM (<query>) … WHERE (column, key) >
+ *   ($1, $2) [AND (column, key) <= ($3, $4)] ORDER BY column, key LIMIT
+ *   batchSize`), each a short statement of its own: no transaction stays open
+ *   while the pipeline works (PGlite's single session included). Every row is
+ *   read once, ties included; each item carries its checkpoint
+ *   ({@link checkpointOf}). The module's notes say what a run reads and what
+ *   an edit during a run does.
+ * - NULL has no place in that order: a checkpointed read (and its `count` and
+ *   `snapshot.high`) fails with a `SourceError` naming the column and the row's
+ *   key when a row of the query has a NULL checkpoint column or key. Give every
+ *   row a value, or select one (`COALESCE(updated_at, created_at) AS
+ *   updated_at`, with an index on that expression).
  * - Each row is a `Row` with `position` its 1-based ordinal in the stream
  *   (from `startPosition`). Values are decoded by the schema as the driver
  *   gives them, without coercion from text: `int2`/`int4`/`float` → number,
@@ -127,18 +219,12 @@ const DEFAULT_BATCH = 1_000
  *   `json(b)` → parsed JSON, arrays → arrays, pgvector's `vector` → an array
  *   of numbers. Columns the schema does not name are passed on (a plain
  *   struct ignores them).
- * - A row failing the schema is `Malformed` and the stream goes on, e.g.
+ * - A row failing the schema is `Malformed` (with its `key` when `key` is
+ *   given) and the stream goes on, e.g.
  *   `tickets row 17 (id 42): field "priority": Expected "low" | "high", got "urgent"`.
- * - With `checkpoint`, the query is wrapped (`SELECT … FROM (<query>) …
- *   WHERE <column> > $after ORDER BY <column>`), and each item carries the
- *   checkpoint's text form ({@link checkpointOf}). The column must be
- *   monotonic and unique: rows that tie with `after` are not read again.
- *   Index it, or the server sorts the whole result first.
  * - An unreachable server, a refused login or a failing query fails with
- *   `SourceError` naming the source (never the password). The read holds one
- *   transaction open until it ends: a server's
- *   `idle_in_transaction_session_timeout` shorter than a pause of the
- *   consumer ends it with a `SourceError`; continue after the last checkpoint.
+ *   `SourceError` naming the source (never the password). A checkpoint column
+ *   without `key` is a programming error: `source` throws a `TypeError`.
  *
  * @example
  * ```ts
@@ -148,10 +234,10 @@ const DEFAULT_BATCH = 1_000
  * const Doc = Schema.Struct({ id: Schema.Number, body: Schema.String })
  * const docs = Postgres.source({
  *   url: process.env.DATABASE_URL!,
- *   query: "SELECT id, body FROM docs WHERE lang = 'en'",
+ *   query: "SELECT id, body, updated_at FROM docs WHERE lang = 'en'",
  *   schema: Doc,
  *   key: "id",
- *   checkpoint: { column: "id" },
+ *   checkpoint: { column: "updated_at" },
  *   name: "docs"
  * })
  * // a run that admitted rows up to `last` (position 5000) continues with:
@@ -165,9 +251,18 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
   options: SourceOptions<S>
 ): PostgresSource<S["Type"]> => {
   const name = options.name ?? `query ${JSON.stringify(Reason.truncate(Sql.oneLine(options.query), 60))}`
-  const batchSize = options.batchSize ?? DEFAULT_BATCH
   const column = options.checkpoint?.column
-  const hasAfter = options.after !== undefined && options.after !== null
+  if (column !== undefined && (options.key === undefined || options.key === "")) {
+    throw new TypeError(
+      `Postgres.source ${name}: checkpoint column ${JSON.stringify(column)} needs the \`key\` option (a unique, ` +
+        `non-NULL column of the query, e.g. key: "id"): rows are read in (${column}, key) order so that rows tied on ` +
+        `${JSON.stringify(column)} are never skipped`
+    )
+  }
+  const batchSize = options.batchSize ?? DEFAULT_BATCH
+  const given = (value: unknown) => value !== undefined && value !== null
+  const after = given(options.after) ? Checkpoint.decode(options.after) : undefined
+  const upTo = given(options.upTo) ? Checkpoint.decode(options.upTo) : undefined
   const decode = Reason.decoder(options.schema)
   const sourceError = (message: string) => new SourceError({ source: name, message: `${name}: ${message}` })
   let last: Option.Option<string> = Option.none()
@@ -176,94 +271,169 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
     ? `batchSize must be a positive integer, got ${batchSize}`
     : options.startPosition !== undefined && (!Number.isInteger(options.startPosition) || options.startPosition < 1)
     ? `startPosition must be a positive integer, got ${options.startPosition}`
-    : hasAfter && column === undefined
+    : after !== undefined && column === undefined
     ? "`after` needs a checkpoint column"
+    : upTo !== undefined && column === undefined
+    ? "`upTo` needs a checkpoint column"
     : column !== undefined && Sql.identifierProblem(column) !== undefined
     ? `invalid checkpoint column: ${Sql.identifierProblem(column)}`
+    : options.key !== undefined && Sql.identifierProblem(options.key) !== undefined
+    ? `invalid key column: ${Sql.identifierProblem(options.key)}`
     : Sql.trimQuery(options.query).length === 0
     ? "the query is empty"
     : undefined
 
-  const statement = Sql.sourceQuery({ query: options.query, checkpoint: column, hasAfter })
-  const params = hasAfter ? [options.after instanceof Date ? options.after.toISOString() : options.after] : []
+  const keyset: Sql.Keyset | undefined = column === undefined
+    ? undefined
+    : { query: options.query, column, key: options.key! }
+
+  /** a row whose checkpoint column or key is NULL cannot be placed in the read order */
+  const nullError = (keyset: Sql.Keyset, found: { readonly key: string | null; readonly col?: string | null }) =>
+    sourceError(
+      found.key === null
+        ? `the key column ${JSON.stringify(keyset.key)} is NULL in a row${
+          found.col === null || found.col === undefined ? "" : ` (${keyset.column} ${JSON.stringify(found.col)})`
+        }: a checkpointed read orders rows by (${keyset.column}, ${keyset.key}) and cannot place it; the key must be unique and not NULL`
+        : `the checkpoint column ${JSON.stringify(keyset.column)} is NULL in the row with ${keyset.key} ${
+          JSON.stringify(found.key)
+        }: a checkpointed read orders rows by (${keyset.column}, ${keyset.key}) and cannot place it; give every row a value, ` +
+          `or select one (e.g. COALESCE(${keyset.column}, …) AS ${keyset.column})`
+    )
+
+  /** fails when a row of the query has a NULL checkpoint column or key */
+  const refuseNulls = (client: PgClient.PgClient, keyset: Sql.Keyset) =>
+    Effect.flatMap(
+      client.unsafe<{ key: string | null; col: string | null }>(Sql.keysetNulls(keyset)),
+      (rows) => rows.length === 0 ? Effect.void : Effect.fail(nullError(keyset, rows[0]!))
+    )
+
+  const toSourceError = <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError, R>) =>
+    Effect.mapError(effect, (error) =>
+      SqlError.isSqlError(error) ? sourceError(`${Client.where(options.url)}: ${Client.describe(error)}`) : error as E)
+
+  /** runs `f` on a connection of its own */
+  const withClient = <A>(
+    f: (client: PgClient.PgClient) => Effect.Effect<A, SourceError | SqlError.SqlError>
+  ): Effect.Effect<A, SourceError> =>
+    problem !== undefined
+      ? Effect.fail(sourceError(problem))
+      : toSourceError(Effect.scoped(Effect.flatMap(Client.open(options.url), f)))
 
   const toItem = (row: Record<string, unknown>, position: number): Source.Item<S["Type"]> => {
     let checkpoint: string | undefined
-    if (column !== undefined) {
-      checkpoint = row[Sql.CHECKPOINT_FIELD] as string
+    let key: string | undefined
+    if (keyset !== undefined) {
+      key = row[Sql.KEY_FIELD] as string
+      checkpoint = Checkpoint.encode(row[Sql.CHECKPOINT_FIELD] as string, key)
+      // the last property first: V8 keeps the object in fast mode when the last-added property goes
+      delete row[Sql.KEY_FIELD]
       delete row[Sql.CHECKPOINT_FIELD]
+    } else if (options.key !== undefined && Object.hasOwn(row, options.key)) {
+      key = keyText(row[options.key])
     }
     const decoded = decode(row)
     const extra = checkpoint === undefined ? {} : { checkpoint }
     if (Result.isSuccess(decoded)) return { _tag: "Row", position, value: decoded.success, ...extra }
-    const key = options.key !== undefined && Object.hasOwn(row, options.key)
+    const shown = options.key !== undefined && Object.hasOwn(row, options.key)
       ? ` (${options.key} ${Sql.showValue(row[options.key], 40)})`
       : ""
     return {
       _tag: "Malformed",
       position,
-      reason: `${name} row ${position}${key}: ${Reason.schemaReason(decoded.failure, row)}`,
+      reason: `${name} row ${position}${shown}: ${Reason.schemaReason(decoded.failure, row)}`,
       raw: Reason.truncate(Sql.jsonText(row)),
+      ...(key === undefined ? {} : { key }),
       ...extra
     }
   }
 
-  const toItems = (rows: ReadonlyArray<Record<string, unknown>>, from: number) => {
-    const items = rows.map((row, i) => toItem(row, from + i + 1))
-    const lastItem = items.at(-1)
-    if (lastItem !== undefined && column !== undefined) last = checkpointOf(lastItem)
-    return items
+  // keyset pages in (column, key) order, one short statement each, so no transaction stays open while the
+  // pipeline works (and PGlite's single session is never held)
+  const keysetRead = (client: PgClient.PgClient, keyset: Sql.Keyset) => {
+    let position = (options.startPosition ?? 1) - 1
+    type Page = readonly [ReadonlyArray<Source.Item<S["Type"]>>, Option.Option<Sql.Bound | undefined>]
+    const pageAfter = (from: Sql.Bound | undefined): Effect.Effect<Page, SourceError | SqlError.SqlError> =>
+      Effect.flatMap(
+        Effect.suspend(() => {
+          const page = Sql.keysetPage(keyset, { after: from, upTo }, batchSize)
+          return client.unsafe<Record<string, unknown>>(page.sql, page.params)
+        }),
+        (rows): Effect.Effect<Page, SourceError> => {
+          if (rows.length === 0) return Effect.succeed([[], Option.none()])
+          // a row given a NULL after the check
+          for (const row of rows) {
+            const col = row[Sql.CHECKPOINT_FIELD] as string | null
+            const key = row[Sql.KEY_FIELD] as string | null
+            if (col === null || key === null) return Effect.fail(nullError(keyset, { key, col }))
+          }
+          const lastRow = rows.at(-1)!
+          const next: Sql.Bound = {
+            _tag: "Row",
+            column: lastRow[Sql.CHECKPOINT_FIELD] as string,
+            key: lastRow[Sql.KEY_FIELD] as string
+          }
+          const items = rows.map((row) => toItem(row, ++position))
+          last = checkpointOf(items.at(-1)!)
+          return Effect.succeed([items, rows.length < batchSize ? Option.none() : Option.some(next)])
+        }
+      )
+    return Stream.paginate(after, pageAfter)
   }
 
-  // with a checkpoint column: keyset pages (`WHERE col > $last ORDER BY col LIMIT n`), one short statement each,
-  // so no transaction stays open while the pipeline works (and PGlite's single session is never held)
-  const keysetRead = (client: PgClient.PgClient) => {
-    const page = (after: boolean) => `${Sql.sourceQuery({ query: options.query, checkpoint: column, hasAfter: after })} LIMIT ${batchSize}`
+  const cursorRead = Stream.unwrap(Effect.gen(function*() {
+    const client = yield* Client.open(options.url, { vectors: true })
+    const conn = yield* client.reserve
+    yield* conn.executeUnprepared("BEGIN", [], undefined)
+    // closes the cursor and ends the transaction whether the stream ends, fails or is interrupted
+    yield* Effect.addFinalizer(() => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)))
+    yield* conn.executeUnprepared(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${Sql.trimQuery(options.query)}`, [], undefined)
+    const fetch = `FETCH FORWARD ${batchSize} FROM ${CURSOR}`
     let position = (options.startPosition ?? 1) - 1
-    return Stream.paginate(
-      { statement: page(hasAfter), params: params as ReadonlyArray<unknown> },
-      (next) =>
-        Effect.map(client.unsafe<Record<string, unknown>>(next.statement, next.params), (rows) => {
-          const items = toItems(rows, position)
-          position += items.length
-          const cp = Option.getOrUndefined(last)
-          return [
-            items,
-            rows.length < batchSize || cp === undefined ? Option.none() : Option.some({ statement: page(true), params: [cp] })
-          ] as const
-        })
-    )
-  }
+    return Stream.paginate(undefined, () =>
+      Effect.map(conn.executeUnprepared(fetch, [], undefined), (rows) => {
+        const items = (rows as ReadonlyArray<Record<string, unknown>>).map((row) => toItem(row, ++position))
+        return [items, rows.length < batchSize ? Option.none() : Option.some(undefined)] as const
+      }))
+  }))
 
   const read: Stream.Stream<Source.Item<S["Type"]>, SourceError> = problem !== undefined
     ? Stream.fail(sourceError(problem))
-    : column !== undefined
-    ? Stream.unwrap(Effect.map(Client.open(options.url, { vectors: true }), keysetRead)).pipe(
-      Stream.mapError((error) =>
-        SqlError.isSqlError(error) ? sourceError(`${Client.where(options.url)}: ${Client.describe(error)}`) : error
+    : (keyset !== undefined
+      ? Stream.unwrap(Effect.gen(function*() {
+        const client = yield* Client.open(options.url, { vectors: true })
+        yield* refuseNulls(client, keyset)
+        return keysetRead(client, keyset)
+      }))
+      : cursorRead).pipe(
+        Stream.mapError((error) =>
+          SqlError.isSqlError(error) ? sourceError(`${Client.where(options.url)}: ${Client.describe(error)}`) : error
+        )
       )
-    )
-    : Stream.unwrap(Effect.gen(function*() {
-      const client = yield* Client.open(options.url, { vectors: true })
-      const conn = yield* client.reserve
-      yield* conn.executeUnprepared("BEGIN", [], undefined)
-      // closes the cursor and ends the transaction whether the stream ends, fails or is interrupted
-      yield* Effect.addFinalizer(() => Effect.ignore(conn.executeUnprepared("ROLLBACK", [], undefined)))
-      yield* conn.executeUnprepared(`DECLARE ${CURSOR} NO SCROLL CURSOR FOR ${statement}`, params, undefined)
-      const fetch = `FETCH FORWARD ${batchSize} FROM ${CURSOR}`
-      let position = (options.startPosition ?? 1) - 1
-      return Stream.paginate(undefined, () =>
-        Effect.map(conn.executeUnprepared(fetch, [], undefined), (rows) => {
-          const items = (rows as ReadonlyArray<Record<string, unknown>>).map((row) => toItem(row, ++position))
-          const lastItem = items.at(-1)
-          if (lastItem !== undefined && column !== undefined) last = checkpointOf(lastItem)
-          return [items, rows.length < batchSize ? Option.none() : Option.some(undefined)] as const
-        }))
-    })).pipe(
-      Stream.mapError((error) =>
-        SqlError.isSqlError(error) ? sourceError(`${Client.where(options.url)}: ${Client.describe(error)}`) : error
-      )
-    )
+
+  const count: Effect.Effect<number, SourceError> = withClient((client) =>
+    keyset === undefined
+      ? Effect.map(client.unsafe<{ n: unknown }>(Sql.countQuery(options.query)), (rows) => Number(rows[0]!.n))
+      : Effect.andThen(refuseNulls(client, keyset), () => {
+        const q = Sql.keysetCount(keyset, { after, upTo })
+        return Effect.map(client.unsafe<{ n: unknown }>(q.sql, q.params), (rows) => Number(rows[0]!.n))
+      })
+  )
+
+  const snapshot: PostgresSnapshot<S["Type"]> | undefined = keyset === undefined ? undefined : {
+    high: withClient((client) =>
+      Effect.andThen(refuseNulls(client, keyset), () =>
+        Effect.flatMap(
+          client.unsafe<{ col: string | null; key: string | null }>(Sql.keysetHigh(keyset)),
+          (rows) => {
+            const top = rows[0]
+            if (top === undefined) return Effect.succeed(Option.none<string>())
+            if (top.col === null || top.key === null) return Effect.fail(nullError(keyset, top))
+            return Effect.succeed(Option.some(Checkpoint.encode(top.col, top.key)))
+          }
+        ))
+    ),
+    upTo: (high) => source({ ...options, upTo: high })
+  }
 
   return {
     name,
@@ -271,11 +441,24 @@ export const source = <S extends Schema.Top & { readonly DecodingServices: never
     read,
     checkpoint: column,
     lastCheckpoint: Effect.sync(() => last),
-    continueAfter: (checkpoint, startPosition) => source({ ...options, after: checkpoint, startPosition })
+    continueAfter: (checkpoint, startPosition) => source({ ...options, after: checkpoint, startPosition }),
+    snapshot,
+    count
   }
 }
 
 // ===== Sink =====
+
+/** a statement of a part the server refused for its values: which one, and the error */
+class StatementRefused {
+  readonly _tag = "StatementRefused"
+  readonly statement: number
+  readonly error: SqlError.SqlError
+  constructor(statement: number, error: SqlError.SqlError) {
+    this.statement = statement
+    this.error = error
+  }
+}
 
 /**
  * Options of {@link sink}.
@@ -334,9 +517,30 @@ export interface SinkOptions {
  *   each vector column's type: `vector(n)` is written in pgvector's text form,
  *   `real[]`/`double precision[]` as an array; it says which in one
  *   `Effect.logInfo` line. A dimension mismatch fails the write.
- * - A row without a value for a key column, a column the table does not
- *   have, an unreachable server or a refused statement fails the write with
- *   `SinkError` (nothing of the part is kept).
+ * - Its disposition is `merge` (`dispositions: ["merge"]`): a rerun upserts
+ *   on the key, rows of other keys stay.
+ * - A value the database cannot store fails the write with a `SinkError`
+ *   whose `reason` is `Refused { message, row, column }` (`row` the index in
+ *   the rows given to `write`), and nothing of the part is kept, so the
+ *   pipeline can set that row apart and write the rest. Found before sending:
+ *   a row that is not an object or has no key value, a string holding a NUL
+ *   character (`\u0000`) for a text, array or `bytea` column (or anywhere in
+ *   a `jsonb` value; `json` keeps it), a string longer than a `varchar(n)` or
+ *   `char(n)` column, a vector that is not numbers. Refused by the server:
+ *   SQLSTATE class 22 (bad input syntax, out of range, wrong vector
+ *   dimension…), class 23 (NOT NULL, unique on another index, foreign key,
+ *   check), 21000 (two keys equal for the column but not as text), 54000 (a
+ *   value too large for an index) and 42804 when it names a parameter. The
+ *   row comes from the parameter the server names, else from a search inside
+ *   the failed statement (after the part's transaction is rolled back, a
+ *   second one, rolled back too, writes the statements before it again and
+ *   tries prefixes of its rows under a savepoint: about ten probes for 1000
+ *   rows; nothing costs more until a value is refused); the column from the
+ *   parameter or the server's error. A refusal found only at `COMMIT` (a
+ *   deferred constraint) is `Refused` without a row.
+ * - Anything else — an unreachable server, a missing table or column, a
+ *   lost connection — fails with `reason` `Unavailable`: not the rows' fault,
+ *   the run stops and resumes later.
  *
  * @example
  * ```ts
@@ -358,7 +562,9 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
   const name = options.name ?? (options.schema === undefined ? options.table : `${options.schema}.${options.table}`)
   const keys: ReadonlyArray<string> = typeof options.key === "string" ? [options.key] : [...options.key]
   const vectorColumns = options.vectorColumns ?? []
-  const sinkError = (message: string) => new SinkError({ sink: name, message: `${name}: ${message}` })
+  /** a `SinkError` that is not the rows' fault */
+  const unavailable = (message: string): SinkError =>
+    new SinkError({ sink: name, message: `${name}: ${message}`, reason: new Unavailable({ message }) })
   const lock = Semaphore.makeUnsafe(1)
   let columns: ReadonlyArray<string> | undefined = options.columns
   let plan: Table.Plan | undefined
@@ -400,13 +606,13 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
           : null
         if (options.createTable !== undefined) {
           const create = Table.createStatement(tableOptions, pgvector)
-          if (create instanceof Table.PlanProblem) return yield* sinkError(create.message)
+          if (create instanceof Table.PlanProblem) return yield* unavailable(create.message)
           // a concurrent CREATE of the same table can fail on the catalog's unique index: the table is there then
           yield* client.unsafe(create).pipe(Effect.catchReason("SqlError", "UniqueViolation", () => Effect.void))
         }
         const found = yield* Table.columnsOf(client, Sql.qualified(options.schema, options.table))
         const made = Table.plan(tableOptions, found, pgvector)
-        if (made instanceof Table.PlanProblem) return yield* sinkError(made.message)
+        if (made instanceof Table.PlanProblem) return yield* unavailable(made.message)
         if (vectorColumns.length > 0) {
           const modes = [...made.vectorModes].map(([c, mode]) =>
             `${JSON.stringify(c)} as ${mode === "vector" ? found.find((f) => f.name === c)!.type : "real[]"}`
@@ -422,45 +628,125 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
       })
     }))
 
-  /** the parameters of each row, keyed rows deduplicated (the last wins) */
+  const where = (part: Sink.Part) => `part ${part.runId}/${part.seq}`
+
+  /** a `SinkError` refusing row `index` (0-based) of the rows given to `write` */
+  const refused = (
+    part: Sink.Part,
+    index: number,
+    row: unknown,
+    column: string | undefined,
+    problem: string
+  ): SinkError => {
+    const record = typeof row === "object" && row !== null ? row as Record<string, unknown> : {}
+    const shownKeys = keys.filter((k) => record[k] !== null && record[k] !== undefined)
+    const key = shownKeys.length === 0 ? "" : shownKeys.map((k) => `${k} ${Sql.showValue(record[k], 40)}`).join(", ")
+    const detail = `${column === undefined ? "" : `column ${JSON.stringify(column)}: `}${problem}`
+    return new SinkError({
+      sink: name,
+      message: `${name}: ${where(part)} row ${index + 1}${key === "" ? "" : ` (${key})`}: ${detail}`,
+      reason: new Refused({
+        message: `${key === "" ? "" : `${key}: `}${detail}`,
+        row: index,
+        ...(column === undefined ? {} : { column })
+      })
+    })
+  }
+
+  /** the rows encoded: parameters per row and the index of the row in `rows` (keys deduplicated, the last wins) */
   const encode = (
     p: Table.Plan,
     part: Sink.Part,
     rows: ReadonlyArray<A>
-  ): Effect.Effect<Array<ReadonlyArray<unknown>>, SinkError> =>
+  ): Effect.Effect<{ readonly params: Array<ReadonlyArray<unknown>>; readonly index: Array<number> }, SinkError> =>
     Effect.suspend(() => {
-      const byKey = new Map<string, ReadonlyArray<unknown>>()
+      const byKey = new Map<string, readonly [ReadonlyArray<unknown>, number]>()
       for (let i = 0; i < rows.length; i++) {
         const row = rows[i] as unknown
-        const where = `part ${part.runId}/${part.seq} row ${i + 1}`
-        if (typeof row !== "object" || row === null) return Effect.fail(sinkError(`${where} is not an object`))
+        if (typeof row !== "object" || row === null) {
+          return Effect.fail(refused(part, i, row, undefined, "the row is not an object"))
+        }
         const record = row as Record<string, unknown>
         const keyValues: Array<unknown> = []
         for (const k of p.keys) {
           const v = record[k]
-          if (v === null || v === undefined) {
-            return Effect.fail(sinkError(`${where} has no value for key column ${JSON.stringify(k)}`))
-          }
+          if (v === null || v === undefined) return Effect.fail(refused(part, i, row, k, "no value for the key column"))
           keyValues.push(v)
         }
         const params: Array<unknown> = []
         for (let c = 0; c < p.columns.length; c++) {
           const encoded = p.encoders[c]!(record[p.columns[c]!])
-          if ("error" in encoded) {
-            return Effect.fail(sinkError(
-              `${where} (${keys.map((k, j) => `${k} ${Sql.showValue(keyValues[j], 40)}`).join(", ")}): column ${
-                JSON.stringify(p.columns[c])
-              }: ${encoded.error}`
-            ))
-          }
+          if ("error" in encoded) return Effect.fail(refused(part, i, row, p.columns[c], encoded.error))
           params.push(encoded.ok)
         }
         const id = Sql.jsonText(keyValues.map((v) => Sql.scalarText(v)))
         byKey.delete(id)
-        byKey.set(id, params)
+        byKey.set(id, [params, i])
       }
-      return Effect.succeed([...byKey.values()])
+      const params: Array<ReadonlyArray<unknown>> = []
+      const index: Array<number> = []
+      for (const [row, i] of byKey.values()) {
+        params.push(row)
+        index.push(i)
+      }
+      return Effect.succeed({ params, index })
     })
+
+  const SAVEPOINT = "offpeak_probe"
+
+  /**
+   * The row of a statement the server refused: the row and column the error
+   * names when it names a parameter; else, in a transaction of its own that is
+   * rolled back, the statements before it again (a row may clash with one
+   * written before) and then prefixes of its rows under a savepoint: the
+   * shortest prefix that still fails ends with the row at fault (about ten
+   * probes for 1000 rows).
+   */
+  const locate = (
+    client: PgClient.PgClient,
+    p: Table.Plan,
+    part: Sink.Part,
+    rows: ReadonlyArray<A>,
+    encoded: { readonly params: ReadonlyArray<ReadonlyArray<unknown>>; readonly index: ReadonlyArray<number> },
+    statements: ReadonlyArray<Table.Statement>,
+    failed: StatementRefused
+  ): Effect.Effect<never, SinkError | SqlError.SqlError> => {
+    const width = p.columns.length
+    const statement = statements[failed.statement]!
+    const at = (inStatement: number, error: SqlError.SqlError) => {
+      const server = Refusal.serverError(error)
+      const parameter = Refusal.parameterOf(server.where)
+      const index = encoded.index[statement.first + inStatement]!
+      const column = parameter !== undefined ? p.columns[(parameter - 1) % width] : server.column
+      const detail = server.detail === undefined ? "" : ` (${server.detail})`
+      return refused(part, index, rows[index], column, Reason.truncate(`${server.message ?? Client.describe(error)}${detail}`))
+    }
+    const parameter = Refusal.parameterOf(Refusal.serverError(failed.error).where)
+    if (parameter !== undefined) return Effect.fail(at(Math.floor((parameter - 1) / width), failed.error))
+    if (statement.rows === 1) return Effect.fail(at(0, failed.error))
+    return client.withTransaction(Effect.gen(function*() {
+      for (const before of statements.slice(0, failed.statement)) yield* client.unsafe(before.sql, before.params)
+      yield* client.unsafe(`SAVEPOINT ${SAVEPOINT}`)
+      let ok = 0
+      let failing = statement.rows
+      let failure = failed.error
+      while (failing - ok > 1) {
+        const mid = (ok + failing) >>> 1
+        const probe = Table.statements(p, encoded.params.slice(statement.first, statement.first + mid))
+        const result = yield* Effect.result(Effect.forEach(probe, (s) => client.unsafe(s.sql, s.params), { discard: true }))
+        if (result._tag === "Failure" && !Refusal.isRefusal(Refusal.serverError(result.failure))) return yield* result.failure
+        yield* client.unsafe(`ROLLBACK TO SAVEPOINT ${SAVEPOINT}`)
+        if (result._tag === "Success") {
+          ok = mid
+        } else {
+          failing = mid
+          failure = result.failure
+        }
+      }
+      // failing, so that the transaction is rolled back
+      return yield* at(failing - 1, failure)
+    }))
+  }
 
   const write = (part: Sink.Part, rows: ReadonlyArray<A>): Effect.Effect<void, SinkError> =>
     Effect.gen(function*() {
@@ -468,31 +754,45 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
       if (columns === undefined) {
         const first = rows[0] as unknown
         if (typeof first !== "object" || first === null) {
-          return yield* sinkError(`part ${part.runId}/${part.seq} row 1 is not an object`)
+          return yield* refused(part, 0, first, undefined, "the row is not an object")
         }
         columns = Object.keys(first)
       }
       const problem = identifiers()
-      if (problem !== undefined) return yield* sinkError(problem)
+      if (problem !== undefined) return yield* unavailable(problem)
       const client = yield* Client.open(options.url)
       const p = yield* prepare(client, columns)
       const encoded = yield* encode(p, part, rows)
-      const statements = Table.statements(p, encoded)
+      const statements = Table.statements(p, encoded.params)
       yield* client.withTransaction(
         Effect.forEach(
           statements,
-          (s, i) => client.unsafe(s.sql, s.params).pipe(Effect.tap(() => i === 0 ? Failpoint.hit("part.writing") : Effect.void)),
+          (s, i) =>
+            client.unsafe(s.sql, s.params).pipe(
+              Effect.mapError((error) =>
+                Refusal.isRefusal(Refusal.serverError(error)) ? new StatementRefused(i, error) : error
+              ),
+              Effect.tap(() => i === 0 ? Failpoint.hit("part.writing") : Effect.void)
+            ),
           { discard: true }
+        )
+      ).pipe(
+        Effect.catchIf(
+          (error): error is StatementRefused => error instanceof StatementRefused,
+          (failed) => locate(client, p, part, rows, encoded, statements, failed)
         )
       )
     }).pipe(
       Effect.scoped,
-      Effect.mapError((error) =>
-        SqlError.isSqlError(error)
-          ? sinkError(`part ${part.runId}/${part.seq}: ${Client.where(options.url)}: ${Client.describe(error)}`)
-          : error
-      )
+      Effect.mapError((error) => {
+        if (!SqlError.isSqlError(error)) return error
+        const message = `${where(part)}: ${Client.where(options.url)}: ${Client.describe(error)}`
+        // a refusal no statement can be blamed for (a deferred constraint checked at COMMIT): the part's rows
+        return Refusal.isRefusal(Refusal.serverError(error))
+          ? new SinkError({ sink: name, message: `${name}: ${message}`, reason: new Refused({ message: Client.describe(error) }) })
+          : unavailable(message)
+      })
     )
 
-  return { name, write }
+  return { name, write, dispositions: ["merge"] }
 }

@@ -39,25 +39,126 @@ export const trimQuery = (query: string): string => query.replace(/[\s;]+$/u, ""
 /** the query with whitespace collapsed, for messages */
 export const oneLine = (query: string): string => query.replace(/\s+/gu, " ").trim()
 
-/** the column that carries the checkpoint's text form in the cursor's rows */
+/** the column that carries the checkpoint column's text form in a keyset page's rows */
 export const CHECKPOINT_FIELD = "__offpeak_checkpoint"
 
+/** the column that carries the key column's text form in a keyset page's rows */
+export const KEY_FIELD = "__offpeak_key"
+
+/** the alias of the user's query when it is wrapped */
+const ALIAS = "offpeak_q"
+
+/** the user's query wrapped as a subquery: `(\n<query>\n) AS offpeak_q` */
+const wrapped = (query: string): string => `(\n${trimQuery(query)}\n) AS ${ALIAS}`
+
+/** `offpeak_q."name"` */
+const ref = (name: string): string => `${ALIAS}.${quoteIdent(name)}`
+
 /**
- * The statement behind the source's cursor: the query as it is, or wrapped to
- * add the checkpoint's text form, keep the rows after `$1` and order by the
- * checkpoint column.
+ * A bound of a keyset read: a row position (the checkpoint column's and the
+ * key's text forms: compared as the row value `(col, key)`), or a plain value
+ * of the checkpoint column (a checkpoint written by an earlier version, or a
+ * value the user gave: compared on the column alone).
  */
-export const sourceQuery = (options: {
+export type Bound =
+  | { readonly _tag: "Row"; readonly column: string; readonly key: string }
+  | { readonly _tag: "Value"; readonly value: unknown }
+
+/** the columns a keyset read orders by */
+export interface Keyset {
   readonly query: string
-  readonly checkpoint?: string | undefined
-  readonly hasAfter: boolean
-}): string => {
-  const query = trimQuery(options.query)
-  if (options.checkpoint === undefined) return query
-  const column = `offpeak_q.${quoteIdent(options.checkpoint)}`
-  const where = options.hasAfter ? ` WHERE ${column} > $1` : ""
-  return `SELECT offpeak_q.*, (${column})::text AS ${CHECKPOINT_FIELD} FROM (\n${query}\n) AS offpeak_q${where} ORDER BY ${column}`
+  readonly column: string
+  readonly key: string
 }
+
+/** SQL text and its parameters */
+export interface Query {
+  readonly sql: string
+  readonly params: ReadonlyArray<unknown>
+}
+
+/** a value as a parameter: `Date` as ISO 8601 text (the server parses it with the column's type) */
+const param = (value: unknown): unknown => value instanceof Date ? value.toISOString() : value
+
+/** `WHERE` conditions keeping the rows after `after` and at or before `upTo` (parameters numbered from `$1`) */
+const range = (
+  keyset: Keyset,
+  bounds: { readonly after?: Bound | undefined; readonly upTo?: Bound | undefined }
+): Query => {
+  const conditions: Array<string> = []
+  const params: Array<unknown> = []
+  const column = ref(keyset.column)
+  const key = ref(keyset.key)
+  const add = (bound: Bound, op: ">" | "<=") => {
+    if (bound._tag === "Row") {
+      params.push(bound.column, bound.key)
+      conditions.push(`(${column}, ${key}) ${op} ($${params.length - 1}, $${params.length})`)
+    } else {
+      params.push(param(bound.value))
+      conditions.push(`${column} ${op} $${params.length}`)
+    }
+  }
+  if (bounds.after !== undefined) add(bounds.after, ">")
+  if (bounds.upTo !== undefined) add(bounds.upTo, "<=")
+  return { sql: conditions.length === 0 ? "" : ` WHERE ${conditions.join(" AND ")}`, params }
+}
+
+/**
+ * One keyset page: the rows of the query after `after` and at or before
+ * `upTo`, in `(column, key)` order, at most `limit`, each with the text forms
+ * of its checkpoint column and key ({@link CHECKPOINT_FIELD}, {@link KEY_FIELD}).
+ */
+export const keysetPage = (
+  keyset: Keyset,
+  bounds: { readonly after?: Bound | undefined; readonly upTo?: Bound | undefined },
+  limit: number
+): Query => {
+  const where = range(keyset, bounds)
+  const column = ref(keyset.column)
+  const key = ref(keyset.key)
+  return {
+    sql: `SELECT ${ALIAS}.*, (${column})::text AS ${CHECKPOINT_FIELD}, (${key})::text AS ${KEY_FIELD} FROM ${
+      wrapped(keyset.query)
+    }${where.sql} ORDER BY ${column}, ${key} LIMIT ${limit}`,
+    params: where.params
+  }
+}
+
+/**
+ * The last row of the query in `(column, key)` order: its text forms as
+ * `col` and `key`. A descending scan puts NULLs first, so a NULL in either
+ * column shows here.
+ */
+export const keysetHigh = (keyset: Keyset): string => {
+  const column = ref(keyset.column)
+  const key = ref(keyset.key)
+  return `SELECT (${column})::text AS col, (${key})::text AS key FROM ${wrapped(keyset.query)} ORDER BY ${column} DESC, ${key} DESC LIMIT 1`
+}
+
+/** how many rows of the query lie after `after` and at or before `upTo` */
+export const keysetCount = (
+  keyset: Keyset,
+  bounds: { readonly after?: Bound | undefined; readonly upTo?: Bound | undefined }
+): Query => {
+  const where = range(keyset, bounds)
+  return { sql: `SELECT count(*) AS n FROM ${wrapped(keyset.query)}${where.sql}`, params: where.params }
+}
+
+/**
+ * A row whose checkpoint column or key is NULL (it has no place in the
+ * order): the text forms of its key and column (`key`, `col`); no row when
+ * there is none.
+ */
+export const keysetNulls = (keyset: Keyset): string => {
+  const column = ref(keyset.column)
+  const key = ref(keyset.key)
+  return `SELECT (${key})::text AS key, (${column})::text AS col FROM ${
+    wrapped(keyset.query)
+  } WHERE ${column} IS NULL OR ${key} IS NULL LIMIT 1`
+}
+
+/** how many rows the query returns */
+export const countQuery = (query: string): string => `SELECT count(*) AS n FROM ${wrapped(query)}`
 
 // ===== Values =====
 

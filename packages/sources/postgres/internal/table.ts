@@ -13,8 +13,10 @@ import * as Sql from "./sql.ts"
 /** a column of the target table */
 export interface Column {
   readonly name: string
-  /** `format_type`: `vector(3)`, `real[]`, `text` */
+  /** `format_type`: `vector(3)`, `real[]`, `text`, `character varying(20)` */
   readonly type: string
+  /** the type without its modifier: `vector`, `character varying` (what a cast may name without cutting values) */
+  readonly base: string
   readonly typname: string
   /** `pg_type.typcategory`: `A` for arrays */
   readonly category: string
@@ -25,7 +27,11 @@ export interface Column {
 /** how the vectors of a vector column are written */
 export type VectorMode = "vector" | "real[]"
 
-/** the text forms of one column's values, or a reason the value cannot be written */
+/**
+ * The text forms of one column's values, or a reason the value cannot be
+ * written (a NUL character, a string over the column's length, a vector that
+ * is not numbers): the sink refuses that row, naming the column.
+ */
 export type Encoder = (value: unknown) => { readonly ok: unknown } | { readonly error: string }
 
 /** everything a write needs, learnt once */
@@ -80,7 +86,8 @@ export const columnsOf = (
   table: string
 ): Effect.Effect<ReadonlyArray<Column>, SqlError.SqlError> =>
   client.unsafe<Column>(
-    `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typname::text AS typname,
+    `SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS type,
+            format_type(a.atttypid, NULL) AS base, t.typname::text AS typname,
             t.typcategory::text AS category, e.typname::text AS element
      FROM pg_attribute a
      JOIN pg_type t ON t.oid = a.atttypid
@@ -111,9 +118,39 @@ export const createStatement = (
   }))`
 }
 
+/** why a text parameter cannot be sent: PostgreSQL text cannot hold U+0000 */
+const nulProblem = (text: unknown): string | undefined =>
+  typeof text === "string" && text.includes("\u0000")
+    ? `the value holds a NUL character (\\u0000) at offset ${text.indexOf("\u0000")}, which PostgreSQL cannot store in text`
+    : undefined
+
+/** true when a string anywhere in a JSON value (keys included) holds U+0000 */
+const hasNul = (value: unknown, depth = 0): boolean => {
+  if (typeof value === "string") return value.includes("\u0000")
+  if (value === null || typeof value !== "object" || depth > 256) return false
+  if (Array.isArray(value)) return value.some((v) => hasNul(v, depth + 1))
+  if (value instanceof Date || ArrayBuffer.isView(value)) return false
+  for (const [k, v] of Object.entries(value)) if (k.includes("\u0000") || hasNul(v, depth + 1)) return true
+  return false
+}
+
+/** checks a parameter before it is sent */
+const checked = (encoder: Encoder, check: (text: unknown) => string | undefined): Encoder => (value) => {
+  const encoded = encoder(value)
+  if ("error" in encoded) return encoded
+  const problem = check(encoded.ok)
+  return problem === undefined ? encoded : { error: problem }
+}
+
 const plain: Encoder = (value) => ({ ok: Sql.scalarText(value) })
 
 const json: Encoder = (value) => ({ ok: value === null || value === undefined ? null : Sql.jsonText(value) })
+
+/** jsonb refuses `\u0000` in strings (json keeps it: it stores the text) */
+const jsonb: Encoder = (value) =>
+  hasNul(value)
+    ? { error: "a string in the value holds a NUL character (\\u0000), which jsonb cannot store (json can)" }
+    : json(value)
 
 const binary: Encoder = (value) => ({ ok: value instanceof Uint8Array ? value : Sql.scalarText(value) })
 
@@ -130,13 +167,41 @@ const vector = (mode: VectorMode): Encoder => (value) => {
   return { ok: mode === "vector" ? Sql.vectorText(numbers) : Sql.realArrayText(numbers) }
 }
 
-/** how values of a column are sent */
+/** the length `n` of a `character varying(n)` or `character(n)` column */
+export const lengthOf = (column: Column): number | undefined => {
+  if (column.typname !== "varchar" && column.typname !== "bpchar") return undefined
+  const match = /\((\d+)\)$/u.exec(column.type)
+  return match === null ? undefined : Number(match[1])
+}
+
+/**
+ * Why a text is too long for a column of `max` characters, as PostgreSQL
+ * counts them (code points; characters past the length that are all spaces
+ * are cut without an error).
+ */
+export const lengthProblem = (text: unknown, max: number, type: string): string | undefined => {
+  if (typeof text !== "string" || text.length <= max) return undefined
+  let count = 0
+  let excessAllSpaces = true
+  for (const char of text) {
+    count++
+    if (count > max && char !== " ") excessAllSpaces = false
+  }
+  return count <= max || excessAllSpaces ? undefined : `the value is ${count} characters long; the column is ${type}`
+}
+
+/** how values of a column are sent, and what is refused before sending */
 export const encoderFor = (column: Column, mode: VectorMode | undefined): Encoder => {
   if (mode !== undefined) return vector(mode)
-  if (column.typname === "json" || column.typname === "jsonb") return json
-  if (column.typname === "bytea") return binary
-  if (column.category === "A") return array
-  return plain
+  if (column.typname === "json") return json
+  if (column.typname === "jsonb") return jsonb
+  if (column.typname === "bytea") return checked(binary, nulProblem)
+  if (column.category === "A") return checked(array, nulProblem)
+  const max = lengthOf(column)
+  return checked(
+    plain,
+    max === undefined ? nulProblem : (text) => nulProblem(text) ?? lengthProblem(text, max, column.type)
+  )
 }
 
 /** the vector mode of a vector column, or why it cannot hold vectors */
@@ -197,7 +262,9 @@ export const plan = (
       conflict: `) AS "v" (${quoted.join(", ")}) WHERE ${
         options.keys.map((k) => `"t".${Sql.quoteIdent(k)} = "v".${Sql.quoteIdent(k)}`).join(" AND ")
       }`,
-      casts: options.columns.map((c) => `::${byName.get(c)!.type}`),
+      // the type without its modifier: `::character varying(5)` would cut a longer value silently, while the
+      // assignment to the column refuses it
+      casts: options.columns.map((c) => `::${byName.get(c)!.base}`),
       pgvector
     }
   }
@@ -222,10 +289,12 @@ export const MAX_ROWS = 1_000
 /** a statement is cut once its values hold about this many characters */
 export const MAX_CHARS = 8 * 1024 * 1024
 
-/** one statement: its SQL and parameters */
+/** one statement: its SQL and parameters, for `rows` rows from the `first` (indexes into the rows given) */
 export interface Statement {
   readonly sql: string
   readonly params: ReadonlyArray<unknown>
+  readonly first: number
+  readonly rows: number
 }
 
 const sizeOf = (param: unknown): number =>
@@ -243,9 +312,11 @@ export const statements = (plan: Plan, rows: ReadonlyArray<ReadonlyArray<unknown
   let params: Array<unknown> = []
   let tuples: Array<string> = []
   let chars = 0
+  let first = 0
   const flush = () => {
     if (tuples.length === 0) return
-    out.push({ sql: `${plan.insert}${tuples.join(", ")}${plan.conflict}`, params })
+    out.push({ sql: `${plan.insert}${tuples.join(", ")}${plan.conflict}`, params, first, rows: tuples.length })
+    first += tuples.length
     params = []
     tuples = []
     chars = 0

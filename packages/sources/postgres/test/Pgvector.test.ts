@@ -106,7 +106,7 @@ describe("Postgres.sink and Postgres.source with pgvector (PGlite)", () => {
       yield* sql.unsafe("CREATE TABLE items (id int PRIMARY KEY, emb vector(3))")
       yield* sql.unsafe("INSERT INTO items SELECT g, ('[' || g || ',0.5,-1]')::vector FROM generate_series(1, 12) g")
       const Item = Schema.Struct({ id: Schema.Number, emb: Schema.Array(Schema.Number) })
-      const source = Postgres.source({ url, query: "SELECT id, emb FROM items", schema: Item, checkpoint: { column: "id" }, after: 4, batchSize: 5, startPosition: 5 })
+      const source = Postgres.source({ url, query: "SELECT id, emb FROM items", schema: Item, key: "id", checkpoint: { column: "id" }, after: 4, batchSize: 5, startPosition: 5 })
       const items = yield* Stream.runCollect(source.read)
       assert.deepStrictEqual(
         items.map((i) => [i.position, (i as SourceModel.Row<typeof Item.Type>).value]),
@@ -114,7 +114,7 @@ describe("Postgres.sink and Postgres.source with pgvector (PGlite)", () => {
       )
     }))
 
-  it.effect("pgvector installed but the column is real[]: written as real[]; a wrong dimension fails the whole part", () =>
+  it.effect("pgvector installed but the column is real[]: written as real[]; a wrong dimension is refused naming the row, nothing kept", () =>
     Effect.gen(function*() {
       const sql = yield* Pg.connect(url)
       yield* sql.unsafe("CREATE TABLE plain (id int PRIMARY KEY, emb real[])")
@@ -129,7 +129,8 @@ describe("Postgres.sink and Postgres.source with pgvector (PGlite)", () => {
       const error = yield* Postgres.sink({ url, table: "dims", key: "id", vectorColumns: ["emb"] })
         .write(part(1), [{ id: 1, emb: [1, 2, 3] }, { id: 2, emb: [1, 2] }])
         .pipe(Effect.flip)
-      assert.match(error.message, /^dims: part run-1\/1: .*expected 3 dimensions, not 2/)
+      assert.match(error.message, /^dims: part run-1\/1 row 2 \(id 2\): expected 3 dimensions, not 2/)
+      assert.deepStrictEqual([error.reason?._tag, (error.reason as { row?: number }).row], ["Refused", 1])
       assert.deepStrictEqual(yield* sql.unsafe("SELECT count(*)::int AS n FROM dims"), [{ n: 0 }])
     }))
 })
