@@ -61,9 +61,12 @@ import * as ProviderError from "@offpeak/core/ProviderError"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
 import {
+  Cause,
   Config,
+  Deferred,
   Duration,
   Effect,
+  Exit,
   Layer,
   Option,
   Predicate,
@@ -75,6 +78,7 @@ import {
 } from "effect"
 import { AnthropicStructuredOutput } from "effect/ai"
 import * as BatchFile from "./internal/batchFile.ts"
+import * as Ownership from "./internal/ownership.ts"
 import * as Journal from "./internal/submitJournal.ts"
 
 // ===== Options =====
@@ -114,6 +118,16 @@ export interface Options {
   readonly syncLimit?: AdaptiveLimit.AdaptiveLimit | undefined
   /** how long after its creation a 404 on a batch is taken for propagation delay and retried (default 2 minutes) */
   readonly notFoundGrace?: Duration.Input | undefined
+  /**
+   * how long after an unanswered create ended `find` still expects its batch to appear in the list before it
+   * answers that there is none (default 5 seconds; see {@link make})
+   */
+  readonly listGrace?: Duration.Input | undefined
+  /**
+   * how far the provider's clock may be from this machine's before an answered create measured the offset
+   * (default 10 minutes): it widens the window in which an unanswered create can have made a batch
+   */
+  readonly clockSkew?: Duration.Input | undefined
 }
 
 /**
@@ -576,15 +590,59 @@ export const decodeResult = (line: MessageBatchIndividualResponse): Provider.Lin
 // ===== Constructors =====
 
 const MINUTE = 60_000
-/** how far before an attempt's start (local clock) a batch may look created, for clock skew */
+/** how far the provider's clock may be from ours until an answered create measured it (default of `clockSkew`) */
 const SKEW_MS = 10 * MINUTE
+/** the widening of a measured clock offset */
+const MARGIN_MS = 2_000
+/** the create call's timeout: an attempt is in flight no longer than this */
+const CREATE_TIMEOUT_MS = 30 * MINUTE
 /** at most this many list pages are read when looking for a batch */
 const MAX_PAGES = 100
+/** how long after an ambiguous attempt ended the polls of the file's batch look for a duplicate listed late */
+const WATCH_MS = 10 * MINUTE
+/** and at most this often */
+const WATCH_EVERY_MS = 2_000
+
+/** when this process started: an attempt started before was in flight at most until then */
+const PROCESS_START = Math.floor(performance.timeOrigin)
+
+/**
+ * Crash point for the crash torture, inside a create: the request's whole body has been sent and its answer is not
+ * in (with an emulator that answers creates late, the batch exists while the process dies):
+ * `OFFPEAK_FAILPOINTS=batch.create.sent:2`.
+ */
+const CREATE_SENT: Failpoint.Name = "batch.create.sent"
+const createSentArmed = (process.env.OFFPEAK_FAILPOINTS ?? "").split(",").some((f) => f.trim().split(":")[0] === CREATE_SENT)
+
+/** the create body, and the crash point once it has been sent (the body ends, then the request is complete) */
+async function* bodyOf(file: string): AsyncGenerator<Uint8Array> {
+  yield* BatchFile.requestBody(file)
+  // the request ends when this generator returns: count the pass (and die) a moment later, before the answer
+  if (createSentArmed) setTimeout(() => Failpoint.hitSync(CREATE_SENT), 100)
+}
 
 /** journal times are compared with the provider's `created_at`: always the wall clock, never a test clock */
 const wallClock = Effect.sync(() => Date.now())
 
-const remoteOf = (id: string, at: number): Provider.RemoteBatch => ({ id, meta: { submittedAt: String(at) } })
+const remoteOf = (id: string, at: number, submission?: Provider.Lines): Provider.RemoteBatch => ({
+  id,
+  meta: submission === undefined
+    ? { submittedAt: String(at) }
+    : { submittedAt: String(at), file: submission.path, batch: submission.batchId }
+})
+
+/** a create answered with an HTTP status the API gives before creating anything: no batch exists */
+const isRefusal = (error: ProviderError.ProviderError) => {
+  const status = (error.reason as { readonly status?: unknown }).status
+  return typeof status === "number" && ((status >= 400 && status < 500) || status === 529)
+}
+
+const listedOf = (batch: MessageBatch): Ownership.Listed => ({
+  id: batch.id,
+  createdMs: Date.parse(batch.created_at),
+  count: totalOf(batch.request_counts),
+  ended: batch.processing_status === "ended"
+})
 
 /**
  * Builds the adapter.
@@ -592,36 +650,57 @@ const remoteOf = (id: string, at: number): Provider.RemoteBatch => ({ id, meta: 
  * **Finding a batch after a crash**
  *
  * Before it sends `POST /v1/messages/batches`, `submit` records the attempt
- * (its start time) in the batch file's journal and flushes it;
- * when the API answers it records the batch id there too. `find` reads it:
+ * (its start time) in the batch file's journal and flushes it; when the API
+ * answers it records the batch id (and the batch's `created_at`, which
+ * measures the offset between the clocks); when the call fails it records
+ * when, and whether the API refused (a 4xx or 529: nothing was created). `find`
+ * reads the journal:
  *
- * 1. no journal: no create was ever sent for this file: none;
+ * 1. no journal, or only attempts refused or already found absent: none;
  * 2. an attempt with an id: that batch;
- * 3. only attempts without an id (a crash or a failed call while a create
- *    was in flight): the batches listed newest first back to the first
- *    attempt's start (less 10 minutes of clock skew), with as many requests as
- *    the file, and not claimed by the journal of another batch file of the
- *    same folder (a sibling batch of the same run). Candidates are tried
- *    closest first to an attempt's start. An ended candidate is confirmed by
- *    streaming its results: its custom ids must be exactly the file's. The
- *    first confirmed one wins; failing that, the closest candidate still
- *    processing is adopted (it cannot be confirmed before it ends) and
- *    recorded in the journal.
+ * 3. attempts without an answer (a crash, a timeout, a broken connection while
+ *    the create was in flight): the batches created while one of them was in
+ *    flight, with as many requests as the file, not claimed by another batch
+ *    file's journal of the run, are the candidates (`internal/ownership.ts`).
+ *    An ended candidate whose results carry exactly the file's custom ids is
+ *    ours (each candidate's custom ids are read once and cached in the journal
+ *    folder, so repeated looks never download them again). A running candidate
+ *    is adopted only when it is the only one and no unanswered attempt of
+ *    another batch file could have made it; when several could be ours, `find`
+ *    waits (polling) for them to end and decides on their custom ids. With no
+ *    candidate, it lists again once `listGrace` has passed since the attempt
+ *    ended (a new batch can be listed late), then marks the attempts absent
+ *    and answers none. Claims are read fresh at each decision, and an adopted
+ *    batch is claimed in the same synchronous step, so concurrent looks for
+ *    sibling files never adopt the same batch.
  *
  * `submit` runs the same look-up before sending again when the journal holds
- * an unresolved attempt, so repeated submits of one batch never create two.
+ * an unanswered attempt, so repeated submits of one batch never create two.
  * Creating a batch is never retried by the SDK itself (its body is a stream,
  * and a retry after a lost answer would create a second batch).
  *
- * Residual risk (case 3 only): a batch of exactly the same size, created by
- * another process or person in the same workspace within that window, still
- * processing, can be adopted in place of ours, or where ours was never
- * created. Our requests then come back without a result line (failed as
- * `lost`, retryable) and are sent again; a batch of ours that did exist stays
- * unread. A create answered so late that the list does not show it yet is
- * not seen either. And the journal is what says whether a create was ever
- * sent: a journal folder removed while its batch files stay makes a crashed
- * batch look unsent.
+ * **Duplicates.** When a create went through although its call failed, and the
+ * list showed the batch only after the look-up gave up, the file ends up with
+ * two batches. While the batch the file holds is polled (for 10 minutes after
+ * such an attempt), `status` looks for that second batch: ended and carrying
+ * the file's custom ids, it is recorded (its results are harmless: results are
+ * joined by custom id); still running, created while the attempt was in flight
+ * (by the measured clock offset) and explainable by nothing else of the run, it
+ * is cancelled.
+ *
+ * Residual risk: a batch of exactly the same size, created by another process
+ * or person in the same workspace while one of our creates was in flight,
+ * still running, and the only candidate, can be adopted in place of ours
+ * (ours was then never created); our requests come back without a result
+ * line (failed as `lost`, retryable) and are sent again. A create that the list
+ * shows later than `listGrace` after its call ended is not found by `find`
+ * (the duplicate watch above catches it while it runs). A running batch
+ * cannot be proven ours before it ends (Anthropic shows no custom ids until
+ * then), so cancelling a duplicate rests on its creation time and size: a
+ * foreign batch of the same size created within those few seconds would be
+ * cancelled (the adapter logs every cancel). The journal is what says whether a
+ * create was ever sent: a journal folder removed while its batch files stay
+ * makes a crashed batch look unsent.
  *
  * @example
  * ```ts
@@ -643,8 +722,21 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       defaultMaxTokens: options.defaultMaxTokens,
       sampling: options.anthropicVersion !== undefined && options.anthropicVersion < SAMPLING_REMOVED_IN
     }
-    const pollSchedule = Provider.pollSchedule(options.pollInterval ?? { initial: "5 seconds", max: "1 minute" })
-    const graceMs = Duration.toMillis(Duration.fromInputUnsafe(options.notFoundGrace ?? "2 minutes"))
+    const pollInterval = options.pollInterval ?? { initial: "5 seconds", max: "1 minute" }
+    const pollSchedule = Provider.pollSchedule(pollInterval)
+    const millis = (input: Duration.Input) => Duration.toMillis(Duration.fromInputUnsafe(input))
+    const graceMs = millis(options.notFoundGrace ?? "2 minutes")
+    const listGraceMs = millis(options.listGrace ?? "5 seconds")
+    const skewMs = millis(options.clockSkew ?? SKEW_MS)
+    const waitInitialMs = Math.max(1, millis(pollInterval.initial))
+    const waitMaxMs = Math.max(waitInitialMs, millis(pollInterval.max))
+    const clockNow = (): Ownership.Clock => ({
+      now: Date.now(),
+      processStart: PROCESS_START,
+      skewMs,
+      marginMs: MARGIN_MS,
+      createTimeoutMs: CREATE_TIMEOUT_MS
+    })
 
     // ----- a 404 right after create is propagation delay -----
 
@@ -659,7 +751,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       )
     }
 
-    // ----- submit and find -----
+    // ----- the journal and the evidence it holds -----
 
     const journalOp = <A>(operation: string, f: () => A) =>
       Effect.try({
@@ -667,95 +759,291 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         catch: (e) => localError(operation, `cannot keep the submit journal: ${e instanceof Error ? e.message : String(e)}`)
       })
 
-    const create = (submission: Provider.Lines) =>
-      call("messages.batches.create", (signal) =>
-        client.post<MessageBatch>("/v1/messages/batches", {
-          body: BatchFile.requestBody(submission.path),
-          headers: { "content-type": "application/json" },
-          maxRetries: 0,
-          timeout: 30 * MINUTE,
-          signal
-        }))
+    // a batch file never changes once sealed: its digest is read once
+    const digests = new Map<string, string>()
 
-    /** `match` when the batch's results carry exactly the file's custom ids, `mismatch` when not, `unknown` when unreadable */
-    const confirm = (id: string, ids: ReadonlySet<string>) =>
-      call("messages.batches.results", async (signal) => {
-        const decoder = await client.messages.batches.results(id, {}, { signal })
-        let seen = 0
-        for await (const line of decoder) {
-          if (typeof line?.custom_id !== "string" || !ids.has(line.custom_id)) return "mismatch" as const
-          seen++
-        }
-        return seen === ids.size ? "match" as const : "mismatch" as const
-      }).pipe(
-        Effect.catchIf(
-          (e) => e.reason._tag === "NotFound" || e.reason._tag === "Protocol",
-          () => Effect.succeed("unknown" as const)
-        )
-      )
-
-    /** adopts a batch found by listing: claims it in the journal, so sibling batches rule it out */
-    const adopt = (submission: Provider.Lines, journal: Journal.Journal, batch: MessageBatch) =>
-      Effect.gen(function*() {
-        const now = yield* wallClock
-        const last = journal.attempts.at(-1)!
-        yield* journalOp("find", () => Journal.complete(submission.path, journal, last.startedAt, batch.id, now))
-        return Option.some(remoteOf(batch.id, now))
+    /** the digest of the batch file's custom ids */
+    const fileDigest = (submission: { readonly path: string }) =>
+      Effect.suspend(() => {
+        const known = digests.get(submission.path)
+        if (known !== undefined) return Effect.succeed(known)
+        return Effect.tryPromise({
+          try: async () => Journal.digestOf(await BatchFile.customIds(submission.path)),
+          catch: (e) => localError("find", `cannot read the batch file: ${e instanceof Error ? e.message : String(e)}`)
+        }).pipe(Effect.tap((digest) => Effect.sync(() => digests.set(submission.path, digest))))
       })
 
-    const lookUp = (
-      submission: Provider.Lines,
-      journal: Journal.Journal
-    ): Effect.Effect<Option.Option<Provider.RemoteBatch>, ProviderError.ProviderError> =>
+    interface Looking {
+      readonly path: string
+      readonly batchId: string
+      /** the batch file's request count */
+      readonly count: number
+      /** the digest of the batch file's custom ids (undefined: the file is gone) */
+      readonly digest: string | undefined
+      readonly unreadable: ReadonlySet<string>
+    }
+
+    /** the run's journals as they are now: read fresh for every decision */
+    const evidenceOf = (looking: Looking): Ownership.Evidence => {
+      const own = Journal.read(looking.path, looking.batchId)
+      if (own === undefined) throw new Error(`the submit journal of ${looking.batchId} is gone`)
+      return {
+        own,
+        others: Journal.others(looking.path),
+        digest: looking.digest,
+        remote: (id) => Journal.readRemote(looking.path, id),
+        unreadable: looking.unreadable
+      }
+    }
+
+    /** every batch listed, newest first, back to `since` (provider clock) */
+    const listSince = (since: number) =>
       Effect.gen(function*() {
-        const known = journal.attempts.find((a) => a.id !== null)
-        if (known !== undefined) return Option.some(remoteOf(known.id!, known.at ?? known.startedAt))
-        if (journal.attempts.length === 0) return Option.none()
-        const since = Math.min(...journal.attempts.map((a) => a.startedAt)) - SKEW_MS
-        const claimed = yield* journalOp("find", () => Journal.claimedBySiblings(submission.path))
-        const candidates: Array<MessageBatch> = []
+        const out: Array<Ownership.Listed> = []
         let after: string | undefined = undefined
         for (let page = 0; page < MAX_PAGES; page++) {
           const list = yield* call("messages.batches.list", (signal) =>
             client.messages.batches.list({ limit: 100, ...(after !== undefined ? { after_id: after } : {}) }, { signal }))
           let older = false
           for (const batch of list.data) {
-            if (Date.parse(batch.created_at) < since) {
+            const listed = listedOf(batch)
+            if (listed.createdMs < since) {
               older = true
               break
             }
-            if (totalOf(batch.request_counts) === submission.count && !claimed.has(batch.id)) candidates.push(batch)
+            out.push(listed)
           }
           if (older || !list.has_more || list.last_id === null) break
           after = list.last_id
         }
-        // closest first to the start of an attempt: our batch was created right after one started
-        const distance = (batch: MessageBatch) =>
-          Math.min(...journal.attempts.map((a) => Math.abs(Date.parse(batch.created_at) - a.startedAt)))
-        candidates.sort((a, b) => distance(a) - distance(b))
-        let ids: Set<string> | undefined
-        const open: Array<MessageBatch> = []
-        for (const batch of candidates) {
-          if (batch.processing_status === "ended" && batch.results_url !== null) {
-            ids ??= yield* Effect.tryPromise({
-              try: () => BatchFile.customIds(submission.path),
-              catch: (e) => localError("find", `cannot read the batch file: ${e instanceof Error ? e.message : String(e)}`)
-            })
-            const verdict = yield* confirm(batch.id, ids)
-            if (verdict === "match") return yield* adopt(submission, journal, batch)
-            if (verdict === "mismatch") continue
-          }
-          open.push(batch)
+        return out
+      })
+
+    // ----- the custom ids of remote batches: read once, cached in the journal folder -----
+
+    const reading = new Map<string, Deferred.Deferred<Journal.RemoteIds | undefined, ProviderError.ProviderError>>()
+
+    const download = (id: string) =>
+      call("messages.batches.results", async (signal): Promise<Journal.RemoteIds> => {
+        const decoder = await client.messages.batches.results(id, {}, { signal })
+        const ids: Array<string> = []
+        let lines = 0
+        for await (const line of decoder) {
+          lines++
+          if (typeof line?.custom_id === "string") ids.push(line.custom_id)
         }
-        return open.length > 0 ? yield* adopt(submission, journal, open[0]!) : Option.none()
+        return { id, lines, digest: Journal.digestOf(ids) }
+      }).pipe(
+        Effect.catchIf(
+          (e) => e.reason._tag === "NotFound" || e.reason._tag === "Protocol",
+          () => Effect.succeed(undefined)
+        )
+      )
+
+    /** the custom ids an ended batch's results carry (undefined: unreadable now); one download per batch */
+    const remoteIds = (path: string, id: string): Effect.Effect<Journal.RemoteIds | undefined, ProviderError.ProviderError> =>
+      Effect.suspend(() => {
+        const known = Journal.readRemote(path, id)
+        if (known !== undefined) return Effect.succeed(known)
+        const pending = reading.get(id)
+        if (pending !== undefined) return Deferred.await(pending)
+        const deferred = Deferred.makeUnsafe<Journal.RemoteIds | undefined, ProviderError.ProviderError>()
+        reading.set(id, deferred)
+        return download(id).pipe(
+          Effect.tap((remote) => remote === undefined ? Effect.void : journalOp("find", () => Journal.writeRemote(path, remote))),
+          Effect.onExit((exit) =>
+            Effect.sync(() => reading.delete(id)).pipe(Effect.andThen(Deferred.done(deferred, exit)), Effect.asVoid)
+          )
+        )
+      })
+
+    /** reads the custom ids of `ids` and records the verdicts in the own journal; the unreadable ones are returned */
+    const confirm = (looking: Looking, ids: ReadonlyArray<string>) =>
+      Effect.gen(function*() {
+        const unreadable: Array<string> = []
+        const verdicts: Record<string, Journal.Verdict> = {}
+        for (const id of ids) {
+          const remote = yield* remoteIds(looking.path, id)
+          if (remote === undefined) unreadable.push(id)
+          else if (looking.digest !== undefined) {
+            verdicts[id] = remote.lines === looking.count && remote.digest === looking.digest ? "match" : "mismatch"
+          }
+        }
+        if (Object.keys(verdicts).length > 0) {
+          yield* journalOp("find", () => Journal.update(looking.path, looking.batchId, (j) => Journal.withVerdicts(j, verdicts)))
+        }
+        return unreadable
+      })
+
+    // ----- duplicates of a file's batch -----
+
+    /**
+     * Looks for a second batch of a file that holds one (see {@link make}): ended and proven by its custom ids,
+     * it is recorded; running and explainable by nothing else, it is cancelled.
+     */
+    const checkDuplicates = (
+      file: { readonly path: string; readonly batchId: string },
+      listed?: ReadonlyArray<Ownership.Listed>
+    ) =>
+      Effect.gen(function*() {
+        const own = yield* journalOp("find", () => Journal.read(file.path, file.batchId))
+        if (own === undefined || Ownership.held(own) === undefined || Ownership.unanswered(own).length === 0) return
+        const unreadable = new Set<string>()
+        let looking: Looking = { ...file, count: own.count, digest: digests.get(file.path), unreadable }
+        const batches = listed ??
+          (yield* listSince(
+            yield* journalOp("find", () => Ownership.earliest([own, ...Journal.others(file.path)], Ownership.unanswered(own), clockNow()))
+          ))
+        let actions = yield* journalOp("find", () => Ownership.duplicates(evidenceOf(looking), batches, clockNow()))
+        const toRead = actions.filter((a) => a._tag === "Confirm").map((a) => a.id)
+        if (toRead.length > 0) {
+          // the file's own custom ids are read only when a batch's must be compared with them (the file may be gone)
+          looking = { ...looking, digest: Option.getOrUndefined(yield* fileDigest(file).pipe(Effect.option)) }
+          if (looking.digest !== undefined) {
+            for (const id of yield* confirm(looking, toRead)) unreadable.add(id)
+            actions = yield* journalOp("find", () => Ownership.duplicates(evidenceOf(looking), batches, clockNow()))
+          }
+        }
+        for (const action of actions) {
+          if (action._tag === "Confirm") continue
+          let what: Journal.Duplicate = action._tag === "Cancel" ? "cancelled" : "ended"
+          if (action._tag === "Cancel") {
+            const cancelled = yield* call("messages.batches.cancel", (signal) => client.messages.batches.cancel(action.id, {}, { signal })).pipe(
+              Effect.as(true),
+              // refused: it has ended meanwhile
+              Effect.catchIf((e) => e.reason._tag !== "Transport", () => Effect.succeed(false))
+            )
+            if (!cancelled) {
+              // then its custom ids tell whether it is ours
+              if (looking.digest === undefined) {
+                looking = { ...looking, digest: Option.getOrUndefined(yield* fileDigest(file).pipe(Effect.option)) }
+              }
+              if (looking.digest === undefined || (yield* confirm(looking, [action.id])).length > 0) continue
+              const verdict = Journal.read(file.path, file.batchId)?.verdicts?.[action.id]
+              if (verdict !== "match") continue
+              what = "ended"
+            }
+          }
+          yield* journalOp("find", () => Journal.update(file.path, file.batchId, (j) => Journal.withDuplicate(j, action.id, what)))
+          yield* Effect.logWarning(
+            `anthropic: batch ${action.id} duplicates ${Ownership.held(own)} of ${file.batchId} (a create that went through ` +
+              `although its call failed): ${what === "cancelled" ? "cancelled" : "it had ended; its results are not used"}`
+          )
+        }
+      })
+
+    const lastWatch = new Map<string, number>()
+
+    /** while a batch is polled, looks now and then for a late-listed duplicate of it (see {@link make}) */
+    const watch = (batch: Provider.RemoteBatch) =>
+      Effect.suspend(() => {
+        const file = batch.meta?.file
+        const batchId = batch.meta?.batch
+        if (file === undefined || batchId === undefined) return Effect.void
+        const now = Date.now()
+        if (now - (lastWatch.get(batch.id) ?? 0) < WATCH_EVERY_MS) return Effect.void
+        lastWatch.set(batch.id, now)
+        const own = Journal.read(file, batchId)
+        if (own === undefined || Ownership.held(own) !== batch.id) return Effect.void
+        const open = Ownership.unanswered(own)
+        if (open.length === 0 || now > Math.max(...open.map((a) => Ownership.endOf(a, clockNow()))) + WATCH_MS) {
+          return Effect.void
+        }
+        return checkDuplicates({ path: file, batchId }).pipe(
+          Effect.catch((e) => Effect.logWarning(`anthropic: looking for duplicates of ${batch.id}: ${e.message}`))
+        )
+      })
+
+    // ----- submit and find -----
+
+    const create = (submission: Provider.Lines) =>
+      call("messages.batches.create", (signal) =>
+        client.post<MessageBatch>("/v1/messages/batches", {
+          body: bodyOf(submission.path),
+          headers: { "content-type": "application/json" },
+          maxRetries: 0,
+          timeout: CREATE_TIMEOUT_MS,
+          signal
+        }))
+
+    /** one decision on a listing, and the claim of an adopted batch, in one synchronous step */
+    const decideAndClaim = (looking: Looking, listed: ReadonlyArray<Ownership.Listed>) =>
+      journalOp("find", () => {
+        const evidence = evidenceOf(looking)
+        const decision = Ownership.decide(evidence, listed, clockNow())
+        if (decision._tag === "Adopt") {
+          Journal.write(looking.path, Journal.adopt(evidence.own, decision.attempt, decision.id, Date.now()))
+        }
+        return decision
+      })
+
+    const lookUp = (
+      submission: Provider.Lines
+    ): Effect.Effect<Option.Option<Provider.RemoteBatch>, ProviderError.ProviderError> =>
+      Effect.gen(function*() {
+        let digest: string | undefined
+        let graceSpent = false
+        let waitMs = waitInitialMs
+        while (true) {
+          const journal = yield* journalOp("find", () => Journal.read(submission.path, submission.batchId))
+          if (journal === undefined) return Option.none()
+          const known = journal.attempts.find((a) => a.id !== null)
+          if (known !== undefined) return Option.some(remoteOf(known.id!, known.at ?? known.startedAt, submission))
+          if (Ownership.ambiguous(journal).length === 0) return Option.none()
+          digest ??= yield* fileDigest(submission)
+          const since = yield* journalOp("find", () =>
+            Ownership.earliest([journal, ...Journal.others(submission.path)], Ownership.ambiguous(journal), clockNow()))
+          const listed = yield* listSince(since)
+          const unreadable = new Set<string>()
+          const looking: Looking = { path: submission.path, batchId: submission.batchId, count: journal.count, digest, unreadable }
+          let decision = yield* decideAndClaim(looking, listed)
+          while (decision._tag === "Confirm") {
+            for (const id of yield* confirm(looking, decision.ids)) unreadable.add(id)
+            decision = yield* decideAndClaim(looking, listed)
+          }
+          switch (decision._tag) {
+            case "Known":
+              return Option.some(remoteOf(decision.id, Date.now(), submission))
+            case "Adopt": {
+              const at = yield* wallClock
+              yield* Effect.logInfo(
+                `anthropic: ${submission.batchId} adopts batch ${decision.id} ` +
+                  (decision.proven ? "(its results carry exactly the file's custom ids)" : "(the only batch that can be its own)")
+              )
+              yield* checkDuplicates(submission, listed).pipe(
+                Effect.catch((e) => Effect.logWarning(`anthropic: looking for duplicates of ${decision.id}: ${e.message}`))
+              )
+              return Option.some(remoteOf(decision.id, at, submission))
+            }
+            case "None": {
+              // a batch can be listed a little after it was created: look once more after the grace
+              const deadline = Ownership.graceDeadline(journal, clockNow(), listGraceMs)
+              const now = Date.now()
+              if (!graceSpent && now < deadline) {
+                graceSpent = true
+                yield* Effect.sleep(Duration.millis(deadline - now))
+                continue
+              }
+              yield* journalOp("find", () => Journal.update(submission.path, submission.batchId, Journal.markAbsent))
+              return Option.none()
+            }
+            case "Wait": {
+              if (waitMs === waitInitialMs) {
+                yield* Effect.logInfo(
+                  `anthropic: ${submission.batchId}: ${decision.ids.length} running batch(es) could be its own ` +
+                    `(${decision.ids.join(", ")}); waiting for them to end to compare custom ids`
+                )
+              }
+              yield* Effect.sleep(Duration.millis(waitMs))
+              waitMs = Math.min(waitMaxMs, Math.ceil(waitMs * 1.5))
+              continue
+            }
+          }
+        }
       })
 
     const find = (submission: Provider.Submission) =>
-      Effect.gen(function*() {
-        if (submission._tag !== "Lines") return Option.none<Provider.RemoteBatch>()
-        const journal = yield* journalOp("find", () => Journal.read(submission.path, submission.batchId))
-        return journal === undefined ? Option.none<Provider.RemoteBatch>() : yield* lookUp(submission, journal)
-      })
+      submission._tag !== "Lines" ? Effect.succeed(Option.none<Provider.RemoteBatch>()) : lookUp(submission)
 
     const submit = (submission: Provider.Submission) =>
       Effect.gen(function*() {
@@ -767,29 +1055,42 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           })
         }
         const previous = yield* journalOp("submit", () => Journal.read(submission.path, submission.batchId))
-        if (previous !== undefined && previous.attempts.length > 0) {
+        if (previous !== undefined && (Ownership.held(previous) !== undefined || Ownership.ambiguous(previous).length > 0)) {
           // an earlier attempt may have gone through: look before sending again
-          const found = yield* lookUp(submission, previous)
+          const found = yield* lookUp(submission)
           if (Option.isSome(found)) return found.value
         }
         const startedAt = yield* wallClock
-        const journal = yield* journalOp("submit", () =>
-          Journal.begin(submission.path, submission.batchId, submission.count, startedAt))
+        yield* journalOp("submit", () => Journal.begin(submission.path, submission.batchId, submission.count, startedAt))
         yield* Failpoint.hit("batch.uploaded")
-        const batch = yield* create(submission)
+        const batch = yield* create(submission).pipe(
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) ? Effect.void : Effect.gen(function*() {
+              // no answer: record when, and whether the API refused (then nothing was created)
+              const refused = Exit.isFailure(exit) && Option.match(Cause.findErrorOption(exit.cause), {
+                onNone: () => false,
+                onSome: isRefusal
+              })
+              const endedAt = yield* wallClock
+              yield* journalOp("submit", () => Journal.failed(submission.path, submission.batchId, startedAt, endedAt, refused)).pipe(
+                Effect.catch((e) => Effect.logWarning(e.message))
+              )
+            })
+          )
+        )
         const at = yield* wallClock
-        yield* journalOp("submit", () => {
-          Journal.complete(submission.path, journal, startedAt, batch.id, at)
-          Journal.sweep(submission.path)
-        }).pipe(Effect.catch((e) => Effect.logWarning(e.message)))
-        return remoteOf(batch.id, at)
+        const created = Date.parse(batch.created_at)
+        yield* journalOp("submit", () =>
+          Journal.complete(submission.path, submission.batchId, startedAt, batch.id, at, Number.isFinite(created) ? created : null)
+        ).pipe(Effect.catch((e) => Effect.logWarning(e.message)))
+        return remoteOf(batch.id, at, submission)
       })
 
     // ----- status, results, cancel -----
 
     const status = (batch: Provider.RemoteBatch) =>
       withGrace(batch, call("messages.batches.retrieve", (signal) => client.messages.batches.retrieve(batch.id, {}, { signal })))
-        .pipe(Effect.map(toStatus))
+        .pipe(Effect.tap(() => watch(batch)), Effect.map(toStatus))
 
     const results = (batch: Provider.RemoteBatch) =>
       Stream.unwrap(

@@ -23,9 +23,13 @@
  *   includes `temperature`, `top_p` and `top_k` under `anthropic-version`
  *   `2026-10-21` or later ("Extra inputs are not permitted").
  * - Faults of the real service on demand: errored lines (`lineFailures`),
- *   429/5xx on any endpoint with `retry-after` (`endpointFaults`), a 404 right
- *   after create (`notFoundAfterCreateMs`), expiry with partial results, slow
+ *   429/5xx on any endpoint with `retry-after` (`endpointFaults`; for create,
+ *   also after the batch was created), a 404 right after create
+ *   (`notFoundAfterCreateMs`), creates answered late (`createLatencyMs`), new
+ *   batches listed late (`listLagMs`), expiry with partial results, slow
  *   progression, shuffled results.
+ * - Counters for tests (`counters`, or `GET /_emulator/counters`): creates in
+ *   flight, results downloads per batch, requests sent twice.
  * - Prompt caching: a prefix marked with `cache_control` is written by the
  *   first request that carries it and read by the later ones (per batch, and
  *   across `POST /v1/messages` calls), in `usage`.
@@ -49,6 +53,7 @@ import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import * as FinishedLog from "../local/internal/finishedLog.ts"
 import * as Server from "../local/internal/server.ts"
+import * as CountersModule from "./internal/emulatorCounters.ts"
 import * as Routes from "./internal/emulatorRoutes.ts"
 import * as Runtime from "./internal/emulatorRuntime.ts"
 import * as Store from "./internal/emulatorStore.ts"
@@ -88,6 +93,13 @@ export interface Options {
   readonly endpointFaults?: ReadonlyArray<Runtime.EndpointFault> | undefined
   /** retrieve and results answer 404 for this long after a batch was created (propagation delay; default 0) */
   readonly notFoundAfterCreateMs?: number | undefined
+  /**
+   * a create is answered this long late (default 0); its batch exists (is listed, retrievable, processed) from the
+   * moment the request arrived, so a client that dies meanwhile leaves a batch it never heard of
+   */
+  readonly createLatencyMs?: number | undefined
+  /** the list shows a batch only this long after it was created (list lag; default 0) */
+  readonly listLagMs?: number | undefined
   /** shuffle the order of result lines, seeded by the batch id (default true) */
   readonly shuffle?: boolean | undefined
   /** requests per batch (default 100,000; over it: 400) */
@@ -118,6 +130,26 @@ export interface Stats {
 }
 
 /**
+ * How the emulator was used, for tests: creates received, in flight and
+ * answered; per batch its creation, its answer, its custom ids and its results
+ * downloads; requests sent again although their earlier send had not failed.
+ * Also served (without an API key) at {@link COUNTERS_PATH}, `?ids=1` adding
+ * the custom ids.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Counters = CountersModule.Counters
+
+/**
+ * The path of the counters on the emulator's host (not part of the API).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const COUNTERS_PATH: string = Routes.COUNTERS_PATH
+
+/**
  * A running emulator.
  *
  * @since 0.1.0
@@ -129,6 +161,8 @@ export interface Handle {
   /** the folder holding its state */
   readonly dir: string
   readonly stats: Effect.Effect<Stats>
+  /** the counters (`ids`: with every batch's custom ids) */
+  readonly counters: (options?: { readonly ids?: boolean | undefined }) => Effect.Effect<Counters>
 }
 
 // ===== Errors =====
@@ -190,6 +224,8 @@ export const serve = (
       knobs: knobsOf(options),
       maxRequestsPerBatch: options.maxRequestsPerBatch ?? 100_000,
       maxBodyBytes: options.maxBodyBytes ?? 256_000_000,
+      createLatencyMs: options.createLatencyMs,
+      listLagMs: options.listLagMs,
       endpointFaults: options.endpointFaults ?? []
     })
     const runtime: Runtime.Runtime = {
@@ -207,5 +243,7 @@ export const serve = (
       }
       return { batchesCreated: store.batches.size, linesProcessed }
     })
-    return { url, dir, stats }
+    const counters = (o?: { readonly ids?: boolean | undefined }) =>
+      Effect.sync(() => CountersModule.counters(store, made.creates, o?.ids === true))
+    return { url, dir, stats, counters }
   })

@@ -12,8 +12,9 @@ import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as fs from "node:fs"
 import * as Answer from "./emulatorAnswer.ts"
 import * as Batch from "./emulatorBatch.ts"
+import * as Counters from "./emulatorCounters.ts"
 import * as Create from "./emulatorCreate.ts"
-import type { Endpoint, Runtime } from "./emulatorRuntime.ts"
+import type { Endpoint, EndpointFault, Runtime } from "./emulatorRuntime.ts"
 import type { BatchRecord } from "./emulatorStore.ts"
 import { randomId } from "./emulatorStore.ts"
 
@@ -65,24 +66,7 @@ const endpoint = <R>(rt: Runtime, name: Endpoint, handler: Effect.Effect<HttpSer
     const fault = rt.fault(name)
     if (fault !== undefined) {
       yield* drain
-      const ms = Math.max(0, fault.retryAfterMs ?? 1000)
-      const type = fault.status === 429
-        ? "rate_limit_error"
-        : fault.status === 529
-        ? "overloaded_error"
-        : fault.status === 504
-        ? "timeout_error"
-        : "api_error"
-      return yield* new ApiError({
-        status: fault.status,
-        type,
-        message: type === "rate_limit_error"
-          ? "Number of request tokens has exceeded your per-minute rate limit"
-          : type === "overloaded_error"
-          ? "Overloaded"
-          : "Internal server error",
-        headers: { "retry-after": String(Math.ceil(ms / 1000)), "retry-after-ms": String(ms) }
-      })
+      return yield* faultError(fault)
     }
     return yield* handler
   }).pipe(
@@ -126,14 +110,54 @@ const batchResponse = (rec: BatchRecord) =>
     return json(Batch.view(rec, now, yield* origin))
   })
 
+/** an injected error answer of an endpoint */
+const faultError = (fault: EndpointFault) => {
+  const ms = Math.max(0, fault.retryAfterMs ?? 1000)
+  const type = fault.status === 429
+    ? "rate_limit_error"
+    : fault.status === 529
+    ? "overloaded_error"
+    : fault.status === 504
+    ? "timeout_error"
+    : "api_error"
+  return new ApiError({
+    status: fault.status,
+    type,
+    message: type === "rate_limit_error"
+      ? "Number of request tokens has exceeded your per-minute rate limit"
+      : type === "overloaded_error"
+      ? "Overloaded"
+      : "Internal server error",
+    headers: { "retry-after": String(Math.ceil(ms / 1000)), "retry-after-ms": String(ms) }
+  })
+}
+
+/**
+ * Creates a batch. With `createLatencyMs` the answer comes that late, while the batch already exists (listed,
+ * retrievable); a `create` fault of phase `after` creates the batch and answers with the error.
+ */
 const createBatch = (rt: Runtime) =>
+  Effect.gen(function*() {
+    rt.creates.received++
+    rt.creates.inFlight++
+    return yield* createBatchNow(rt).pipe(
+      Effect.onExit((exit) =>
+        Effect.sync(() => {
+          rt.creates.inFlight--
+          if (exit._tag === "Success" || !Cause.hasInterruptsOnly(exit.cause)) rt.creates.answered++
+        })
+      )
+    )
+  })
+
+const createBatchNow = (rt: Runtime) =>
   Effect.gen(function*() {
     const request = yield* HttpServerRequest.HttpServerRequest
     const id = randomId("msgbatch_")
     const temp = rt.store.tempPath(`${id}.requests`)
     const sink = Create.toFile(temp, rt.maxRequestsPerBatch)
     let committed = false
-    return yield* Effect.gen(function*() {
+    const created = yield* Effect.gen(function*() {
       const declared = Number(request.headers["content-length"])
       let tooLarge = Number.isFinite(declared) && declared > rt.maxBodyBytes
       let bytes = 0
@@ -161,14 +185,24 @@ const createBatch = (rt: Runtime) =>
         total: outcome.count,
         cancel_ms: null,
         final: null,
-        deleted_ms: null
+        deleted_ms: null,
+        answered_ms: null,
+        results_downloads: 0
       }
       // the record first: on load, a record whose requests file is missing is dropped
       rt.store.putBatch(rec)
       fs.renameSync(temp, rt.store.requestsPath(id))
       committed = true
-      return yield* batchResponse(rec)
+      return rec
     }).pipe(Effect.ensuring(Effect.sync(() => committed || sink.abort())))
+    // the batch exists from here on, whatever the client hears
+    const after = rt.fault("create", "after")
+    if (rt.createLatencyMs > 0) yield* Effect.sleep(rt.createLatencyMs)
+    const now = yield* Clock.currentTimeMillis
+    const current = rt.store.batches.get(created.id) ?? created
+    rt.store.putBatch({ ...current, answered_ms: now })
+    if (after !== undefined) return yield* faultError(after)
+    return yield* batchResponse(rt.store.batches.get(created.id) ?? current)
   })
 
 const retrieveBatch = (rt: Runtime) =>
@@ -197,8 +231,11 @@ const listBatches = (rt: Runtime) =>
     }
     const before = cursor(beforeId)
     const after = cursor(afterId)
-    // newest first; a cursor may be a deleted batch (its position is kept)
-    let rest = [...rt.store.batches.values()].filter((b) => b.deleted_ms === null).sort((a, b) => b.seq - a.seq)
+    // newest first; a cursor may be a deleted batch (its position is kept); with `listLagMs`, new batches show late
+    const listedBefore = (yield* Clock.currentTimeMillis) - rt.listLagMs
+    let rest = [...rt.store.batches.values()]
+      .filter((b) => b.deleted_ms === null && (rt.listLagMs === 0 || b.created_ms <= listedBefore))
+      .sort((a, b) => b.seq - a.seq)
     if (after !== undefined) rest = rest.filter((b) => b.seq < after)
     if (before !== undefined) rest = rest.filter((b) => b.seq > before)
     // before_id pages toward newer batches: the ones right before the cursor
@@ -251,6 +288,8 @@ const results = (rt: Runtime) =>
     if (now >= rec.created_ms + Batch.ARCHIVE_AFTER_MS) {
       return yield* notFound(`The results of Message Batch ${id} are no longer available: the batch was archived.`)
     }
+    const latest = rt.store.batches.get(id) ?? rec
+    rt.store.putBatch({ ...latest, results_downloads: (latest.results_downloads ?? 0) + 1 })
     return yield* HttpServerResponse.file(rt.store.resultsPath(id), {
       contentType: "application/x-jsonl",
       headers: { "request-id": randomId("req_") }
@@ -280,11 +319,23 @@ const messages = (rt: Runtime) =>
     return json(answer.message)
   })
 
+// ===== the emulator's own counters (not part of the API) =====
+
+const countersRoute = (rt: Runtime) =>
+  Effect.gen(function*() {
+    const ids = (yield* query("ids")) === "1"
+    return json(Counters.counters(rt.store, rt.creates, ids))
+  })
+
 // ===== the router =====
+
+/** the path of the emulator's counters (`?ids=1` adds every batch's custom ids); no API key needed */
+export const COUNTERS_PATH = "/_emulator/counters"
 
 /** every route of the emulator */
 export const layer = (rt: Runtime) =>
   Layer.mergeAll(
+    HttpRouter.add("GET", COUNTERS_PATH, countersRoute(rt)),
     HttpRouter.add("POST", "/v1/messages/batches", endpoint(rt, "create", createBatch(rt))),
     HttpRouter.add("GET", "/v1/messages/batches", endpoint(rt, "list", listBatches(rt))),
     HttpRouter.add("GET", "/v1/messages/batches/:id", endpoint(rt, "retrieve", retrieveBatch(rt))),

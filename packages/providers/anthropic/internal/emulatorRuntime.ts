@@ -27,6 +27,21 @@ export interface EndpointFault {
   readonly rate?: number | undefined
   /** sent as `retry-after` (seconds, rounded up) and `retry-after-ms` (default 1000) */
   readonly retryAfterMs?: number | undefined
+  /**
+   * `create` only: `before` (default) refuses the call, nothing is created; `after` creates the batch and then
+   * answers with the error, as a server that failed after doing the work (the client cannot tell it went through)
+   */
+  readonly phase?: "before" | "after" | undefined
+}
+
+/** creates received and not answered yet (a gauge), and totals */
+export interface Creates {
+  /** create requests received */
+  received: number
+  /** create requests answered (with the batch or an error) */
+  answered: number
+  /** create requests being handled now: received, not answered, the client still there */
+  inFlight: number
 }
 
 /** the emulator's live state, shared by the routes */
@@ -35,14 +50,20 @@ export interface Runtime {
   readonly knobs: Knobs
   readonly maxRequestsPerBatch: number
   readonly maxBodyBytes: number
+  /** a create is answered this long after its batch was created (default 0) */
+  readonly createLatencyMs: number
+  /** a batch is listed only this long after it was created (default 0) */
+  readonly listLagMs: number
+  /** the create gauges */
+  readonly creates: Creates
   /** prompt-cache prefixes seen by `POST /v1/messages` (in memory: a restart empties the cache, as it would expire) */
   readonly syncCache: Set<string>
   /** the batch as stored now (persisting any state it reached), starting the work it needs; undefined when unknown or deleted */
   readonly read: (id: string) => Effect.Effect<BatchRecord | undefined>
   /** asks for a cancel: the batch, or the reason it cannot be canceled */
   readonly cancel: (id: string) => Effect.Effect<{ readonly batch: BatchRecord } | { readonly refused: string } | undefined>
-  /** the fault to answer this call of `endpoint` with, if any */
-  readonly fault: (endpoint: Endpoint) => EndpointFault | undefined
+  /** the fault to answer this call of `endpoint` with, if any (`phase`: which faults of `create` are asked about) */
+  readonly fault: (endpoint: Endpoint, phase?: "before" | "after") => EndpointFault | undefined
 }
 
 /** the runtime over a loaded store; its jobs are interrupted when the scope closes */
@@ -51,6 +72,8 @@ export const make = Effect.fnUntraced(function*(options: {
   readonly knobs: Knobs
   readonly maxRequestsPerBatch: number
   readonly maxBodyBytes: number
+  readonly createLatencyMs?: number | undefined
+  readonly listLagMs?: number | undefined
   readonly endpointFaults: ReadonlyArray<EndpointFault>
 }) {
   const { knobs, store } = options
@@ -111,18 +134,20 @@ export const make = Effect.fnUntraced(function*(options: {
       return { batch: updated }
     })
 
-  const calls = new Map<Endpoint, number>()
+  const calls = new Map<string, number>()
   const used = new Map<number, number>()
-  const fault = (endpoint: Endpoint): EndpointFault | undefined => {
-    const n = (calls.get(endpoint) ?? 0) + 1
-    calls.set(endpoint, n)
+  const fault = (endpoint: Endpoint, phase: "before" | "after" = "before"): EndpointFault | undefined => {
+    const key = phase === "before" ? endpoint : `${endpoint}:${phase}`
+    const n = (calls.get(key) ?? 0) + 1
+    calls.set(key, n)
     for (const [i, f] of options.endpointFaults.entries()) {
       if (f.endpoint !== undefined && f.endpoint !== "*" && f.endpoint !== endpoint) continue
+      if ((f.phase ?? "before") !== phase) continue
       if (f.times !== undefined) {
         const count = (used.get(i) ?? 0) + 1
         used.set(i, count)
         if (count <= f.times) return f
-      } else if (f.rate !== undefined && hashString(`${i}\u0000${endpoint}\u0000${n}`, knobs.seed) / 4294967296 < f.rate) {
+      } else if (f.rate !== undefined && hashString(`${i}\u0000${key}\u0000${n}`, knobs.seed) / 4294967296 < f.rate) {
         return f
       }
     }
@@ -134,6 +159,9 @@ export const make = Effect.fnUntraced(function*(options: {
     knobs,
     maxRequestsPerBatch: options.maxRequestsPerBatch,
     maxBodyBytes: options.maxBodyBytes,
+    createLatencyMs: Math.max(0, options.createLatencyMs ?? 0),
+    listLagMs: Math.max(0, options.listLagMs ?? 0),
+    creates: { received: 0, answered: 0, inFlight: 0 },
     syncCache: new Set<string>(),
     read,
     cancel,

@@ -70,6 +70,10 @@ export interface BatchRecord {
   readonly final: Final | null
   /** set when the batch was deleted (its files are gone; the record stays for the stats) */
   readonly deleted_ms: number | null
+  /** when the create request was answered (absent or null: not answered, e.g. the client went away first) */
+  readonly answered_ms?: number | null | undefined
+  /** how many times its results were served */
+  readonly results_downloads?: number | undefined
 }
 
 // ===== ids =====

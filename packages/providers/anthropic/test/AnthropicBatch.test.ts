@@ -432,11 +432,15 @@ describe("AnthropicBatch against the emulator", () => {
       assert.deepStrictEqual(yield* idOf(b), Option.some(remoteB.id))
       // never submitted: nothing to find, although batches of its size exist
       assert.deepStrictEqual(yield* idOf(never), Option.none())
-      // crashed while the create was in flight (only the intent is recorded), batches still processing:
-      // b is claimed by its own journal; of a and the foreign batch, a was created closest to a's attempt
+      // crashed while the create was in flight (only the intent is recorded): b is claimed by its own journal;
+      // a and the foreign batch could both be a's, so find waits for them to end and compares custom ids
       const forget = (s: Provider.Lines) => {
         const journal = Journal.read(s.path, s.batchId)!
-        Journal.write(s.path, { ...journal, attempts: journal.attempts.map((t) => ({ ...t, id: null, at: null })) })
+        Journal.write(s.path, {
+          batchId: journal.batchId,
+          count: journal.count,
+          attempts: journal.attempts.map((t) => ({ startedAt: t.startedAt, id: null, at: null }))
+        })
       }
       forget(a)
       assert.deepStrictEqual(yield* idOf(a), Option.some(remoteA.id))
@@ -455,11 +459,12 @@ describe("AnthropicBatch against the emulator", () => {
       const created = (yield* emulator.stats).batchesCreated
       assert.strictEqual((yield* provider.submit(a)).id, remoteA.id)
       assert.strictEqual((yield* emulator.stats).batchesCreated, created)
-      // journals of batch files that are gone (collected) are swept by the next submit
+      // the journal of a batch file that is gone (collected) is kept: its claim still rules its batch out
       fs.rmSync(b.path)
-      yield* provider.submit(lines([chat("sweep")], provider, "run-b00004", dir))
-      assert.isUndefined(Journal.read(b.path, b.batchId))
-      assert.isDefined(Journal.read(a.path, a.batchId))
+      yield* provider.submit(lines([chat("kept")], provider, "run-b00004", dir))
+      assert.strictEqual(Journal.read(b.path, b.batchId)!.attempts.find((t) => t.id !== null)!.id, remoteB.id)
+      forget(a)
+      assert.deepStrictEqual(yield* idOf(a), Option.some(remoteA.id))
       // table jobs are not Anthropic's
       const table = { _tag: "Table", batchId: "t", runId: "r", sealedAt: 0, model: MODEL, input: "i", output: "o", keyColumns: [] } as const
       assert.strictEqual((yield* Effect.flip(provider.submit(table))).reason._tag, "Unsupported")

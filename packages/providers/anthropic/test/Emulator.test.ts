@@ -471,6 +471,74 @@ describe("Emulator (official @anthropic-ai/sdk)", () => {
     })
   })
 
+  it("answers creates late (createLatencyMs) while the batch already exists; lists new batches late (listLagMs)", async () => {
+    await withEmulator({ createLatencyMs: 800, linesPerSecond: 1_000 }, async (client, emulator) => {
+      const started = Date.now()
+      const pending = client.messages.batches.create({ requests: [request(0), request(1)] })
+      await new Promise((r) => setTimeout(r, 300))
+      // before the answer: listed, retrievable, counted as unanswered and in flight
+      const listed = (await client.messages.batches.list()).data
+      assert.strictEqual(listed.length, 1)
+      assert.strictEqual((await client.messages.batches.retrieve(listed[0]!.id)).id, listed[0]!.id)
+      const during = await Effect.runPromise(emulator.counters())
+      assert.deepStrictEqual(during.creates, { received: 1, answered: 0, inFlight: 1 })
+      assert.strictEqual(during.unanswered, 1)
+      const created = await pending
+      assert.isAtLeast(Date.now() - started, 750)
+      assert.strictEqual(created.id, listed[0]!.id)
+      const after = await Effect.runPromise(emulator.counters())
+      assert.deepStrictEqual(after.creates, { received: 1, answered: 1, inFlight: 0 })
+      assert.strictEqual(after.unanswered, 0)
+      assert.isAtLeast(after.batches[0]!.answered_ms! - after.batches[0]!.created_ms, 750)
+    })
+    await withEmulator({ listLagMs: 500 }, async (client) => {
+      const created = await client.messages.batches.create({ requests: [request(0)] })
+      assert.strictEqual((await client.messages.batches.list()).data.length, 0, "not listed yet")
+      assert.strictEqual((await client.messages.batches.retrieve(created.id)).id, created.id, "but retrievable")
+      await new Promise((r) => setTimeout(r, 550))
+      assert.deepStrictEqual((await client.messages.batches.list()).data.map((b) => b.id), [created.id])
+    })
+  })
+
+  it("a create fault of phase after creates the batch, then answers the error", async () => {
+    await withEmulator({ endpointFaults: [{ endpoint: "create", status: 500, times: 1, phase: "after", retryAfterMs: 10 }] }, async (client) => {
+      const failed = await client.messages.batches.create({ requests: [request(0), request(1)] }).catch((e) => e)
+      assert.instanceOf(failed, Anthropic.InternalServerError)
+      const listed = (await client.messages.batches.list()).data
+      assert.strictEqual(listed.length, 1, "the batch exists although the call failed")
+      assert.strictEqual(listed[0]!.request_counts.processing, 2)
+      // the fault fired once
+      assert.match((await client.messages.batches.create({ requests: [request(2)] })).id, /^msgbatch_/)
+    })
+  })
+
+  it("counts what a test needs: results downloads per batch, requests sent again with or without a failure before; served over HTTP", async () => {
+    await withEmulator({ linesPerSecond: 5, cancellingMs: 10 }, async (client, emulator) => {
+      const a = await client.messages.batches.create({ requests: [request(0), request(1)] })
+      // request 0 again while a still runs (and will succeed): sent twice without a failure before
+      const b = await client.messages.batches.create({ requests: [request(0)] })
+      // 2 and 3 cancelled before they were processed, then sent again: retries
+      const c = await client.messages.batches.create({ requests: [request(2), request(3)] })
+      await client.messages.batches.cancel(c.id)
+      await poll(client, c.id)
+      const d = await client.messages.batches.create({ requests: [request(2), request(3)] })
+      for (const id of [a.id, b.id, d.id]) await poll(client, id)
+      await collect(client, a.id)
+      await collect(client, a.id)
+      const counters = await Effect.runPromise(emulator.counters({ ids: true }))
+      const byId = new Map(counters.batches.map((x) => [x.id, x]))
+      assert.strictEqual(byId.get(a.id)!.results_downloads, 2)
+      assert.strictEqual(byId.get(b.id)!.results_downloads, 0)
+      assert.deepStrictEqual(byId.get(b.id)!.custom_ids, [request(0).custom_id])
+      assert.isNumber(byId.get(c.id)!.cancel_ms)
+      assert.deepStrictEqual(counters.requests, { sent: 7, distinct: 4, sentTwiceWithoutFailure: 1, retried: 2 })
+      assert.strictEqual(counters.repeatedSets, 1, "d repeats c's set")
+      const http = await (await fetch(`${emulator.url}${Emulator.COUNTERS_PATH}`)).json() as Emulator.Counters
+      assert.deepStrictEqual(http.requests, counters.requests)
+      assert.isUndefined(http.batches[0]!.custom_ids)
+    })
+  })
+
   it("injects endpoint faults with retry-after: the SDK backs off and retries; without retries the error surfaces", async () => {
     await withEmulator(
       { endpointFaults: [{ endpoint: "create", status: 529, times: 1, retryAfterMs: 50 }, { endpoint: "retrieve", status: 429, times: 2, retryAfterMs: 100 }] },
