@@ -34,7 +34,7 @@ export const Triage = Schema.Struct({
 }).annotate({ title: "Triage" })
 
 /** the model per provider: `offpeak run examples/triage/pipeline.ts --provider anthropic` */
-const MODELS: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-haiku-4-5" }
+const MODELS: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-haiku-4-5", gemini: "gemini-2.5-flash" }
 
 const SYSTEM = [
   "You triage customer support tickets.",

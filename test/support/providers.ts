@@ -8,18 +8,24 @@ import * as Fingerprint from "@offpeak/core/Fingerprint"
 import type * as Provider from "@offpeak/core/Provider"
 import * as Request from "@offpeak/core/Request"
 import { AnthropicBatch, Emulator as AnthropicEmulator } from "@offpeak/providers/anthropic"
+import { GeminiBatch, GeminiEmulator } from "@offpeak/providers/google"
 import { Engine } from "@offpeak/providers/local"
 import { Emulator as OpenAiEmulator, OpenAiBatch } from "@offpeak/providers/openai"
 import Anthropic from "@anthropic-ai/sdk"
+import { GoogleGenAI } from "@google/genai"
 import type { Effect, Layer, Scope } from "effect"
 import { Redacted } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import OpenAI from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
 import * as AnthropicAnswer from "../../packages/providers/anthropic/internal/emulatorAnswer.ts"
+import * as GeminiAnswer from "../../packages/providers/google/internal/geminiEmulatorAnswer.ts"
 import * as Fixture from "../fixtures/tickets.pipeline.ts"
 
 export interface ProviderCase {
-  readonly name: "openai" | "anthropic"
+  readonly name: "openai" | "anthropic" | "gemini"
   /** the emulator in this process, closed with the scope */
   readonly serve: (knobs: Record<string, unknown>) => Effect.Effect<{ readonly url: string }, unknown, Scope.Scope>
   /** the adapter against the emulator at `url`; `syncLimit`: the adaptive limit of its synchronous calls */
@@ -127,7 +133,53 @@ export const anthropic: ProviderCase = {
   syncRateLimited: (times, ms) => ({ endpointFaults: [{ endpoint: "messages", status: 429, times, retryAfterMs: ms }] })
 }
 
-export const all: ReadonlyArray<ProviderCase> = [openai, anthropic]
+export const gemini: ProviderCase = {
+  name: "gemini",
+  serve: (knobs) => GeminiEmulator.serve(knobs),
+  layer: (url, options) =>
+    GeminiBatch.layer({
+      apiKey: Redacted.make("test"),
+      baseURL: url,
+      pollInterval: { initial: "20 millis", max: "200 millis" },
+      ...options
+    }),
+  cliEnv: (url) => ({ GEMINI_API_KEY: "test", GOOGLE_GEMINI_BASE_URL: url }),
+  expected: (ticket) => {
+    const line = GeminiBatch.batchLine(request(ticket, "gemini"), "x")
+    const answer = GeminiAnswer.generate(line.request, line.request.model, "r")
+    if ("code" in answer) throw new Error(answer.message)
+    return JSON.parse((answer.body as { candidates: Array<{ content: { parts: Array<{ text: string }> } }> }).candidates[0]!.content.parts[0]!.text)
+  },
+  created: async (url) => {
+    const ai = new GoogleGenAI({ apiKey: "test", vertexai: false, httpOptions: { baseUrl: url, apiVersion: "v1beta" } })
+    const out: Array<Array<string>> = []
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-gemini-created-"))
+    for await (const listed of await ai.batches.list({ config: { pageSize: 100 } })) {
+      const job = await ai.batches.get({ name: listed.name! })
+      const ids: Array<string> = []
+      for (const r of job.dest?.inlinedResponses ?? []) ids.push(r.metadata!.key!)
+      if (job.dest?.fileName !== undefined) {
+        const file = path.join(dir, `${out.length}.jsonl`)
+        await ai.files.download({ file: job.dest.fileName, downloadPath: file })
+        for (const line of fs.readFileSync(file, "utf8").split("\n")) if (line.length > 0) ids.push(JSON.parse(line).key)
+      }
+      out.push(ids)
+    }
+    fs.rmSync(dir, { recursive: true, force: true })
+    return out
+  },
+  lineFailures: (final, retryable) => ({
+    lineFailures: [{ code: "INVALID_ARGUMENT", rate: final }, { code: "INTERNAL", rate: retryable }]
+  }),
+  finalFailure: /^INVALID_ARGUMENT/,
+  retryableFailure: /^INTERNAL/,
+  refuseOver: (bytes) => ({ maxInlineBytes: bytes, maxFileBytes: bytes }),
+  syncRateLimited: (times, ms) => ({
+    endpointFaults: [{ endpoint: "models.generateContent", status: 429, times, retryAfter: ms / 1000 }]
+  })
+}
+
+export const all: ReadonlyArray<ProviderCase> = [openai, anthropic, gemini]
 
 /** what each batch an OpenAI emulator created was asked: the custom ids of its input file (the requests paid for) */
 export const openAiSent = async (url: string): Promise<ReadonlyArray<ReadonlyArray<string>>> => {
