@@ -21,6 +21,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import * as Ledger from "./Ledger.ts"
+import type * as Run from "./Run.ts"
 import * as Pipeline from "./Pipeline.ts"
 import * as Progress from "./Progress.ts"
 import * as ProviderPlugin from "./ProviderPlugin.ts"
@@ -135,7 +136,7 @@ const execute = (options: {
   readonly resume?: string | undefined
   readonly cancel?: boolean | undefined
   readonly cancelOnExit?: boolean | undefined
-  readonly mode?: Ledger.Mode | undefined
+  readonly mode?: Run.Mode | undefined
 }) =>
   Effect.gen(function*() {
     const stateDir = path.resolve(options.stateDir)

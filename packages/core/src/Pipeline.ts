@@ -8,6 +8,7 @@
 import type { Duration, Effect, Schema } from "effect"
 import * as Runner from "./internal/runner.ts"
 import type * as Ledger from "./Ledger.ts"
+import type * as Run from "./Run.ts"
 import type * as Progress from "./Progress.ts"
 import type * as Provider from "./Provider.ts"
 import type * as Request from "./Request.ts"
@@ -102,7 +103,7 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
    * of fewer than `batch.syncBelow` requests (a small job, the tail of a
    * large one, a retry round) go synchronously, the rest as batches.
    */
-  readonly mode?: Ledger.Mode | undefined
+  readonly mode?: Run.Mode | undefined
   readonly batch?: BatchOptions | undefined
   readonly retry?: RetryOptions | undefined
   /**
@@ -175,7 +176,7 @@ export interface RunOptions {
   /** the provider name recorded with the run (default: the pipeline's, else `openai`) */
   readonly provider?: string | undefined
   /** how a new run sends its requests, over the pipeline's `mode`; a resumed run keeps the mode it was started with */
-  readonly mode?: Ledger.Mode | undefined
+  readonly mode?: Run.Mode | undefined
   /** live counters, updated as the run goes */
   readonly progress?: Progress.Counters | undefined
   /**
@@ -200,7 +201,7 @@ export interface RunOptions {
  */
 export interface Summary {
   readonly runId: string
-  readonly state: Ledger.RunState
+  readonly state: Run.State
   /** rows of the run in the ledger */
   readonly rows: number
   readonly succeeded: number

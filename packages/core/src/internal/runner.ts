@@ -6,6 +6,7 @@ import * as Failpoint from "../Failpoint.ts"
 import * as Memory from "./memory.ts"
 import * as Fingerprint from "../Fingerprint.ts"
 import * as Ledger from "../Ledger.ts"
+import type * as Run from "../Run.ts"
 import * as PartFiles from "../PartFiles.ts"
 import type * as Pipeline from "../Pipeline.ts"
 import * as Progress from "../Progress.ts"
@@ -1301,7 +1302,7 @@ export const run = <Rec, A, Row>(
       }
       yield* deliver
       const counts = yield* ledger.counts(runId).pipe(Effect.mapError((e) => fail(e.message)))
-      const state: Ledger.RunState = cancelling ? "cancelled" : counts.pendingItems === 0 ? "completed" : "failed"
+      const state: Run.State = cancelling ? "cancelled" : counts.pendingItems === 0 ? "completed" : "failed"
       if (state === "completed") {
         // the sinks' dispositions: `replace` drops what earlier runs wrote, now that this run's output is whole
         const finishing = (sink: Sink.Sink<any>, disposition: Sink.Disposition | `!${string}`) =>

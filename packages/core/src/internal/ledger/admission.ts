@@ -1,0 +1,269 @@
+/**
+ * Admission: source rows become items and requests, in one transaction per chunk — rows a resumed read meets
+ * again are skipped, a repeated key is a failed row of its own, identical requests are shared, and answers another run
+ * has are copied from the result cache. `admit` runs five steps, each a function below.
+ *
+ * @internal
+ */
+import { Array as Arr, Effect } from "effect"
+import type { AdmitRow, Service } from "../../Ledger.ts"
+import { chunks, fp48, mapError, toNumber } from "./shared.ts"
+import type { Shared } from "./shared.ts"
+
+/** a row of the chunk, with its index in it */
+interface Candidate {
+  readonly index: number
+  readonly row: AdmitRow
+}
+
+/** requests this run has already (by fingerprint), and answers earlier runs have (the latest run's) */
+interface Known {
+  readonly existing: ReadonlyMap<string, { readonly id: number; readonly state: string }>
+  readonly cachedFrom: ReadonlyMap<string, { readonly run: number; readonly id: number }>
+}
+
+/** what admitting the chunk writes */
+interface Plan {
+  /** indexes of rows whose request is new and must be sent */
+  readonly fresh: ReadonlyArray<number>
+  /** requests new in this run, numbered by the position of their first row */
+  readonly created: ReadonlyMap<string, { readonly id: number; readonly cached: boolean }>
+  /** rows that go out with each request (own = 0), by request number */
+  readonly joining: ReadonlyMap<number, number>
+  readonly ready: number
+  readonly items: ReadonlyArray<Record<string, unknown>>
+}
+
+/**
+ * Step 4 (pure): each row's request — one this run has, one made earlier in the chunk, one answered by the cache, or
+ * a new one — and whether it goes out on its own (no request, or a request settled before) or with its request.
+ */
+const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Plan => {
+  const fresh: Array<number> = []
+  const created = new Map<string, { readonly id: number; readonly cached: boolean }>()
+  const joining = new Map<number, number>()
+  let ready = 0
+  const items: Array<Record<string, unknown>> = []
+  for (const { index, row } of accepted) {
+    let request: number | null = null
+    let own = row.fingerprint === null
+    let isReady = own
+    if (row.fingerprint !== null) {
+      const have = known.existing.get(row.fingerprint)
+      const made = created.get(row.fingerprint)
+      if (have !== undefined) {
+        request = have.id
+        own = isReady = have.state === "succeeded" || have.state === "failed"
+      } else if (made !== undefined) {
+        request = made.id
+        isReady = made.cached
+      } else {
+        const cached = known.cachedFrom.has(row.fingerprint)
+        created.set(row.fingerprint, { id: row.position, cached })
+        request = row.position
+        isReady = cached
+        if (!cached) fresh.push(index)
+      }
+    }
+    if (isReady) ready++
+    if (!own && request !== null) joining.set(request, (joining.get(request) ?? 0) + 1)
+    items.push({
+      run: num,
+      position: row.position,
+      key: row.key,
+      request,
+      own: own ? 1 : 0,
+      part: null,
+      record: row.record,
+      error_kind: row.failure?.kind ?? null,
+      error_message: row.failure?.message ?? null,
+      error_raw: row.failure?.raw ?? null
+    })
+  }
+  return { fresh, created, joining, ready, items }
+}
+
+/** this part of the ledger, on the shared state */
+export const make = (shared: Shared) => {
+  const { sql, runNum, orFail, serially, fence, settleOffset } = shared
+
+  /** step 1: rows at positions already admitted (a resumed read), or repeated within the chunk, are skipped */
+  const unadmitted = (num: number, rows: ReadonlyArray<AdmitRow>) =>
+    Effect.gen(function*() {
+      let lo = Infinity
+      let hi = -Infinity
+      for (const r of rows) {
+        if (r.position < lo) lo = r.position
+        if (r.position > hi) hi = r.position
+      }
+      const admitted = new Set<number>()
+      const found = yield* sql<{ position: number | bigint }>`
+        SELECT position FROM offpeak_items WHERE run = ${num} AND position >= ${lo} AND position <= ${hi}`
+      for (const row of found) admitted.add(toNumber(row.position))
+      const candidates: Array<Candidate> = []
+      rows.forEach((row, index) => {
+        if (admitted.has(row.position)) return
+        admitted.add(row.position)
+        candidates.push({ index, row })
+      })
+      return { candidates, skipped: rows.length - candidates.length }
+    })
+
+  /** step 2: a key seen before (in this run, or earlier in the chunk) makes the row a failure under `key#position` */
+  const withoutDuplicates = (num: number, candidates: ReadonlyArray<Candidate>) =>
+    Effect.gen(function*() {
+      const first = new Map<string, number>()
+      for (const part of chunks([...new Set(candidates.map((c) => c.row.key))])) {
+        const hits = yield* sql<{ key: string; position: number | bigint }>`
+          SELECT key, position FROM offpeak_items WHERE run = ${num} AND ${sql.in("key", part)}`
+        for (const hit of hits) first.set(hit.key, toNumber(hit.position))
+      }
+      let duplicates = 0
+      const accepted = candidates.map((candidate): Candidate => {
+        const row = candidate.row
+        const seen = first.get(row.key)
+        if (seen === undefined) {
+          first.set(row.key, row.position)
+          return candidate
+        }
+        duplicates++
+        return {
+          index: candidate.index,
+          row: {
+            key: `${row.key}#${row.position}`,
+            position: row.position,
+            fingerprint: null,
+            record: row.record,
+            failure: {
+              kind: "invalid_input",
+              message: `duplicate key ${JSON.stringify(row.key)}: first seen at row ${seen}; this row is not sent`
+            }
+          }
+        }
+      })
+      return { accepted, duplicates }
+    })
+
+  /** step 3: requests this run already has, and results cached by earlier runs (through the fingerprint index) */
+  const known = (num: number, accepted: ReadonlyArray<Candidate>) =>
+    Effect.gen(function*() {
+      const fingerprints = [...new Set(accepted.flatMap((a) => a.row.fingerprint === null ? [] : [a.row.fingerprint]))]
+      const existing = new Map<string, { readonly id: number; readonly state: string }>()
+      const cachedFrom = new Map<string, { readonly run: number; readonly id: number }>()
+      for (const part of chunks(fingerprints)) {
+        const wanted = new Set(part)
+        const hits = yield* sql<{ run: number | bigint; id: number | bigint; fingerprint: string; state: string }>`
+          SELECT run, id, fingerprint, state FROM offpeak_requests
+          WHERE ${sql.in("fp48", [...new Set(part.map(fp48))])} AND (run = ${num} OR state = 'succeeded')`
+        for (const hit of hits) {
+          if (!wanted.has(hit.fingerprint)) continue
+          const run = toNumber(hit.run)
+          if (run === num) existing.set(hit.fingerprint, { id: toNumber(hit.id), state: hit.state })
+          else if ((cachedFrom.get(hit.fingerprint)?.run ?? -1) < run) {
+            cachedFrom.set(hit.fingerprint, { run, id: toNumber(hit.id) })
+          }
+        }
+      }
+      return { existing, cachedFrom } satisfies Known
+    })
+
+  /** cached answers are copied into this run (settled at once), so its rows never depend on another run's */
+  const copyCached = (num: number, offset: number, planned: Plan, from: Known["cachedFrom"]) =>
+    Effect.gen(function*() {
+      const bySource = new Map<number, Array<readonly [number, number]>>()
+      for (const [fingerprint, made] of planned.created) {
+        if (!made.cached) continue
+        const source = from.get(fingerprint)!
+        const list = bySource.get(source.run) ?? []
+        list.push([source.id, made.id])
+        bySource.set(source.run, list)
+      }
+      for (const [fromRun, pairs] of bySource) {
+        for (const part of chunks(pairs)) {
+          const target = new Map(part)
+          const outputs = yield* sql<{
+            id: number | bigint
+            output: string
+            output_format: string
+            input_tokens: number | bigint
+            output_tokens: number | bigint
+            cached_input_tokens: number | bigint | null
+          }>`SELECT r.id AS id, o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
+                    o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
+            FROM offpeak_requests r JOIN offpeak_outputs o ON o.run = r.run AND o.settled = r.settled
+            WHERE r.run = ${fromRun} AND ${sql.in("r.id", part.map(([id]) => id))}`
+          const copies = outputs.map((o) => ({
+            run: num,
+            settled: offset + target.get(toNumber(o.id))!,
+            output: o.output,
+            output_format: o.output_format,
+            input_tokens: toNumber(o.input_tokens),
+            output_tokens: toNumber(o.output_tokens),
+            cached_input_tokens: o.cached_input_tokens === null ? null : toNumber(o.cached_input_tokens)
+          }))
+          if (Arr.isArrayNonEmpty(copies)) yield* sql`INSERT${orFail} INTO offpeak_outputs ${sql.insert(copies)}`
+        }
+      }
+    })
+
+  /** step 5: the new requests, more rows for requests admitted before, cached answers, the items, the run's counts */
+  const write = (num: number, planned: Plan, found: Known) =>
+    Effect.gen(function*() {
+      const cachedIds = [...planned.created.values()].flatMap((made) => made.cached ? [made.id] : [])
+      const offset = cachedIds.length === 0 ? 0 : yield* settleOffset(num, cachedIds)
+      const requests = [...planned.created].map(([fingerprint, made]) => ({
+        run: num,
+        id: made.id,
+        fingerprint,
+        fp48: fp48(fingerprint),
+        state: made.cached ? "succeeded" : "queued",
+        batch: null,
+        attempts: 0,
+        cached: made.cached ? 1 : 0,
+        settled: made.cached ? offset + made.id : null,
+        row_count: planned.joining.get(made.id) ?? 0
+      }))
+      for (const part of chunks(requests, 100)) {
+        yield* sql`INSERT${orFail} INTO offpeak_requests ${sql.insert(part)}`
+      }
+      for (const have of found.existing.values()) {
+        const n = planned.joining.get(have.id)
+        if (n !== undefined) {
+          yield* sql`UPDATE${orFail} offpeak_requests SET row_count = row_count + ${n} WHERE run = ${num} AND id = ${have.id}`
+        }
+      }
+      yield* copyCached(num, offset, planned, found.cachedFrom)
+      for (const part of chunks(planned.items, 50)) {
+        yield* sql`INSERT${orFail} INTO offpeak_items ${sql.insert(part)}`
+      }
+      yield* sql`UPDATE offpeak_runs SET item_count = item_count + ${planned.items.length},
+        request_count = request_count + ${requests.length} WHERE num = ${num}`
+    })
+
+  const admit: Service["admit"] = (runId, rows) =>
+    Effect.gen(function*() {
+      if (rows.length === 0) return { fresh: [], admitted: 0, skipped: 0, ready: 0, duplicates: 0 }
+      yield* fence(runId)
+      const num = yield* runNum(runId)
+      const { candidates, skipped } = yield* unadmitted(num, rows)
+      const { accepted, duplicates } = yield* withoutDuplicates(num, candidates)
+      const found = yield* known(num, accepted)
+      const planned = plan(num, accepted, found)
+      yield* write(num, planned, found)
+      return { fresh: planned.fresh, admitted: accepted.length, skipped, ready: planned.ready, duplicates }
+    }).pipe(sql.withTransaction, serially, mapError("admit"))
+
+  const queued: Service["queued"] = (runId, options) =>
+    Effect.gen(function*() {
+      const num = yield* runNum(runId)
+      const rows = yield* sql<{ id: number | bigint; fingerprint: string; record: string }>`
+        SELECT r.id AS id, r.fingerprint AS fingerprint, i.record AS record
+        FROM offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.position = r.id
+        WHERE r.run = ${num} AND r.state = 'queued' AND r.id > ${options.after}
+        ORDER BY r.id
+        LIMIT ${options.limit}`
+      return rows.map((r) => ({ id: toNumber(r.id), fingerprint: r.fingerprint, record: r.record }))
+    }).pipe(mapError("queued"))
+
+  return { admit, queued }
+}

@@ -1,0 +1,193 @@
+/**
+ * Delivery parts: a part's rows fixed before the sinks write it (rows on their own, or a range of settled
+ * requests with every row that asked for them), read back, and committed with its counts.
+ *
+ * @internal
+ */
+import { Effect, Option } from "effect"
+import type { Failure, PartRow, Service, WrittenPart } from "../../Ledger.ts"
+import { LedgerError } from "./errors.ts"
+import type { FailureKind } from "../../Result.ts"
+import { chunks, toNumber, mapError } from "./shared.ts"
+import type { Shared } from "./shared.ts"
+
+/** a part's row as the SQLite thread sends it: item, request, output columns (see `rowsOf`) */
+type PartValues = readonly [
+  key: string,
+  position: number | bigint,
+  record: string | null,
+  fingerprint: string | null,
+  itemErrorKind: string | null,
+  itemErrorMessage: string | null,
+  itemErrorRaw: string | null,
+  state: string | null,
+  cached: number | bigint | null,
+  errorKind: string | null,
+  errorMessage: string | null,
+  errorRaw: string | null,
+  output: string | null,
+  outputFormat: string | null,
+  inputTokens: number | bigint | null,
+  outputTokens: number | bigint | null,
+  cachedInputTokens: number | bigint | null
+]
+
+/** this part of the ledger, on the shared state */
+export const make = (shared: Shared) => {
+  const { sql, runNum, orFail, serially, fence } = shared
+
+  /** where a part's rows come from: its own rows (`i.part`), or the rows of its range of settled requests */
+  const partSource = (runId: string, seq: number) =>
+    Effect.gen(function*() {
+      const num = yield* runNum(runId)
+      const parts = yield* sql<{ lo: number | bigint | null; hi: number | bigint | null }>`
+        SELECT lo, hi FROM offpeak_parts WHERE run_id = ${runId} AND seq = ${seq}`
+      const part = parts[0]
+      if (part === undefined) return yield* new LedgerError({ operation: "part", message: `no part ${seq} in run "${runId}"` })
+      return part.lo === null
+        ? {
+          from: sql`offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request`,
+          where: sql`i.run = ${num} AND i.part = ${seq}`,
+          order: sql`i.position`
+        }
+        : {
+          from: sql`offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id AND i.own = 0`,
+          where: sql`r.run = ${num} AND r.settled >= ${toNumber(part.lo)} AND r.settled <= ${toNumber(part.hi)}`,
+          // the order of the range's index, so the query walks the range and nothing else
+          order: sql`r.settled, i.position`
+        }
+    })
+
+  /** `assignPart` inside the caller's transaction */
+  const assignIn = (runId: string, limit: number, options?: { readonly whole?: boolean }) =>
+    Effect.gen(function*() {
+      yield* fence(runId)
+      const num = yield* runNum(runId)
+      const whole = options?.whole === true
+      const last = yield* sql<{ seq: number | bigint | null }>`
+        SELECT MAX(seq) AS seq FROM offpeak_parts WHERE run_id = ${runId}`
+      const seq = toNumber(last[0]?.seq ?? 0) + 1
+      const insertPart = (lo: number | null, hi: number | null) =>
+        sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo, hi })}`
+      // rows deliverable on their own first
+      const own = yield* sql<{ position: number | bigint }>`
+        SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`
+      if (own.length > 0 && (!whole || own.length >= limit)) {
+        yield* insertPart(null, null)
+        for (const part of chunks(own.map((r) => toNumber(r.position)))) {
+          yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
+        }
+        return Option.some(seq)
+      }
+      // then the next range of settled requests, each with the rows that go out with it
+      const done = yield* sql<{ hi: number | bigint | null }>`
+        SELECT MAX(hi) AS hi FROM offpeak_parts WHERE run_id = ${runId} AND hi IS NOT NULL`
+      const after = Math.max(0, toNumber(done[0]?.hi ?? 0))
+      const requests = yield* sql<{ settled: number | bigint; n: number | bigint }>`
+        SELECT settled, row_count AS n FROM offpeak_requests
+        WHERE run = ${num} AND settled > ${after}
+        ORDER BY settled
+        LIMIT ${limit}`
+      let rows = 0
+      let hi = after
+      for (const request of requests) {
+        hi = toNumber(request.settled)
+        rows += toNumber(request.n)
+        if (rows >= limit) break
+      }
+      if (requests.length === 0 || (whole && rows < limit && requests.length < limit)) return Option.none<number>()
+      yield* insertPart(after + 1, hi)
+      return Option.some(seq)
+    })
+
+  const assignPart: Service["assignPart"] = (runId, limit, options) =>
+    assignIn(runId, limit, options).pipe(sql.withTransaction, serially, mapError("assignPart"))
+
+  const writingParts: Service["writingParts"] = (runId) =>
+    sql<{ seq: number | bigint }>`SELECT seq FROM offpeak_parts WHERE run_id = ${runId} AND state = 'writing' ORDER BY seq`
+      .pipe(Effect.map((rows) => rows.map((r) => toNumber(r.seq))), mapError("writingParts"))
+
+  const rowsOf = (runId: string, seq: number) =>
+    Effect.gen(function*() {
+      const source = yield* partSource(runId, seq)
+      // rows as arrays: half the work of objects to build in the SQLite thread and to copy out of it
+      const rows = yield* sql`
+        SELECT i.key, i.position, i.record, r.fingerprint,
+               i.error_kind, i.error_message, i.error_raw,
+               r.state, r.cached, r.error_kind, r.error_message, r.error_raw,
+               o.output, o.output_format, o.input_tokens, o.output_tokens, o.cached_input_tokens
+        FROM ${source.from}
+        LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.settled = r.settled AND r.state = 'succeeded'
+        WHERE ${source.where}
+        ORDER BY ${source.order}`.values
+      return rows.map((row): PartRow => {
+        const [
+          key,
+          position,
+          record,
+          fingerprint,
+          itemErrorKind,
+          itemErrorMessage,
+          itemErrorRaw,
+          state,
+          cached,
+          errorKind,
+          errorMessage,
+          errorRaw,
+          output,
+          outputFormat,
+          inputTokens,
+          outputTokens,
+          cachedInputTokens
+        ] = row as PartValues
+        const failure: Failure | null = itemErrorKind !== null
+          ? { kind: itemErrorKind as FailureKind, message: itemErrorMessage ?? "", raw: itemErrorRaw ?? undefined }
+          : state === "succeeded" && output !== null
+          ? null
+          : {
+            kind: (errorKind ?? "lost") as FailureKind,
+            message: errorMessage ?? "no result recorded",
+            raw: errorRaw ?? undefined
+          }
+        return {
+          key,
+          position: toNumber(position),
+          record,
+          fingerprint,
+          output: failure === null ? output : null,
+          format: outputFormat === "f32" ? "f32" : "json",
+          usage: failure === null
+            ? {
+              inputTokens: toNumber(inputTokens),
+              outputTokens: toNumber(outputTokens),
+              cachedInputTokens: cachedInputTokens === null ? undefined : toNumber(cachedInputTokens)
+            }
+            : null,
+          cached: toNumber(cached) === 1,
+          failure
+        }
+      })
+    })
+
+  const partRows: Service["partRows"] = (runId, seq) => rowsOf(runId, seq).pipe(mapError("partRows"))
+
+  const commitIn = (runId: string, written: WrittenPart) =>
+    fence(runId).pipe(
+      Effect.andThen(sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
+      WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`),
+      Effect.asVoid
+    )
+
+  const commitPart: Service["commitPart"] = (runId, written) =>
+    commitIn(runId, written).pipe(sql.withTransaction, mapError("commitPart"))
+
+  const nextPart: Service["nextPart"] = (runId, options) =>
+    Effect.gen(function*() {
+      if (options.written !== undefined) yield* commitIn(runId, options.written)
+      const seq = yield* assignIn(runId, options.limit, options)
+      if (Option.isNone(seq)) return Option.none()
+      return Option.some({ seq: seq.value, rows: yield* rowsOf(runId, seq.value) })
+    }).pipe(sql.withTransaction, serially, mapError("nextPart"))
+
+  return { assignPart, nextPart, writingParts, partRows, commitPart }
+}
