@@ -78,10 +78,9 @@ export interface Lines {
 }
 
 /**
- * A server-side job over a table: the provider reads `input` and writes
- * `output` itself; rows are joined back on `keyColumns`, which the job passes
- * through.
- *
+ * A server-side job over a table (pushdown): the provider reads `input` and writes `output` itself, and no row passes
+ * through this process. The source staged `input` (its rows and a request column) and lands `output` (see
+ * `Source.Pushdown`); the adapter creates the job, tagged with `batchId` so `find` can tell it after a crash.
  * @since 0.1.0
  * @category models
  */
@@ -90,10 +89,17 @@ export interface Table {
   readonly batchId: string
   readonly runId: string
   readonly sealedAt: number
+  /** the kind of table the source staged (`bigquery`, `gcs`): an adapter takes the kinds in its `tables` */
+  readonly kind: string
   readonly model: string
+  /** where the job reads its requests, e.g. `bq://project.dataset.table` */
   readonly input: string
+  /** where the job writes its answers, e.g. `bq://project.dataset.table` */
   readonly output: string
+  /** the columns that pass through from input to output, joining each answer to its row */
   readonly keyColumns: ReadonlyArray<string>
+  /** rows in `input` */
+  readonly rows: number
 }
 
 /**
@@ -253,6 +259,11 @@ export interface Service {
    * error.
    */
   readonly sync: (line: string) => Effect.Effect<LineResult, ProviderError.ProviderError>
+  /**
+   * The kinds of table ({@link Table}) this provider can run a job over, none by default. A pipeline whose source
+   * can stage a table of one of these kinds (`Source.pushdown`) runs pushed down: no row passes through offpeak.
+   */
+  readonly tables?: ReadonlyArray<string> | undefined
 }
 
 /**

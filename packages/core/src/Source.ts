@@ -92,6 +92,80 @@ export interface Source<A> {
    * source holds: a row is never silently missing from a `completed` run.
    */
   readonly count?: Effect.Effect<number, SourceError> | undefined
+  /**
+   * For sources that live where a provider can read them (a BigQuery table): the run stages a table of requests
+   * there and the provider's job reads it, writes its answers to a table of its own, and the source lands them — no
+   * row passes through offpeak (see {@link Pushdown}). Used when the provider takes this kind of table.
+   */
+  readonly pushdown?: Pushdown | undefined
+}
+
+/**
+ * One job's tables, as a {@link Pushdown} staged them.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Staged {
+  /** the kind of table (`bigquery`): the provider must take it (`Provider.Service.tables`) */
+  readonly kind: string
+  readonly model: string
+  readonly input: string
+  readonly output: string
+  readonly keyColumns: ReadonlyArray<string>
+  /** rows in `input` */
+  readonly rows: number
+}
+
+/**
+ * What a job's output holds once the job ended.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Tally {
+  /** rows answered */
+  readonly succeeded: number
+  /** rows the provider failed (a status, no answer, an answer that does not decode) */
+  readonly failed: number
+}
+
+/**
+ * A row a job failed, for the dead letter.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TableFailure {
+  readonly key: string
+  readonly message: string
+  readonly raw?: string | undefined
+}
+
+/**
+ * A source that stages its rows, with the pipeline's request built server-side, as a table a provider's batch job
+ * reads, and lands the job's answers where they belong. Every operation is idempotent: a run killed anywhere calls it
+ * again with the same arguments.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Pushdown {
+  /**
+   * Stages the input of job `batchId`: every row of the source, or (`retryOf`) only the rows that failed in an
+   * earlier job's output. The tables are named from `batchId`, so staging again replaces them.
+   */
+  readonly stage: (job: {
+    readonly runId: string
+    readonly batchId: string
+    readonly retryOf?: Staged | undefined
+  }) => Effect.Effect<Staged, SourceError>
+  /** counts the answered and failed rows of an ended job's output */
+  readonly tally: (job: Staged) => Effect.Effect<Tally, SourceError>
+  /** lands the answered rows of an ended job's output (a MERGE on the key); idempotent. Returns how many rows */
+  readonly land: (job: Staged, run: { readonly runId: string; readonly batchId: string }) => Effect.Effect<number, SourceError>
+  /** the failed rows of an ended job's output, with the provider's reason */
+  readonly failures: (job: Staged) => Stream.Stream<TableFailure, SourceError>
 }
 
 /**

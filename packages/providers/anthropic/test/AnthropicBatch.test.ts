@@ -466,7 +466,7 @@ describe("AnthropicBatch against the emulator", () => {
       forget(a)
       assert.deepStrictEqual(yield* idOf(a), Option.some(remoteA.id))
       // table jobs are not Anthropic's
-      const table = { _tag: "Table", batchId: "t", runId: "r", sealedAt: 0, model: MODEL, input: "i", output: "o", keyColumns: [] } as const
+      const table = { _tag: "Table", batchId: "t", runId: "r", sealedAt: 0, kind: "bigquery", model: MODEL, input: "i", output: "o", keyColumns: [], rows: 1 } as const
       assert.strictEqual((yield* Effect.flip(provider.submit(table))).reason._tag, "Unsupported")
       assert.isTrue(Option.isNone(yield* provider.find(table)))
     }).pipe(Effect.scoped))
