@@ -4,6 +4,13 @@
  * embeddings. Pure functions: the same input gives the same output, byte for
  * byte, with no randomness and no clock.
  *
+ * Usage is counted the way offpeak estimates it (`@offpeak/core/Tokens`, for
+ * the request's provider family): input tokens as `Tokens.countChat` counts the
+ * request, output tokens as `Tokens.countText` counts the answer. So an
+ * estimate and the emulators' usage can be compared; against a real provider
+ * they differ by the approximation `Tokens` states. A {@link PromptCache}
+ * passed to {@link chat} models the providers' prompt caches.
+ *
  * @example
  * ```ts
  * import * as Engine from "@offpeak/providers/local/Engine"
@@ -18,8 +25,10 @@
  *
  * @since 0.1.0
  */
-import { fmix32, hashString, utf8Length, utf8Prefix } from "./internal/hash.ts"
+import * as Tokens from "@offpeak/core/Tokens"
+import { fmix32, hashString } from "./internal/hash.ts"
 import { generate } from "./internal/jsonSchema.ts"
+import * as Cache from "./internal/promptCache.ts"
 import * as Text from "./internal/text.ts"
 
 // ===== Models =====
@@ -37,6 +46,15 @@ export interface ChatInput {
   readonly maxTokens?: number | undefined
   /** a JSON Schema (draft 2020-12 or OpenAI's strict subset); the answer is then JSON valid against it */
   readonly jsonSchema?: unknown
+  /** the provider whose token counting the usage follows (`openai`, `anthropic`, `gemini`, …); default: the model's family */
+  readonly provider?: string | undefined
+  /**
+   * Explicit prompt caching (Anthropic `cache_control`): the number of leading
+   * messages (a system message counts) the marked prefix covers. Without it,
+   * OpenAI and Gemini requests use automatic prefix caching and Anthropic
+   * requests are not cached.
+   */
+  readonly cachePrefix?: number | undefined
 }
 
 /**
@@ -49,7 +67,24 @@ export interface ChatInput {
 export interface ChatOutput {
   readonly text: string
   readonly finishReason: "stop" | "length"
-  readonly usage: { readonly inputTokens: number; readonly outputTokens: number }
+  readonly usage: Usage
+}
+
+/**
+ * The usage of an answer. `inputTokens` counts every input token, cached and
+ * cache-write ones included; the cache fields are set when {@link chat} was
+ * given a {@link PromptCache}.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Usage {
+  readonly inputTokens: number
+  readonly outputTokens: number
+  /** input tokens read from the prompt cache */
+  readonly cachedInputTokens?: number | undefined
+  /** input tokens written to the prompt cache (explicit caching only) */
+  readonly cacheWriteInputTokens?: number | undefined
 }
 
 /**
@@ -61,6 +96,8 @@ export interface ChatOutput {
 export interface EmbedInput {
   readonly model: string
   readonly input: string
+  /** the provider whose token counting the usage follows; default: the model's family */
+  readonly provider?: string | undefined
   /** the vector length; defaults to the model's ({@link defaultDimensions}) */
   readonly dimensions?: number | undefined
 }
@@ -80,12 +117,50 @@ export interface EmbedOutput {
 // ===== Tokens =====
 
 /**
- * A cheap deterministic token estimate: `ceil(utf8 bytes / 4)`.
+ * The tokens of a text as the usage counts them: for `model` (and
+ * `provider`, default the model's family) as `Tokens.countText` counts them;
+ * without a model, OpenAI's `o200k_base`.
  *
  * @since 0.1.0
  * @category tokens
  */
-export const countTokens = (text: string): number => Math.ceil(utf8Length(text) / 4)
+export const countTokens = (text: string, model?: string, provider?: string): number =>
+  model === undefined
+    ? Tokens.countText(text, "openai", "gpt-4o")
+    : Tokens.countText(text, Tokens.familyOf(provider, model), model)
+
+/**
+ * Options of a prompt cache: `minTokens` (the shortest cached prefix, default
+ * 1,024 as the providers' minimum), `window` (a prefix stays cached while fewer
+ * than this many requests were answered since its last use, default 1,000),
+ * `capacity` (the most prefixes cached at once, least recently used evicted,
+ * default 8).
+ *
+ * @since 0.1.0
+ * @category cache
+ */
+export type PromptCacheOptions = Cache.Options
+
+/**
+ * An emulator's prompt cache: create one per emulator and pass it to every
+ * {@link chat}. Deterministic: answers depend on the order of requests, not on
+ * a clock. OpenAI and Gemini requests read the longest earlier prefix at a
+ * message boundary (OpenAI in 128-token steps past 1,024); an Anthropic request
+ * reads or writes only the prefix its `cache_control` marks
+ * ({@link ChatInput.cachePrefix}). `stats()` gives the running hit share.
+ *
+ * @since 0.1.0
+ * @category cache
+ */
+export type PromptCache = Cache.PromptCache
+
+/**
+ * A new, empty prompt cache.
+ *
+ * @since 0.1.0
+ * @category cache
+ */
+export const promptCache = (options?: PromptCacheOptions): PromptCache => new Cache.PromptCache(options)
 
 // ===== Chat =====
 
@@ -114,6 +189,22 @@ const plainAnswer = (text: string, seed: number): string => {
 }
 
 /**
+ * The longest prefix of `text` (whole code points) that has at most `max`
+ * tokens: a binary search over the answer's length.
+ */
+const cutToTokens = (text: string, max: number, count: (s: string) => number): string => {
+  const points = Array.from(text)
+  let lo = 0
+  let hi = points.length
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2)
+    if (count(points.slice(0, mid).join("")) <= max) lo = mid
+    else hi = mid - 1
+  }
+  return points.slice(0, lo).join("")
+}
+
+/**
  * Answers a chat request. Without `jsonSchema`: a short summary made of the
  * words of the last user message. With it: `JSON.stringify` of a value valid
  * against the schema (objects, strings with enum/const/length bounds,
@@ -122,26 +213,70 @@ const plainAnswer = (text: string, seed: number): string => {
  * where string enums pick the option whose words best overlap the last user
  * message and free strings are a few of its words.
  *
- * When the answer has more than `maxTokens` tokens it is cut to that many
- * tokens' worth of bytes and `finishReason` is `"length"`.
+ * When the answer has more than `maxTokens` tokens it is cut to its longest
+ * prefix of at most that many and `finishReason` is `"length"`.
+ *
+ * Usage: input tokens as `Tokens.countChat` counts the request for its
+ * provider family, output tokens as `Tokens.countText` counts the answer. With
+ * `options.cache`, the cached (and, for explicit caching, written) input
+ * tokens too; the cache then remembers this request's prefixes.
  *
  * @since 0.1.0
  * @category chat
  */
-export const chat = (input: ChatInput): ChatOutput => {
+export const chat = (input: ChatInput, options?: { readonly cache?: PromptCache | undefined }): ChatOutput => {
   const seed = seedOf(input)
   const user = lastUserMessage(input.messages)
   let text = input.jsonSchema === undefined || input.jsonSchema === null
     ? plainAnswer(user, seed)
     : JSON.stringify(generate(input.jsonSchema, user, seed))
+  const outputFamily = Tokens.familyOf(input.provider, input.model)
+  const count = (s: string) => Tokens.countText(s, outputFamily, input.model)
   let finishReason: ChatOutput["finishReason"] = "stop"
-  if (input.maxTokens !== undefined && countTokens(text) > input.maxTokens) {
-    text = utf8Prefix(text, Math.max(0, Math.floor(input.maxTokens)) * 4)
+  let outputTokens = count(text)
+  if (input.maxTokens !== undefined && outputTokens > input.maxTokens) {
+    text = cutToTokens(text, Math.max(0, Math.floor(input.maxTokens)), count)
+    outputTokens = count(text)
     finishReason = "length"
   }
-  let inputTokens = 0
-  for (const m of input.messages) inputTokens += countTokens(m.content)
-  return { text, finishReason, usage: { inputTokens, outputTokens: countTokens(text) } }
+  const cache = options?.cache
+  if (cache === undefined) return { text, finishReason, usage: { inputTokens: countInput(input).count.tokens, outputTokens } }
+  const use = cacheUse(input, cache)
+  return { text, finishReason, usage: { inputTokens: use.inputTokens, outputTokens, ...use.cache } }
+}
+
+const countInput = (input: ChatInput) => {
+  const family = Tokens.familyOf(input.provider, input.model)
+  const schema = input.jsonSchema === undefined || input.jsonSchema === null ? undefined : JSON.stringify(input.jsonSchema)
+  return { family, schema, count: Tokens.countChat({ model: input.model, messages: input.messages, jsonSchema: schema }, family) }
+}
+
+/**
+ * Looks a request up in a prompt cache and records its prefixes, without
+ * answering it: the input tokens, and the cached and written ones. A batch
+ * emulator that writes its answers in shuffled order calls this for every line
+ * in input order first (the order a provider works through a batch), then
+ * answers each line with {@link chat} without a cache and adds these figures.
+ *
+ * @since 0.1.0
+ * @category cache
+ */
+export const cacheUse = (input: ChatInput, cache: PromptCache): {
+  readonly inputTokens: number
+  readonly cache: { readonly cachedInputTokens: number; readonly cacheWriteInputTokens: number }
+} => {
+  const { count, family, schema } = countInput(input)
+  const use = cache.use({
+    family,
+    model: input.model,
+    schema: schema ?? "",
+    messages: input.messages,
+    fixed: count.fixed,
+    perMessage: count.messages,
+    inputTokens: count.tokens,
+    marked: family === "anthropic" ? (input.cachePrefix !== undefined && input.cachePrefix > 0 ? input.cachePrefix : 0) : undefined
+  })
+  return { inputTokens: count.tokens, cache: use }
 }
 
 // ===== Embeddings =====
@@ -159,7 +294,8 @@ const WORD_SEED = 0x9e3779b9
 const WORD = /[\p{L}\p{N}]+/gu
 
 /**
- * Embeds a text: character trigrams of the lower-cased text (whitespace
+ * Embeds a text (usage: its tokens as `Tokens.countEmbedding` counts them):
+ * character trigrams of the lower-cased text (whitespace
  * collapsed, padded with a space) plus word unigrams, each hashed into one of
  * `dimensions` buckets with a hashed sign, then L2-normalised. Texts sharing
  * n-grams have a higher cosine similarity than unrelated ones.
@@ -195,5 +331,6 @@ export const embed = (input: EmbedInput): EmbedOutput => {
     const scale = 1 / Math.sqrt(norm)
     for (let i = 0; i < dims; i++) vector[i] = Math.fround(acc[i]! * scale)
   }
-  return { vector, usage: { inputTokens: countTokens(input.input) } }
+  const tokens = Tokens.countEmbedding(input, Tokens.familyOf(input.provider, input.model)).tokens
+  return { vector, usage: { inputTokens: tokens } }
 }

@@ -4,6 +4,7 @@
  *
  * @internal
  */
+import * as Tokens from "@offpeak/core/Tokens"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
@@ -38,6 +39,9 @@ export const listen = <E>(
   options: { readonly port?: number | undefined; readonly host?: string | undefined }
 ): Effect.Effect<string, string, Scope.Scope> =>
   Effect.gen(function*() {
+    // the engine counts tokens as the providers do: its tokenizer loads before the first request, not during it
+    // (a process that only imports an adapter never loads it)
+    yield* Effect.sync(() => Tokens.preload())
     const host = options.host ?? "127.0.0.1"
     const node = createServer()
     const server = app.pipe(

@@ -1,5 +1,7 @@
+import * as Tokens from "@offpeak/core/Tokens"
 import * as Engine from "../Engine.ts"
 import { assert, describe, it } from "@effect/vitest"
+import { encode } from "gpt-tokenizer/encoding/o200k_base"
 import { Schema } from "effect"
 import { OpenAiStructuredOutput } from "effect/ai"
 
@@ -81,8 +83,11 @@ describe("Engine.chat", () => {
     const answer = ask("Please summarise the quarterly revenue report for the board")
     assert.strictEqual(answer.finishReason, "stop")
     assert.match(answer.text, /quarterly revenue report/)
-    assert.strictEqual(answer.usage.inputTokens, Engine.countTokens("Label the ticket.") + Engine.countTokens("Please summarise the quarterly revenue report for the board"))
-    assert.strictEqual(answer.usage.outputTokens, Engine.countTokens(answer.text))
+    // OpenAI's framing: 3 per message and its role (1 token), 3 to prime the reply, around each message's o200k tokens
+    const text = Engine.countTokens("Label the ticket.") + Engine.countTokens("Please summarise the quarterly revenue report for the board")
+    assert.strictEqual(answer.usage.inputTokens, 4 + 4 + 3 + text)
+    assert.strictEqual(answer.usage.outputTokens, encode(answer.text).length)
+    assert.strictEqual(answer.usage.outputTokens, Engine.countTokens(answer.text, "gpt-4o-mini"))
   })
 
   for (const [name, schema] of Object.entries(SCHEMAS)) {
@@ -191,8 +196,11 @@ describe("Engine.chat", () => {
     const full = ask(PROMPTS[0]!, jsonSchema)
     const cut = ask(PROMPTS[0]!, jsonSchema, 5)
     assert.strictEqual(cut.finishReason, "length")
-    assert.strictEqual(cut.text, full.text.slice(0, 20))
-    assert.strictEqual(cut.usage.outputTokens, 5)
+    assert.isTrue(full.text.startsWith(cut.text))
+    assert.strictEqual(cut.usage.outputTokens, encode(cut.text).length)
+    assert.isAtMost(cut.usage.outputTokens, 5)
+    // the longest prefix that fits: one more character would not
+    assert.isAbove(encode(full.text.slice(0, cut.text.length + 1)).length, 5)
     assert.throws(() => JSON.parse(cut.text))
     const plain = ask(PROMPTS[0]!, undefined, 2)
     assert.strictEqual(plain.finishReason, "length")
@@ -203,17 +211,38 @@ describe("Engine.chat", () => {
     const emoji = Engine.chat({ model: "m", messages: [{ role: "user", content: "🎉🎉🎉 🎉🎉🎉 🎉🎉🎉 🎉🎉🎉" }], maxTokens: 3 })
     assert.strictEqual(emoji.finishReason, "length")
     assert.notInclude(emoji.text, "\uFFFD")
-    assert.isAtMost(Buffer.byteLength(emoji.text), 12)
+    assert.isAtMost(Engine.countTokens(emoji.text), 3)
+  })
+
+  it("counts usage as Tokens counts the request for the model's provider family", () => {
+    const { jsonSchema } = OpenAiStructuredOutput.toCodecOpenAI(Label)
+    const messages = [{ role: "system", content: "Label the ticket." }, { role: "user", content: PROMPTS[1]! }]
+    for (const [model, family] of [["gpt-4o-mini", "openai"], ["claude-haiku-4-5", "anthropic"], ["gemini-2.5-flash", "google"]] as const) {
+      for (const schema of [undefined, jsonSchema]) {
+        const answer = Engine.chat({ model, messages, jsonSchema: schema })
+        const expected = Tokens.countChat({ model, messages, jsonSchema: schema }, family)
+        assert.strictEqual(answer.usage.inputTokens, expected.tokens, `${model} ${schema === undefined ? "plain" : "schema"}`)
+        assert.strictEqual(answer.usage.outputTokens, Tokens.countText(answer.text, family, model))
+      }
+    }
+    // an explicit provider wins over the model's name (an OpenAI-compatible host serving another model)
+    const viaOpenAi = Engine.chat({ model: "claude-haiku-4-5", provider: "openai", messages })
+    assert.strictEqual(viaOpenAi.usage.inputTokens, Tokens.countChat({ model: "claude-haiku-4-5", messages }, "openai").tokens)
+    // a special token in user text is text
+    const special = Engine.chat({ model: "gpt-4o-mini", messages: [{ role: "user", content: "end <|endoftext|> here" }] })
+    assert.strictEqual(special.usage.inputTokens, 4 + 3 + encode("end <|endoftext|> here", { disallowedSpecial: new Set() }).length)
   })
 })
 
 describe("Engine.countTokens", () => {
-  it("is ceil(utf8 bytes / 4)", () => {
+  it("is o200k_base without a model, the family's count with one", () => {
     assert.strictEqual(Engine.countTokens(""), 0)
-    assert.strictEqual(Engine.countTokens("abcd"), 1)
-    assert.strictEqual(Engine.countTokens("abcde"), 2)
-    assert.strictEqual(Engine.countTokens("é"), 1)
-    for (const s of PROMPTS) assert.strictEqual(Engine.countTokens(s), Math.ceil(Buffer.byteLength(s) / 4))
+    assert.strictEqual(Engine.countTokens("hello world"), 2)
+    for (const s of PROMPTS) {
+      assert.strictEqual(Engine.countTokens(s), encode(s).length)
+      assert.strictEqual(Engine.countTokens(s, "claude-haiku-4-5"), Math.round(encode(s).length * 1.16))
+      assert.strictEqual(Engine.countTokens(s, "gemini-2.5-flash"), encode(s).length)
+    }
   })
 })
 
@@ -249,5 +278,106 @@ describe("Engine.embed", () => {
     const start = performance.now()
     for (let i = 0; i < 5_000; i++) Engine.embed({ model: "text-embedding-3-small", input: `row ${i}: ${PROMPTS[i % 5]}` })
     assert.isBelow(performance.now() - start, 2_000)
+  })
+})
+
+describe("Engine prompt cache", () => {
+  // a long shared prefix: a system prompt of well over 1,024 tokens
+  const system = (i: number) => `You label support tickets for team ${i}. ` + "Read the ticket carefully and answer with the label that fits best. ".repeat(90)
+  const request = (model: string, prefix: number, row: number, cachePrefix?: number): Engine.ChatInput => ({
+    model,
+    messages: [{ role: "system", content: system(prefix) }, { role: "user", content: `ticket ${row}: my invoice ${row * 7} is wrong` }],
+    ...(cachePrefix !== undefined ? { cachePrefix } : {})
+  })
+
+  it("OpenAI: a prefix seen shortly before is read, in 128-token steps past 1,024; short prefixes never", () => {
+    const cache = Engine.promptCache()
+    const first = Engine.chat(request("gpt-4o-mini", 0, 1), { cache })
+    assert.strictEqual(first.usage.cachedInputTokens, 0)
+    const second = Engine.chat(request("gpt-4o-mini", 0, 2), { cache })
+    const prefixTokens = Tokens.countChat(request("gpt-4o-mini", 0, 2), "openai").messages[0]!
+    assert.isAtLeast(prefixTokens, 1024)
+    assert.strictEqual(second.usage.cachedInputTokens, 1024 + Math.floor((prefixTokens - 1024) / 128) * 128)
+    assert.isBelow(second.usage.cachedInputTokens!, second.usage.inputTokens)
+    // same usage otherwise, and the answer does not depend on the cache
+    const plain = Engine.chat(request("gpt-4o-mini", 0, 2))
+    assert.strictEqual(plain.text, second.text)
+    assert.strictEqual(plain.usage.inputTokens, second.usage.inputTokens)
+    // another model does not share the cache; a short prompt is never cached
+    assert.strictEqual(Engine.chat(request("gpt-4.1-mini", 0, 3), { cache }).usage.cachedInputTokens, 0)
+    const short = { model: "gpt-4o-mini", messages: [{ role: "system", content: "Label." }, { role: "user", content: "hi" }] }
+    Engine.chat(short, { cache })
+    assert.strictEqual(Engine.chat(short, { cache }).usage.cachedInputTokens, 0)
+    console.log(`OpenAI cache: prefix ${prefixTokens} tokens, read ${second.usage.cachedInputTokens} of ${second.usage.inputTokens}`)
+  })
+
+  it("Gemini reads the whole prefix; Anthropic only a marked prefix, written first and read after", () => {
+    const gemini = Engine.promptCache()
+    Engine.chat(request("gemini-2.5-flash", 0, 1), { cache: gemini })
+    const hit = Engine.chat(request("gemini-2.5-flash", 0, 2), { cache: gemini })
+    assert.strictEqual(hit.usage.cachedInputTokens, Tokens.countChat(request("gemini-2.5-flash", 0, 2), "google").messages[0])
+
+    const anthropic = Engine.promptCache()
+    // unmarked: never cached
+    Engine.chat(request("claude-haiku-4-5", 0, 1), { cache: anthropic })
+    const unmarked = Engine.chat(request("claude-haiku-4-5", 0, 2), { cache: anthropic })
+    assert.strictEqual(unmarked.usage.cachedInputTokens, 0)
+    assert.strictEqual(unmarked.usage.cacheWriteInputTokens, 0)
+    const write = Engine.chat(request("claude-haiku-4-5", 0, 3, 1), { cache: anthropic })
+    const read = Engine.chat(request("claude-haiku-4-5", 0, 4, 1), { cache: anthropic })
+    const prefix = Tokens.countChat(request("claude-haiku-4-5", 0, 4), "anthropic").messages[0]!
+    assert.deepStrictEqual([write.usage.cacheWriteInputTokens, write.usage.cachedInputTokens], [prefix, 0])
+    assert.deepStrictEqual([read.usage.cacheWriteInputTokens, read.usage.cachedInputTokens], [0, prefix])
+    assert.strictEqual(read.usage.inputTokens, Tokens.countChat(request("claude-haiku-4-5", 0, 4), "anthropic").tokens)
+  })
+
+  it("forgets a prefix after `window` requests or when `capacity` other prefixes were used since", () => {
+    const windowed = Engine.promptCache({ window: 3, capacity: 100 })
+    Engine.chat(request("gpt-4o-mini", 0, 0), { cache: windowed })
+    for (let i = 1; i <= 3; i++) Engine.chat(request("gpt-4o-mini", 1, i), { cache: windowed })
+    assert.strictEqual(Engine.chat(request("gpt-4o-mini", 0, 9), { cache: windowed }).usage.cachedInputTokens, 0)
+
+    const small = Engine.promptCache({ window: 1000, capacity: 2 })
+    for (const p of [0, 1, 2]) Engine.chat(request("gpt-4o-mini", p, p), { cache: small })
+    assert.strictEqual(Engine.chat(request("gpt-4o-mini", 0, 9), { cache: small }).usage.cachedInputTokens, 0)
+    assert.isAbove(Engine.chat(request("gpt-4o-mini", 0, 10), { cache: small }).usage.cachedInputTokens!, 0)
+  })
+
+  it("cacheUse gives what chat with the cache reports, without answering", () => {
+    const viaChat = Engine.promptCache()
+    const viaUse = Engine.promptCache()
+    for (const [i, prefix] of [0, 1, 0, 0, 2, 1].entries()) {
+      const input = request(i % 2 === 0 ? "gpt-4o-mini" : "claude-haiku-4-5", prefix, i, 1)
+      const answered = Engine.chat(input, { cache: viaChat })
+      const used = Engine.cacheUse(input, viaUse)
+      assert.deepStrictEqual(
+        [used.inputTokens, used.cache.cachedInputTokens, used.cache.cacheWriteInputTokens],
+        [answered.usage.inputTokens, answered.usage.cachedInputTokens, answered.usage.cacheWriteInputTokens]
+      )
+    }
+    assert.deepStrictEqual(viaChat.stats(), viaUse.stats())
+  })
+
+  it("grouping requests by prefix raises the hit share over a shuffled order (10 prefixes, deterministic)", () => {
+    const rows = Array.from({ length: 400 }, (_, i) => ({ prefix: i % 10, row: i }))
+    // a fixed shuffle
+    const shuffled = rows.map((r, i) => ({ r, k: (i * 7919) % 401 })).sort((a, b) => a.k - b.k).map((x) => x.r)
+    const grouped = [...shuffled].sort((a, b) => a.prefix - b.prefix)
+    const share = (order: typeof rows) => {
+      const cache = Engine.promptCache()
+      for (const { prefix, row } of order) Engine.chat(request("gpt-4o-mini", prefix, row), { cache })
+      const s = cache.stats()
+      return { hits: s.hits / s.requests, cached: s.cachedInputTokens / s.inputTokens }
+    }
+    const a = share(shuffled)
+    const b = share(grouped)
+    const again = share(shuffled)
+    assert.deepStrictEqual(a, again)
+    assert.isAbove(b.hits, a.hits)
+    assert.isAbove(b.hits, 0.95)
+    console.log(
+      `10 prefixes over 400 rows, capacity 8: hit share shuffled ${(a.hits * 100).toFixed(1)} % (cached input ${(a.cached * 100).toFixed(1)} %), ` +
+        `grouped ${(b.hits * 100).toFixed(1)} % (cached input ${(b.cached * 100).toFixed(1)} %)`
+    )
   })
 })
