@@ -141,6 +141,14 @@ export interface Admission {
 export type BatchState = "sealed" | "submitting" | "submitted" | "ended" | "collected"
 
 /**
+ * How a batch goes out (see {@link Batch.mode}).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type BatchMode = "batch" | "sync" | "table"
+
+/**
  * A batch as the ledger knows it.
  *
  * @since 0.1.0
@@ -155,8 +163,13 @@ export interface Batch {
   readonly file: string
   readonly requestCount: number
   readonly bytes: number
-  /** `sync`: its requests go through the synchronous API, one call each, and it never has a remote id */
-  readonly mode: "batch" | "sync"
+  /**
+   * `batch`: a file of lines sent to the batch API; `sync`: its requests go through the synchronous API, one call each,
+   * and it never has a remote id; `table`: a job over a table the source staged (pushdown), described by `spec`
+   */
+  readonly mode: BatchMode
+  /** for a `table` batch: its staged tables (`Source.Staged`, as JSON) */
+  readonly spec: string | null
   readonly remoteId: string | null
   readonly remoteMeta: Readonly<Record<string, string>> | null
   readonly remoteState: string | null
@@ -366,9 +379,12 @@ export interface Service {
       readonly requestCount: number
       readonly bytes: number
       /** default `batch` */
-      readonly mode?: "batch" | "sync" | undefined
+      readonly mode?: BatchMode | undefined
+      readonly spec?: string | null | undefined
     },
-    requests: ReadonlyArray<number>
+    requests: ReadonlyArray<number>,
+    /** another batch marked collected, with its final counts, in the same transaction (a table job that a retry job follows) */
+    collect?: { readonly id: string; readonly completed: number; readonly failed: number }
   ) => Effect.Effect<void, LedgerError>
   /**
    * Replaces a batch the provider refused (too large, over its token limit) by

@@ -6,13 +6,15 @@
  * @since 0.1.0
  */
 import type { Duration, Effect, Schema } from "effect"
-import * as Runner from "./internal/runner.ts"
+import * as Runner from "./internal/run/run.ts"
+import type { RunError } from "./Run.ts"
 import type * as Ledger from "./Ledger.ts"
 import type * as Run from "./Run.ts"
 import type * as Progress from "./Progress.ts"
 import type * as Provider from "./Provider.ts"
 import type * as Request from "./Request.ts"
 import type * as Result from "./Result.ts"
+import type * as RunEvent from "./RunEvent.ts"
 import type * as Sink from "./Sink.ts"
 import type * as Source from "./Source.ts"
 
@@ -177,8 +179,10 @@ export interface RunOptions {
   readonly provider?: string | undefined
   /** how a new run sends its requests, over the pipeline's `mode`; a resumed run keeps the mode it was started with */
   readonly mode?: Run.Mode | undefined
-  /** live counters, updated as the run goes */
+  /** live counters, updated as the run goes (the run's events folded, see `Progress.update`) */
   readonly progress?: Progress.Counters | undefined
+  /** called with each event of the run as it happens (batches sealed, submitted, polled, ended, parts written, …) */
+  readonly onEvent?: ((event: RunEvent.RunEvent) => void) | undefined
   /**
    * How long the run's lease outlives its last heartbeat (default 30 seconds, or `OFFPEAK_LEASE_TTL`): a process on
    * another machine may take a run over that long after its owner stopped renewing (a dead process on the same host
@@ -224,16 +228,15 @@ export interface Summary {
 export const run: <R, A, Row>(
   pipeline: Pipeline<R, A, Row>,
   options?: RunOptions
-) => Effect.Effect<Summary, Runner.RunError, Provider.Provider | Ledger.Ledger> = Runner.run
+) => Effect.Effect<Summary, RunError, Provider.Provider | Ledger.Ledger> = Runner.run
 
 export {
   /**
-   * The run could not go on (the source cannot be read, a sink refused a part,
-   * the provider keeps failing). The ledger keeps everything done so far:
-   * resume the run once the cause is fixed.
+   * The run could not go on (the source cannot be read, a sink is unavailable, the provider keeps failing, another
+   * process owns the run). The ledger keeps everything done so far: resume the run once the cause is fixed.
    *
    * @since 0.1.0
    * @category errors
    */
   RunError
-} from "./internal/runner.ts"
+} from "./Run.ts"

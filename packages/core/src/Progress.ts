@@ -1,10 +1,10 @@
 /**
- * Live counters of a run, for progress lines and tests. The runner updates
- * them per chunk and per batch (never per row in an Effect), and a reporter
- * samples them.
+ * Live counters of a run, for progress lines and tests: a fold over the run's
+ * events ({@link update}), sampled by a reporter.
  *
  * @since 0.1.0
  */
+import type * as RunEvent from "./RunEvent.ts"
 
 /**
  * The counters.
@@ -30,7 +30,7 @@ export interface Counters {
   succeeded: number
   /** rows written to the dead-letter sink */
   failed: number
-  /** requests the provider reported done in batches still in flight */
+  /** requests the provider reported done in batches still in flight, and answers of synchronous calls */
   remoteCompleted: number
   /** rows the source said it holds in the run's range, when it can count (checked against the rows read) */
   sourceRows?: number | undefined
@@ -72,3 +72,81 @@ export const format = (c: Counters): string =>
     `succeeded ${fmt(c.succeeded)}`,
     `failed ${fmt(c.failed)}`
   ].join(" · ")
+
+/** per counters: what each batch in flight has reported done so far */
+const reported = new WeakMap<Counters, Map<string, number>>()
+
+/**
+ * Folds one event into the counters.
+ *
+ * @since 0.1.0
+ * @category updating
+ */
+export const update = (c: Counters, event: RunEvent.RunEvent): void => {
+  switch (event._tag) {
+    case "RunStarted": {
+      c.runId = event.runId
+      c.succeeded = event.delivered
+      c.failed = event.dead
+      c.batches += event.openBatches
+      return
+    }
+    case "RowsRead": {
+      c.read += event.rows
+      c.skipped += event.skipped
+      return
+    }
+    case "SourceEnded": {
+      c.sourceRows = event.counted
+      return
+    }
+    case "BatchSealed": {
+      c.batches++
+      return
+    }
+    case "BatchSplit": {
+      c.batches += 2
+      return
+    }
+    case "BatchSubmitted": {
+      c.submitted += event.requests
+      return
+    }
+    case "BatchWatched": {
+      c.inFlight++
+      c.maxInFlight = Math.max(c.maxInFlight, c.inFlight)
+      const done = reported.get(c) ?? new Map<string, number>()
+      reported.set(c, done)
+      done.set(event.batchId, 0)
+      return
+    }
+    case "BatchProgress": {
+      const done = reported.get(c)
+      const before = done?.get(event.batchId)
+      if (done === undefined || before === undefined) return
+      c.remoteCompleted += event.done - before
+      done.set(event.batchId, event.done)
+      return
+    }
+    case "BatchEnded": {
+      const done = reported.get(c)
+      const before = done?.get(event.batchId)
+      if (done === undefined || before === undefined) return
+      c.inFlight--
+      // a batch's lines are delivered from here on; answers of synchronous calls stay counted as answered
+      if (event.mode === "batch") c.remoteCompleted -= before
+      done.delete(event.batchId)
+      return
+    }
+    case "PartWritten": {
+      c.succeeded += event.delivered
+      c.failed += event.dead
+      return
+    }
+    case "RetryRound":
+    case "BackingOff":
+    case "RunEnded":
+      return
+  }
+}
+

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import { Duration, Effect, Schedule, Schema } from "effect"
 
 /**
  * The network failed (reset, refused, timeout) before an HTTP answer.
@@ -182,3 +182,28 @@ export const retryAfterMs = (headers: Headers | undefined): number | undefined =
   const seconds = Number(headers?.get("retry-after") ?? Number.NaN)
   return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined
 }
+
+/**
+ * Retries `effect` while the provider answers 404 for something created moments ago (a batch, a file: providers
+ * propagate new resources with a delay), until `grace` has passed since `since` (epoch ms); polls quickly at first,
+ * then every 5 seconds. Every adapter and the runner use this one policy.
+ *
+ * @example
+ * ```ts
+ * ProviderError.retryNotFound(client.retrieve(id), { since: submittedAt, grace: "2 minutes" })
+ * ```
+ *
+ * @since 0.1.0
+ * @category retrying
+ */
+export const retryNotFound = <A, R>(
+  effect: Effect.Effect<A, ProviderError, R>,
+  options: { readonly since: number; readonly grace: Duration.Input }
+): Effect.Effect<A, ProviderError, R> => {
+  const graceMs = Duration.toMillis(Duration.fromInputUnsafe(options.grace))
+  return Effect.retry(effect, {
+    while: (e) => e.reason._tag === "NotFound" && Date.now() - options.since < graceMs,
+    schedule: Schedule.min([Schedule.exponential("100 millis", 2), Schedule.spaced("5 seconds")])
+  })
+}
+

@@ -72,7 +72,6 @@ import {
   Predicate,
   Redacted,
   Result,
-  Schedule,
   Schema,
   Stream
 } from "effect"
@@ -742,13 +741,9 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     const withGrace = <A>(remote: Provider.RemoteBatch, effect: Effect.Effect<A, ProviderError.ProviderError>) => {
       const submittedAt = Number(remote.meta?.submittedAt)
-      if (!Number.isFinite(submittedAt)) return effect
-      return effect.pipe(
-        Effect.retry({
-          while: (e) => e.reason._tag === "NotFound" && Date.now() - submittedAt < graceMs,
-          schedule: Schedule.min([Schedule.exponential("100 millis", 2), Schedule.spaced("5 seconds")])
-        })
-      )
+      return Number.isFinite(submittedAt)
+        ? ProviderError.retryNotFound(effect, { since: submittedAt, grace: Duration.millis(graceMs) })
+        : effect
     }
 
     // ----- the journal and the evidence it holds -----

@@ -31,6 +31,7 @@ export const make = (shared: Shared) => {
         request_count: batch.requestCount,
         bytes: batch.bytes,
         mode: batch.mode ?? "batch",
+        spec: batch.spec ?? null,
         remote_id: null,
         remote_meta: null,
         remote_state: null,
@@ -69,13 +70,17 @@ export const make = (shared: Shared) => {
       }
     })
 
-  const sealBatch: Service["sealBatch"] = (batch, requests) =>
+  const sealBatch: Service["sealBatch"] = (batch, requests, collect) =>
     Effect.gen(function*() {
       yield* fence(batch.runId)
       const num = yield* runNum(batch.runId)
       const now = yield* nowIso
       yield* insertBatch(batch, now)
       yield* assign(num, batch, requests, { state: "queued" })
+      if (collect !== undefined) {
+        yield* sql`UPDATE offpeak_batches SET state = 'collected', completed = ${collect.completed},
+          failed = ${collect.failed} WHERE id = ${collect.id}`
+      }
     }).pipe(sql.withTransaction, mapError("sealBatch"))
 
   const splitBatch: Service["splitBatch"] = (batchId, parts) =>

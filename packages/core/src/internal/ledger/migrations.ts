@@ -265,5 +265,7 @@ export const migrations = {
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN snapshot_low TEXT`
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN snapshot_high TEXT`
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN cwd TEXT`
+    // a table job (pushdown): its staged tables
+    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN spec TEXT`
   })
 }

@@ -6,7 +6,7 @@
  */
 import { Array as Arr, Clock, Effect, Semaphore } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
-import type { Batch, BatchState, Lease, Run, Service } from "../../Ledger.ts"
+import type { Batch, BatchMode, BatchState, Lease, Run, Service } from "../../Ledger.ts"
 import type { Mode, State as RunState } from "../../Run.ts"
 import { LedgerError } from "./errors.ts"
 
@@ -88,7 +88,8 @@ export interface BatchRow {
   readonly file: string
   readonly request_count: number | bigint
   readonly bytes: number | bigint
-  readonly mode: "batch" | "sync"
+  readonly mode: BatchMode
+  readonly spec: string | null
   readonly remote_id: string | null
   readonly remote_meta: string | null
   readonly remote_state: string | null
@@ -109,6 +110,7 @@ export const toBatch = (row: BatchRow): Batch => ({
   requestCount: toNumber(row.request_count),
   bytes: toNumber(row.bytes),
   mode: row.mode,
+  spec: row.spec,
   remoteId: row.remote_id,
   remoteMeta: row.remote_meta === null ? null : JSON.parse(row.remote_meta),
   remoteState: row.remote_state,

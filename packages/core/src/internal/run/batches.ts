@@ -1,0 +1,277 @@
+/**
+ * Batches: requests are grouped by the Batcher and sealed (the file on disk before the ledger knows the batch), then
+ * each batch is driven from whatever state the ledger has it in — created once (one create of a run in an unknown
+ * state at a time; after a crash the provider's `find` adopts the batch it has), polled while it holds one of the
+ * run's slots, its results collected, and split in two when the provider refuses it as too large. A `sync` batch goes
+ * to the synchronous API instead. At most `maxInFlight` batches are at the provider, as many again being collected.
+ *
+ * @internal
+ */
+import { Effect, Option, Predicate, Semaphore, Stream } from "effect"
+import * as Batcher from "../../Batcher.ts"
+import * as Failpoint from "../../Failpoint.ts"
+import type * as Ledger from "../../Ledger.ts"
+import * as Provider from "../../Provider.ts"
+import * as ProviderError from "../../ProviderError.ts"
+import type { RunError } from "../../Run.ts"
+import * as Memory from "../memory.ts"
+import type { Context } from "./context.ts"
+import { orFail as orFailOf } from "./context.ts"
+import * as Files from "./files.ts"
+import type * as Lifecycle from "./lifecycle.ts"
+import type * as Outcomes from "./outcomes.ts"
+import * as Retry from "./retry.ts"
+import type * as Sync from "./sync.ts"
+
+/** queued requests cancelled at once */
+const QUEUE_PAGE = 2_000
+
+/** batches for one run */
+export const make = <Rec, A, Row>(
+  ctx: Context<Rec, A, Row>,
+  lifecycle: ReturnType<typeof Lifecycle.make>,
+  outcomes: ReturnType<typeof Outcomes.make>,
+  sync: ReturnType<typeof Sync.make>,
+  delivery: { readonly deliverParts: (whole: boolean) => Effect.Effect<void, RunError>; readonly deliver: Effect.Effect<void, RunError> }
+) => {
+  const { runId, run, ledger, provider, cancelling, retrying, fail, transient, gaveUp, renewLease } = ctx
+  const { maxRequests, maxBytes, maxInFlight, flushAfter, maxAttempts, backoff, syncBelow } = ctx.limits
+  const { newBatch, requestsOf, cancelUnsent, markCollected } = lifecycle
+  const { deliverParts, deliver } = delivery
+  const nextSeq = ctx.nextSeq
+  const orFail = orFailOf(ctx)
+
+  /** how a batch of `count` requests goes out, by the run's mode (fixed when it is sealed, so a resume keeps it) */
+  const batchMode = (count: number): Ledger.Batch["mode"] =>
+    run.mode === "sync" || (run.mode === "auto" && count < syncBelow) ? "sync" : "batch"
+
+  const seal = (out: Batcher.Output) =>
+    Effect.gen(function*() {
+      if (out._tag === "TooLarge") {
+        yield* ledger.failQueued(runId, [out.item.request], { kind: "invalid_input", message: out.message })
+        yield* deliverParts(true)
+        return Option.none<Ledger.Batch>()
+      }
+      const batch = newBatch(nextSeq(), out.group, out.items, batchMode(out.items.length))
+      yield* Files.write(fail)(batch.file, out.items)
+      yield* ledger.sealBatch(batch, out.items.map((i) => i.request))
+      yield* Failpoint.hit("batch.sealed")
+      ctx.emit({ _tag: "BatchSealed", batchId: batch.id, requests: batch.requestCount, bytes: batch.bytes, mode: batch.mode })
+      return Option.some(batch)
+    }).pipe(orFail)
+
+  /**
+   * Splits a batch the provider refused as too large (or over its enqueued-token limit) into two halves,
+   * sealed in one ledger transaction; a batch of one request fails that request instead.
+   */
+  const split = (batch: Ledger.Batch, why: string) =>
+    Effect.gen(function*() {
+      const items = yield* Files.read(fail)(batch.file)
+      const requests = yield* requestsOf(batch)
+      if (items.length <= 1) {
+        yield* ledger.recordOutcomes(runId, batch.id, items.map((item): Ledger.Outcome => ({
+          _tag: "Failed",
+          request: requests.get(item.id) ?? -1,
+          failure: { kind: "provider_error", message: `${provider.name} refused this request on its own: ${why}` },
+          retryable: false
+        })), maxAttempts)
+        yield* ledger.updateBatch(batch.id, { state: "collected", remoteState: batch.remoteState ?? "refused" })
+        yield* Files.remove(batch.file)
+        return []
+      }
+      const half = Math.ceil(items.length / 2)
+      const halves = [items.slice(0, half), items.slice(half)].map((part) => ({
+        batch: newBatch(nextSeq(), batch.group, part, batch.mode),
+        items: part
+      }))
+      for (const h of halves) yield* Files.write(fail)(h.batch.file, h.items)
+      yield* ledger.splitBatch(
+        batch.id,
+        halves.map((h) => ({ batch: h.batch, requests: h.items.map((i) => requests.get(i.id) ?? -1) }))
+      )
+      yield* Files.remove(batch.file)
+      yield* Effect.logWarning(`batch ${batch.id} split in two (${half} + ${items.length - half} requests): ${why}`)
+      ctx.emit({ _tag: "BatchSplit", batchId: batch.id, into: [half, items.length - half], reason: why })
+      return halves.map((h) => h.batch)
+    }).pipe(orFail)
+
+  /**
+   * Creates the remote batch once: after a transient error the create may have gone through, so every attempt
+   * after the first looks for the batch before sending again.
+   */
+  const submitOnce = (submission: Provider.Lines) =>
+    Effect.gen(function*() {
+      let looked = false
+      return yield* Effect.suspend(() =>
+        looked
+          ? retrying(provider.find(submission)).pipe(
+            Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => provider.submit(submission) }))
+          )
+          : provider.submit(submission)
+      ).pipe(
+        Effect.tapError((error) => Effect.sync(() => (looked = ProviderError.isTransient(error)))),
+        Effect.retry({ while: ProviderError.isTransient, schedule: transient }),
+        Effect.mapError(gaveUp)
+      )
+    })
+
+  const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
+    Effect.gen(function*() {
+      if (batch.mode === "sync") return yield* sync.send(batch)
+      const submission: Provider.Lines = {
+        _tag: "Lines",
+        batchId: batch.id,
+        runId,
+        sealedAt: Date.parse(batch.createdAt),
+        group: batch.group,
+        path: batch.file,
+        count: batch.requestCount,
+        bytes: batch.bytes
+      }
+      let state = batch.state
+      let remote: Provider.RemoteBatch | undefined = batch.remoteId === null
+        ? undefined
+        : { id: batch.remoteId, meta: batch.remoteMeta ?? undefined }
+
+      let submittedAt = batch.submittedAt === null ? Date.now() : Date.parse(batch.submittedAt)
+      const markSubmitted = (found: Provider.RemoteBatch) =>
+        Effect.gen(function*() {
+          remote = found
+          submittedAt = Date.now()
+          yield* ledger.updateBatch(batch.id, { state: "submitted", remoteId: found.id, remoteMeta: found.meta, submitted: true })
+          yield* Failpoint.hit("batch.submitted")
+          state = "submitted"
+          ctx.emit({ _tag: "BatchSubmitted", batchId: batch.id, remoteId: found.id, requests: batch.requestCount, mode: "batch" })
+        })
+
+      let halves: ReadonlyArray<Ledger.Batch> = []
+      let status: Provider.Status | undefined
+      // a slot is held from create to the provider's last word; collecting and delivering happen outside it
+      yield* Effect.gen(function*() {
+        yield* Effect.gen(function*() {
+        if (state === "submitting") {
+          // a crash between create and the ledger write: adopt the batch the provider already has
+          const found = yield* retrying(provider.find(submission))
+          if (Option.isSome(found)) yield* markSubmitted(found.value)
+          else state = "sealed"
+        }
+        if (state === "sealed" && cancelling) {
+          yield* cancelUnsent(batch)
+          state = "ended"
+        }
+        if (state === "sealed") {
+          yield* renewLease
+          yield* ledger.updateBatch(batch.id, { state: "submitting" })
+          const created = yield* submitOnce(submission).pipe(
+            Effect.map(Option.some),
+            Effect.catchIf(Retry.isTooLarge, (error) => split(batch, error.reason.message).pipe(
+              Effect.tap((parts) => Effect.sync(() => (halves = parts))),
+              Effect.as(Option.none<Provider.RemoteBatch>())
+            ))
+          )
+          if (Option.isSome(created)) {
+            yield* Failpoint.hit("batch.created")
+            yield* markSubmitted(created.value)
+          } else {
+            state = "collected"
+          }
+        }
+        }).pipe(Semaphore.withPermits(ctx.locks.creating, 1))
+        if (state === "submitted" && cancelling) {
+          // ask the provider to stop; a batch that already ended refuses, which is fine
+          yield* retrying(provider.cancel(remote!)).pipe(
+            Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
+          )
+        }
+        if (state === "submitted") {
+          ctx.emit({ _tag: "BatchWatched", batchId: batch.id, mode: "batch" })
+          let last: Provider.Status | undefined
+          const pollOnce = Effect.gen(function*() {
+            const status = yield* ProviderError.retryNotFound(retrying(provider.status(remote!)), { since: submittedAt, grace: Retry.NOT_FOUND_GRACE })
+            yield* Failpoint.hit("batch.polled")
+            ctx.emit({
+              _tag: "BatchProgress",
+              batchId: batch.id,
+              done: status.counts.completed + status.counts.failed,
+              total: status.counts.total,
+              providerState: status.providerState
+            })
+            last = status
+            yield* ledger.updateBatch(batch.id, {
+              remoteState: status.providerState,
+              completed: status.counts.completed,
+              failed: status.counts.failed
+            })
+            return status
+          })
+          yield* pollOnce.pipe(
+            Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
+            Effect.ensuring(Effect.sync(() =>
+              ctx.emit({
+                _tag: "BatchEnded",
+                batchId: batch.id,
+                mode: "batch",
+                providerState: last?.providerState ?? "unknown",
+                completed: last?.counts.completed ?? 0,
+                failed: last?.counts.failed ?? 0
+              })
+            ))
+          )
+          status = last!
+          yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
+          state = "ended"
+        }
+      }).pipe(Semaphore.withPermits(ctx.locks.slots, 1))
+      if (state === "ended" && remote !== undefined) {
+        const final = status ??
+          (yield* ProviderError.retryNotFound(retrying(provider.status(remote)), { since: submittedAt, grace: Retry.NOT_FOUND_GRACE }))
+        // one batch's results at a time: recording them is the ledger's work anyway, and memory holds one stream
+        const tooMuch = yield* Semaphore.withPermits(ctx.locks.collecting, 1)(outcomes.collect(batch, remote, final))
+        if (Option.isSome(tooMuch)) {
+          // over the provider's enqueued-token limit: smaller batches, a little later
+          yield* Effect.sleep(backoff)
+          halves = yield* split(batch, tooMuch.value)
+        }
+      }
+      if (cancelling && halves.length > 0) {
+        // halves of a split batch are not sent once the run is cancelled
+        for (const half of halves) yield* drive(half)
+        halves = []
+      }
+      if (halves.length === 0 && state !== "collected") yield* markCollected(batch)
+      yield* deliver
+      Memory.compact()
+      // the halves of a split batch go out one after the other, each in a slot of its own
+      for (const half of halves) yield* drive(half)
+    }).pipe(
+      Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
+    )
+
+  // at most maxInFlight batches at the provider (the slots), and as many again being collected and delivered, so
+  // the source is read on while finished batches are collected, and no further ahead than that
+  const inFlight = (batches: Stream.Stream<Ledger.Batch, RunError>) =>
+    batches.pipe(Stream.mapEffect(drive, { concurrency: 2 * maxInFlight, unordered: true }), Stream.runDrain)
+
+  const sealed = (items: Stream.Stream<Batcher.Item, RunError>): Stream.Stream<Ledger.Batch, RunError> =>
+    items.pipe(
+      Batcher.batches({ maxRequests, maxBytes, maxRequestBytes: provider.limits.maxRequestBytes, flushAfter }),
+      Stream.mapEffect(seal),
+      Stream.map(Option.getOrUndefined),
+      Stream.filter(Predicate.isNotUndefined),
+      // the next batch is sealed (on disk, not sent) while the slots are busy, so a freed slot is refilled at once
+      Stream.buffer({ capacity: 1 })
+    )
+
+  const cancelQueued = Effect.gen(function*() {
+    while (true) {
+      const page = yield* ledger.queued(runId, { after: 0, limit: QUEUE_PAGE })
+      if (page.length === 0) return
+      yield* ledger.failQueued(runId, page.map((q) => q.id), {
+        kind: "cancelled",
+        message: "the run was cancelled before this request was sent"
+      })
+    }
+  }).pipe(Effect.mapError((e) => fail(e.message)))
+
+  return { inFlight, sealed, cancelQueued }
+}

@@ -1,0 +1,262 @@
+/**
+ * Delivery: rows whose outcome is known go to the sinks in parts. A part's rows are fixed in the ledger before the
+ * sinks write it, and the part is committed once they have; the next part is fixed and read while the one before is
+ * written (two parts at most in memory). A value the sink refuses costs its own row (the part is split until it is
+ * isolated); the sinks' dispositions are applied when the run completes.
+ *
+ * @internal
+ */
+import { Effect, Fiber, Option, Semaphore } from "effect"
+import * as Failpoint from "../../Failpoint.ts"
+import type * as Ledger from "../../Ledger.ts"
+import type * as Result from "../../Result.ts"
+import * as Sink from "../../Sink.ts"
+import * as Memory from "../memory.ts"
+import type { Context } from "./context.ts"
+
+/** rows per part at most */
+const PART_SIZE = 10_000
+/** a delivery part holds about this much in memory (decoded records and outputs, the sink's encoding), 100 to 10,000 rows */
+const PART_BYTES = 8 * 1024 * 1024
+
+const message = (u: unknown) => u instanceof Error ? u.message : String(u)
+
+/** a value as JSON for a dead letter's `raw` (bigints as strings; never throws) */
+export const jsonText = (u: unknown): string => {
+  try {
+    return JSON.stringify(u, (_, v) => typeof v === "bigint" ? v.toString() : v) ?? String(u)
+  } catch {
+    return String(u)
+  }
+}
+
+/** a stored float32 vector (base64) as the number array sinks take */
+const fromF32 = (base64: string): Array<number> => {
+  const bytes = Buffer.from(base64, "base64")
+  return Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)))
+}
+
+/**
+ * The disposition a run uses for a sink: the sink's own choice, else its default — except that an incremental
+ * pipeline (each run delivers the rows that changed) merges or appends, never replaces. A choice the sink cannot do,
+ * or `replace` for an incremental pipeline, comes back as a message starting with `!`.
+ */
+export const dispositionFor = (sink: Sink.Sink<any>, incremental: boolean): Sink.Disposition | `!${string}` => {
+  const can = sink.dispositions ?? ["append"]
+  if (sink.disposition !== undefined && !can.includes(sink.disposition)) {
+    return `!${sink.name}: disposition "${sink.disposition}" is not one this sink can do (${can.join(", ")})`
+  }
+  const chosen: Sink.Disposition = sink.disposition ?? (incremental && can[0] === "replace"
+    ? (can.includes("merge") ? "merge" : can.includes("append") ? "append" : "replace")
+    : can[0])
+  if (incremental && chosen === "replace") {
+    const why = `an incremental pipeline delivers only the rows that changed; "replace" would keep only those`
+    return `!${sink.name}: ${why} (choose "merge" or "append")`
+  }
+  return chosen
+}
+
+/** delivery for one run */
+export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
+  const { runId, ledger, pipeline, deadLetter, fail, stats } = ctx
+  const { decodeRecord, decodeOutput } = ctx.codecs
+
+  /** rows per part, from the size of the outputs seen so far (an embedding decodes to ~12 KB of numbers) */
+  const partSize = () => {
+    if (stats.outputs === 0) return 1_000
+    // a stored byte becomes ~8 in memory (an f32 becomes a JS number, then the sink's text of it), plus the record
+    const perRow = (stats.outputBytes / stats.outputs) * 8 + 2_048
+    return Math.max(100, Math.min(PART_SIZE, Math.floor(PART_BYTES / perRow)))
+  }
+  const writePart = (seq: number, rows: ReadonlyArray<Ledger.PartRow>) =>
+    Effect.gen(function*() {
+      const succeeded: Array<Result.Succeeded<Rec, A>> = []
+      const positions: Array<number> = []
+      const failed: Array<Result.Failed<Rec>> = []
+      let refusedCount = 0
+      for (const row of rows) {
+        let record: Rec | undefined
+        try {
+          record = row.record === null ? undefined : decodeRecord(JSON.parse(row.record))
+        } catch (e) {
+          record = undefined
+          failed.push({
+            _tag: "Failed",
+            key: row.key,
+            record,
+            kind: "invalid_input",
+            message: `stored record cannot be read back: ${message(e)}`,
+            raw: row.record ?? undefined,
+            position: row.position
+          })
+          continue
+        }
+        if (row.failure !== null || row.output === null) {
+          failed.push({
+            _tag: "Failed",
+            key: row.key,
+            record,
+            kind: row.failure?.kind ?? "lost",
+            message: row.failure?.message ?? "no result",
+            raw: row.failure?.raw,
+            position: row.position
+          })
+          continue
+        }
+        stats.outputBytes += row.format === "f32" ? row.output.length * 0.75 : row.output.length
+        stats.outputs++
+        const json = row.format === "f32" ? fromF32(row.output) : JSON.parse(row.output)
+        succeeded.push({
+          _tag: "Succeeded",
+          key: row.key,
+          record: record as Rec,
+          output: (decodeOutput === undefined ? json : decodeOutput(json)) as A,
+          usage: row.usage ?? { inputTokens: 0, outputTokens: 0 },
+          cached: row.cached
+        })
+        positions.push(row.position)
+      }
+      const part = { runId, seq }
+      if (succeeded.length > 0) {
+        // the sink's rows; a row `row()` cannot make is refused on its own
+        const toRow = pipeline.row
+        const rows: Array<unknown> = []
+        const kept: Array<Result.Succeeded<Rec, A>> = []
+        const keptAt: Array<number> = []
+        succeeded.forEach((result, i) => {
+          try {
+            rows.push(toRow === undefined ? result : toRow(result))
+            kept.push(result)
+            keptAt.push(positions[i]!)
+          } catch (e) {
+            failed.push(refusedRow(result, positions[i]!, `the pipeline's row() failed: ${message(e)}`))
+          }
+        })
+        const refused = yield* writeIsolating(part, rows)
+        refusedCount = refused.length
+        for (const { index, reason } of refused) {
+          failed.push(refusedRow(
+            kept[index]!,
+            keptAt[index]!,
+            `${pipeline.sink.name} refused this row${reason.column !== undefined ? ` (column ${reason.column})` : ""}: ${reason.message}`,
+            rows[index]
+          ))
+        }
+        succeeded.length = 0
+        const bad = new Set(refused.map((r) => r.index))
+        kept.forEach((result, i) => bad.has(i) || succeeded.push(result))
+      }
+      if (failed.length > 0) yield* deadLetter.write(part, failed)
+      yield* Failpoint.hit("part.written")
+      Memory.compact()
+      ctx.emit({ _tag: "PartWritten", seq, delivered: succeeded.length, dead: failed.length, refused: refusedCount })
+      return { seq, delivered: succeeded.length, dead: failed.length } satisfies Ledger.WrittenPart
+    })
+
+  /** a delivered row the sink refused: it goes to the dead letter with the value the sink was given */
+  const refusedRow = (
+    result: Result.Succeeded<Rec, A>,
+    position: number,
+    why: string,
+    row?: unknown
+  ): Result.Failed<Rec> => ({
+    _tag: "Failed",
+    key: result.key,
+    record: result.record,
+    kind: "sink_refused",
+    message: why,
+    raw: row === undefined ? undefined : jsonText(row),
+    position
+  })
+
+  /**
+   * Writes a part's rows to the sink; when the sink refuses them for their values (`Sink.Refused`), the rows at
+   * fault are isolated — the one the sink names, else by halving — and everything else is written once more as the
+   * part: a poison value costs its own row, never the part or the run.
+   */
+  const writeIsolating = (part: Sink.Part, rows: ReadonlyArray<unknown>) =>
+    Effect.gen(function*() {
+      // how many rows the last write that went through held (writes are sequential; each a subset of the good rows)
+      let lastWritten = -1
+      const isolate = (
+        indices: ReadonlyArray<number>
+      ): Effect.Effect<Array<{ readonly index: number; readonly reason: Sink.Refused }>, Sink.SinkError> =>
+        pipeline.sink.write(part, indices.map((i) => rows[i] as Row)).pipe(
+          Effect.tap(() => Effect.sync(() => (lastWritten = indices.length))),
+          Effect.as([]),
+          Effect.catchIf(Sink.isRefused, (error) => {
+            const reason = error.reason as Sink.Refused
+            if (indices.length === 1) return Effect.succeed([{ index: indices[0]!, reason }])
+            const named = reason.row
+            if (named !== undefined && named >= 0 && named < indices.length) {
+              const rest = indices.filter((_, i) => i !== named)
+              return Effect.map(isolate(rest), (more) => [{ index: indices[named]!, reason }, ...more])
+            }
+            const half = Math.ceil(indices.length / 2)
+            return Effect.zipWith(isolate(indices.slice(0, half)), isolate(indices.slice(half)), (a, b) => [...a, ...b])
+          })
+        )
+      const refused = yield* isolate(rows.map((_, i) => i))
+      if (refused.length > 0) {
+        // the part is what remains, written whole, unless the last write that went through was exactly that (a
+        // trial write of a half leaves only that half in a part file)
+        const bad = new Set(refused.map((r) => r.index))
+        if (lastWritten !== rows.length - bad.size) {
+          yield* pipeline.sink.write(part, rows.filter((_, i) => !bad.has(i)) as Array<Row>)
+        }
+        yield* Effect.logWarning(
+          `part ${part.seq}: ${pipeline.sink.name} refused ${refused.length} row(s); they go to the dead letter`
+        )
+      }
+      return refused
+    })
+
+  /**
+   * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). Parts a
+   * crash left unwritten come first. Then the next part is fixed and read while the one before is written (so at
+   * most two parts are in memory and in `writing` at once), and a written part is committed in the transaction
+   * that fixes the part after the next.
+   */
+  const deliverParts = (whole: boolean) =>
+    Effect.gen(function*() {
+      for (const seq of yield* ledger.writingParts(runId)) {
+        const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
+        yield* ledger.commitPart(runId, written)
+      }
+      let writing: Fiber.Fiber<Ledger.WrittenPart, Sink.SinkError> | undefined
+      let written: Ledger.WrittenPart | undefined
+      while (true) {
+        const next = yield* ledger.nextPart(runId, { limit: partSize(), whole, written })
+        written = writing === undefined ? undefined : yield* Fiber.join(writing)
+        if (Option.isNone(next)) {
+          if (written !== undefined) yield* ledger.commitPart(runId, written)
+          return
+        }
+        yield* Failpoint.hit("part.assigned")
+        writing = yield* Effect.forkChild(writePart(next.value.seq, next.value.rows))
+      }
+    }).pipe(
+      Semaphore.withPermits(ctx.locks.delivery, 1),
+      Effect.mapError((e) => fail(`delivery: ${e.message}`))
+    )
+  const deliver = deliverParts(false)
+
+  /**
+   * Once the run's last part is written and the run completes: the sinks' dispositions (`replace` drops what earlier
+   * runs wrote, now that this run's output is whole).
+   */
+  const finish = Effect.gen(function*() {
+    const finishing = (sink: Sink.Sink<any>) => {
+      const disposition = dispositionFor(sink, pipeline.incremental === true)
+      return sink.finish === undefined || disposition.startsWith("!")
+        ? Effect.void
+        : sink.finish({ runId, disposition: disposition as Sink.Disposition }).pipe(
+          Effect.mapError((e) => fail(`${sink.name}: ${e.message}`))
+        )
+    }
+    yield* finishing(pipeline.sink)
+    yield* finishing(deadLetter)
+  })
+
+  return { deliverParts, deliver, finish }
+}

@@ -1,0 +1,75 @@
+/**
+ * A batch's files: `<id>.jsonl` (its encoded lines, what is uploaded or sent inline) and `<id>.ids` (their custom ids,
+ * in line order: they map a validation error's line to its request, and split a batch), written atomically before the
+ * ledger knows the batch, removed once it is collected; files no open batch owns are swept when a run starts.
+ *
+ * @internal
+ */
+import { Effect } from "effect"
+import * as fs from "node:fs/promises"
+import * as path from "node:path"
+import type * as Ledger from "../../Ledger.ts"
+import type { RunError } from "../../Run.ts"
+
+const message = (u: unknown) => u instanceof Error ? u.message : String(u)
+
+/** writes `<id>.jsonl` (the lines) and `<id>.ids` (their custom ids, in order), each atomically */
+export const write = (fail: (message: string) => RunError) => (file: string, items: ReadonlyArray<{ readonly id: string; readonly line: string }>) =>
+  Effect.tryPromise({
+    try: async () => {
+      const write = async (target: string, text: (item: { readonly id: string; readonly line: string }) => string) => {
+        const tmp = `${target}.tmp`
+        const handle = await fs.open(tmp, "w")
+        try {
+          let pending: Array<string> = []
+          let size = 0
+          for (const item of items) {
+            const t = text(item)
+            pending.push(t)
+            size += t.length
+            if (size > 1 << 20) {
+              await handle.write(pending.join("\n") + "\n")
+              pending = []
+              size = 0
+            }
+          }
+          if (pending.length > 0) await handle.write(pending.join("\n") + "\n")
+          await handle.sync()
+        } finally {
+          await handle.close()
+        }
+        await fs.rename(tmp, target)
+      }
+      await write(`${file}.ids`, (item) => item.id)
+      await write(file, (item) => item.line)
+    },
+    catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
+  }).pipe(Effect.uninterruptible)
+
+/** the lines of a sealed batch with their custom ids, in file order */
+export const read = (fail: (message: string) => RunError) => (file: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      const lines = (await fs.readFile(file, "utf8")).split("\n")
+      const ids = (await fs.readFile(`${file}.ids`, "utf8")).split("\n")
+      if (lines.at(-1) === "") lines.pop()
+      if (ids.at(-1) === "") ids.pop()
+      if (lines.length !== ids.length) throw new Error(`${lines.length} lines but ${ids.length} ids`)
+      return lines.map((line, i) => ({ id: ids[i]!, line }))
+    },
+    catch: (e) => fail(`cannot read batch file ${file}: ${message(e)}`)
+  })
+
+/** removes a batch's file and its `.ids` sidecar */
+export const remove = (file: string) =>
+  Effect.promise(() => Promise.all([fs.rm(file, { force: true }), fs.rm(`${file}.ids`, { force: true })]))
+
+/** removes batch files no open batch owns: left by a kill before a seal, or after a collect */
+export const sweep = (batchDir: string, open: ReadonlyArray<Ledger.Batch>) =>
+  Effect.promise(async () => {
+    const keep = new Set(open.map((b) => path.basename(b.file)))
+    for (const name of await fs.readdir(batchDir)) {
+      const owner = name.replace(/\.ids$/, "").replace(/\.tmp$/, "").replace(/\.ids$/, "")
+      if (!keep.has(owner) || name.endsWith(".tmp")) await fs.rm(path.join(batchDir, name), { force: true })
+    }
+  })

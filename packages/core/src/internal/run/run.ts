@@ -1,0 +1,194 @@
+/**
+ * A run from start to end: the process takes the pipeline's lease (refused while another process works it), creates
+ * or reloads the run, builds its context, and wires the four stages — admission (source → requests), batches (→ the
+ * provider and back), outcomes (results → recorded answers), delivery (→ the sinks) — then runs retry rounds until no
+ * request waits, and ends the run `completed` only when every row is accounted for. A pipeline whose source can stage
+ * a table the provider takes runs pushed down instead (`pushdown.ts`).
+ *
+ * @internal
+ */
+import { Duration, Effect, Option, Schedule, Stream } from "effect"
+import * as path from "node:path"
+import * as fs from "node:fs/promises"
+import * as Ledger from "../../Ledger.ts"
+import type * as Pipeline from "../../Pipeline.ts"
+import * as Provider from "../../Provider.ts"
+import { RunError } from "../../Run.ts"
+import type * as Run from "../../Run.ts"
+import * as Admission from "./admission.ts"
+import * as Batches from "./batches.ts"
+import * as Context from "./context.ts"
+import * as Delivery from "./delivery.ts"
+import * as Files from "./files.ts"
+import * as Lifecycle from "./lifecycle.ts"
+import * as Outcomes from "./outcomes.ts"
+import * as Pushdown from "./pushdown.ts"
+import * as Sync from "./sync.ts"
+
+const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-|-$/g, "").slice(0, 40) || "run"
+
+/** `<pipeline>-<UTC timestamp>-<random>` */
+const newRunId = (name: string) => {
+  const d = new Date()
+  const pad = (n: number) => String(n).padStart(2, "0")
+  const stamp = `${d.getUTCFullYear()}${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}-${pad(d.getUTCHours())}${
+    pad(d.getUTCMinutes())
+  }${pad(d.getUTCSeconds())}`
+  return `${slug(name)}-${stamp}-${Math.random().toString(36).slice(2, 6)}`
+}
+
+/** runs a pipeline (see `Pipeline.run`) */
+export const run = <Rec, A, Row>(
+  pipeline: Pipeline.Pipeline<Rec, A, Row>,
+  options: Pipeline.RunOptions = {}
+): Effect.Effect<Pipeline.Summary, RunError, Provider.Provider | Ledger.Ledger> =>
+  Effect.gen(function*() {
+    const ledger = yield* Ledger.Ledger
+    const provider = yield* Provider.Provider
+    const stateDir = path.resolve(options.stateDir ?? ".offpeak")
+    const ttlMs = Duration.toMillis(
+      Duration.fromInputUnsafe(options.leaseTtl ?? (process.env.OFFPEAK_LEASE_TTL as Duration.Input | undefined) ?? "30 seconds")
+    )
+
+    // ----- the run, and its lease: one process works a pipeline's runs at a time -----
+    const existing = options.resume === undefined ? undefined : yield* ledger.getRun(options.resume).pipe(
+      Effect.flatMap(Option.match({
+        onNone: () => Effect.fail(new RunError({ runId: options.resume!, message: `no run "${options.resume}" in the ledger` })),
+        onSome: Effect.succeed
+      }))
+    )
+    const runId = existing?.id ?? options.runId ?? newRunId(pipeline.name)
+    const fail = (message: string) => new RunError({ runId, message })
+    if (existing !== undefined && existing.pipeline !== pipeline.name) {
+      return yield* fail(`run ${runId} belongs to pipeline "${existing.pipeline}", not "${pipeline.name}"`)
+    }
+    if (options.cancel === true && existing?.state === "completed") {
+      return yield* fail(`run ${runId} completed at ${existing.updatedAt}: there is nothing left to cancel (its rows are delivered)`)
+    }
+    const disposition = Delivery.dispositionFor(pipeline.sink, pipeline.incremental === true)
+    if (disposition.startsWith("!")) return yield* fail(disposition.slice(1))
+
+    const lease = yield* ledger.acquire({ scope: pipeline.name, runId, ttlMs }).pipe(Effect.mapError((e) => fail(e.message)))
+    const leaseRef = { current: lease }
+    const renewLease = ledger.renew(leaseRef.current).pipe(
+      Effect.tap((renewed) => Effect.sync(() => (leaseRef.current = renewed))),
+      Effect.asVoid
+    )
+    // renewed every third of its ttl; a lease lost (another process took the run over) stops this process's work
+    const heartbeat = Effect.gen(function*() {
+      while (true) {
+        yield* Effect.sleep(Duration.millis(Math.max(100, ttlMs / 3)))
+        yield* renewLease.pipe(
+          Effect.retry({ times: 2, schedule: Schedule.spaced("1 second"), while: (e) => e.operation !== "lease" })
+        )
+      }
+    }).pipe(Effect.mapError((e) => fail(`${e.message}; this process stops (the run goes on where it is owned)`)))
+
+    const work = Effect.gen(function*() {
+      const run = existing !== undefined
+        // read again under the lease: the process that held it before may have moved the run on
+        ? Option.getOrElse(yield* ledger.getRun(runId), () => existing)
+        : yield* ledger.createRun({
+          id: runId,
+          pipeline: pipeline.name,
+          module: options.module ?? null,
+          provider: options.provider ?? pipeline.provider ?? provider.name,
+          mode: options.mode ?? pipeline.mode ?? "batch",
+          cwd: process.cwd()
+        })
+      const ctx = yield* Context.make({ run, pipeline, runOptions: options, provider, ledger, stateDir, renewLease })
+      const cancelling = ctx.cancelling
+      yield* ledger.updateRun(runId, { state: cancelling ? "cancelled" : "running", message: null })
+      yield* Effect.tryPromise({
+        try: () => fs.mkdir(ctx.batchDir, { recursive: true }),
+        catch: (e) => fail(`cannot create ${ctx.batchDir}: ${e instanceof Error ? e.message : String(e)}`)
+      })
+      const body = pipeline.source.pushdown !== undefined && (provider.tables ?? []).length > 0
+        ? Pushdown.run(ctx, pipeline.source.pushdown)
+        : lines(ctx)
+      return yield* body.pipe(
+        Effect.tap((summary) => Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: summary.state }))),
+        Effect.onInterrupt(() =>
+          cancelling ? Effect.void : ledger.updateRun(runId, { state: "detached" }).pipe(
+            Effect.ignore,
+            Effect.andThen(Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: "detached" })))
+          )
+        ),
+        Effect.tapError((e) =>
+          ledger.updateRun(runId, { state: "failed", message: e.message }).pipe(
+            Effect.ignore,
+            Effect.andThen(Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: "failed", message: e.message })))
+          )
+        )
+      )
+    }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
+
+    return yield* Effect.raceFirst(work, heartbeat).pipe(
+      Effect.ensuring(ledger.release(leaseRef.current).pipe(Effect.ignore))
+    )
+  }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })))
+
+/** a run whose requests go out as lines (batch files, or synchronous calls) */
+const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
+  Effect.gen(function*() {
+    const { runId, run, ledger, cancelling, fail } = ctx
+    const { maxAttempts, backoff } = ctx.limits
+    const orFail = Context.orFail(ctx)
+    const delivery = Delivery.make(ctx)
+    const lifecycle = Lifecycle.make(ctx)
+    const outcomes = Outcomes.make(ctx, lifecycle.requestsOf, delivery.deliverParts)
+    const sync = Sync.make(ctx, lifecycle, outcomes.toOutcome, delivery)
+    const batches = Batches.make(ctx, lifecycle, outcomes, sync, delivery)
+    const admission = Admission.make(ctx, yield* Admission.range(ctx), delivery.deliverParts)
+
+    yield* delivery.deliver
+    const open = yield* orFail(ledger.openBatches(runId))
+    yield* Files.sweep(ctx.batchDir, open)
+    const before = yield* orFail(ledger.counts(runId))
+    ctx.emit({
+      _tag: "RunStarted",
+      runId,
+      pipeline: ctx.pipeline.name,
+      mode: run.mode,
+      resumed: ctx.options.resume !== undefined,
+      delivered: before.delivered,
+      dead: before.dead,
+      openBatches: open.length
+    })
+    if (cancelling) {
+      // nothing more is sent: requests never batched end cancelled, batches at the provider are cancelled there
+      yield* batches.cancelQueued
+      yield* batches.inFlight(Stream.fromIterable(open))
+    } else {
+      const fresh = run.sourceDone ? admission.fromQueue : Stream.concat(admission.fromQueue, admission.fromSource)
+      yield* batches.inFlight(Stream.concat(Stream.fromIterable(open), batches.sealed(fresh)))
+    }
+    for (let round = 1; !cancelling; round++) {
+      const counts = yield* orFail(ledger.counts(runId))
+      if (counts.queued === 0) break
+      if (round > maxAttempts + 2) return yield* fail(`${counts.queued} requests still queued after ${round - 1} retry rounds`)
+      const wait = Duration.min(Duration.times(backoff, 2 ** (round - 1)), Duration.minutes(1))
+      ctx.emit({ _tag: "RetryRound", round, requests: counts.queued, waitMs: Duration.toMillis(wait) })
+      yield* Effect.sleep(wait)
+      yield* batches.inFlight(batches.sealed(admission.fromQueue))
+    }
+    yield* delivery.deliver
+    const counts = yield* orFail(ledger.counts(runId))
+    const state: Run.State = cancelling ? "cancelled" : counts.pendingItems === 0 ? "completed" : "failed"
+    if (state === "completed") yield* delivery.finish
+    yield* orFail(ledger.updateRun(runId, {
+      state,
+      message: counts.pendingItems === 0 ? null : `${counts.pendingItems} rows were not delivered`
+    }))
+    return {
+      runId,
+      state,
+      rows: counts.items,
+      succeeded: counts.delivered,
+      failed: counts.dead,
+      pending: counts.pendingItems,
+      batches: counts.batches,
+      deadLetter: ctx.deadLetter.name,
+      progress: ctx.counters
+    } satisfies Pipeline.Summary
+  })
