@@ -15,7 +15,7 @@
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { PgClient } from "@effect/sql-pg"
-import { Config, Console, Effect, Fiber, Layer, Option, Redacted, Runtime, Schedule, Schema } from "effect"
+import { Config, Console, Effect, Fiber, Layer, Logger, Option, Redacted, Runtime, Schedule, Schema } from "effect"
 import { Argument, CliError, Command, Flag } from "effect/cli"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -25,6 +25,7 @@ import type * as Run from "./Run.ts"
 import * as Pipeline from "./Pipeline.ts"
 import * as Progress from "./Progress.ts"
 import * as ProviderPlugin from "./ProviderPlugin.ts"
+import * as Redact from "./Redact.ts"
 import * as SqliteClient from "./SqliteClient.ts"
 
 /**
@@ -42,7 +43,11 @@ export class CliFailure extends Schema.TaggedError<CliFailure>()("CliFailure", {
 }
 
 const failure = (e: { readonly message: string } | unknown) =>
-  new CliFailure({ message: e instanceof Error || (typeof e === "object" && e !== null && "message" in e) ? String((e as { message: unknown }).message) : String(e) })
+  new CliFailure({
+    message: Redact.text(
+      e instanceof Error || (typeof e === "object" && e !== null && "message" in e) ? String((e as { message: unknown }).message) : String(e)
+    )
+  })
 
 // ===== shared flags =====
 
@@ -69,6 +74,7 @@ const stateFlag = Flag.String("state").pipe(
 export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer.Layer<Ledger.Ledger, unknown> =>
   Layer.unwrap(Effect.sync(() => {
     if (state !== undefined && /^postgres(ql)?:\/\//.test(state)) {
+      Redact.registerUrl(state)
       return Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(state) })))
     }
     const filename = state ?? path.join(stateDir, "state.db")
@@ -144,7 +150,7 @@ const execute = (options: {
     const progress = Progress.make()
     const providerLayer = plugin.layer({
       emulatorDir: path.join(stateDir, "emulator", plugin.name),
-      onNotice: (line) => process.stderr.write(`${line}\n`)
+      onNotice: (line) => process.stderr.write(`${Redact.text(line)}\n`)
     })
     const reporting = yield* reporter(progress).pipe(Effect.forkChild)
     const clearLine = () => {
@@ -401,6 +407,8 @@ export const command = root.pipe(
 export const main = (): void =>
   command.pipe(
     Command.run({ version: "0.1.0" }),
+    // logs go to stderr, never into stdout's summary, with secrets masked
+    Effect.provide(Logger.layer([Logger.formatSimple.pipe(Logger.map(Redact.text), Logger.withConsoleError)])),
     Effect.provide(NodeServices.layer),
     NodeRuntime.runMain({
       // exit when the command is done, even if a pipeline module left a server or timer running

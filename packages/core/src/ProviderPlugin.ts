@@ -8,6 +8,7 @@
 import type { Duration, Effect, Scope } from "effect"
 import { Effect as E, Layer, Redacted, Schema } from "effect"
 import * as Provider from "./Provider.ts"
+import * as Redact from "./Redact.ts"
 
 /**
  * Options of the local emulator a plugin can start.
@@ -133,8 +134,24 @@ export const make = <Knobs>(options: {
   apiKeyEnv: options.apiKeyEnv,
   layer: ({ emulatorDir, onNotice }) => {
     const key = process.env[options.apiKeyEnv]
+    // the key, and a password in the base URL, are masked in everything offpeak prints or stores
+    Redact.register(key)
+    Redact.registerUrl(process.env[options.baseUrlEnv])
     if (key !== undefined && key.length > 0) {
-      onNotice(`using the ${options.label} API at ${process.env[options.baseUrlEnv] ?? options.defaultBaseUrl}`)
+      const baseUrl = process.env[options.baseUrlEnv] ?? options.defaultBaseUrl
+      if (/^[a-z][a-z0-9+.-]*:\/\/[^/\s]*@/i.test(baseUrl)) {
+        // fetch refuses such URLs outright, which every SDK reports as a connection error, retried for hours
+        return Layer.effect(
+          Provider.Provider,
+          E.fail(
+            new Error(
+              `${options.baseUrlEnv} (${Redact.url(baseUrl)}) holds credentials, which HTTP clients cannot send in a URL: ` +
+                `remove them, and put the API key in ${options.apiKeyEnv}`
+            )
+          )
+        )
+      }
+      onNotice(`using the ${options.label} API at ${Redact.url(baseUrl)}`)
       return options.real()
     }
     return Layer.effect(

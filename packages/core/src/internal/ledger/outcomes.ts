@@ -8,6 +8,7 @@ import { Effect } from "effect"
 import type { Outcome, Service } from "../../Ledger.ts"
 import { chunks, toNumber, mapError } from "./shared.ts"
 import type { Shared } from "./shared.ts"
+import * as Redact from "../../Redact.ts"
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
@@ -65,7 +66,8 @@ export const make = (shared: Shared) => {
         yield* sql`UPDATE${orFail} offpeak_requests SET
             attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
             settled = ${retry ? null : offset + id},
-            error_kind = ${o.failure.kind}, error_message = ${o.failure.message}, error_raw = ${o.failure.raw ?? null}
+            error_kind = ${o.failure.kind}, error_message = ${Redact.text(o.failure.message)},
+            error_raw = ${o.failure.raw === undefined ? null : Redact.text(o.failure.raw)}
           WHERE run = ${num} AND id = ${id}`
       }
     }).pipe(sql.withTransaction, serially, mapError("recordOutcomes"))
@@ -79,7 +81,8 @@ export const make = (shared: Shared) => {
       const offset = yield* settleOffset(num, ids)
       for (const part of chunks(ids)) {
         yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed', settled = ${offset} + id,
-            error_kind = ${failure.kind}, error_message = ${failure.message}, error_raw = ${failure.raw ?? null}
+            error_kind = ${failure.kind}, error_message = ${Redact.text(failure.message)},
+            error_raw = ${failure.raw === undefined ? null : Redact.text(failure.raw)}
           WHERE run = ${num} AND ${sql.in("id", part)}`
       }
     }).pipe(sql.withTransaction, serially, mapError("failQueued"))

@@ -7,6 +7,7 @@ import { Effect, Option } from "effect"
 import type { Service } from "../../Ledger.ts"
 import { toNumber, nowIso, sqlMessage, mapError, toRun } from "./shared.ts"
 import type { Shared, RunRow } from "./shared.ts"
+import * as Redact from "../../Redact.ts"
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
@@ -64,7 +65,7 @@ export const make = (shared: Shared) => {
       const values: Record<string, unknown> = { updated_at: now }
       if (patch.state !== undefined) values.state = patch.state
       if (patch.sourceDone !== undefined) values.source_done = patch.sourceDone ? 1 : 0
-      if (patch.message !== undefined) values.message = patch.message
+      if (patch.message !== undefined) values.message = patch.message === null ? null : Redact.text(patch.message)
       if (patch.checkpoint !== undefined) {
         values.checkpoint = patch.checkpoint.value
         values.checkpoint_position = patch.checkpoint.position
