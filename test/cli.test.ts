@@ -3,6 +3,7 @@
  * resume against an emulator in another process, Ctrl-C detach.
  */
 import { afterAll, describe, expect, it } from "vitest"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import OpenAI from "openai"
 import { killAll, query, readParts, repo, runCli, startCli, startEmulator, submittedBatches, tmpDir, waitFor, writeTickets } from "./support/files.ts"
@@ -33,6 +34,54 @@ describe("offpeak CLI", () => {
     const status = await runCli(["status"], { cwd })
     expect(status.code).toBe(0)
     expect(status.stdout).toMatch(/triage-\S+\s+completed\s+152\s+150\s+2/)
+  }, 120_000)
+
+  it("a rerun of an unchanged pipeline replaces its output (files: replace by default), never a second copy", async () => {
+    const cwd = tmpDir("cli-rerun")
+    const env = { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined }
+    for (const attempt of [1, 2]) {
+      const run = await runCli(["run", path.join(repo, "examples/triage/pipeline.ts")], { cwd, env })
+      expect(run.code, run.stderr).toBe(0)
+      const rows = readParts(path.join(cwd, "out/triage"))
+      expect(rows, `after run ${attempt}`).toHaveLength(150)
+      expect(new Set(rows.map((r) => r.id)).size).toBe(150)
+      expect(readParts(path.join(cwd, "out/triage/dead-letter"))).toHaveLength(2)
+    }
+    const runs = JSON.parse((await runCli(["status", "--json"], { cwd })).stdout)
+    expect(runs).toHaveLength(2)
+    // the second run's answers came from the result cache: its output is its own parts only
+    const manifest = JSON.parse(fs.readFileSync(path.join(cwd, "out/triage/_manifest.json"), "utf8"))
+    expect(new Set(manifest.parts.map((p: { runId: string }) => p.runId))).toEqual(new Set([runs[0].id]))
+  }, 120_000)
+
+  it("a resume started from another folder writes where the run started, not beside the new folder", async () => {
+    const dir = tmpDir("cli-elsewhere")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 600, 31)
+    const url = await startEmulator("openai", dir, { linesPerSecond: 200 })
+    // relative paths, resolved from where the run was started
+    const env = {
+      OPENAI_API_KEY: "test",
+      OPENAI_BASE_URL: url,
+      OFFPEAK_POLL_INITIAL: "100 millis",
+      OFFPEAK_POLL_MAX: "300 millis",
+      OFFPEAK_TEST_INPUT: "tickets.csv",
+      OFFPEAK_TEST_OUT: "out",
+      OFFPEAK_TEST_MAX_REQUESTS: "100"
+    }
+    const state = path.join(dir, "state")
+    const db = path.join(state, "state.db")
+    const first = startCli(["run", fixture, "--state-dir", state], { cwd: dir, env })
+    await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
+    first.child.kill("SIGKILL")
+    await first.exit
+    const [r] = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")
+    const elsewhere = tmpDir("cli-elsewhere-cwd")
+    const resumed = await runCli(["resume", r!.id, "--state-dir", path.relative(elsewhere, state)], { cwd: elsewhere, env })
+    expect(resumed.code, resumed.stderr).toBe(0)
+    expect(resumed.stderr).toContain(`resuming from ${dir}, where run ${r!.id} was started`)
+    expect(readParts(path.join(dir, "out"))).toHaveLength(600)
+    expect(fs.existsSync(path.join(elsewhere, "out"))).toBe(false)
   }, 120_000)
 
   it("runs the triage example with --provider anthropic on the local Anthropic emulator", async () => {
