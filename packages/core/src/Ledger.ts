@@ -39,6 +39,7 @@ import * as AdmissionLedger from "./internal/ledger/admission.ts"
 import * as Batches from "./internal/ledger/batches.ts"
 import { LedgerError } from "./internal/ledger/errors.ts"
 import type { LeaseHeld } from "./internal/ledger/errors.ts"
+import * as Inspect from "./internal/ledger/inspect.ts"
 import * as Leases from "./internal/ledger/leases.ts"
 import { migrations } from "./internal/ledger/migrations.ts"
 import * as Outcomes from "./internal/ledger/outcomes.ts"
@@ -223,6 +224,52 @@ export interface WrittenPart {
   readonly seq: number
   readonly delivered: number
   readonly dead: number
+  /** rows of the part the sink refused (they went to the dead letter): recorded as `sink_refused` failures */
+  readonly refused?: ReadonlyArray<{ readonly position: number; readonly message: string }> | undefined
+}
+
+/**
+ * A row that ended failed, as `offpeak failures` lists it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface FailedRow {
+  readonly key: string
+  readonly position: number
+  readonly kind: FailureKind
+  readonly message: string
+  readonly raw: string | null
+  /** how many times its request was sent (0: never, e.g. it failed on admission) */
+  readonly attempts: number
+}
+
+/**
+ * Everything the ledger knows of one row, as `offpeak inspect` shows it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface RowDetail {
+  readonly key: string
+  readonly position: number
+  /** the record as JSON text */
+  readonly record: string | null
+  /** a failure on admission (or the sink's refusal) */
+  readonly failure: Failure | null
+  readonly request: {
+    readonly fingerprint: string
+    readonly state: string
+    readonly attempts: number
+    readonly cached: boolean
+    /** the batch it was last sent in */
+    readonly batch: { readonly id: string; readonly remoteId: string | null; readonly state: string; readonly mode: string } | null
+    readonly failure: Failure | null
+    /** the answer (JSON text, or base64 float32 for `f32`) */
+    readonly output: string | null
+    readonly format: OutputFormat | null
+    readonly usage: Usage | null
+  } | null
 }
 
 /**
@@ -485,6 +532,15 @@ export interface Service {
   readonly release: (lease: Lease) => Effect.Effect<void, LedgerError>
   /** who holds the lease of `scope`, if anyone (a released lease has no holder) */
   readonly holder: (scope: string) => Effect.Effect<Option.Option<LeaseHolder>, LedgerError>
+  /** how many rows ended failed, by kind */
+  readonly failureCounts: (runId: string) => Effect.Effect<ReadonlyArray<{ readonly kind: FailureKind; readonly rows: number }>, LedgerError>
+  /** the rows that ended failed, in source order, of one kind or all, after a position */
+  readonly failures: (
+    runId: string,
+    options: { readonly kind?: FailureKind | undefined; readonly after?: number | undefined; readonly limit: number }
+  ) => Effect.Effect<ReadonlyArray<FailedRow>, LedgerError>
+  /** one row of a run by its key: its record, its request, the batch that carried it and its answer */
+  readonly inspect: (runId: string, key: string) => Effect.Effect<Option.Option<RowDetail>, LedgerError>
 }
 
 /**
@@ -519,7 +575,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     ...AdmissionLedger.make(shared),
     ...Batches.make(shared),
     ...Outcomes.make(shared),
-    ...Parts.make(shared)
+    ...Parts.make(shared),
+    ...Inspect.make(shared)
   })
 })
 

@@ -460,6 +460,22 @@ describe("Pipeline.run modes", () => {
       }
       assert.strictEqual(summary.succeeded, 996)
       assert.strictEqual(summary.failed, 4)
+      // the ledger knows them: by kind, listed, and one row inspected
+      yield* Effect.gen(function*() {
+        const ledger = yield* Ledger.Ledger
+        assert.deepStrictEqual(yield* ledger.failureCounts(summary.runId), [{ kind: "sink_refused", rows: 4 }])
+        const listed = yield* ledger.failures(summary.runId, { kind: "sink_refused", limit: 10 })
+        assert.deepStrictEqual(listed.map((f) => [f.key, f.position, f.attempts]), [
+          ["t17", 17, 1],
+          ["t230", 230, 1],
+          ["t231", 231, 1],
+          ["t999", 999, 1]
+        ])
+        const row = Option.getOrThrow(yield* ledger.inspect(summary.runId, "t230"))
+        assert.strictEqual(row.failure?.kind, "sink_refused")
+        assert.strictEqual(row.request?.state, "succeeded")
+        assert.match(row.request?.output ?? "", /bad/)
+      }).pipe(Effect.provide(layer))
       console.log(`poison values: 4 of 1,000 rows refused by the sink, isolated in ${writes} writes; 996 delivered once`)
     }))
 
@@ -512,7 +528,7 @@ describe("Pipeline.run modes", () => {
       const lossy: Source.Source<Ticket> = { ...source(rows(49)), count: Effect.succeed(50) }
       const { pipeline } = pipelineOf([], { source: lossy })
       const error = yield* Pipeline.run(pipeline, { stateDir, runId: "lossy" }).pipe(Effect.provide(layer), Effect.flip)
-      assert.match(error.message, /tickets: the source holds 50 rows in this run's range but 49 were read: 1 rows were never read/)
+      assert.match(error.message, /tickets: the source holds 50 rows in this run's range but 49 were read: 1 row was never read/)
       const run = Option.getOrThrow(yield* Effect.flatMap(Ledger.Ledger, (l) => l.getRun("lossy")).pipe(Effect.provide(layer)))
       assert.strictEqual(run.state, "failed")
       assert.isFalse(run.sourceDone)
@@ -520,7 +536,7 @@ describe("Pipeline.run modes", () => {
       const gap: Source.Source<Ticket> = source(rows(30).filter((r) => r.position !== 12))
       const second = pipelineOf([], { source: gap, name: "gap" })
       const missing = yield* Pipeline.run(second.pipeline, { stateDir }).pipe(Effect.provide(layer), Effect.flip)
-      assert.match(missing.message, /29 rows were admitted but positions reach 30: 1 rows are missing/)
+      assert.match(missing.message, /29 rows were admitted but positions reach 30: 1 row is missing/)
       // a source that counts what it yields completes, and says so
       const whole = pipelineOf([], { source: { ...source(rows(30)), count: Effect.succeed(30) }, name: "whole" })
       const summary = yield* Pipeline.run(whole.pipeline, { stateDir }).pipe(Effect.provide(layer))

@@ -20,7 +20,8 @@
  *   shuffled output order, HTTP 429/5xx on any endpoint (`endpointFaults`),
  *   creates that go through but answer 500 (`createSucceedsThenFails`),
  *   downloads cut mid-body (`resetDownloads`), 404 right after a create
- *   (`notFoundAfterCreateMs`), `error_file_id: ""` (`emptyErrorFileId`).
+ *   (`notFoundAfterCreateMs`), `error_file_id: ""` (`emptyErrorFileId`),
+ *   creates answered late while their batch already exists (`createLatencyMs`).
  * - Also serves the synchronous `POST /v1/chat/completions` and
  *   `POST /v1/embeddings`.
  *
@@ -135,6 +136,15 @@ export interface Options {
    * find the batch, e.g. by its metadata, rather than create it again).
    */
   readonly createSucceedsThenFails?: number | undefined
+  /**
+   * Every `POST /v1/batches` is answered this long late (default 0). The
+   * batch exists from the moment the request arrived (listed, retrievable,
+   * validated and processed as any other), so a client that dies while it
+   * waits leaves a batch it never heard of: it must find it by its metadata
+   * rather than create it again. The answer shows the batch as it is when
+   * the answer leaves.
+   */
+  readonly createLatencyMs?: number | undefined
   /**
    * The first `times` successful answers of `GET /v1/files/{id}/content` send
    * their headers (with the full `content-length`) and `afterBytes` bytes of
@@ -300,7 +310,13 @@ export const serve = (
         outputBytes: bytesOf(rec.final?.output_file_id ?? null) + bytesOf(rec.final?.error_file_id || null)
       }))
     }
-    const made = yield* Runtime.make(store, knobsOf(options), options.maxFileBytes ?? 200 * 1024 * 1024, faultKnobs)
+    const made = yield* Runtime.make(
+      store,
+      knobsOf(options),
+      options.maxFileBytes ?? 200 * 1024 * 1024,
+      faultKnobs,
+      Math.max(0, options.createLatencyMs ?? 0)
+    )
     const runtime: Runtime.Runtime = {
       ...made,
       read: FinishedLog.read(made, options.finishedLog, (batch) => batch !== undefined && TERMINAL.has(batch.status))

@@ -357,6 +357,39 @@ export const decodeResultLine = (text: string): Provider.LineResult | undefined 
 // ===== Constructors =====
 
 /**
+ * Crash point for the crash torture, inside a create: the request's whole body has been sent and its answer is not
+ * in (with an emulator that answers creates late, the batch exists while the process dies):
+ * `OFFPEAK_FAILPOINTS=batch.create.sent:2`.
+ */
+const CREATE_SENT: Failpoint.Name = "batch.create.sent"
+const createSentArmed = (process.env.OFFPEAK_FAILPOINTS ?? "").split(",").some((f) => f.trim().split(":")[0] === CREATE_SENT)
+
+/**
+ * `fetch` for creates while {@link CREATE_SENT} is armed: the JSON body goes out as a stream, and once the stream has
+ * ended (the request is complete) the pass is counted a moment later, before the answer, as the Anthropic adapter does.
+ */
+const countingCreateSent = (inner: typeof globalThis.fetch): typeof globalThis.fetch => (input, init) => {
+  const body = init?.body
+  if (typeof body !== "string") return inner(input, init)
+  const bytes = new TextEncoder().encode(body)
+  let sent = false
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (!sent) {
+        sent = true
+        controller.enqueue(bytes)
+        return
+      }
+      controller.close()
+      setTimeout(() => Failpoint.hitSync(CREATE_SENT), 100)
+    }
+  })
+  const headers = new Headers(init!.headers)
+  headers.delete("content-length")
+  return inner(input, { ...init, headers, body: stream, duplex: "half" } as RequestInit)
+}
+
+/**
  * Builds the adapter.
  *
  * @example
@@ -377,6 +410,8 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       ...(options.project !== undefined ? { project: options.project } : {})
     })
     const pollSchedule = Provider.pollSchedule(options.pollInterval ?? { initial: "5 seconds", max: "1 minute" })
+    // creates go through a client that counts the crash point inside them, when it is armed (tests only)
+    const createClient = createSentArmed ? client.withOptions({ fetch: countingCreateSent(globalThis.fetch) }) : client
 
     // the file is streamed; on interruption its descriptor is closed before the upload counts as stopped
     const upload = (submission: Provider.Lines) =>
@@ -408,7 +443,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         // never let the SDK retry a create by itself: a create that went through before the error would be paid
         // twice. The runner looks for the batch with `find` before it sends again.
         const batch = yield* call("batches.create", (signal) =>
-          client.batches.create({
+          createClient.batches.create({
             input_file_id: file.id,
             endpoint,
             completion_window: "24h",

@@ -239,6 +239,10 @@ const listFiles = (rt: Runtime) =>
 
 const METADATA_MAX_KEYS = 16
 
+/**
+ * Creates a batch. With `createLatencyMs` the answer comes that late, while the batch already exists (listed,
+ * retrievable, processed); `createSucceedsThenFails` creates it and answers 500.
+ */
 const createBatch = (rt: Runtime) =>
   Effect.gen(function*() {
     const body = yield* readJson
@@ -320,10 +324,14 @@ const createBatch = (rt: Runtime) =>
       final: null,
       processed: 0
     }
+    // the batch exists from here on, whatever the client hears (and whether it is still there to hear it)
     rt.store.putBatch(rec)
+    // counted in arrival order, before any wait
+    const failsAfter = rt.faults.createFailsAfter()
+    if (rt.createLatencyMs > 0) yield* Effect.sleep(rt.createLatencyMs)
     const created = yield* rt.read(rec.id)
     // the batch exists, but the client is told the create failed
-    if (rt.faults.createFailsAfter()) return json(Faults.faultBody(500, "/v1/batches", 0), 500)
+    if (failsAfter) return json(Faults.faultBody(500, "/v1/batches", 0), 500)
     return json(created)
   })
 

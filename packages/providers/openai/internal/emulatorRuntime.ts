@@ -16,6 +16,8 @@ export interface Runtime {
   readonly store: Store
   readonly knobs: Knobs
   readonly maxFileBytes: number
+  /** how late every create is answered, in ms (its batch exists from the moment the request arrived) */
+  readonly createLatencyMs: number
   /** the server-wide faults and their counters */
   readonly faults: Faults.Faults
   /** the batch as a client sees it now (persisting any state it reached), starting the work it needs */
@@ -39,7 +41,8 @@ export const make = Effect.fnUntraced(function*(
   store: Store,
   knobs: Knobs,
   maxFileBytes: number,
-  faultKnobs: Faults.FaultKnobs
+  faultKnobs: Faults.FaultKnobs,
+  createLatencyMs = 0
 ) {
   const faults = Faults.make(faultKnobs)
   const jobs = yield* FiberMap.make<string>()
@@ -116,5 +119,5 @@ export const make = Effect.fnUntraced(function*(
       return { batch: Batch.ordered(Batch.derive(updated, now).view) }
     })
 
-  return { store, knobs, maxFileBytes, faults, read, cancel } satisfies Runtime
+  return { store, knobs, maxFileBytes, createLatencyMs, faults, read, cancel } satisfies Runtime
 })

@@ -10,6 +10,7 @@ import { LedgerError } from "./errors.ts"
 import type { FailureKind } from "../../Result.ts"
 import { chunks, toNumber, mapError } from "./shared.ts"
 import type { Shared } from "./shared.ts"
+import * as Redact from "../../Redact.ts"
 
 /** a part's row as the SQLite thread sends it: item, request, output columns (see `rowsOf`) */
 type PartValues = readonly [
@@ -172,11 +173,19 @@ export const make = (shared: Shared) => {
   const partRows: Service["partRows"] = (runId, seq) => rowsOf(runId, seq).pipe(mapError("partRows"))
 
   const commitIn = (runId: string, written: WrittenPart) =>
-    fence(runId).pipe(
-      Effect.andThen(sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
-      WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`),
-      Effect.asVoid
-    )
+    Effect.gen(function*() {
+      yield* fence(runId)
+      yield* sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
+        WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`
+      if (written.refused !== undefined && written.refused.length > 0) {
+        // rare (a value the sink refused): each row records its failure, so `failures` and `inspect` find it
+        const num = yield* runNum(runId)
+        for (const r of written.refused) {
+          yield* sql`UPDATE offpeak_items SET error_kind = 'sink_refused', error_message = ${Redact.text(r.message)}
+            WHERE run = ${num} AND position = ${r.position}`
+        }
+      }
+    })
 
   const commitPart: Service["commitPart"] = (runId, written) =>
     commitIn(runId, written).pipe(sql.withTransaction, mapError("commitPart"))

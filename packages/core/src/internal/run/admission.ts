@@ -27,6 +27,10 @@ const QUEUE_PAGE = 2_000
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
+/** `1 row is` / `3 rows are` (or `was` / `were`), as a message needs it */
+const rows = (n: number, past = false) =>
+  n === 1 ? `1 row ${past ? "was" : "is"}` : `${n.toLocaleString("en-US")} rows ${past ? "were" : "are"}`
+
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`
 
 /**
@@ -201,14 +205,14 @@ export const make = <Rec, A, Row>(
         return yield* fail(
           `${pipeline.source.name}: ${counts.items.toLocaleString("en-US")} rows were admitted but positions reach ${
             counts.maxPosition.toLocaleString("en-US")
-          }: ${(counts.maxPosition - counts.items).toLocaleString("en-US")} rows are missing; the run is not complete`
+          }: ${rows(counts.maxPosition - counts.items)} missing; the run is not complete`
         )
       }
       if (expected !== undefined && counts.items < expected) {
         return yield* fail(
           `${pipeline.source.name}: the source holds ${expected.toLocaleString("en-US")} rows in this run's range but ${
             counts.items.toLocaleString("en-US")
-          } were read: ${(expected - counts.items).toLocaleString("en-US")} rows were never read (rows committed ` +
+          } were read: ${rows(expected - counts.items, true)} never read (rows committed ` +
             `late with an older checkpoint value, or a source that skips rows). The run stays unfinished: start a ` +
             `new run to read them (answers already received come from the result cache)`
         )

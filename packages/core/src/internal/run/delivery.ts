@@ -73,7 +73,8 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       const succeeded: Array<Result.Succeeded<Rec, A>> = []
       const positions: Array<number> = []
       const failed: Array<Result.Failed<Rec>> = []
-      let refusedCount = 0
+      // rows refused by the sink (or by `row()`): recorded as `sink_refused` with the part's commit
+      const refusedRows: Array<{ readonly position: number; readonly message: string }> = []
       for (const row of rows) {
         let record: Rec | undefined
         try {
@@ -129,18 +130,16 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
             kept.push(result)
             keptAt.push(positions[i]!)
           } catch (e) {
-            failed.push(refusedRow(result, positions[i]!, `the pipeline's row() failed: ${message(e)}`))
+            const why = `the pipeline's row() failed: ${message(e)}`
+            failed.push(refusedRow(result, positions[i]!, why))
+            refusedRows.push({ position: positions[i]!, message: why })
           }
         })
         const refused = yield* writeIsolating(part, rows)
-        refusedCount = refused.length
         for (const { index, reason } of refused) {
-          failed.push(refusedRow(
-            kept[index]!,
-            keptAt[index]!,
-            `${pipeline.sink.name} refused this row${reason.column !== undefined ? ` (column ${reason.column})` : ""}: ${reason.message}`,
-            rows[index]
-          ))
+          const why = `${pipeline.sink.name} refused this row${reason.column !== undefined ? ` (column ${reason.column})` : ""}: ${reason.message}`
+          failed.push(refusedRow(kept[index]!, keptAt[index]!, why, rows[index]))
+          refusedRows.push({ position: keptAt[index]!, message: why })
         }
         succeeded.length = 0
         const bad = new Set(refused.map((r) => r.index))
@@ -149,8 +148,8 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       if (failed.length > 0) yield* deadLetter.write(part, failed)
       yield* Failpoint.hit("part.written")
       Memory.compact()
-      ctx.emit({ _tag: "PartWritten", seq, delivered: succeeded.length, dead: failed.length, refused: refusedCount })
-      return { seq, delivered: succeeded.length, dead: failed.length } satisfies Ledger.WrittenPart
+      ctx.emit({ _tag: "PartWritten", seq, delivered: succeeded.length, dead: failed.length, refused: refusedRows.length })
+      return { seq, delivered: succeeded.length, dead: failed.length, refused: refusedRows } satisfies Ledger.WrittenPart
     })
 
   /** a delivered row the sink refused: it goes to the dead letter with the value the sink was given */
