@@ -32,6 +32,10 @@ export interface Item {
   /** bytes of `line` plus its newline */
   readonly bytes: number
   readonly group: string
+  /** the model the request asks (a batch holds one group, so one model) */
+  readonly model?: string | undefined
+  /** the request's worst case at the batch price (input + max output tokens), in picodollars, when a budget is set */
+  readonly worst?: bigint | undefined
 }
 
 /**

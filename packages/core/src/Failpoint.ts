@@ -21,6 +21,7 @@ import { Effect } from "effect"
 export const names = [
   "source.admitted", // a chunk of source rows is in the ledger
   "batch.sealed", // a batch file is written and the ledger knows the batch
+  "budget.reserved", // the batch's worst case is reserved of the budget, nothing sent yet
   "batch.uploaded", // the adapter uploaded the batch file, before it creates the batch
   "batch.create.sent", // the create request went out whole and its answer is not in: the provider may have the batch
   "batch.created", // the provider created the batch, before the ledger has its id

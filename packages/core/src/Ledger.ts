@@ -37,6 +37,7 @@ import type { Option } from "effect"
 import { Migrator, SqlClient } from "effect/sql"
 import * as AdmissionLedger from "./internal/ledger/admission.ts"
 import * as Batches from "./internal/ledger/batches.ts"
+import * as Budget from "./internal/ledger/budget.ts"
 import { LedgerError } from "./internal/ledger/errors.ts"
 import type { LeaseHeld } from "./internal/ledger/errors.ts"
 import * as Inspect from "./internal/ledger/inspect.ts"
@@ -78,6 +79,8 @@ export interface Run {
   readonly snapshot: { readonly low: string | null; readonly high: string } | null
   /** the working directory the run was started from (null for runs of older versions) */
   readonly cwd: string | null
+  /** the run's budget (picodollars), if it has one */
+  readonly budget: bigint | null
 }
 
 /**
@@ -171,6 +174,12 @@ export interface Batch {
   readonly mode: BatchMode
   /** for a `table` batch: its staged tables (`Source.Staged`, as JSON) */
   readonly spec: string | null
+  /** the model its requests ask */
+  readonly model: string | null
+  /** its requests' worst case at its price (picodollars), when a budget applies */
+  readonly worst: bigint | null
+  /** what is reserved of the run's budget for it until it is collected (picodollars) */
+  readonly reserved: bigint
   readonly remoteId: string | null
   readonly remoteMeta: Readonly<Record<string, string>> | null
   readonly remoteState: string | null
@@ -196,6 +205,8 @@ export type Outcome =
     readonly output: string
     readonly format?: OutputFormat | undefined
     readonly usage: Usage
+    /** what the answer cost at the mode's price, and would have cost synchronously (picodollars); absent when unpriced */
+    readonly cost?: { readonly spent: bigint; readonly sync: bigint } | undefined
   }
   | {
     readonly _tag: "Failed"
@@ -204,6 +215,8 @@ export type Outcome =
     readonly retryable: boolean
     /** a tighter attempt limit for this failure (decode errors) */
     readonly maxAttempts?: number | undefined
+    /** what an answer that failed cost all the same (truncated, undecodable): it counts as spent */
+    readonly cost?: { readonly spent: bigint; readonly sync: bigint } | undefined
   }
 
 /**
@@ -226,6 +239,30 @@ export interface WrittenPart {
   readonly dead: number
   /** rows of the part the sink refused (they went to the dead letter): recorded as `sink_refused` failures */
   readonly refused?: ReadonlyArray<{ readonly position: number; readonly message: string }> | undefined
+}
+
+/**
+ * What a run spent and reserved, and the tokens of its answers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Spend {
+  /** the cost of the answers recorded (picodollars) */
+  readonly spent: bigint
+  /** what the same answers would have cost through the synchronous API */
+  readonly syncEquivalent: bigint
+  /** reserved for batches not yet collected */
+  readonly reserved: bigint
+  readonly budget: bigint | null
+  readonly inputTokens: number
+  readonly outputTokens: number
+  readonly cachedInputTokens: number
+  /** answers recorded with no price (their model has none) */
+  readonly unpriced: number
+  /** rows answered from the result cache, and rows that shared a request with another row */
+  readonly cachedRows: number
+  readonly dedupedRows: number
 }
 
 /**
@@ -400,6 +437,8 @@ export interface Service {
       readonly message?: string | null
       readonly checkpoint?: { readonly value: string; readonly position: number }
       readonly snapshot?: { readonly low: string | null; readonly high: string }
+      /** the run's budget (picodollars); null: none */
+      readonly budget?: bigint | null
     }
   ) => Effect.Effect<void, LedgerError>
   /** the checkpoint of the pipeline's latest completed run that has one */
@@ -428,6 +467,8 @@ export interface Service {
       /** default `batch` */
       readonly mode?: BatchMode | undefined
       readonly spec?: string | null | undefined
+      readonly model?: string | null | undefined
+      readonly worst?: bigint | null | undefined
     },
     requests: ReadonlyArray<number>,
     /** another batch marked collected, with its final counts, in the same transaction (a table job that a retry job follows) */
@@ -464,6 +505,11 @@ export interface Service {
     readonly ended?: boolean
   }) => Effect.Effect<void, LedgerError>
   readonly batches: (runId: string) => Effect.Effect<ReadonlyArray<Batch>, LedgerError>
+  /**
+   * A batch that will not be sent (the budget refused it): its requests go back to the queue, their attempts
+   * untouched, and the batch ends collected with `remoteState` = `reason`; one transaction.
+   */
+  readonly requeue: (batchId: string, reason: string) => Effect.Effect<void, LedgerError>
   /** batches not yet collected, oldest first */
   readonly openBatches: (runId: string) => Effect.Effect<ReadonlyArray<Batch>, LedgerError>
   /**
@@ -532,6 +578,17 @@ export interface Service {
   readonly release: (lease: Lease) => Effect.Effect<void, LedgerError>
   /** who holds the lease of `scope`, if anyone (a released lease has no holder) */
   readonly holder: (scope: string) => Effect.Effect<Option.Option<LeaseHolder>, LedgerError>
+  /**
+   * What a run has spent (the cost of its answers) and has reserved (the worst case of its batches at the provider),
+   * and its token totals: answers copied from the result cache cost nothing and count no token.
+   */
+  readonly spend: (runId: string) => Effect.Effect<Spend, LedgerError>
+  /**
+   * Reserves `amount` (picodollars) of the run's budget for a batch about to be sent, atomically: refused (`false`)
+   * when spent + reserved + amount would pass the budget. A batch that holds a reservation already keeps it (a resume
+   * after a crash between reservation and submit reserves nothing twice). Without a budget it always succeeds.
+   */
+  readonly reserve: (runId: string, batchId: string, amount: bigint) => Effect.Effect<boolean, LedgerError>
   /** how many rows ended failed, by kind */
   readonly failureCounts: (runId: string) => Effect.Effect<ReadonlyArray<{ readonly kind: FailureKind; readonly rows: number }>, LedgerError>
   /** the rows that ended failed, in source order, of one kind or all, after a position */
@@ -576,7 +633,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     ...Batches.make(shared),
     ...Outcomes.make(shared),
     ...Parts.make(shared),
-    ...Inspect.make(shared)
+    ...Inspect.make(shared),
+    ...Budget.make(shared)
   })
 })
 

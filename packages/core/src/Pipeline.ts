@@ -10,6 +10,7 @@ import * as Runner from "./internal/run/run.ts"
 import type { RunError } from "./Run.ts"
 import type * as Ledger from "./Ledger.ts"
 import type * as Run from "./Run.ts"
+import type * as Prices from "./Prices.ts"
 import type * as Progress from "./Progress.ts"
 import type * as Provider from "./Provider.ts"
 import type * as Request from "./Request.ts"
@@ -95,6 +96,16 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
   readonly sink: Sink.Sink<NoInfer<Row>>
   /** where failed rows go, with their reason (default: JSONL part files under the run's state folder) */
   readonly deadLetter?: Sink.Sink<Result.Failed<NoInfer<R>>> | undefined
+  /**
+   * The most this pipeline's runs may spend, in USD (`12.5` or `"12.50"`): before a batch is sent (or a `sync` batch's
+   * calls), its worst case — input tokens plus each request's `maxTokens` (4,096 when unset) at the price of the mode —
+   * is reserved in the ledger; a batch that would pass the budget is not sent, its rows stay pending
+   * (`budget_refused`), and `resume` with a higher budget sends them. Reservations become the answers' real cost as
+   * they come back. A run's budget is fixed when it starts (`--budget` / `RunOptions.budget` change it).
+   */
+  readonly budget?: number | string | undefined
+  /** prices per model (USD per million tokens) over the bundled price data, e.g. for a fine-tuned or private model */
+  readonly prices?: Prices.Overrides | undefined
   /** the provider the CLI uses unless told otherwise (default `openai`) */
   readonly provider?: string | undefined
   /**
@@ -177,6 +188,8 @@ export interface RunOptions {
   readonly module?: string | undefined
   /** the provider name recorded with the run (default: the pipeline's, else `openai`) */
   readonly provider?: string | undefined
+  /** the run's budget in USD, over the pipeline's (a resume with a higher budget sends what the budget refused) */
+  readonly budget?: number | string | undefined
   /** how a new run sends its requests, over the pipeline's `mode`; a resumed run keeps the mode it was started with */
   readonly mode?: Run.Mode | undefined
   /** live counters, updated as the run goes (the run's events folded, see `Progress.update`) */
@@ -215,6 +228,38 @@ export interface Summary {
   readonly batches: number
   readonly deadLetter: string
   readonly progress: Progress.Counters
+  /** how long this process worked the run */
+  readonly durationMs: number
+  /** rows that ended failed, by kind (most first) */
+  readonly failedByKind: ReadonlyArray<{ readonly kind: Result.FailureKind; readonly rows: number }>
+  /** rows answered from the result cache of earlier runs (no request sent), and rows that shared a request with another row */
+  readonly cachedRows: number
+  readonly dedupedRows: number
+  /** tokens of the answers this run paid for (cache copies excluded) */
+  readonly usage: Usage
+  /**
+   * What those answers cost at the provider's prices for the mode they were sent in, and what the same answers would
+   * have cost through the synchronous API, in USD (summed exactly in picodollars, see `Prices`); `budgetUsd` the run's
+   * budget; `unpriced` names models with no price (add a `prices` override), whose answers are not in the sums.
+   */
+  readonly cost: {
+    readonly spentUsd: number
+    readonly syncEquivalentUsd: number
+    readonly budgetUsd: number | null
+    readonly unpriced: ReadonlyArray<string>
+  }
+}
+
+/**
+ * Token totals of a run's answers.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Usage {
+  readonly inputTokens: number
+  readonly outputTokens: number
+  readonly cachedInputTokens: number
 }
 
 /**

@@ -36,6 +36,8 @@ export interface RowsRead {
   readonly _tag: "RowsRead"
   readonly rows: number
   readonly skipped: number
+  /** for a source sized in bytes: how far into it the chunk's last row ends */
+  readonly bytes?: number | undefined
 }
 
 /**
@@ -157,6 +159,8 @@ export interface RetryRound {
   readonly round: number
   readonly requests: number
   readonly waitMs: number
+  /** why the requests go out again: how many failed with each kind last time (e.g. `expired`, `provider_error`) */
+  readonly reasons?: ReadonlyArray<{ readonly kind: string; readonly requests: number }> | undefined
 }
 
 /**
@@ -170,6 +174,55 @@ export interface BackingOff {
   readonly operation: string
   readonly reason: string
   readonly delayMs: number
+}
+
+/**
+ * A provider call could not reach the provider (connection refused, host not found, timed out): `message` names the
+ * host and the cause, `nextAttemptAt` (epoch ms) is when the call is tried again.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProviderUnreachable {
+  readonly _tag: "ProviderUnreachable"
+  readonly provider: string
+  readonly operation: string
+  readonly message: string
+  readonly delayMs: number
+  readonly nextAttemptAt: number
+}
+
+/**
+ * Answers of a batch were recorded: how many, their tokens, and what they cost at the mode's price and would have
+ * cost synchronously (picodollars, see `Prices`; absent for answers with no price).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Answered {
+  readonly _tag: "Answered"
+  readonly batchId: string
+  readonly succeeded: number
+  readonly failed: number
+  readonly inputTokens: number
+  readonly outputTokens: number
+  readonly cachedInputTokens: number
+  readonly spent: bigint
+  readonly syncEquivalent: bigint
+}
+
+/**
+ * How much the run's source holds, for a progress bar: `rows` (a table's count, a file's records) or `bytes` (a
+ * file's size, with `RowsRead.bytes` as the reading goes); `estimate` when it is approximate.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SourceSized {
+  readonly _tag: "SourceSized"
+  readonly rows?: number | undefined
+  readonly bytes?: number | undefined
+  readonly estimate?: boolean | undefined
 }
 
 /**
@@ -203,4 +256,7 @@ export type RunEvent =
   | PartWritten
   | RetryRound
   | BackingOff
+  | ProviderUnreachable
+  | Answered
+  | SourceSized
   | RunEnded

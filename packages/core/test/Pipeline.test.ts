@@ -591,4 +591,76 @@ describe("Pipeline.run modes", () => {
       )
       assert.match(wrong.message, /memory: disposition "append" is not one this sink can do \(merge\)/)
     }))
+
+  it.live("a budget is a reservation: batches over it are not sent, their rows reported; a higher budget sends them, once", () =>
+    Effect.gen(function*() {
+      const stateDir = tmpDir()
+      // each answer costs about what its request may cost at worst: 120 input-ish and 100 output tokens
+      const costly = (line: TestProvider.Line) => {
+        const ok = echo(line)
+        return ok._tag === "LineSucceeded" && ok.response._tag === "ChatResponse"
+          ? { ...ok, response: { ...ok.response, usage: { inputTokens: 20, outputTokens: 100 } } }
+          : ok
+      }
+      const prices = { m: { inputPerMTok: 1, outputPerMTok: 1, batch: { inputPerMTok: 1, outputPerMTok: 1 } } }
+      const first = setup({ answer: costly }, stateDir)
+      const { pipeline, out, dead } = pipelineOf(rows(100), {
+        request: (t) => Request.chat({ model: "m", prompt: t.body, maxTokens: 100 }),
+        prices,
+        budget: "0.004",
+        batch: { maxRequests: 10, maxInFlight: 2 }
+      })
+      const summary = yield* Pipeline.run(pipeline, { stateDir, runId: "budget" }).pipe(Effect.provide(first.layer))
+      // a batch of 10 may cost about $0.0012 at worst: about 3 fit $0.004, with what they really cost
+      assert.strictEqual(summary.state, "failed")
+      assert.isAtMost(summary.cost.spentUsd, 0.004)
+      assert.isAbove(summary.cost.spentUsd, 0)
+      const sent = first.provider.creates.reduce((n, c) => n + c.lines, 0)
+      assert.isAbove(sent, 0)
+      assert.isBelow(sent, 100)
+      assert.strictEqual(summary.succeeded, sent)
+      assert.strictEqual(summary.pending, 100 - sent)
+      assert.strictEqual(dead.all().length, 0)
+      const ledgerRun = Option.getOrThrow(
+        yield* Effect.flatMap(Ledger.Ledger, (l) => l.getRun("budget")).pipe(Effect.provide(first.layer))
+      )
+      assert.match(ledgerRun.message ?? "", new RegExp(`^budget_refused: ${100 - sent} rows not sent .* resume with a higher budget`))
+      // resumed with four times the budget: the rest goes, each request once over both processes
+      const second = setup({ answer: costly }, stateDir)
+      const resumed = yield* Pipeline.run(pipeline, { stateDir, resume: "budget", budget: "0.016" }).pipe(
+        Effect.provide(second.layer)
+      )
+      assert.strictEqual(resumed.state, "completed")
+      assert.isAtMost(resumed.cost.spentUsd, 0.016)
+      assert.strictEqual(resumed.cost.budgetUsd, 0.016)
+      assert.strictEqual(sent + second.provider.creates.reduce((n, c) => n + c.lines, 0), 100)
+      const all = out.all()
+      assert.strictEqual(all.length, 100)
+      assert.strictEqual(new Set(all.map((r) => r.key)).size, 100)
+      console.log(
+        `budget: $0.004 let ${sent} of 100 requests go (spent $${summary.cost.spentUsd.toFixed(6)}), ` +
+          `${100 - sent} rows reported pending; resumed with $0.016: the other ${100 - sent} sent once, ` +
+          `$${resumed.cost.spentUsd.toFixed(6)} in all`
+      )
+    }))
+
+  it.live("answers cost what the provider's usage says at the mode's price; cache hits cost nothing", () =>
+    Effect.gen(function*() {
+      const stateDir = tmpDir()
+      const prices = { m: { inputPerMTok: 2, outputPerMTok: 8, batch: { inputPerMTok: 1, outputPerMTok: 4 } } }
+      const { layer } = setup({ answer: echo }, stateDir)
+      const { pipeline } = pipelineOf(rows(30, (i) => `t ${i % 10}`), {
+        request: (t) => Request.chat({ model: "m", prompt: t.body }),
+        prices
+      })
+      const first = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      // 10 distinct requests (20 rows share them), each 10 input and 2 output tokens
+      assert.deepStrictEqual(first.usage, { inputTokens: 100, outputTokens: 20, cachedInputTokens: 0 })
+      assert.strictEqual(first.dedupedRows, 20)
+      assert.closeTo(first.cost.spentUsd, (100 * 1 + 20 * 4) / 1e6, 1e-12)
+      assert.closeTo(first.cost.syncEquivalentUsd, (100 * 2 + 20 * 8) / 1e6, 1e-12)
+      const again = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(again.cachedRows, 30)
+      assert.strictEqual(again.cost.spentUsd, 0)
+    }))
 })

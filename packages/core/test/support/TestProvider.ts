@@ -45,6 +45,7 @@ interface RemoteState {
 }
 
 export const make = (script: Script) => {
+  const instance = Math.random().toString(36).slice(2, 8)
   const batches = new Map<string, RemoteState>()
   const attempts = new Map<string, number>()
   const creates: Array<{ readonly batchId: string; readonly lines: number }> = []
@@ -69,7 +70,8 @@ export const make = (script: Script) => {
         )
         const refused = script.rejectSubmit?.(lines)
         if (refused !== undefined) return { refused }
-        const id = `remote-${batches.size + 1}`
+        // unique across instances, as a real provider's ids are (a resumed run meets a new instance)
+        const id = `remote-${instance}-${batches.size + 1}`
         batches.set(id, { id, batchId: submission.batchId, lines, polls: 0, limited: 0, cancelled: false })
         creates.push({ batchId: submission.batchId, lines: lines.length })
         concurrent++

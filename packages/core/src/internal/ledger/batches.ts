@@ -32,6 +32,8 @@ export const make = (shared: Shared) => {
         bytes: batch.bytes,
         mode: batch.mode ?? "batch",
         spec: batch.spec ?? null,
+        model: batch.model ?? null,
+        worst: batch.worst ?? null,
         remote_id: null,
         remote_meta: null,
         remote_state: null,
@@ -114,6 +116,17 @@ export const make = (shared: Shared) => {
       yield* sql`UPDATE offpeak_batches SET ${sql.update(values)} WHERE id = ${id}`
     }).pipe(sql.withTransaction, mapError("updateBatch"))
 
+  const requeue: Service["requeue"] = (batchId, reason) =>
+    Effect.gen(function*() {
+      yield* fenceBatch(batchId)
+      const seq = yield* batchSeq(batchId)
+      const rows = yield* sql<{ run_id: string }>`SELECT run_id FROM offpeak_batches WHERE id = ${batchId}`
+      const num = yield* runNum(rows[0]!.run_id)
+      yield* sql`UPDATE offpeak_requests SET state = 'queued', batch = NULL
+        WHERE run = ${num} AND batch = ${seq} AND state = 'batched'`
+      yield* sql`UPDATE offpeak_batches SET state = 'collected', remote_state = ${reason} WHERE id = ${batchId}`
+    }).pipe(sql.withTransaction, mapError("requeue"))
+
   const batches: Service["batches"] = (runId) =>
     sql<BatchRow>`SELECT * FROM offpeak_batches WHERE run_id = ${runId} ORDER BY seq`.pipe(
       Effect.map((rows) => rows.map(toBatch)),
@@ -135,5 +148,5 @@ export const make = (shared: Shared) => {
       return rows.map(([id, fingerprint]) => ({ id: toNumber(id), fingerprint: fingerprint as string }))
     }).pipe(mapError("unsettled"))
 
-  return { nextBatchSeq, sealBatch, splitBatch, updateBatch, batches, openBatches, unsettled }
+  return { nextBatchSeq, sealBatch, splitBatch, updateBatch, batches, openBatches, unsettled, requeue }
 }

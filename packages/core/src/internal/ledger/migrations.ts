@@ -267,5 +267,17 @@ export const migrations = {
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN cwd TEXT`
     // a table job (pushdown): its staged tables
     yield* sql`ALTER TABLE offpeak_batches ADD COLUMN spec TEXT`
+    // money: the model a batch's requests ask, the worst case of its requests (input + max output at the batch's
+    // price) and what is reserved of the budget for it until it is collected; each answer's cost and what it would
+    // have cost synchronously (picodollars); a run's budget
+    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN model TEXT`
+    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN worst BIGINT`
+    yield* sql`ALTER TABLE offpeak_batches ADD COLUMN reserved BIGINT NOT NULL DEFAULT 0`
+    yield* sql`ALTER TABLE offpeak_outputs ADD COLUMN cost BIGINT`
+    yield* sql`ALTER TABLE offpeak_outputs ADD COLUMN sync_cost BIGINT`
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN budget BIGINT`
+    // what the attempts of a request that were answered and failed all the same cost (truncated, undecodable)
+    yield* sql`ALTER TABLE offpeak_requests ADD COLUMN spent BIGINT`
+    yield* sql`ALTER TABLE offpeak_requests ADD COLUMN sync_spent BIGINT`
   })
 }

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Effect } from "effect"
+import { Array as Arr, Effect } from "effect"
 import type { Outcome, Service } from "../../Ledger.ts"
 import { chunks, toNumber, mapError } from "./shared.ts"
 import type { Shared } from "./shared.ts"
@@ -46,15 +46,17 @@ export const make = (shared: Shared) => {
       }))
       for (const part of chunks(succeeded, 100)) {
         yield* sql`INSERT${orFail} INTO offpeak_outputs ${
-          sql.insert(part.map(({ id, outcome: o }) => ({
+          sql.insert(Arr.map(part, ({ id, outcome: o }) => ({
             run: num,
             settled: offset + id,
             output: o.output,
             output_format: o.format ?? "json",
             input_tokens: o.usage.inputTokens,
             output_tokens: o.usage.outputTokens,
-            cached_input_tokens: o.usage.cachedInputTokens ?? null
-          })) as any)
+            cached_input_tokens: o.usage.cachedInputTokens ?? null,
+            cost: o.cost?.spent ?? null,
+            sync_cost: o.cost?.sync ?? null
+          })))
         }`
       }
       for (const { id, outcome: o } of failed) {
@@ -68,6 +70,8 @@ export const make = (shared: Shared) => {
             settled = ${retry ? null : offset + id},
             error_kind = ${o.failure.kind}, error_message = ${Redact.text(o.failure.message)},
             error_raw = ${o.failure.raw === undefined ? null : Redact.text(o.failure.raw)}
+            ${o.cost === undefined ? sql`` : sql`, spent = COALESCE(spent, 0) + ${o.cost.spent},
+            sync_spent = COALESCE(sync_spent, 0) + ${o.cost.sync}`}
           WHERE run = ${num} AND id = ${id}`
       }
     }).pipe(sql.withTransaction, serially, mapError("recordOutcomes"))

@@ -49,6 +49,7 @@ export const make = (shared: Shared) => {
         checkpointPosition: null,
         snapshot: null,
         cwd: run.cwd ?? null,
+        budget: null,
         createdAt: now,
         updatedAt: now
       }
@@ -70,6 +71,7 @@ export const make = (shared: Shared) => {
         values.checkpoint = patch.checkpoint.value
         values.checkpoint_position = patch.checkpoint.position
       }
+      if (patch.budget !== undefined) values.budget = patch.budget
       if (patch.snapshot !== undefined) {
         values.snapshot_low = patch.snapshot.low
         values.snapshot_high = patch.snapshot.high

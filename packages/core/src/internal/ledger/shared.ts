@@ -57,6 +57,7 @@ export interface RunRow {
   readonly updated_at: string
   readonly checkpoint: string | null
   readonly checkpoint_position: number | bigint | null
+  readonly budget: number | bigint | null
   readonly snapshot_low: string | null
   readonly snapshot_high: string | null
   readonly cwd: string | null
@@ -76,7 +77,8 @@ export const toRun = (row: RunRow): Run => ({
   checkpoint: row.checkpoint,
   checkpointPosition: row.checkpoint_position === null ? null : toNumber(row.checkpoint_position),
   snapshot: row.snapshot_high === null ? null : { low: row.snapshot_low, high: row.snapshot_high },
-  cwd: row.cwd
+  cwd: row.cwd,
+  budget: row.budget === null || row.budget === undefined ? null : BigInt(row.budget)
 })
 
 export interface BatchRow {
@@ -90,6 +92,9 @@ export interface BatchRow {
   readonly bytes: number | bigint
   readonly mode: BatchMode
   readonly spec: string | null
+  readonly model: string | null
+  readonly worst: number | bigint | null
+  readonly reserved: number | bigint
   readonly remote_id: string | null
   readonly remote_meta: string | null
   readonly remote_state: string | null
@@ -111,6 +116,9 @@ export const toBatch = (row: BatchRow): Batch => ({
   bytes: toNumber(row.bytes),
   mode: row.mode,
   spec: row.spec,
+  model: row.model,
+  worst: row.worst === null ? null : BigInt(row.worst),
+  reserved: BigInt(row.reserved ?? 0),
   remoteId: row.remote_id,
   remoteMeta: row.remote_meta === null ? null : JSON.parse(row.remote_meta),
   remoteState: row.remote_state,

@@ -79,8 +79,17 @@ export const make = <Rec, A, Row>(
   const { encodeRecord, decodeRecord, render } = ctx.codecs
   const { maxLineBytes } = ctx.limits
   const orFail = orFailOf(ctx)
+  /** a request's worst case when the run has a budget (at the sync price unless every batch goes to the batch API) */
+  const worstOf = (request: Request.Request): R.Result<bigint | undefined, string> =>
+    ctx.budget === null ? R.succeed(undefined) : ctx.worstCase(request, ctx.run.mode === "batch" ? "batch" : "sync")
 
-  type Encoded = { readonly key: string; readonly row: Ledger.AdmitRow; readonly item?: Batcher.Item }
+  /** a row ready for admission: its ledger row, its request's batch item, or why the run cannot go on */
+  type Encoded = {
+    readonly key: string
+    readonly row: Ledger.AdmitRow
+    readonly item?: Batcher.Item
+    readonly fatal?: string
+  }
   const prepare = (entry: Source.Item<Rec>): Encoded => {
     if (entry._tag === "Malformed") {
       // filed under the row's key when the source could read it, with its position: a malformed row never takes the
@@ -161,6 +170,8 @@ export const make = <Rec, A, Row>(
         `the request is ${kib(encoded.success.bytes)} encoded, over the ${kib(maxLineBytes)} one request may take in a batch`
       )
     }
+    const worst = worstOf(request)
+    if (R.isFailure(worst)) return { key, row: { key, position: entry.position, fingerprint, record }, fatal: worst.failure }
     return {
       key,
       row: { key, position: entry.position, fingerprint, record },
@@ -170,13 +181,17 @@ export const make = <Rec, A, Row>(
         request: entry.position,
         line: encoded.success.line,
         bytes: encoded.success.bytes,
-        group: encoded.success.group
+        group: encoded.success.group,
+        model: request.model,
+        worst: worst.success
       }
     }
   }
 
   const admit = ({ chunk, prepared }: { readonly chunk: ReadonlyArray<Source.Item<Rec>>; readonly prepared: ReadonlyArray<Encoded> }) =>
     Effect.gen(function*() {
+      const fatal = prepared.find((p) => p.fatal !== undefined)?.fatal
+      if (fatal !== undefined) return yield* fail(fatal)
       const admission = yield* ledger.admit(runId, prepared.map((p) => p.row))
       yield* Failpoint.hit("source.admitted")
       const last = chunk[chunk.length - 1]
@@ -242,7 +257,7 @@ export const make = <Rec, A, Row>(
   // ----- queued requests (after a crash, or waiting for a retry) -----
   const fromQueue: Stream.Stream<Batcher.Item, RunError> = Stream.paginate(0, (after: number) =>
     Effect.gen(function*() {
-      const page = yield* ledger.queued(runId, { after, limit: QUEUE_PAGE })
+      const page = yield* orFail(ledger.queued(runId, { after, limit: QUEUE_PAGE }))
       const items: Array<Batcher.Item> = []
       const changed: Array<number> = []
       for (const q of page) {
@@ -254,25 +269,29 @@ export const make = <Rec, A, Row>(
             changed.push(q.id)
             continue
           }
+          const worst = worstOf(request)
+          if (R.isFailure(worst)) return yield* fail(worst.failure)
           items.push({
             id: fingerprint,
             request: q.id,
             line: encoded.success.line,
             bytes: encoded.success.bytes,
-            group: encoded.success.group
+            group: encoded.success.group,
+            model: request.model,
+            worst: worst.success
           })
         } catch {
           changed.push(q.id)
         }
       }
       if (changed.length > 0) {
-        yield* ledger.failQueued(runId, changed, {
+        yield* orFail(ledger.failQueued(runId, changed, {
           kind: "invalid_input",
           message: "the pipeline's request for this row changed since it was admitted; start a new run to send it"
-        })
+        }))
       }
       return [items, page.length < QUEUE_PAGE ? Option.none() : Option.some(page.at(-1)!.id)] as const
-    }).pipe(Effect.mapError((e) => fail(e.message))))
+    }))
 
   return { fromSource, fromQueue }
 }

@@ -52,7 +52,13 @@ export const make = <Rec, A, Row>(
         yield* deliverParts(true)
         return Option.none<Ledger.Batch>()
       }
-      const batch = newBatch(nextSeq(), out.group, out.items, batchMode(out.items.length))
+      const worst = out.items.every((i) => i.worst !== undefined)
+        ? out.items.reduce((sum, i) => sum + i.worst!, 0n)
+        : null
+      const batch = newBatch(nextSeq(), out.group, out.items, batchMode(out.items.length), {
+        model: out.items[0]?.model ?? null,
+        worst
+      })
       yield* Files.write(fail)(batch.file, out.items)
       yield* ledger.sealBatch(batch, out.items.map((i) => i.request))
       yield* Failpoint.hit("batch.sealed")
@@ -81,7 +87,8 @@ export const make = <Rec, A, Row>(
       }
       const half = Math.ceil(items.length / 2)
       const halves = [items.slice(0, half), items.slice(half)].map((part) => ({
-        batch: newBatch(nextSeq(), batch.group, part, batch.mode),
+        // each half reserves its parent's worst case (they go out one after the other)
+        batch: newBatch(nextSeq(), batch.group, part, batch.mode, { model: batch.model, worst: batch.worst }),
         items: part
       }))
       for (const h of halves) yield* Files.write(fail)(h.batch.file, h.items)
@@ -159,6 +166,7 @@ export const make = <Rec, A, Row>(
           yield* cancelUnsent(batch)
           state = "ended"
         }
+        if (state === "sealed" && !(yield* lifecycle.reserve(batch))) state = "collected"
         if (state === "sealed") {
           yield* renewLease
           yield* ledger.updateBatch(batch.id, { state: "submitting" })

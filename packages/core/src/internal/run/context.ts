@@ -6,11 +6,12 @@
  *
  * @internal
  */
-import { Duration, Effect, Schema, Semaphore } from "effect"
+import { Duration, Effect, Result as R, Schema, Semaphore } from "effect"
 import * as path from "node:path"
 import type * as Ledger from "../../Ledger.ts"
 import * as PartFiles from "../../PartFiles.ts"
 import type * as Pipeline from "../../Pipeline.ts"
+import * as Prices from "../../Prices.ts"
 import * as Progress from "../../Progress.ts"
 import type * as Provider from "../../Provider.ts"
 import * as ProviderError from "../../ProviderError.ts"
@@ -19,6 +20,7 @@ import type * as Result from "../../Result.ts"
 import { RunError } from "../../Run.ts"
 import type * as RunEvent from "../../RunEvent.ts"
 import type * as Sink from "../../Sink.ts"
+import * as Tokens from "../../Tokens.ts"
 import * as Retry from "./retry.ts"
 
 /** a pipeline's limits, each capped by the provider's own */
@@ -87,7 +89,22 @@ export interface Context<Rec, A, Row> {
   readonly stats: { outputBytes: number; outputs: number }
   /** the next batch number (from this process alone; sealing and splitting run concurrently) */
   readonly nextSeq: () => number
+  /** the run's budget (picodollars), null without one */
+  readonly budget: bigint | null
+  /**
+   * What an answer of `model` cost in `mode`, and would have cost synchronously (picodollars); undefined for a model
+   * with no price (it is remembered in `unpriced`)
+   */
+  readonly price: (usage: Result.Usage, model: string | null, mode: Prices.Mode) => { readonly spent: bigint; readonly sync: bigint } | undefined
+  /** the worst case of a request (input tokens + its max output) at `mode`'s price; a failure names the model */
+  readonly worstCase: (request: Request.Request, mode: Prices.Mode) => R.Result<bigint, string>
+  readonly unpriced: Set<string>
+  /** batches the budget refused in this process (nothing more is sent once one is refused) */
+  readonly refused: { batches: number; requests: number }
 }
+
+/** output tokens a request without `maxTokens` reserves */
+export const DEFAULT_MAX_TOKENS = 4_096
 
 /** any error of a stage as the run's error (a `RunError` stays as it is) */
 export const orFail = <Rec, A, Row>(ctx: Context<Rec, A, Row>) =>
@@ -157,6 +174,32 @@ export const make = <Rec, A, Row>(options: {
 
     let seq = yield* ledger.nextBatchSeq(runId).pipe(Effect.mapError((e) => fail(e.message)))
 
+    const unpriced = new Set<string>()
+    const overrides = pipeline.prices
+    const priceOf = (usage: Result.Usage, model: string, mode: Prices.Mode) =>
+      Prices.price(usage, { provider: provider.name, model, mode, overrides })
+    const price = (usage: Result.Usage, model: string | null, mode: Prices.Mode) => {
+      if (model === null) return undefined
+      const spent = priceOf(usage, model, mode)
+      const sync = mode === "sync" ? spent : priceOf(usage, model, "sync")
+      if (R.isFailure(spent) || R.isFailure(sync)) {
+        unpriced.add(model)
+        return undefined
+      }
+      return { spent: spent.success.total, sync: sync.success.total }
+    }
+    const worstCase = (request: Request.Request, mode: Prices.Mode): R.Result<bigint, string> => {
+      const input = Tokens.countRequest(request, provider.name).tokens
+      const output = request._tag === "Chat" ? request.params.maxTokens ?? DEFAULT_MAX_TOKENS : 0
+      const cost = Prices.worstCase({ inputTokens: input, maxOutputTokens: output }, {
+        provider: provider.name,
+        model: request.model,
+        mode,
+        overrides
+      })
+      return R.isSuccess(cost) ? R.succeed(cost.success.total) : R.fail(`a budget is set, but ${cost.failure.message}`)
+    }
+
     return {
       runId,
       run,
@@ -190,6 +233,11 @@ export const make = <Rec, A, Row>(options: {
         creating: yield* Semaphore.make(1)
       },
       stats: { outputBytes: 0, outputs: 0 },
-      nextSeq: () => seq++
+      nextSeq: () => seq++,
+      budget: run.budget,
+      price,
+      worstCase,
+      unpriced,
+      refused: { batches: 0, requests: 0 }
     } satisfies Context<Rec, A, Row>
   })

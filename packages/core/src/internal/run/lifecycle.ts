@@ -4,12 +4,14 @@
  *
  * @internal
  */
-import { Effect } from "effect"
+import { Effect, Result as R } from "effect"
 import * as path from "node:path"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
 import * as Provider from "../../Provider.ts"
+import * as Prices from "../../Prices.ts"
 import type { Context } from "./context.ts"
+import { DEFAULT_MAX_TOKENS } from "./context.ts"
 import * as Files from "./files.ts"
 
 /** batch lifecycle helpers for one run */
@@ -22,7 +24,8 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
     seq: number,
     group: string,
     items: ReadonlyArray<{ readonly id: string; readonly line: string }>,
-    mode: Ledger.Batch["mode"]
+    mode: Ledger.Batch["mode"],
+    money: { readonly model: string | null; readonly worst: bigint | null }
   ) => {
     const id = `${runId}-b${String(seq).padStart(5, "0")}`
     return {
@@ -36,6 +39,9 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       bytes: items.reduce((sum, item) => sum + Provider.lineBytes(item.line), 0),
       mode,
       spec: null,
+      model: money.model,
+      worst: money.worst,
+      reserved: 0n,
       remoteId: null,
       remoteMeta: null,
       remoteState: null,
@@ -45,6 +51,54 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       submittedAt: null,
       endedAt: null
     } satisfies Ledger.Batch
+  }
+
+  /**
+   * Reserves the batch's worst case of the run's budget before it is sent (nothing to do without a budget). Refused:
+   * its requests go back to the queue, untouched, for a resume with a higher budget, and the batch ends there.
+   */
+  const reserve = (batch: Ledger.Batch) =>
+    Effect.gen(function*() {
+      if (ctx.budget === null) return true
+      const worst = batch.worst ?? (yield* boundOf(batch))
+      while (true) {
+        if (yield* ledger.reserve(runId, batch.id, worst)) {
+          yield* Failpoint.hit("budget.reserved")
+          return true
+        }
+        // batches in flight hold reservations that become their (smaller) real cost as they end: wait for them
+        // before refusing; once nothing else is reserved the refusal is final
+        const { reserved } = yield* ledger.spend(runId)
+        if (reserved === 0n) break
+        yield* Effect.sleep("500 millis")
+      }
+      yield* ledger.requeue(batch.id, "budget_refused")
+      yield* Files.remove(batch.file)
+      ctx.refused.batches++
+      ctx.refused.requests += batch.requestCount
+      yield* Effect.logWarning(
+        `batch ${batch.id} (${batch.requestCount} requests, worst case ${Prices.formatUsd(worst)}) not sent: over the budget`
+      )
+      return false
+    })
+
+  /**
+   * A batch sealed before the run had a budget has no worst case of its own: input tokens are at most its bytes, and
+   * each request may answer `DEFAULT_MAX_TOKENS` (a bound, not an estimate).
+   */
+  const boundOf = (batch: Ledger.Batch) => {
+    const cost = batch.model === null ? undefined : Prices.worstCase({
+      inputTokens: batch.bytes,
+      maxOutputTokens: batch.requestCount * DEFAULT_MAX_TOKENS
+    }, {
+      provider: ctx.provider.name,
+      model: batch.model,
+      mode: batch.mode === "sync" ? "sync" : "batch",
+      overrides: ctx.pipeline.prices
+    })
+    return cost !== undefined && R.isSuccess(cost)
+      ? Effect.succeed(cost.success.total)
+      : Effect.fail(ctx.fail(`a budget is set, but batch ${batch.id} has no price (model ${batch.model ?? "unknown"})`))
   }
 
   /** custom id → request number of the batch's requests still waiting for a line */
@@ -71,5 +125,5 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       yield* Files.remove(batch.file)
     })
 
-  return { newBatch, requestsOf, cancelUnsent, markCollected }
+  return { newBatch, requestsOf, cancelUnsent, markCollected, reserve }
 }

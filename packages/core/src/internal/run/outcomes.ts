@@ -47,7 +47,9 @@ export const make = <Rec, A, Row>(
   const { maxAttempts, retryTruncated, decodeAttempts } = ctx.limits
   const { outputSpec, encodeOutput } = ctx.codecs
 
-  const toOutcome = (line: Provider.LineResult, request: number): Ledger.Outcome => {
+  /** an answer of `batch`'s, with what it cost (its model at the batch's price) */
+  const toOutcome = (line: Provider.LineResult, request: number, batch: Ledger.Batch): Ledger.Outcome => {
+    const costOf = (usage: Result.Usage) => ctx.price(usage, batch.model, batch.mode === "sync" ? "sync" : "batch")
     if (line._tag === "LineFailed") {
       return {
         _tag: "Failed",
@@ -66,7 +68,8 @@ export const make = <Rec, A, Row>(
         request,
         output: Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64"),
         format: "f32",
-        usage: response.usage
+        usage: response.usage,
+        cost: costOf(response.usage)
       }
     }
     if (response.finishReason === "length" || response.finishReason === "content_filter") {
@@ -80,11 +83,18 @@ export const make = <Rec, A, Row>(
             : "the answer was stopped by a content filter",
           raw: response.text
         },
-        retryable: retryTruncated
+        retryable: retryTruncated,
+        cost: costOf(response.usage)
       }
     }
     if (outputSpec === undefined || encodeOutput === undefined) {
-      return { _tag: "Succeeded", request, output: JSON.stringify(response.text), usage: response.usage }
+      return {
+        _tag: "Succeeded",
+        request,
+        output: JSON.stringify(response.text),
+        usage: response.usage,
+        cost: costOf(response.usage)
+      }
     }
     const decoded = provider.decodeOutput(outputSpec, response.text)
     if (R.isFailure(decoded)) {
@@ -93,7 +103,8 @@ export const make = <Rec, A, Row>(
         request,
         failure: { kind: "decode_error", message: decoded.failure, raw: response.text },
         retryable: decodeAttempts > 1,
-        maxAttempts: decodeAttempts
+        maxAttempts: decodeAttempts,
+        cost: costOf(response.usage)
       }
     }
     try {
@@ -101,14 +112,16 @@ export const make = <Rec, A, Row>(
         _tag: "Succeeded",
         request,
         output: JSON.stringify(encodeOutput(decoded.success as A)),
-        usage: response.usage
+        usage: response.usage,
+        cost: costOf(response.usage)
       }
     } catch (e) {
       return {
         _tag: "Failed",
         request,
         failure: { kind: "decode_error", message: message(e), raw: response.text },
-        retryable: false
+        retryable: false,
+        cost: costOf(response.usage)
       }
     }
   }
@@ -189,7 +202,7 @@ export const make = <Rec, A, Row>(
               for (const line of lines) {
                 const request = requests.get(line.id)
                 if (request === undefined) continue
-                const outcome = toOutcome(line, request)
+                const outcome = toOutcome(line, request, batch)
                 outcomes.push(outcome)
                 bytes += outcomeBytes(outcome)
               }

@@ -12,7 +12,6 @@
 import { Effect, Option, Schema, Semaphore, Stream } from "effect"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
-import type * as Pipeline from "../../Pipeline.ts"
 import * as Provider from "../../Provider.ts"
 import * as ProviderError from "../../ProviderError.ts"
 import type * as Result from "../../Result.ts"
@@ -22,6 +21,7 @@ import type { Context } from "./context.ts"
 import { orFail as orFailOf } from "./context.ts"
 import * as Delivery from "./delivery.ts"
 import * as Retry from "./retry.ts"
+import type { Outcome } from "./run.ts"
 
 const Staged = Schema.Struct({
   kind: Schema.String,
@@ -253,15 +253,5 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
     const state: Run.State = cancelling ? "cancelled" : pending === 0 ? "completed" : "failed"
     if (state === "completed") yield* Delivery.make(ctx).finish
     yield* orFail(ledger.updateRun(runId, { state, message: pending === 0 ? null : `${pending} rows were not delivered` }))
-    return {
-      runId,
-      state,
-      rows,
-      succeeded,
-      failed: dead,
-      pending,
-      batches: jobs.length,
-      deadLetter: ctx.deadLetter.name,
-      progress: ctx.counters
-    } satisfies Pipeline.Summary
+    return { state, message: pending === 0 ? null : `${pending} rows were not delivered`, rows, succeeded, failed: dead, pending, batches: jobs.length } satisfies Outcome
   })

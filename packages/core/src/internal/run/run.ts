@@ -12,6 +12,7 @@ import * as path from "node:path"
 import * as fs from "node:fs/promises"
 import * as Ledger from "../../Ledger.ts"
 import type * as Pipeline from "../../Pipeline.ts"
+import * as Prices from "../../Prices.ts"
 import * as Provider from "../../Provider.ts"
 import { RunError } from "../../Run.ts"
 import type * as Run from "../../Run.ts"
@@ -96,16 +97,29 @@ export const run = <Rec, A, Row>(
           mode: options.mode ?? pipeline.mode ?? "batch",
           cwd: process.cwd()
         })
-      const ctx = yield* Context.make({ run, pipeline, runOptions: options, provider, ledger, stateDir, renewLease })
+      // the budget: the run's own, unless this start gives one (a new run takes the pipeline's)
+      const budgetUsd = options.budget ?? (existing === undefined ? pipeline.budget : undefined)
+      const budget = budgetUsd === undefined ? run.budget : Prices.fromUsd(budgetUsd)
+      if (budget !== run.budget) yield* ledger.updateRun(runId, { budget })
+      const ctx = yield* Context.make({
+        run: { ...run, budget },
+        pipeline,
+        runOptions: options,
+        provider,
+        ledger,
+        stateDir,
+        renewLease
+      })
       const cancelling = ctx.cancelling
       yield* ledger.updateRun(runId, { state: cancelling ? "cancelled" : "running", message: null })
       yield* Effect.tryPromise({
         try: () => fs.mkdir(ctx.batchDir, { recursive: true }),
         catch: (e) => fail(`cannot create ${ctx.batchDir}: ${e instanceof Error ? e.message : String(e)}`)
       })
-      const body = pipeline.source.pushdown !== undefined && (provider.tables ?? []).length > 0
+      const started = Date.now()
+      const body = (pipeline.source.pushdown !== undefined && (provider.tables ?? []).length > 0
         ? Pushdown.run(ctx, pipeline.source.pushdown)
-        : lines(ctx)
+        : lines(ctx)).pipe(Effect.flatMap((outcome) => summarize(ctx, outcome, started)))
       return yield* body.pipe(
         Effect.tap((summary) => Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: summary.state }))),
         Effect.onInterrupt(() =>
@@ -163,7 +177,8 @@ const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
       const fresh = run.sourceDone ? admission.fromQueue : Stream.concat(admission.fromQueue, admission.fromSource)
       yield* batches.inFlight(Stream.concat(Stream.fromIterable(open), batches.sealed(fresh)))
     }
-    for (let round = 1; !cancelling; round++) {
+    // requests the budget refused stay queued for a resume with a higher budget: no retry round sends them
+    for (let round = 1; !cancelling && ctx.refused.batches === 0; round++) {
       const counts = yield* orFail(ledger.counts(runId))
       if (counts.queued === 0) break
       if (round > maxAttempts + 2) return yield* fail(`${counts.queued} requests still queued after ${round - 1} retry rounds`)
@@ -176,19 +191,71 @@ const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
     const counts = yield* orFail(ledger.counts(runId))
     const state: Run.State = cancelling ? "cancelled" : counts.pendingItems === 0 ? "completed" : "failed"
     if (state === "completed") yield* delivery.finish
-    yield* orFail(ledger.updateRun(runId, {
-      state,
-      message: counts.pendingItems === 0 ? null : `${counts.pendingItems} rows were not delivered`
-    }))
+    const message = counts.pendingItems === 0
+      ? null
+      : ctx.refused.batches > 0
+      ? yield* budgetMessage(ctx, counts.pendingItems)
+      : `${counts.pendingItems} rows were not delivered`
+    yield* orFail(ledger.updateRun(runId, { state, message }))
     return {
-      runId,
       state,
+      message,
       rows: counts.items,
       succeeded: counts.delivered,
       failed: counts.dead,
       pending: counts.pendingItems,
-      batches: counts.batches,
+      batches: counts.batches
+    } satisfies Outcome
+  })
+
+/** how a run ended, before its money and failures are added */
+export interface Outcome {
+  readonly state: Run.State
+  readonly message: string | null
+  readonly rows: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly pending: number
+  readonly batches: number
+}
+
+/** why rows are pending when the budget refused batches, and what to do */
+const budgetMessage = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>, pending: number) =>
+  Effect.map(Context.orFail(ctx)(ctx.ledger.spend(ctx.runId)), (spend) =>
+    `budget_refused: ${pending.toLocaleString("en-US")} rows not sent (${ctx.refused.requests.toLocaleString("en-US")} ` +
+    `requests over the budget): ${Prices.formatUsd(spend.spent)} spent and ${Prices.formatUsd(spend.reserved)} reserved of ` +
+    `${Prices.formatUsd(spend.budget ?? 0n)}; resume with a higher budget (--budget) to send them`)
+
+/** the summary of a run: its outcome, its money, and its failures by kind */
+const summarize = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>, outcome: Outcome, started: number) =>
+  Effect.gen(function*() {
+    const orFail = Context.orFail(ctx)
+    const spend = yield* orFail(ctx.ledger.spend(ctx.runId))
+    const failedByKind = yield* orFail(ctx.ledger.failureCounts(ctx.runId))
+    return {
+      runId: ctx.runId,
+      state: outcome.state,
+      rows: outcome.rows,
+      succeeded: outcome.succeeded,
+      failed: outcome.failed,
+      pending: outcome.pending,
+      batches: outcome.batches,
       deadLetter: ctx.deadLetter.name,
-      progress: ctx.counters
+      progress: ctx.counters,
+      durationMs: Date.now() - started,
+      failedByKind,
+      cachedRows: spend.cachedRows,
+      dedupedRows: spend.dedupedRows,
+      usage: {
+        inputTokens: spend.inputTokens,
+        outputTokens: spend.outputTokens,
+        cachedInputTokens: spend.cachedInputTokens
+      },
+      cost: {
+        spentUsd: Prices.toUsd(spend.spent),
+        syncEquivalentUsd: Prices.toUsd(spend.syncEquivalent),
+        budgetUsd: spend.budget === null ? null : Prices.toUsd(spend.budget),
+        unpriced: [...ctx.unpriced]
+      }
     } satisfies Pipeline.Summary
   })

@@ -26,7 +26,7 @@ const SYNC_RECORD_EVERY = "250 millis"
 export const make = <Rec, A, Row>(
   ctx: Context<Rec, A, Row>,
   lifecycle: ReturnType<typeof Lifecycle.make>,
-  toOutcome: (line: Provider.LineResult, request: number) => Ledger.Outcome,
+  toOutcome: (line: Provider.LineResult, request: number, batch: Ledger.Batch) => Ledger.Outcome,
   delivery: { readonly deliverParts: (whole: boolean) => Effect.Effect<void, RunError>; readonly deliver: Effect.Effect<void, RunError> }
 ) => {
   const { runId, ledger, provider, cancelling, retrying, fail } = ctx
@@ -38,6 +38,7 @@ export const make = <Rec, A, Row>(
   const send = (batch: Ledger.Batch) =>
     Effect.gen(function*() {
       const counts = { completed: batch.completed, failed: batch.failed }
+      if (batch.state === "sealed" && !cancelling && !(yield* lifecycle.reserve(batch))) return
       if (cancelling) {
         yield* cancelUnsent(batch)
       } else {
@@ -51,7 +52,7 @@ export const make = <Rec, A, Row>(
           Stream.mapEffect((item) => {
             const request = requests.get(item.id)!
             return retrying(provider.sync(item.line)).pipe(
-              Effect.map((line) => toOutcome(line, request)),
+              Effect.map((line) => toOutcome(line, request, batch)),
               // a call that keeps failing (no answer about the request itself) is tried again in a later round
               Effect.catch((error) =>
                 Effect.succeed<Ledger.Outcome>({
