@@ -160,7 +160,7 @@ export const parse = (params: unknown, version: string): Parsed | string => {
   const visit = (label: string, blocks: ReadonlyArray<Block>) => {
     for (const b of blocks) {
       prefix.push(`${label}\u0000${b.text}`)
-      tokens += Engine.countTokens(b.text)
+      tokens += Engine.countTokens(b.text, model, "anthropic")
       if (b.marked) {
         cacheKey = prefix.join("\u0001")
         cacheTokens = tokens

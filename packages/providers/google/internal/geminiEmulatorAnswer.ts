@@ -152,11 +152,15 @@ export interface Answer {
   readonly outputTokens: number
 }
 
+/** how an answer meets the prompt cache: looked up in `cache` now, or `cachedInputTokens` found earlier */
+export type CacheOption = { readonly cache: Engine.PromptCache } | { readonly cachedInputTokens: number } | undefined
+
 /** answers a `GenerateContentRequest` for `model` (`models/…`); `responseId` names the answer */
-export const generate = (body: unknown, model: string, responseId: string): Answer | Failure => {
+export const generate = (body: unknown, model: string, responseId: string, caching?: CacheOption): Answer | Failure => {
   const input = chatInput(body, bareModel(model))
   if ("code" in input) return input
-  const out = Engine.chat(input)
+  const out = Engine.chat(input, caching !== undefined && "cache" in caching ? { cache: caching.cache } : undefined)
+  const cached = caching === undefined ? 0 : "cache" in caching ? out.usage.cachedInputTokens ?? 0 : caching.cachedInputTokens
   return {
     body: {
       candidates: [{
@@ -168,7 +172,10 @@ export const generate = (body: unknown, model: string, responseId: string): Answ
         promptTokenCount: out.usage.inputTokens,
         candidatesTokenCount: out.usage.outputTokens,
         totalTokenCount: out.usage.inputTokens + out.usage.outputTokens,
-        promptTokensDetails: [{ modality: "TEXT", tokenCount: out.usage.inputTokens }]
+        promptTokensDetails: [{ modality: "TEXT", tokenCount: out.usage.inputTokens }],
+        ...(cached > 0
+          ? { cachedContentTokenCount: cached, cacheTokensDetails: [{ modality: "TEXT", tokenCount: cached }] }
+          : {})
       },
       modelVersion: bareModel(model),
       responseId

@@ -553,7 +553,7 @@ const batchesDelete = (rt: Runtime, id: string) =>
 const generateContent = (rt: Runtime, model: string) =>
   Effect.gen(function*() {
     const body = yield* parseJson(yield* readBody(rt.maxInlineBytes))
-    const answer = Answer.generate(body, model, randomId(20))
+    const answer = Answer.generate(body, model, randomId(20), { cache: rt.promptCache })
     if ("code" in answer) return yield* failureError(answer)
     return json(answer.body)
   })

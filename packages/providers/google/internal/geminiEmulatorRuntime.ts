@@ -11,6 +11,7 @@
  */
 import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
 import type * as crypto from "node:crypto"
+import * as Engine from "../../local/Engine.ts"
 import { unit } from "../../local/internal/hash.ts"
 import * as Batch from "./geminiEmulatorBatch.ts"
 import type { BatchRecord, Failure, Knobs, Store } from "./geminiEmulatorStore.ts"
@@ -111,6 +112,8 @@ export interface Runtime {
   readonly maxFileBytes: number
   readonly faultKnobs: FaultKnobs
   readonly uploads: Map<string, UploadSession>
+  /** the prompt cache (implicit caching) every answer of this emulator meets; in memory, emptied by a restart */
+  readonly promptCache: Engine.PromptCache
   /** the batch as stored now (persisting any state it reached), starting the work it needs; undefined when unknown or deleted */
   readonly read: (id: string) => Effect.Effect<BatchRecord | undefined>
   /** asks for a cancel: the batch, or the reason it cannot be cancelled */
@@ -243,6 +246,7 @@ export const make = Effect.fnUntraced(function*(options: {
     maxFileBytes: options.maxFileBytes,
     faultKnobs: fk,
     uploads: new Map<string, UploadSession>(),
+    promptCache: Engine.promptCache(),
     read,
     cancel,
     fault,

@@ -22,7 +22,12 @@ export interface Answer {
   readonly body: unknown
   readonly inputTokens: number
   readonly outputTokens: number
+  /** of `inputTokens`, those read from the prompt cache */
+  readonly cachedInputTokens?: number | undefined
 }
+
+/** how an answer meets the prompt cache: looked up in `cache` now, or `cachedInputTokens` found earlier */
+export type CacheOption = { readonly cache: Engine.PromptCache } | { readonly cachedInputTokens: number } | undefined
 
 /** the endpoints a batch may target */
 export const BATCH_ENDPOINTS: ReadonlyArray<string> = [
@@ -148,19 +153,20 @@ export const chatInput = (body: unknown): Engine.ChatInput | Answer => {
   return { model: body.model, messages, maxTokens: max, jsonSchema }
 }
 
-const usageDetails = (input: number, output: number) => ({
+const usageDetails = (input: number, output: number, cached: number) => ({
   prompt_tokens: input,
   completion_tokens: output,
   total_tokens: input + output,
-  prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+  prompt_tokens_details: { cached_tokens: cached, audio_tokens: 0 },
   completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0, accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 }
 })
 
 /** answers a `/v1/chat/completions` body; `id` is the completion id, `created` unix seconds */
-export const chat = (body: unknown, id: string, created: number): Answer => {
+export const chat = (body: unknown, id: string, created: number, caching?: CacheOption): Answer => {
   const input = chatInput(body)
   if ("status" in input) return input
-  const out = Engine.chat(input)
+  const out = Engine.chat(input, caching !== undefined && "cache" in caching ? { cache: caching.cache } : undefined)
+  const cached = caching === undefined ? 0 : "cache" in caching ? out.usage.cachedInputTokens ?? 0 : caching.cachedInputTokens
   return {
     status: 200,
     body: {
@@ -176,12 +182,13 @@ export const chat = (body: unknown, id: string, created: number): Answer => {
           finish_reason: out.finishReason
         }
       ],
-      usage: usageDetails(out.usage.inputTokens, out.usage.outputTokens),
+      usage: usageDetails(out.usage.inputTokens, out.usage.outputTokens, cached),
       service_tier: "default",
       system_fingerprint: "fp_offpeak"
     },
     inputTokens: out.usage.inputTokens,
-    outputTokens: out.usage.outputTokens
+    outputTokens: out.usage.outputTokens,
+    cachedInputTokens: cached
   }
 }
 
@@ -230,10 +237,10 @@ export const embeddings = (body: unknown): Answer => {
 }
 
 /** answers a body sent to `endpoint` (endpoints without an engine answer 400) */
-export const answer = (endpoint: string, body: unknown, id: string, created: number): Answer => {
+export const answer = (endpoint: string, body: unknown, id: string, created: number, caching?: CacheOption): Answer => {
   switch (endpoint) {
     case "/v1/chat/completions":
-      return chat(body, id, created)
+      return chat(body, id, created, caching)
     case "/v1/embeddings":
       return embeddings(body)
     default:

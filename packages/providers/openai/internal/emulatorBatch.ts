@@ -417,7 +417,7 @@ const permutation = (n: number, shuffle: boolean, seed: number): Uint32Array => 
  * files (shuffled, seeded by the batch id), in slices that yield to the event
  * loop. Deterministic: the same batch gives the same bytes.
  */
-export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.Effect<Finished> =>
+export const finish = (store: Store, rec: BatchRecord, ending: Ending, promptCache?: Engine.PromptCache): Effect.Effect<Finished> =>
   Effect.gen(function*() {
     const v = rec.validation
     if (v === null || !v.ok) return yield* Effect.die(new Error(`batch ${rec.id} was not validated`))
@@ -437,6 +437,19 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
       index++
     })
     if (index !== total) return yield* Effect.die(new Error(`the input file of batch ${rec.id} changed after validation`))
+    // the prompt cache meets the requests in input order, the order a provider works through a batch
+    const cachedTokens = new Uint32Array(total)
+    if (promptCache !== undefined && rec.endpoint === "/v1/chat/completions") {
+      let i = 0
+      yield* forEachLine(input, (data, start, end) => {
+        if (isBlank(data, start, end) || i >= total) return
+        const at = i++
+        if (at >= ending.processed) return
+        const line = JSON.parse(data.toString("utf8", start, end)) as { body?: unknown }
+        const engineInput = Answer.chatInput(line.body)
+        if (!("status" in engineInput)) cachedTokens[at] = Engine.cacheUse(engineInput, promptCache).cache.cachedInputTokens
+      })
+    }
 
     const k = rec.knobs
     const vEnd = rec.created_ms + k.validationMs
@@ -450,6 +463,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
     let outputBytes = 0
     let errorBytes = 0
     let inputTokens = 0
+    let cachedInputTokens = 0
     let outputTokens = 0
     const endedCode = ending.status === "expired" ? "batch_expired" : "batch_cancelled"
     const endedMessage = ending.status === "expired"
@@ -509,7 +523,9 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
                 continue
               }
               const created = sec(vEnd + ((i + 1) * 1000) / k.linesPerSecond)
-              const answer = Answer.answer(rec.endpoint, line.body, derivedId("chatcmpl-", `${lineKey}:completion`, 29), created)
+              const answer = Answer.answer(rec.endpoint, line.body, derivedId("chatcmpl-", `${lineKey}:completion`, 29), created, {
+                cachedInputTokens: cachedTokens[i]!
+              })
               const text = JSON.stringify({
                 id,
                 custom_id: customId,
@@ -519,6 +535,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
               if (answer.status === 200) {
                 completed++
                 inputTokens += answer.inputTokens
+                cachedInputTokens += answer.cachedInputTokens ?? 0
                 outputTokens += answer.outputTokens
                 if (!dropped) out.push(text)
               } else {
@@ -591,7 +608,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
       request_counts: { total, completed, failed },
       usage: {
         input_tokens: inputTokens,
-        input_tokens_details: { cached_tokens: 0 },
+        input_tokens_details: { cached_tokens: cachedInputTokens },
         output_tokens: outputTokens,
         output_tokens_details: { reasoning_tokens: 0 },
         total_tokens: inputTokens + outputTokens

@@ -426,11 +426,11 @@ const fileContent = (rt: Runtime) =>
 
 // ===== synchronous endpoints =====
 
-const syncAnswer = (target: "/v1/chat/completions" | "/v1/embeddings") =>
+const syncAnswer = (rt: Runtime, target: "/v1/chat/completions" | "/v1/embeddings") =>
   Effect.gen(function*() {
     const body = yield* readJson
     const created = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-    const answer = Answer.answer(target, body, randomId("chatcmpl-", 29), created)
+    const answer = Answer.answer(target, body, randomId("chatcmpl-", 29), created, { cache: rt.promptCache })
     return json(answer.body, answer.status)
   })
 
@@ -459,8 +459,8 @@ export const layer = (rt: Runtime) =>
     HttpRouter.add("GET", "/v1/batches", endpoint(rt, "batches.list", listBatches(rt))),
     HttpRouter.add("GET", "/v1/batches/:id", endpoint(rt, "batches.retrieve", retrieveBatch(rt))),
     HttpRouter.add("POST", "/v1/batches/:id/cancel", endpoint(rt, "batches.cancel", cancelBatch(rt))),
-    HttpRouter.add("POST", "/v1/chat/completions", endpoint(rt, "chat.completions.create", syncAnswer("/v1/chat/completions"))),
-    HttpRouter.add("POST", "/v1/embeddings", endpoint(rt, "embeddings.create", syncAnswer("/v1/embeddings"))),
+    HttpRouter.add("POST", "/v1/chat/completions", endpoint(rt, "chat.completions.create", syncAnswer(rt, "/v1/chat/completions"))),
+    HttpRouter.add("POST", "/v1/embeddings", endpoint(rt, "embeddings.create", syncAnswer(rt, "/v1/embeddings"))),
     HttpRouter.add(
       "*",
       "*",
