@@ -19,6 +19,7 @@ import { Command } from "effect/cli"
 import * as Emulator from "./internal/cli/emulator.ts"
 import * as RunCommands from "./internal/cli/run.ts"
 import * as Status from "./internal/cli/status.ts"
+import * as Ui from "./internal/cli/ui.ts"
 import * as Redact from "./Redact.ts"
 
 export {
@@ -62,7 +63,8 @@ export const command = root.pipe(
     RunCommands.resumeCommand,
     RunCommands.cancelCommand,
     Status.statusCommand,
-    Emulator.emulatorCommand
+    Emulator.emulatorCommand,
+    Ui.uiCommand
   ])
 )
 

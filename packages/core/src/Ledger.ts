@@ -81,6 +81,8 @@ export interface Run {
   readonly cwd: string | null
   /** the run's budget (picodollars), if it has one */
   readonly budget: bigint | null
+  /** the time by which the run must be done (epoch ms), if it has one */
+  readonly deadline: number | null
 }
 
 /**
@@ -439,8 +441,12 @@ export interface Service {
       readonly snapshot?: { readonly low: string | null; readonly high: string }
       /** the run's budget (picodollars); null: none */
       readonly budget?: bigint | null
+      /** the run's deadline (epoch ms); null: none */
+      readonly deadline?: number | null
     }
   ) => Effect.Effect<void, LedgerError>
+  /** how long the latest batches (at most 50) of this provider took, from submit to end, in ms, slowest first */
+  readonly batchDurations: (provider: string) => Effect.Effect<ReadonlyArray<number>, LedgerError>
   /** the checkpoint of the pipeline's latest completed run that has one */
   readonly lastCheckpoint: (pipeline: string) => Effect.Effect<Option.Option<string>, LedgerError>
   /** admits a chunk of rows in one transaction */
@@ -496,6 +502,8 @@ export interface Service {
   ) => Effect.Effect<void, LedgerError>
   readonly updateBatch: (id: string, patch: {
     readonly state?: BatchState
+    /** a batch not sent yet may change how it goes out (the deadline sends it synchronously) */
+    readonly mode?: BatchMode
     readonly remoteId?: string
     readonly remoteMeta?: Readonly<Record<string, string>> | undefined
     readonly remoteState?: string

@@ -36,6 +36,13 @@ export interface BatchOptions {
   readonly flushAfter?: Duration.Input | undefined
   /** in `auto` mode, a batch of fewer requests than this goes through the synchronous API (default 100) */
   readonly syncBelow?: number | undefined
+  /**
+   * Requests that share a prompt prefix go to the same batches (a batch per prefix is filled at a time), so a
+   * provider's prompt cache can answer the prefix once for many requests. The prefix is a request's first
+   * `cachePrefix` messages when it says (`Request.chat({ cachePrefix })`, which also marks it for Anthropic's cache),
+   * else every message but the last. Default false.
+   */
+  readonly groupByPrefix?: boolean | undefined
 }
 
 /**
@@ -127,6 +134,17 @@ export interface Config<R, A, Row = Result.Succeeded<R, A>> {
    * source, and answers already known come from the result cache.
    */
   readonly incremental?: boolean | undefined
+  /**
+   * The time by which every row must be answered (a `Date`, an ISO time, or epoch ms). Batches go to the batch API
+   * while there is time; from `deadline − deadlineMargin` on, batches still at the provider are cancelled (the answers
+   * they returned are kept, nothing is paid twice) and every row left goes through the synchronous API.
+   */
+  readonly deadline?: Date | string | number | undefined
+  /**
+   * How long before the deadline to switch: by default how long this provider's batches have taken in this ledger
+   * (the slowest of the last 50, at least a minute), else 15 minutes.
+   */
+  readonly deadlineMargin?: Duration.Input | undefined
 }
 
 /**
@@ -188,6 +206,8 @@ export interface RunOptions {
   readonly module?: string | undefined
   /** the provider name recorded with the run (default: the pipeline's, else `openai`) */
   readonly provider?: string | undefined
+  /** the run's deadline, over the pipeline's (see `Config.deadline`) */
+  readonly deadline?: Date | string | number | undefined
   /** the run's budget in USD, over the pipeline's (a resume with a higher budget sends what the budget refused) */
   readonly budget?: number | string | undefined
   /** how a new run sends its requests, over the pipeline's `mode`; a resumed run keeps the mode it was started with */

@@ -155,18 +155,110 @@ export const reasonOfStatus = (
 }
 
 /**
- * The reason of a failure with no HTTP answer: a connection broken or a body
- * cut off mid-stream (fetch reports it as a plain error) is `Transport`,
- * anything else `Protocol`.
+ * The reason of a failure with no HTTP answer. A connection that could not be made or broke (refused, reset, host not
+ * found, timed out, a body cut off mid-stream) is `Transport`, its message naming the host and the cause found in the
+ * error's `cause` chain — `cannot connect to 127.0.0.1:8080: connection refused (connect ECONNREFUSED 127.0.0.1:8080)`
+ * rather than an SDK's bare "Connection error." (pass the SDK's error itself: its `cause` holds what happened);
+ * anything else is `Protocol`.
+ *
+ * @example
+ * ```ts
+ * ProviderError.reasonOfFailure(sdkConnectionError).message
+ * // "cannot connect to 127.0.0.1:8080: connection refused (connect ECONNREFUSED 127.0.0.1:8080)"
+ * ```
  *
  * @since 0.1.0
  * @category constructors
  */
 export const reasonOfFailure = (cause: unknown): Reason => {
   const message = cause instanceof Error ? cause.message : String(cause)
-  return /terminated|ECONNRESET|socket|network|fetch failed|aborted/i.test(message)
+  const network = networkCause(cause)
+  if (network !== undefined) return new Transport({ message: network })
+  return /terminated|ECONNRESET|socket|network|fetch failed|aborted|connection error/i.test(message) ||
+      isConnectionErrorName(cause)
     ? new Transport({ message })
     : new Protocol({ message })
+}
+
+/** what a Node network error code means, in words */
+const NETWORK_CODES: Readonly<Record<string, string>> = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ECONNABORTED: "connection aborted",
+  EPIPE: "connection closed while sending",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host name lookup failed (temporary)",
+  ETIMEDOUT: "timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  EADDRNOTAVAIL: "address not available",
+  UND_ERR_CONNECT_TIMEOUT: "timed out connecting",
+  UND_ERR_SOCKET: "socket closed",
+  UND_ERR_HEADERS_TIMEOUT: "timed out waiting for the answer's headers",
+  UND_ERR_BODY_TIMEOUT: "timed out reading the answer",
+  CERT_HAS_EXPIRED: "TLS certificate expired",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "self-signed TLS certificate",
+  SELF_SIGNED_CERT_IN_CHAIN: "self-signed TLS certificate in the chain",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "TLS certificate cannot be verified",
+  ERR_TLS_CERT_ALTNAME_INVALID: "TLS certificate does not match the host"
+}
+
+/** codes of a connection that could not be made */
+const CONNECT_CODES: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "UND_ERR_CONNECT_TIMEOUT"
+])
+
+const isConnectionErrorName = (u: unknown): boolean =>
+  u instanceof Error && /^APIConnection(Timeout)?Error$/.test(u.constructor.name)
+
+/**
+ * The first network error in `u`'s cause chain (through `cause` and an `AggregateError`'s `errors`), as
+ * `cannot connect to <host:port>: <what> (<Node's message>)`; undefined when there is none.
+ */
+const networkCause = (u: unknown): string | undefined => {
+  const seen = new Set<unknown>()
+  const queue: Array<unknown> = [u]
+  while (queue.length > 0) {
+    const e = queue.shift()
+    if (typeof e !== "object" || e === null || seen.has(e)) continue
+    seen.add(e)
+    const err = e as {
+      readonly code?: unknown
+      readonly message?: unknown
+      readonly address?: unknown
+      readonly port?: unknown
+      readonly hostname?: unknown
+      readonly host?: unknown
+      readonly cause?: unknown
+      readonly errors?: unknown
+      readonly syscall?: unknown
+    }
+    const code = typeof err.code === "string" ? err.code : undefined
+    const what = code === undefined ? undefined : NETWORK_CODES[code]
+    if (what !== undefined) {
+      const host = typeof err.address === "string"
+        ? `${err.address}${typeof err.port === "number" || typeof err.port === "string" ? `:${err.port}` : ""}`
+        : typeof err.hostname === "string"
+        ? err.hostname
+        : typeof err.host === "string"
+        ? err.host
+        : undefined
+      const detail = typeof err.message === "string" && err.message.length > 0 ? ` (${err.message})` : ` (${code})`
+      if (host === undefined) return `${what}${detail}`
+      return CONNECT_CODES.has(code!) || err.syscall === "connect" || err.syscall === "getaddrinfo"
+        ? `cannot connect to ${host}: ${what}${detail}`
+        : `${host}: ${what}${detail}`
+    }
+    queue.push(err.cause)
+    if (Array.isArray(err.errors)) queue.push(...err.errors)
+  }
+  return undefined
 }
 
 /**

@@ -10,6 +10,9 @@
  * one message there and back; the main thread parses, encodes and writes while
  * SQLite works.
  *
+ * **Errors that say where**: the database's folder is created when it is missing; a corrupt file, a full disk, a
+ * file that cannot be opened or written fail naming the file and what to do.
+ *
  * **Gotchas**: one connection behind a semaphore (SQLite allows one writer);
  * `.stream` fetches rows in pages of 1,000 and holds the connection while it runs.
  *
@@ -18,6 +21,8 @@
 import { Context, Effect, Layer, Option, Scope, Semaphore, Stream } from "effect"
 import { Reactivity } from "effect/reactivity"
 import { SqlClient, SqlConnection, SqlError, Statement } from "effect/sql"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import { Worker as NodeWorker } from "node:worker_threads"
 
 /** what the client sends its thread (`internal/sqliteWorker.js`) */
@@ -79,11 +84,41 @@ export interface Service extends SqlClient.SqlClient {}
  */
 export class SqliteClient extends Context.Service<SqliteClient, Service>()("@offpeak/core/SqliteClient") {}
 
-const toSqlError = (operation: string) => (cause: unknown) => {
+/**
+ * What a failure of the database file itself means and what to do about it, naming the file: corrupt (or not a
+ * database), the disk full, the file unopenable, read-only, or an I/O error. Undefined for any other error.
+ */
+const fileProblem = (filename: string, errcode: number | undefined, message: string): string | undefined => {
+  if (errcode === undefined || filename === ":memory:") return undefined
+  const file = path.resolve(filename)
+  switch (errcode & 0xff) {
+    case 11: // SQLITE_CORRUPT
+    case 26: // SQLITE_NOTADB
+      return `the state database ${file} is corrupt (${message}). Move it aside (mv '${file}' '${file}.corrupt') and ` +
+        `run again, which starts the runs afresh (batches they left at the provider are not adopted), or restore it ` +
+        `from a backup; 'sqlite3 ${file}.corrupt .recover' may salvage its rows`
+    case 13: // SQLITE_FULL
+      return `the disk holding the state database ${file} is full (${message}). Free space there (or give another ` +
+        `folder with --state-dir) and resume the run: the write that failed was rolled back, nothing recorded before it is lost`
+    case 14: // SQLITE_CANTOPEN
+      return `the state database ${file} cannot be opened (${message}): check that its folder exists and that this ` +
+        `user may write there`
+    case 8: // SQLITE_READONLY
+      return `the state database ${file} is read-only (${message}): check the permissions of the file and its folder`
+    case 10: // SQLITE_IOERR
+      return `the state database ${file} could not be read or written (${message}): check the disk (a full disk, a ` +
+        `removed mount, a network file system that lost its server)`
+    default:
+      return undefined
+  }
+}
+
+const toSqlError = (operation: string, filename: string) => (cause: unknown) => {
   const errcode = typeof cause === "object" && cause !== null && "errcode" in cause
     ? (cause as { errcode: unknown }).errcode
     : undefined
-  const message = cause instanceof Error ? cause.message : `sqlite ${operation} failed`
+  const raw = cause instanceof Error ? cause.message : `sqlite ${operation} failed`
+  const message = fileProblem(filename, typeof errcode === "number" ? errcode : undefined, raw) ?? raw
   const classified = typeof errcode === "number" ? { errno: errcode, message, cause } : cause
   return new SqlError.SqlError({ reason: SqlError.classifySqliteError(classified, { message, operation }) })
 }
@@ -137,17 +172,36 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
     /** sends one message and waits for its answer */
     const call = (operation: string, message: DistributiveOmit<Message, "id">) =>
       Effect.callback<unknown, SqlError.SqlError>((resume) => {
-        if (broken !== undefined) return resume(Effect.fail(toSqlError(operation)(new Error(broken))))
+        if (broken !== undefined) return resume(Effect.fail(toSqlError(operation, options.filename)(new Error(broken))))
         const id = nextId++
         pending.set(id, (reply) =>
           resume(
             reply.ok
               ? Effect.succeed(reply.value)
-              : Effect.fail(toSqlError(operation)(Object.assign(new Error(reply.error.message), { errcode: reply.error.errcode })))
+              : Effect.fail(
+                toSqlError(operation, options.filename)(
+                  Object.assign(new Error(reply.error.message), { errcode: reply.error.errcode })
+                )
+              )
           ))
         worker.postMessage({ ...message, id } as Message)
       })
 
+    // the database's folder is created (`.offpeak/` on a fresh checkout)
+    if (options.filename !== ":memory:" && !options.filename.startsWith("file:") && options.readOnly !== true) {
+      const folder = path.dirname(path.resolve(options.filename))
+      yield* Effect.try({
+        try: () => fs.mkdirSync(folder, { recursive: true }),
+        catch: (cause) =>
+          new SqlError.SqlError({
+            reason: new SqlError.ConnectionError({
+              cause,
+              message: `cannot create the folder ${folder} of the state database: ${cause instanceof Error ? cause.message : String(cause)}`,
+              operation: "open"
+            })
+          })
+      })
+    }
     yield* call("open", {
       op: "open",
       options: {

@@ -663,4 +663,34 @@ describe("Pipeline.run modes", () => {
       assert.strictEqual(again.cachedRows, 30)
       assert.strictEqual(again.cost.spentUsd, 0)
     }))
+
+  it.live("a deadline: stalled batches are cancelled at the switch, their answers kept, the rest sent synchronously, once", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({ answer: echo, pollsToComplete: 1_000_000_000 })
+      const started = Date.now()
+      const { pipeline, out } = pipelineOf(rows(40), {
+        batch: { maxRequests: 10, maxInFlight: 4 },
+        deadline: started + 6_000,
+        deadlineMargin: "4500 millis"
+      })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      const all = out.all()
+      assert.strictEqual(all.length, 40)
+      assert.strictEqual(new Set(all.map((r) => r.key)).size, 40)
+      for (const r of all) assert.strictEqual(r.output.echo, r.record.body)
+      // the batches created before the switch were cancelled with their first half answered; every other request
+      // went through the synchronous API, and none was answered both ways
+      assert.isAtLeast(provider.creates.length, 1)
+      const inBatches = [...provider.batches.values()].flatMap((b) => b.lines.slice(0, Math.ceil(b.lines.length / 2)))
+      const answeredByBatch = new Set(inBatches.map((l) => l.custom_id))
+      assert.isAbove(answeredByBatch.size, 0)
+      assert.strictEqual(provider.syncCalls.length, 40 - answeredByBatch.size)
+      for (const id of provider.syncCalls) assert.isFalse(answeredByBatch.has(id))
+      assert.isBelow(Date.now() - started, 6_000)
+      console.log(
+        `deadline: ${provider.creates.length} batches stalled, cancelled at the switch; ${answeredByBatch.size} answers ` +
+          `kept from them, ${provider.syncCalls.length} rows sent synchronously, done ${Date.now() - started} ms after the start`
+      )
+    }))
 })

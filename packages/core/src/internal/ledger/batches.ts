@@ -104,6 +104,7 @@ export const make = (shared: Shared) => {
       const now = yield* nowIso
       const values: Record<string, unknown> = {}
       if (patch.state !== undefined) values.state = patch.state
+      if (patch.mode !== undefined) values.mode = patch.mode
       if (patch.remoteId !== undefined) values.remote_id = patch.remoteId
       if (patch.remoteMeta !== undefined) values.remote_meta = JSON.stringify(patch.remoteMeta)
       if (patch.remoteState !== undefined) values.remote_state = patch.remoteState

@@ -276,6 +276,8 @@ export const migrations = {
     yield* sql`ALTER TABLE offpeak_outputs ADD COLUMN cost BIGINT`
     yield* sql`ALTER TABLE offpeak_outputs ADD COLUMN sync_cost BIGINT`
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN budget BIGINT`
+    // the time by which a run must be done (epoch ms)
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN deadline BIGINT`
     // what the attempts of a request that were answered and failed all the same cost (truncated, undecodable)
     yield* sql`ALTER TABLE offpeak_requests ADD COLUMN spent BIGINT`
     yield* sql`ALTER TABLE offpeak_requests ADD COLUMN sync_spent BIGINT`

@@ -50,6 +50,7 @@ export const make = (shared: Shared) => {
         snapshot: null,
         cwd: run.cwd ?? null,
         budget: null,
+        deadline: null,
         createdAt: now,
         updatedAt: now
       }
@@ -72,6 +73,7 @@ export const make = (shared: Shared) => {
         values.checkpoint_position = patch.checkpoint.position
       }
       if (patch.budget !== undefined) values.budget = patch.budget
+      if (patch.deadline !== undefined) values.deadline = patch.deadline
       if (patch.snapshot !== undefined) {
         values.snapshot_low = patch.snapshot.low
         values.snapshot_high = patch.snapshot.high
@@ -79,6 +81,17 @@ export const make = (shared: Shared) => {
       yield* fence(id)
       yield* sql`UPDATE offpeak_runs SET ${sql.update(values)} WHERE id = ${id}`
     }).pipe(sql.withTransaction, mapError("updateRun"))
+
+  const batchDurations: Service["batchDurations"] = (provider) =>
+    sql<{ submitted_at: string; ended_at: string }>`
+      SELECT b.submitted_at, b.ended_at FROM offpeak_batches b JOIN offpeak_runs r ON r.id = b.run_id
+      WHERE r.provider = ${provider} AND b.mode = 'batch' AND b.submitted_at IS NOT NULL AND b.ended_at IS NOT NULL
+      ORDER BY b.ended_at DESC LIMIT 50`.pipe(
+      Effect.map((rows) =>
+        rows.map((r) => Date.parse(r.ended_at) - Date.parse(r.submitted_at)).filter((ms) => ms >= 0).sort((a, b) => b - a)
+      ),
+      mapError("batchDurations")
+    )
 
   const lastCheckpoint: Service["lastCheckpoint"] = (pipeline) =>
     sql<{ checkpoint: string }>`SELECT checkpoint FROM offpeak_runs
@@ -131,5 +144,5 @@ export const make = (shared: Shared) => {
       }
     }).pipe(mapError("counts"))
 
-  return { getRun, createRun, listRuns, updateRun, lastCheckpoint, counts }
+  return { getRun, createRun, listRuns, updateRun, lastCheckpoint, counts, batchDurations }
 }

@@ -58,6 +58,7 @@ export interface RunRow {
   readonly checkpoint: string | null
   readonly checkpoint_position: number | bigint | null
   readonly budget: number | bigint | null
+  readonly deadline: number | bigint | null
   readonly snapshot_low: string | null
   readonly snapshot_high: string | null
   readonly cwd: string | null
@@ -78,7 +79,8 @@ export const toRun = (row: RunRow): Run => ({
   checkpointPosition: row.checkpoint_position === null ? null : toNumber(row.checkpoint_position),
   snapshot: row.snapshot_high === null ? null : { low: row.snapshot_low, high: row.snapshot_high },
   cwd: row.cwd,
-  budget: row.budget === null || row.budget === undefined ? null : BigInt(row.budget)
+  budget: row.budget === null || row.budget === undefined ? null : BigInt(row.budget),
+  deadline: row.deadline === null || row.deadline === undefined ? null : toNumber(row.deadline)
 })
 
 export interface BatchRow {

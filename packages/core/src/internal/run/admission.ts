@@ -8,6 +8,7 @@
  * @internal
  */
 import { Effect, Option, Result as R, Stream } from "effect"
+import { createHash } from "node:crypto"
 import type * as Batcher from "../../Batcher.ts"
 import * as Failpoint from "../../Failpoint.ts"
 import * as Fingerprint from "../../Fingerprint.ts"
@@ -79,6 +80,18 @@ export const make = <Rec, A, Row>(
   const { encodeRecord, decodeRecord, render } = ctx.codecs
   const { maxLineBytes } = ctx.limits
   const orFail = orFailOf(ctx)
+  /**
+   * The batch group of a request: the provider's, and with `batch.groupByPrefix` its prompt prefix (the first
+   * `cachePrefix` messages, else all but the last), so requests sharing a prefix fill the same batches.
+   */
+  const groupOf = (group: string, request: Request.Request): string => {
+    if (pipeline.batch?.groupByPrefix !== true || request._tag !== "Chat") return group
+    const shared = request.messages.slice(0, request.cachePrefix ?? Math.max(1, request.messages.length - 1))
+    const hash = createHash("sha1")
+    for (const m of shared) hash.update(`${m.role}\u0000${m.content}\u0000`)
+    return `${group}\u0000${hash.digest("hex").slice(0, 16)}`
+  }
+
   /** a request's worst case when the run has a budget (at the sync price unless every batch goes to the batch API) */
   const worstOf = (request: Request.Request): R.Result<bigint | undefined, string> =>
     ctx.budget === null ? R.succeed(undefined) : ctx.worstCase(request, ctx.run.mode === "batch" ? "batch" : "sync")
@@ -181,7 +194,7 @@ export const make = <Rec, A, Row>(
         request: entry.position,
         line: encoded.success.line,
         bytes: encoded.success.bytes,
-        group: encoded.success.group,
+        group: groupOf(encoded.success.group, request),
         model: request.model,
         worst: worst.success
       }
@@ -276,7 +289,7 @@ export const make = <Rec, A, Row>(
             request: q.id,
             line: encoded.success.line,
             bytes: encoded.success.bytes,
-            group: encoded.success.group,
+            group: groupOf(encoded.success.group, request),
             model: request.model,
             worst: worst.success
           })

@@ -43,7 +43,7 @@ export const make = <Rec, A, Row>(
 
   /** how a batch of `count` requests goes out, by the run's mode (fixed when it is sealed, so a resume keeps it) */
   const batchMode = (count: number): Ledger.Batch["mode"] =>
-    run.mode === "sync" || (run.mode === "auto" && count < syncBelow) ? "sync" : "batch"
+    run.mode === "sync" || (run.mode === "auto" && count < syncBelow) || ctx.pastSwitch() ? "sync" : "batch"
 
   const seal = (out: Batcher.Output) =>
     Effect.gen(function*() {
@@ -125,6 +125,11 @@ export const make = <Rec, A, Row>(
   const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
     Effect.gen(function*() {
       if (batch.mode === "sync") return yield* sync.send(batch)
+      if (batch.state === "sealed" && ctx.pastSwitch()) {
+        // past the deadline's switch: a batch not sent yet goes through the synchronous API
+        yield* ledger.updateBatch(batch.id, { mode: "sync" })
+        return yield* sync.send({ ...batch, mode: "sync" })
+      }
       const submission: Provider.Lines = {
         _tag: "Lines",
         batchId: batch.id,
@@ -194,6 +199,7 @@ export const make = <Rec, A, Row>(
         if (state === "submitted") {
           ctx.emit({ _tag: "BatchWatched", batchId: batch.id, mode: "batch" })
           let last: Provider.Status | undefined
+          let cancelAsked = false
           const pollOnce = Effect.gen(function*() {
             const status = yield* ProviderError.retryNotFound(retrying(provider.status(remote!)), { since: submittedAt, grace: Retry.NOT_FOUND_GRACE })
             yield* Failpoint.hit("batch.polled")
@@ -210,6 +216,15 @@ export const make = <Rec, A, Row>(
               completed: status.counts.completed,
               failed: status.counts.failed
             })
+            if (!Provider.isTerminal(status.state) && ctx.pastSwitch() && !cancelAsked) {
+              // the deadline nears: the provider stops the batch; the answers it has are collected, the rest go
+              // synchronously (a cancelled line is not paid)
+              cancelAsked = true
+              yield* Effect.logWarning(`batch ${batch.id}: the deadline nears, cancelling it at ${provider.name}`)
+              yield* retrying(provider.cancel(remote!)).pipe(
+                Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
+              )
+            }
             return status
           })
           yield* pollOnce.pipe(

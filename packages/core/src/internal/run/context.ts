@@ -101,6 +101,10 @@ export interface Context<Rec, A, Row> {
   readonly unpriced: Set<string>
   /** batches the budget refused in this process (nothing more is sent once one is refused) */
   readonly refused: { batches: number; requests: number }
+  /** when the run switches from the batch API to synchronous calls (epoch ms: its deadline minus the margin), if ever */
+  readonly switchAt: number | null
+  /** true once the switch time has come: batches at the provider are cancelled, everything left goes synchronously */
+  readonly pastSwitch: () => boolean
 }
 
 /** output tokens a request without `maxTokens` reserves */
@@ -116,6 +120,8 @@ export const orFail = <Rec, A, Row>(ctx: Context<Rec, A, Row>) =>
 /** builds the context of a run the process owns */
 export const make = <Rec, A, Row>(options: {
   readonly run: Ledger.Run
+  /** the margin before the run's deadline (see `Pipeline.Config.deadlineMargin`), when it has one */
+  readonly deadlineMarginMs?: number | undefined
   readonly pipeline: Pipeline.Pipeline<Rec, A, Row>
   readonly runOptions: Pipeline.RunOptions
   readonly provider: Provider.Service
@@ -173,6 +179,7 @@ export const make = <Rec, A, Row>(options: {
     const gaveUp = Retry.gaveUp(horizon)
 
     let seq = yield* ledger.nextBatchSeq(runId).pipe(Effect.mapError((e) => fail(e.message)))
+    const switchAt = run.deadline === null ? null : run.deadline - (options.deadlineMarginMs ?? 0)
 
     const unpriced = new Set<string>()
     const overrides = pipeline.prices
@@ -238,6 +245,8 @@ export const make = <Rec, A, Row>(options: {
       price,
       worstCase,
       unpriced,
-      refused: { batches: 0, requests: 0 }
+      refused: { batches: 0, requests: 0 },
+      switchAt,
+      pastSwitch: () => switchAt !== null && Date.now() >= switchAt
     } satisfies Context<Rec, A, Row>
   })

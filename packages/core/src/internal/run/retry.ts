@@ -1,6 +1,7 @@
 /**
  * How the runner waits out a provider's bad moments: transient errors (unreachable, 429, 5xx) retried for a horizon
- * with a capped, jittered back-off that honours `retry-after`, each wait reported as a `BackingOff` event; and what a
+ * with a capped, jittered back-off that honours `retry-after`, each wait reported as a `BackingOff` event (and a
+ * provider that cannot be reached at all as `ProviderUnreachable`, naming the host and the cause); and what a
  * provider's refusals mean for a batch (too large: split; over the enqueued-token limit: split, later).
  *
  * @internal
@@ -23,11 +24,23 @@ export const transientSchedule = (horizon: Duration.Duration, emit: (event: RunE
         const delay = input.reason._tag === "RateLimited" && input.reason.retryAfterMs !== undefined
           ? Duration.max(duration, Duration.millis(input.reason.retryAfterMs))
           : duration
+        const delayMs = Duration.toMillis(delay)
+        if (input.reason._tag === "Transport") {
+          // said at the first failure, not after minutes of silence: which host, why, and when the next try is
+          emit({
+            _tag: "ProviderUnreachable",
+            provider: input.provider,
+            operation: input.operation,
+            message: input.reason.message,
+            delayMs,
+            nextAttemptAt: Date.now() + delayMs
+          })
+        }
         emit({
           _tag: "BackingOff",
           operation: `${input.provider} ${input.operation}`,
           reason: `${input.reason._tag}: ${input.reason.message}`,
-          delayMs: Duration.toMillis(delay)
+          delayMs
         })
         return delay
       })

@@ -101,8 +101,19 @@ export const run = <Rec, A, Row>(
       const budgetUsd = options.budget ?? (existing === undefined ? pipeline.budget : undefined)
       const budget = budgetUsd === undefined ? run.budget : Prices.fromUsd(budgetUsd)
       if (budget !== run.budget) yield* ledger.updateRun(runId, { budget })
+      // the deadline, and the margin before it: given, else how long this provider's batches have taken here
+      const deadlineAt = options.deadline ?? (existing === undefined ? pipeline.deadline : undefined)
+      const deadline = deadlineAt === undefined ? run.deadline : new Date(deadlineAt).getTime()
+      if (deadline !== null && Number.isNaN(deadline)) return yield* fail(`deadline ${String(deadlineAt)} is not a time`)
+      if (deadline !== run.deadline) yield* ledger.updateRun(runId, { deadline })
+      const deadlineMarginMs = deadline === null
+        ? undefined
+        : pipeline.deadlineMargin !== undefined
+        ? Duration.toMillis(Duration.fromInputUnsafe(pipeline.deadlineMargin))
+        : yield* Effect.map(ledger.batchDurations(provider.name), (ms) => ms.length === 0 ? 15 * 60_000 : Math.max(60_000, ms[0]!))
       const ctx = yield* Context.make({
-        run: { ...run, budget },
+        run: { ...run, budget, deadline },
+        deadlineMarginMs,
         pipeline,
         runOptions: options,
         provider,
@@ -182,7 +193,8 @@ const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
       const counts = yield* orFail(ledger.counts(runId))
       if (counts.queued === 0) break
       if (round > maxAttempts + 2) return yield* fail(`${counts.queued} requests still queued after ${round - 1} retry rounds`)
-      const wait = Duration.min(Duration.times(backoff, 2 ** (round - 1)), Duration.minutes(1))
+      // past the deadline's switch time is short: the retry round goes out at once, synchronously
+      const wait = ctx.pastSwitch() ? Duration.zero : Duration.min(Duration.times(backoff, 2 ** (round - 1)), Duration.minutes(1))
       ctx.emit({ _tag: "RetryRound", round, requests: counts.queued, waitMs: Duration.toMillis(wait) })
       yield* Effect.sleep(wait)
       yield* batches.inFlight(batches.sealed(admission.fromQueue))

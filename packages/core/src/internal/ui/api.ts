@@ -89,6 +89,10 @@ export const RunView = Schema.Struct({
 })
 export type RunView = typeof RunView.Type
 
+/** what the page shows in its header: the ledger it reads */
+export const InfoResponse = Schema.Struct({ ledger: Schema.String })
+export type InfoResponse = typeof InfoResponse.Type
+
 export const RunsResponse = Schema.Struct({ now: Schema.Number, runs: Schema.Array(RunView) })
 export type RunsResponse = typeof RunsResponse.Type
 
@@ -237,6 +241,8 @@ export type RenderRequest = (run: Ledger.Run, record: string, fingerprint: strin
  * The read model over a ledger: one value per server, shared by every request.
  */
 export const make = (ledger: Ledger.Service, options: {
+  /** the ledger's name for the page (a file path, or `Postgres`) */
+  readonly label?: string | undefined
   readonly liveTtlMs?: number | undefined
   readonly render?: RenderRequest | undefined
 } = {}) => {
@@ -442,7 +448,9 @@ export const make = (ledger: Ledger.Service, options: {
       }
     })
 
-  return { runs, run, batches, failures, row }
+  const info: InfoResponse = { ledger: options.label ?? "ledger" }
+
+  return { info, runs, run, batches, failures, row }
 }
 
 /** the read model's operations */

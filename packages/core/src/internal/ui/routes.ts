@@ -1,6 +1,7 @@
 /**
  * The web view's routes: the page (`/`, `/app.js`, `/app.css`) and the read-only JSON API.
  *
+ * - `GET /api/info`: the ledger the view reads
  * - `GET /api/runs`: every run, newest first
  * - `GET /api/runs/:id`: one run, with its failures by kind
  * - `GET /api/runs/:id/batches`: its batches, with their times
@@ -96,6 +97,7 @@ export const layer = (api: Api, options: { readonly loopbackOnly: boolean }) => 
     asset("/"),
     asset("/app.js"),
     asset("/app.css"),
+    route("/api/info", Effect.succeed(json(api.info))),
     route("/api/runs", Effect.map(api.runs, (body) => json(body))),
     route("/api/runs/:id", Effect.flatMap(param("id"), (id) => Effect.map(api.run(id), (body) => json(body)))),
     route("/api/runs/:id/batches", Effect.flatMap(param("id"), (id) => Effect.map(api.batches(id), (body) => json(body)))),
