@@ -4,8 +4,10 @@
  * every row ends exactly once (sink or dead letter) and what that fault must
  * not cause: a batch created twice, a row delivered twice, a lost row.
  */
+import * as Fingerprint from "@offpeak/core/Fingerprint"
 import * as Ledger from "@offpeak/core/Ledger"
 import * as Pipeline from "@offpeak/core/Pipeline"
+import * as Request from "@offpeak/core/Request"
 import * as SqliteClient from "@offpeak/core/SqliteClient"
 import { Emulator, OpenAiBatch } from "@offpeak/providers/openai"
 import { assert, describe, it } from "@effect/vitest"
@@ -25,6 +27,10 @@ interface Outcome {
   readonly created: number
   /** custom ids of every created batch's input file */
   readonly sent: ReadonlyArray<string>
+  /** custom ids of every line in the created batches' output files (answers) */
+  readonly answered: ReadonlyArray<string>
+  /** every line in the created batches' error files: its custom id and its error code or HTTP status */
+  readonly errored: ReadonlyArray<{ readonly customId: string; readonly error: string }>
   readonly ledgerBatches: ReadonlyArray<Ledger.Batch>
   readonly summary: Pipeline.Summary
 }
@@ -57,21 +63,32 @@ const runWith = (knobs: Emulator.Options, options: { rows?: number; maxRequests?
       return yield* (yield* Ledger.Ledger).batches(summary.runId)
     }).pipe(Effect.provide(layer))
     const client = new OpenAI({ apiKey: "test", baseURL: emulator.url, maxRetries: 20 })
-    const { created, sent } = yield* Effect.promise(async () => {
+    const { created, sent, answered, errored } = yield* Effect.promise(async () => {
       let created = 0
       const sent: Array<string> = []
+      const answered: Array<string> = []
+      const errored: Array<{ customId: string; error: string }> = []
+      const lines = async (fileId: string | null | undefined) =>
+        fileId === null || fileId === undefined || fileId === ""
+          ? []
+          : (await (await client.files.content(fileId)).text()).split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l))
       for await (const b of client.batches.list({ limit: 100 })) {
         created++
-        const text = await (await client.files.content(b.input_file_id)).text()
-        for (const line of text.split("\n")) if (line.length > 0) sent.push(JSON.parse(line).custom_id)
+        for (const line of await lines(b.input_file_id)) sent.push(line.custom_id)
+        for (const line of await lines(b.output_file_id)) answered.push(line.custom_id)
+        for (const line of await lines(b.error_file_id)) {
+          errored.push({ customId: line.custom_id, error: line.error?.code ?? `HTTP ${line.response?.status_code}` })
+        }
       }
-      return { created, sent }
+      return { created, sent, answered, errored }
     })
     const outcome: Outcome = {
       ok: readParts(out),
       dead: readParts(path.join(out, "dead-letter")),
       created,
       sent,
+      answered,
+      errored,
       ledgerBatches,
       summary
     }
@@ -92,6 +109,67 @@ const runWith = (knobs: Emulator.Options, options: { rows?: number; maxRequests?
 const allOk = (o: Outcome, rows = 300) => {
   assert.strictEqual(o.ok.length, rows)
   assert.strictEqual(o.dead.length, 0)
+}
+
+/** the custom id the runner sends for a ticket: the fingerprint of its request, output schema included */
+const customIdOf = (ticket: { readonly id: string; readonly text: string }) =>
+  Fingerprint.of(Request.withOutput(Fixture.request(ticket, { provider: "openai" }), { name: "label", schema: Fixture.Label }))
+
+/**
+ * Retries under random retryable line failures, checked send by send against what the emulator holds: each
+ * request was sent until it was answered, never after, and at most `maxAttempts` times; a row is in the dead letter
+ * exactly when all `maxAttempts` sends of its request failed (then with the last failure's kind). With a failure rate
+ * `p` some rows do exhaust their attempts (300 rows, p = 0.2, 6 attempts: 1 - (1 - 0.2^6)^300 = 1.9% of runs), so
+ * "every row succeeded" is not what the retries promise; this is. `failure` names what each failed send was: an
+ * error line's code, or `null` for a line missing from the batch's files.
+ */
+const retriedUntilAnswered = (
+  o: Outcome,
+  maxAttempts: number,
+  failure: string | null,
+  dead: { readonly kind: string; readonly message: RegExp }
+) => {
+  const sends = new Map<string, { sent: number; answered: number; errors: Array<string> }>()
+  const of = (id: string) => {
+    let s = sends.get(id)
+    if (s === undefined) sends.set(id, s = { sent: 0, answered: 0, errors: [] })
+    return s
+  }
+  for (const id of o.sent) of(id).sent++
+  for (const id of o.answered) of(id).answered++
+  for (const e of o.errored) of(e.customId).errors.push(e.error)
+  const attempts = new Map<number, number>()
+  for (const r of o.ok) {
+    const s = sends.get(customIdOf({ id: r.id, text: r.text }))
+    assert.isDefined(s, `${r.id}: delivered, but its request was never sent`)
+    assert.strictEqual(s!.answered, 1, `${r.id}: answered once`)
+    assert.isAtMost(s!.sent, maxAttempts, `${r.id}: sent at most maxAttempts times`)
+    // every send before the answer failed (an answered request is never sent again)
+    assert.deepStrictEqual(
+      s!.errors,
+      failure === null ? [] : Array.from({ length: s!.sent - 1 }, () => failure),
+      `${r.id}: ${s!.sent} sends`
+    )
+    attempts.set(s!.sent, (attempts.get(s!.sent) ?? 0) + 1)
+  }
+  for (const d of o.dead) {
+    const s = sends.get(customIdOf(d.record))
+    assert.isDefined(s, `${d.key}: dead-lettered, but its request was never sent`)
+    assert.strictEqual(s!.answered, 0, `${d.key}: dead-lettered although answered`)
+    assert.strictEqual(s!.sent, maxAttempts, `${d.key}: dead-lettered after ${s!.sent} of ${maxAttempts} attempts`)
+    assert.deepStrictEqual(s!.errors, failure === null ? [] : Array.from({ length: maxAttempts }, () => failure))
+    assert.strictEqual(d.kind, dead.kind)
+    assert.match(d.message, dead.message)
+  }
+  // nothing was sent that no row asked for, and every request was sent
+  assert.strictEqual(sends.size, o.ok.length + o.dead.length)
+  const retried = [...attempts].filter(([n]) => n > 1).reduce((sum, [, count]) => sum + count, 0)
+  console.log(
+    `${o.sent.length} lines sent in ${o.created} batches, ${o.errored.length} error lines; delivered ${o.ok.length} ` +
+      `(${retried} after a retry; rows by sends: ${[...attempts].sort(([a], [b]) => a - b).map(([n, c]) => `${n}×${c}`).join(" ")}), ` +
+      `dead-lettered after ${maxAttempts} failed sends: ${o.dead.length}`
+  )
+  return { retried }
 }
 
 describe("fault matrix (pipeline + OpenAI adapter + emulator)", () => {
@@ -151,18 +229,33 @@ describe("fault matrix (pipeline + OpenAI adapter + emulator)", () => {
       assert.isTrue(o.ledgerBatches.some((b) => b.requestCount < 150 && b.remoteState === "completed"))
     }), { timeout: 60_000 })
 
+  // a fifth of the lines time out, in every batch: a row is dead-lettered only once its request timed out in all 6
+  // sends (about 2% of runs have one: 300 × 0.2^6), and then after exactly 6; 4 or more in one run would take
+  // odds of about 1 in 10^8, so more than 3 means the retries are broken
   it.live("non-HTTP line errors (request_timeout) are retried", () =>
     Effect.gen(function*() {
       const o = yield* runWith({ lineErrors: [{ code: "request_timeout", rate: 0.2 }] }, { maxAttempts: 6 })
-      allOk(o)
-      assert.isAbove(o.sent.length, 300)
+      const { retried } = retriedUntilAnswered(o, 6, "request_timeout", { kind: "provider_error", message: /^request_timeout: / })
+      assert.isAbove(retried, 0)
+      assert.isAtMost(o.dead.length, 3)
+    }), { timeout: 60_000 })
+
+  // the case above at rate 1, where every row runs out of attempts: each request sent exactly maxAttempts times
+  it.live("a line that times out in every attempt is dead-lettered after maxAttempts sends, with the provider's error", () =>
+    Effect.gen(function*() {
+      const o = yield* runWith({ lineErrors: [{ code: "request_timeout", rate: 1 }] }, { rows: 40, maxRequests: 15, maxAttempts: 3 })
+      assert.strictEqual(o.ok.length, 0)
+      assert.strictEqual(o.dead.length, 40)
+      assert.strictEqual(o.sent.length, 120)
+      retriedUntilAnswered(o, 3, "request_timeout", { kind: "provider_error", message: /^request_timeout: / })
     }), { timeout: 60_000 })
 
   it.live("lines missing from a completed batch are lost, then resubmitted", () =>
     Effect.gen(function*() {
       const o = yield* runWith({ dropLines: 0.15 }, { maxAttempts: 6 })
-      allOk(o)
-      assert.isAbove(o.sent.length, 300)
+      const { retried } = retriedUntilAnswered(o, 6, null, { kind: "lost", message: /without a result line/ })
+      assert.isAbove(retried, 0)
+      assert.isAtMost(o.dead.length, 3)
     }), { timeout: 60_000 })
 
   it.live("error_file_id \"\" on clean batches is no file", () =>
