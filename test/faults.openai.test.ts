@@ -223,7 +223,7 @@ describe("fault matrix (pipeline + OpenAI adapter + emulator)", () => {
 
   it.live("token_limit_exceeded: the batch is split in half and the halves get through", () =>
     Effect.gen(function*() {
-      // the engine counts tokens as the tokenizer does: 150 tickets are about 5,000 tokens, over this limit
+      // the engine counts tokens as the tokenizer does: a batch of 150 tickets is over this limit, half of one is not
       const o = yield* runWith({ enqueuedTokenLimit: 4_000 }, { maxRequests: 150 })
       allOk(o)
       assert.isAbove(o.ledgerBatches.filter((b) => b.remoteState === "failed").length, 0)
