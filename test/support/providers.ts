@@ -20,7 +20,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import OpenAI from "openai"
 import type { ChatCompletionCreateParamsNonStreaming } from "openai/resources/chat/completions"
-import * as AnthropicAnswer from "../../packages/providers/anthropic/internal/emulatorAnswer.ts"
+import * as AnthropicAnswer from "../../packages/providers/anthropic/emulator/answer.ts"
 import * as GeminiAnswer from "../../packages/providers/google/internal/geminiEmulatorAnswer.ts"
 import * as Fixture from "../fixtures/tickets.pipeline.ts"
 

@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import type { Duration, Effect, Scope } from "effect"
-import { Effect as E, Layer, Redacted, Schema } from "effect"
+import { Effect as E, Layer, Redacted, Result, Schema } from "effect"
 import * as Provider from "./Provider.ts"
 import * as Redact from "./Redact.ts"
 
@@ -65,7 +65,7 @@ export class UnknownProvider extends Schema.TaggedError<UnknownProvider>()("Unkn
  * @since 0.1.0
  * @category constants
  */
-export const known: ReadonlyArray<string> = ["openai", "anthropic", "gemini"]
+export const known: ReadonlyArray<string> = ["openai", "anthropic", "gemini", "vertex"]
 
 /**
  * Loads the plugin of provider `name` from `@offpeak/providers/<name>`.
@@ -86,19 +86,95 @@ export const load = (name: string): Effect.Effect<Plugin, UnknownProvider> =>
     : E.fail(new UnknownProvider({ name, message: `unknown provider "${name}" (known: ${known.join(", ")})` }))
 
 /**
- * The knobs of an emulator started in-process, from `OFFPEAK_EMULATOR_KNOBS` (JSON).
+ * Emulator knobs that cannot be used: not JSON, not an object, or a knob the emulator does not have.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class BadKnobs extends Schema.TaggedError<BadKnobs>()("BadKnobs", {
+  message: Schema.String
+}) {}
+
+/** edit distance of two short words (for "did you mean") */
+const distance = (a: string, b: string): number => {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!
+    row[0] = i
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1))
+      diagonal = above
+    }
+  }
+  return row[b.length]!
+}
+
+/**
+ * Parses emulator knobs given as JSON (`from` names where they came from in messages): an object, and when `known`
+ * lists the emulator's knobs, only those — a misspelt knob is refused naming the closest one, never silently ignored.
+ *
+ * @example
+ * ```ts
+ * ProviderPlugin.parseKnobs('{"lineFailure":[]}', { from: "--knobs", known: ["lineFailures", "seed"] })
+ * // Result.fail(BadKnobs: --knobs: unknown knob "lineFailure" (did you mean "lineFailures"?) …)
+ * ```
  *
  * @since 0.1.0
  * @category utilities
  */
-export const knobsFromEnv = (): Readonly<Record<string, unknown>> => {
-  const raw = process.env.OFFPEAK_EMULATOR_KNOBS
-  if (raw === undefined || raw.length === 0) return {}
+export const parseKnobs = (
+  raw: string,
+  options: { readonly from: string; readonly known?: ReadonlyArray<string> | undefined; readonly emulator?: string | undefined }
+): Result.Result<Readonly<Record<string, unknown>>, BadKnobs> => {
+  if (raw.trim().length === 0) return Result.succeed({})
+  let parsed: unknown
   try {
-    return JSON.parse(raw) as Record<string, unknown>
-  } catch {
-    throw new Error("OFFPEAK_EMULATOR_KNOBS is not valid JSON")
+    parsed = JSON.parse(raw)
+  } catch (e) {
+    const shown = raw.length > 120 ? `${raw.slice(0, 120)}…` : raw
+    return Result.fail(
+      new BadKnobs({
+        message: `${options.from} is not valid JSON (${e instanceof Error ? e.message : String(e)}): ${shown}; ` +
+          `expected an object such as '{"lineFailures":[{"status":500,"rate":0.05}]}'`
+      })
+    )
   }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    return Result.fail(new BadKnobs({ message: `${options.from} must be a JSON object of knobs, got ${JSON.stringify(parsed)}` }))
+  }
+  const known = options.known
+  if (known !== undefined) {
+    const unknown = Object.keys(parsed).filter((k) => !known.includes(k))
+    if (unknown.length > 0) {
+      const said = unknown.map((k) => {
+        const closest = [...known].sort((a, b) => distance(k, a) - distance(k, b))[0]
+        return closest !== undefined && distance(k, closest) <= Math.max(2, Math.floor(k.length / 3))
+          ? `"${k}" (did you mean "${closest}"?)`
+          : `"${k}"`
+      })
+      return Result.fail(
+        new BadKnobs({
+          message: `${options.from}: unknown knob${unknown.length > 1 ? "s" : ""} ${said.join(", ")}; ` +
+            `the ${options.emulator ?? "emulator"}'s knobs are ${[...known].sort().join(", ")}`
+        })
+      )
+    }
+  }
+  return Result.succeed(parsed as Record<string, unknown>)
+}
+
+/**
+ * The knobs of an emulator started in-process, from `OFFPEAK_EMULATOR_KNOBS` (JSON); throws {@link BadKnobs} when
+ * they are not a JSON object or (with `known`) name a knob the emulator does not have.
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const knobsFromEnv = (known?: ReadonlyArray<string>): Readonly<Record<string, unknown>> => {
+  const parsed = parseKnobs(process.env.OFFPEAK_EMULATOR_KNOBS ?? "", { from: "OFFPEAK_EMULATOR_KNOBS", known })
+  if (Result.isFailure(parsed)) throw parsed.failure
+  return parsed.success
 }
 
 /**
@@ -123,6 +199,11 @@ export const make = <Knobs>(options: {
   readonly serve: (
     options: Knobs & { readonly dir: string; readonly port?: number | undefined; readonly host?: string | undefined }
   ) => Effect.Effect<{ readonly url: string; readonly dir: string }, unknown, Scope.Scope>
+  /**
+   * The names of the emulator's knobs: `OFFPEAK_EMULATOR_KNOBS` and `offpeak emulator --knobs` naming any other are
+   * refused (a misspelt knob is not silently ignored)
+   */
+  readonly knobs?: ReadonlyArray<string> | undefined
   /** the adapter on an emulator at `baseURL` */
   readonly adapter: (options: {
     readonly apiKey: Redacted.Redacted<string>
@@ -157,7 +238,14 @@ export const make = <Knobs>(options: {
     return Layer.effect(
       Provider.Provider,
       E.gen(function*() {
-        const handle = yield* options.serve({ ...(knobsFromEnv() as Knobs), dir: emulatorDir })
+        const knobs = yield* E.fromResult(
+          parseKnobs(process.env.OFFPEAK_EMULATOR_KNOBS ?? "", {
+            from: "OFFPEAK_EMULATOR_KNOBS",
+            known: options.knobs,
+            emulator: `${options.label} emulator`
+          })
+        )
+        const handle = yield* options.serve({ ...(knobs as Knobs), dir: emulatorDir })
         onNotice(
           `no ${options.apiKeyEnv}: running against the local ${options.label} emulator at ${handle.url} (state in ${handle.dir})`
         )
@@ -170,5 +258,11 @@ export const make = <Knobs>(options: {
     )
   },
   serveEmulator: (serve) =>
-    options.serve({ ...(serve.knobs as Knobs), dir: serve.dir, port: serve.port, host: serve.host })
+    E.gen(function*() {
+      if (options.knobs !== undefined && serve.knobs !== undefined) {
+        // knobs parsed elsewhere (`--knobs`) are checked against the emulator's names as well
+        yield* E.fromResult(parseKnobs(JSON.stringify(serve.knobs), { from: "knobs", known: options.knobs, emulator: `${options.label} emulator` }))
+      }
+      return yield* options.serve({ ...(serve.knobs as Knobs), dir: serve.dir, port: serve.port, host: serve.host })
+    })
 })

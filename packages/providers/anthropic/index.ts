@@ -6,7 +6,7 @@
  */
 import * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
 import * as AnthropicBatch from "./AnthropicBatch.ts"
-import * as Emulator from "./Emulator.ts"
+import * as Emulator from "./emulator/Emulator.ts"
 
 export {
   /**

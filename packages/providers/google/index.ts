@@ -1,6 +1,7 @@
 /**
- * `@offpeak/providers/google`: Google's batch protocols. Today the Gemini API
- * (Google AI Studio keys): its batch-mode adapter and its local emulator.
+ * `@offpeak/providers/google`: Google's batch protocols: the Gemini API
+ * (Google AI Studio keys) and Vertex AI batch prediction, each with its
+ * adapter and its local emulator.
  *
  * @since 0.1.0
  */
@@ -25,3 +26,24 @@ export {
    */
   plugin as geminiPlugin
 } from "./gemini.ts"
+
+export {
+  /**
+   * The Vertex AI batch prediction adapter, on the official `@google/genai` in Vertex mode.
+   *
+   * @since 0.1.0
+   */
+  VertexBatch,
+  /**
+   * The local Vertex AI batch prediction emulator.
+   *
+   * @since 0.1.0
+   */
+  VertexEmulator,
+  /**
+   * The CLI plugin of Vertex AI (`--provider vertex`).
+   *
+   * @since 0.1.0
+   */
+  plugin as vertexPlugin
+} from "./vertex.ts"

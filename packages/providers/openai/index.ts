@@ -5,7 +5,7 @@
  * @since 0.1.0
  */
 import * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
-import * as Emulator from "./Emulator.ts"
+import * as Emulator from "./emulator/Emulator.ts"
 import * as OpenAiBatch from "./OpenAiBatch.ts"
 
 export {

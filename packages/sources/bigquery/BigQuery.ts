@@ -871,3 +871,14 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
     finish
   }
 }
+
+// ===== Pushdown =====
+
+/**
+ * A table or query pushed down into a provider's batch job over tables
+ * (Vertex AI batch prediction from BigQuery): see `Pushdown.ts`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export { pushdown } from "./Pushdown.ts"

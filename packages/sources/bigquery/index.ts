@@ -18,3 +18,12 @@ export * as BigQuery from "./BigQuery.ts"
  * @since 0.1.0
  */
 export * as Emulator from "./Emulator.ts"
+
+/**
+ * Vertex AI batch prediction over BigQuery, pushed down: requests built by
+ * BigQuery, answers decoded and MERGEd by BigQuery, no row through offpeak
+ * (`BigQuery.pushdown`, `Pushdown.chat`, `Pushdown.embedding`).
+ *
+ * @since 0.1.0
+ */
+export * as Pushdown from "./Pushdown.ts"

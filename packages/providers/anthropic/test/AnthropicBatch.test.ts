@@ -16,7 +16,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as AnthropicBatch from "../AnthropicBatch.ts"
-import * as Emulator from "../Emulator.ts"
+import * as Emulator from "../emulator/Emulator.ts"
 import { plugin } from "../index.ts"
 import * as Journal from "../internal/submitJournal.ts"
 

@@ -12,10 +12,10 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Engine from "../../local/Engine.ts"
-import * as Emulator from "../Emulator.ts"
-import * as Batch from "../internal/emulatorBatch.ts"
-import * as Create from "../internal/emulatorCreate.ts"
-import type * as Store from "../internal/emulatorStore.ts"
+import * as Emulator from "../emulator/Emulator.ts"
+import * as Batch from "../emulator/batch.ts"
+import * as Create from "../emulator/create.ts"
+import type * as Store from "../emulator/store.ts"
 
 // ===== helpers =====
 
@@ -592,7 +592,7 @@ describe("Emulator (official @anthropic-ai/sdk)", () => {
     const requests = Array.from({ length: 300 }, (_, i) => request(i))
     const knobs = { dir, linesPerSecond: 200 }
     const script = [
-      `import * as Emulator from ${JSON.stringify(path.resolve(import.meta.dirname, "../Emulator.ts"))}`,
+      `import * as Emulator from ${JSON.stringify(path.resolve(import.meta.dirname, "../emulator/Emulator.ts"))}`,
       `import { Effect } from "effect"`,
       `Effect.runFork(Effect.scoped(Effect.flatMap(Emulator.serve(${JSON.stringify(knobs)}),`,
       `  (e) => Effect.andThen(Effect.sync(() => console.log(e.url)), Effect.never))))`

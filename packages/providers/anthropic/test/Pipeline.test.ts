@@ -18,7 +18,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as AnthropicBatch from "../AnthropicBatch.ts"
-import * as Emulator from "../Emulator.ts"
+import * as Emulator from "../emulator/Emulator.ts"
 
 const Ticket = Schema.Struct({ id: Schema.String, body: Schema.String })
 type Ticket = typeof Ticket.Type

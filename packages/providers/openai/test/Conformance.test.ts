@@ -28,7 +28,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import OpenAI, { toFile } from "openai"
 import type { Batch } from "openai/resources/batches"
-import * as Emulator from "../Emulator.ts"
+import * as Emulator from "../emulator/Emulator.ts"
 
 // ===== the schemas =====
 

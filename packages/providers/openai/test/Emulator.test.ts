@@ -11,7 +11,7 @@ import * as path from "node:path"
 import OpenAI, { toFile } from "openai"
 import type { Batch } from "openai/resources/batches"
 import * as Engine from "../../local/Engine.ts"
-import * as Emulator from "../Emulator.ts"
+import * as Emulator from "../emulator/Emulator.ts"
 
 // ===== helpers =====
 
@@ -508,7 +508,7 @@ describe("Emulator (official openai SDK)", () => {
     const rows = Array.from({ length: 300 }, (_, i) => chatLine(i))
     const knobs = { dir, linesPerSecond: 600, validationMs: 10 }
     const script = [
-      `import * as Emulator from ${JSON.stringify(path.resolve(import.meta.dirname, "../Emulator.ts"))}`,
+      `import * as Emulator from ${JSON.stringify(path.resolve(import.meta.dirname, "../emulator/Emulator.ts"))}`,
       `import { Effect } from "effect"`,
       `Effect.runFork(Effect.scoped(Effect.flatMap(Emulator.serve(${JSON.stringify(knobs)}),`,
       `  (e) => Effect.andThen(Effect.sync(() => console.log(e.url)), Effect.never))))`

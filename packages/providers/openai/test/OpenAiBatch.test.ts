@@ -11,7 +11,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import type { Batch } from "openai/resources/batches"
-import * as Emulator from "../Emulator.ts"
+import * as Emulator from "../emulator/Emulator.ts"
 import * as OpenAiBatch from "../OpenAiBatch.ts"
 
 /** one request through the adapter's synchronous API, encoded as its batch line would be */

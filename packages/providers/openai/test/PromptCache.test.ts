@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import OpenAI, { toFile } from "openai"
-import * as Emulator from "../Emulator.ts"
+import * as Emulator from "../emulator/Emulator.ts"
 
 const SYSTEM = "You label support tickets. Read each ticket and answer with the label that fits best. ".repeat(70)
 

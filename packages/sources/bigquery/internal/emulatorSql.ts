@@ -590,7 +590,18 @@ class Rewriter {
             continue
           }
           if (u === "PIVOT" || u === "UNPIVOT") return this.fail(`${u} is not supported by the emulator`, i)
-          if (u === "SAFE" && this.isOp(i + 1, ".")) return this.fail("the SAFE. function prefix is not supported by the emulator", i)
+          if (u === "SAFE" && this.isOp(i + 1, ".")) {
+            // SAFE.PARSE_JSON(x): NULL instead of an error for text that is not JSON
+            const fn = this.tok(i + 2)
+            if (fn?.t === "ident" && fn.upper === "PARSE_JSON" && this.isOp(i + 3, "(")) {
+              const close = this.close(i + 3, end)
+              const x = this.expr(i + 4, close)
+              emit(`(CASE WHEN json_valid(${x}) THEN json(${x}) END)`)
+              i = close + 1
+              continue
+            }
+            return this.fail("the SAFE. function prefix is not supported by the emulator (but for SAFE.PARSE_JSON)", i)
+          }
           if (u === "REPLACE" && prev?.t === "op" && prev.text === "*") {
             emit("REPLACE")
             i++

@@ -6,8 +6,8 @@
  * or answered) — the "paid twice" a crash must never cause.
  */
 import * as fs from "node:fs"
-import type { Creates } from "./emulatorRuntime.ts"
-import type { BatchRecord, Store } from "./emulatorStore.ts"
+import type { Creates } from "./runtime.ts"
+import type { BatchRecord, Store } from "./store.ts"
 
 /** one batch, as the counters show it */
 export interface BatchCounters {

@@ -12,7 +12,7 @@
  */
 import * as crypto from "node:crypto"
 import * as Engine from "../../local/Engine.ts"
-import type { InjectedType } from "./emulatorStore.ts"
+import type { InjectedType } from "./store.ts"
 
 // ===== errors =====
 

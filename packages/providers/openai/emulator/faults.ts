@@ -7,8 +7,8 @@
  * the same calls in the same order meet the same faults.
  */
 import { unit } from "../../local/internal/hash.ts"
-import * as Answer from "./emulatorAnswer.ts"
-import type { InjectedFailure } from "./emulatorStore.ts"
+import * as Answer from "./answer.ts"
+import type { InjectedFailure } from "./store.ts"
 
 // ===== knobs =====
 

@@ -10,13 +10,13 @@
 import { Cause, Clock, Data, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as fs from "node:fs"
-import * as Answer from "./emulatorAnswer.ts"
-import * as Batch from "./emulatorBatch.ts"
-import * as Counters from "./emulatorCounters.ts"
-import * as Create from "./emulatorCreate.ts"
-import type { Endpoint, EndpointFault, Runtime } from "./emulatorRuntime.ts"
-import type { BatchRecord } from "./emulatorStore.ts"
-import { randomId } from "./emulatorStore.ts"
+import * as Answer from "./answer.ts"
+import * as Batch from "./batch.ts"
+import * as Counters from "./counters.ts"
+import * as Create from "./create.ts"
+import type { Endpoint, EndpointFault, Runtime } from "./runtime.ts"
+import type { BatchRecord } from "./store.ts"
+import { randomId } from "./store.ts"
 
 // ===== errors =====
 

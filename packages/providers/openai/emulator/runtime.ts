@@ -7,9 +7,10 @@
  * emulator starts them again.
  */
 import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
-import * as Batch from "./emulatorBatch.ts"
-import * as Faults from "./emulatorFaults.ts"
-import type { BatchObject, BatchRecord, Knobs, Store } from "./emulatorStore.ts"
+import * as Engine from "../../local/Engine.ts"
+import * as Batch from "./batch.ts"
+import * as Faults from "./faults.ts"
+import type { BatchObject, BatchRecord, Knobs, Store } from "./store.ts"
 
 /** the emulator's live state, shared by the routes */
 export interface Runtime {
@@ -22,6 +23,8 @@ export interface Runtime {
   readonly faults: Faults.Faults
   /** the batch as a client sees it now (persisting any state it reached), starting the work it needs */
   readonly read: (id: string) => Effect.Effect<BatchObject | undefined>
+  /** the prompt cache every answer of this emulator meets (in memory: a restart empties it, as it would expire) */
+  readonly promptCache: Engine.PromptCache
   /** requests a cancel: the batch (cancelling), or the status that forbids it */
   readonly cancel: (id: string) => Effect.Effect<{ readonly batch: BatchObject } | { readonly refused: string } | undefined>
 }
@@ -45,6 +48,7 @@ export const make = Effect.fnUntraced(function*(
   createLatencyMs = 0
 ) {
   const faults = Faults.make(faultKnobs)
+  const promptCache = Engine.promptCache()
   const jobs = yield* FiberMap.make<string>()
   const permits = yield* Semaphore.make(2)
 
@@ -79,7 +83,7 @@ export const make = Effect.fnUntraced(function*(
     Effect.gen(function*() {
       const rec = store.batches.get(id)
       if (rec === undefined || rec.final !== null) return
-      const { files, final } = yield* Batch.finish(store, rec, ending)
+      const { files, final } = yield* Batch.finish(store, rec, ending, promptCache)
       for (const file of files) store.putFile({ ...file, seq: store.nextSeq() })
       store.putBatch({ ...store.batches.get(id)!, final: Batch.ordered(final), processed: ending.processed })
     })
@@ -119,5 +123,5 @@ export const make = Effect.fnUntraced(function*(
       return { batch: Batch.ordered(Batch.derive(updated, now).view) }
     })
 
-  return { store, knobs, maxFileBytes, createLatencyMs, faults, read, cancel } satisfies Runtime
+  return { store, knobs, maxFileBytes, createLatencyMs, faults, read, cancel, promptCache } satisfies Runtime
 })

@@ -22,9 +22,9 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as Engine from "../../local/Engine.ts"
 import { hashString, prng, unit } from "../../local/internal/hash.ts"
-import * as Answer from "./emulatorAnswer.ts"
-import type { BatchError, BatchObject, BatchRecord, FileRecord, Knobs, Store, Validation } from "./emulatorStore.ts"
-import { derivedId } from "./emulatorStore.ts"
+import * as Answer from "./answer.ts"
+import type { BatchError, BatchObject, BatchRecord, FileRecord, Knobs, Store, Validation } from "./store.ts"
+import { derivedId } from "./store.ts"
 import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
 
 const sec = (ms: number) => Math.floor(ms / 1000)

@@ -9,8 +9,8 @@
 import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
 import * as fs from "node:fs"
 import { hashString } from "../../local/internal/hash.ts"
-import * as Batch from "./emulatorBatch.ts"
-import type { BatchRecord, Knobs, Store } from "./emulatorStore.ts"
+import * as Batch from "./batch.ts"
+import type { BatchRecord, Knobs, Store } from "./store.ts"
 
 /** the endpoints a fault can be injected into */
 export type Endpoint = "create" | "retrieve" | "list" | "cancel" | "delete" | "results" | "messages"

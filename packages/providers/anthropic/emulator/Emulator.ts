@@ -51,12 +51,12 @@
  */
 import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
-import * as FinishedLog from "../local/internal/finishedLog.ts"
-import * as Server from "../local/internal/server.ts"
-import * as CountersModule from "./internal/emulatorCounters.ts"
-import * as Routes from "./internal/emulatorRoutes.ts"
-import * as Runtime from "./internal/emulatorRuntime.ts"
-import * as Store from "./internal/emulatorStore.ts"
+import * as FinishedLog from "../../local/internal/finishedLog.ts"
+import * as Server from "../../local/internal/server.ts"
+import * as CountersModule from "./counters.ts"
+import * as Routes from "./routes.ts"
+import * as Runtime from "./runtime.ts"
+import * as Store from "./store.ts"
 
 // ===== Models =====
 

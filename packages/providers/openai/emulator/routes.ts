@@ -11,11 +11,11 @@ import { Cause, Clock, Data, Effect, Layer, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse, Multipart } from "effect/http"
 import * as fs from "node:fs"
 import type * as Http from "node:http"
-import * as Answer from "./emulatorAnswer.ts"
-import * as Faults from "./emulatorFaults.ts"
-import type { Runtime } from "./emulatorRuntime.ts"
-import type { BatchRecord, FileRecord } from "./emulatorStore.ts"
-import { fileObject, randomId } from "./emulatorStore.ts"
+import * as Answer from "./answer.ts"
+import * as Faults from "./faults.ts"
+import type { Runtime } from "./runtime.ts"
+import type { BatchRecord, FileRecord } from "./store.ts"
+import { fileObject, randomId } from "./store.ts"
 
 // ===== errors =====
 

@@ -15,9 +15,9 @@
 import { Effect } from "effect"
 import * as fs from "node:fs"
 import { hashString, prng } from "../../local/internal/hash.ts"
-import * as Answer from "./emulatorAnswer.ts"
-import type { BatchObject, BatchRecord, Final, InjectedType, Knobs, RequestCounts, Store } from "./emulatorStore.ts"
-import { derivedId } from "./emulatorStore.ts"
+import * as Answer from "./answer.ts"
+import type { BatchObject, BatchRecord, Final, InjectedType, Knobs, RequestCounts, Store } from "./store.ts"
+import { derivedId } from "./store.ts"
 import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
 
 const iso = (ms: number) => new Date(ms).toISOString()

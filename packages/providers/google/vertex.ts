@@ -1,0 +1,109 @@
+/**
+ * `@offpeak/providers/vertex`: the Vertex AI batch prediction adapter, its
+ * local emulator, and the plugin the `offpeak` CLI loads for
+ * `--provider vertex`.
+ *
+ * @since 0.1.0
+ */
+import { Emulator as BigQueryEmulator } from "@offpeak/sources/bigquery"
+import { Emulator as GcsEmulator } from "@offpeak/sources/gcs"
+import type * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
+import { knobsFromEnv } from "@offpeak/core/ProviderPlugin"
+import * as Provider from "@offpeak/core/Provider"
+import { Effect, Layer } from "effect"
+import { PassThroughClient } from "google-auth-library"
+import * as path from "node:path"
+import * as VertexBatch from "./VertexBatch.ts"
+import * as VertexEmulator from "./VertexEmulator.ts"
+
+export {
+  /**
+   * The Vertex AI batch prediction adapter (table jobs over BigQuery, JSONL batches through Cloud Storage).
+   *
+   * @since 0.1.0
+   */
+  VertexBatch,
+  /**
+   * The local Vertex AI batch prediction emulator (reads and writes the BigQuery and Cloud Storage emulators).
+   *
+   * @since 0.1.0
+   */
+  VertexEmulator
+}
+
+/** the project every emulator of the local stack answers for */
+const EMULATOR_PROJECT = "offpeak-local"
+/** the bucket JSONL batches are staged in on the local Cloud Storage emulator */
+const EMULATOR_BUCKET = "offpeak-staging"
+
+/**
+ * The local Google stack in this process: the Cloud Storage, BigQuery and
+ * Vertex emulators with their state under `dir` (`gcs/`, `bigquery/`,
+ * `vertex/`), Vertex reading and writing the other two. It sets
+ * `GOOGLE_CLOUD_PROJECT`, `BIGQUERY_EMULATOR_HOST` and `STORAGE_EMULATOR_HOST`
+ * (when unset) so BigQuery sources, sinks and pushdowns of the same process
+ * talk to these emulators, and creates the staging bucket.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const serveLocal = (
+  options: VertexEmulator.Options & { readonly dir: string; readonly port?: number | undefined; readonly host?: string | undefined }
+) =>
+  Effect.gen(function*() {
+    const gcs = yield* GcsEmulator.serve({ dir: path.join(options.dir, "gcs") })
+    const bigquery = yield* BigQueryEmulator.serve({ dir: path.join(options.dir, "bigquery") })
+    const vertex = yield* VertexEmulator.serve({ ...options, dir: path.join(options.dir, "vertex"), bigqueryUrl: bigquery.url, storageUrl: gcs.url })
+    process.env.GOOGLE_CLOUD_PROJECT ??= EMULATOR_PROJECT
+    process.env.BIGQUERY_EMULATOR_HOST ??= bigquery.url
+    process.env.STORAGE_EMULATOR_HOST ??= gcs.url
+    yield* Effect.tryPromise(async () => {
+      const { Storage } = await import("@google-cloud/storage")
+      await new Storage({ projectId: EMULATOR_PROJECT, apiEndpoint: gcs.url }).createBucket(EMULATOR_BUCKET).catch((e: { code?: number }) => {
+        if (e.code !== 409) throw e
+      })
+    })
+    return { url: vertex.url, dir: options.dir, bigqueryUrl: bigquery.url, storageUrl: gcs.url }
+  })
+
+/**
+ * The CLI plugin: the real Vertex AI when `GOOGLE_CLOUD_PROJECT` is set
+ * (`GOOGLE_CLOUD_LOCATION`, `OFFPEAK_VERTEX_BUCKET` for JSONL batches,
+ * Google's application default credentials; see `VertexBatch.layerConfig`),
+ * else the local stack in-process ({@link serveLocal}) with its state under
+ * the CLI's state folder and the knobs of `OFFPEAK_EMULATOR_KNOBS`
+ * ({@link VertexEmulator.Options}).
+ *
+ * @since 0.1.0
+ * @category plugins
+ */
+export const plugin: ProviderPlugin.Plugin = {
+  name: "vertex",
+  apiKeyEnv: "GOOGLE_CLOUD_PROJECT",
+  layer: ({ emulatorDir, onNotice }) => {
+    const project = process.env.GOOGLE_CLOUD_PROJECT ?? ""
+    if (project.length > 0) {
+      onNotice(`using Vertex AI in project ${project} (${process.env.GOOGLE_CLOUD_LOCATION ?? "us-central1"})`)
+      return VertexBatch.layerConfig()
+    }
+    return Layer.effect(
+      Provider.Provider,
+      Effect.gen(function*() {
+        const local = yield* serveLocal({ ...(knobsFromEnv() as VertexEmulator.Options), dir: emulatorDir })
+        onNotice(
+          `no GOOGLE_CLOUD_PROJECT: running against the local Vertex, BigQuery and Cloud Storage emulators at ${local.url}, ${local.bigqueryUrl}, ${local.storageUrl} (state in ${local.dir})`
+        )
+        return yield* VertexBatch.make({
+          project: EMULATOR_PROJECT,
+          location: "us-central1",
+          baseURL: local.url,
+          authClient: new PassThroughClient(),
+          staging: { bucket: EMULATOR_BUCKET, storage: { apiEndpoint: local.storageUrl } },
+          pollInterval: { initial: "200 millis", max: "2 seconds" }
+        })
+      })
+    )
+  },
+  serveEmulator: (serve) =>
+    serveLocal({ ...(serve.knobs as VertexEmulator.Options), dir: serve.dir, port: serve.port, host: serve.host })
+}
