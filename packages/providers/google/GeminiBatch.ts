@@ -71,6 +71,7 @@
  *
  * @since 0.1.0
  */
+import { Files } from "../local/Kit.ts"
 import { ApiError, GoogleGenAI } from "@google/genai"
 import type { GenerateContentConfig, GenerateContentResponse, InlinedRequest } from "@google/genai"
 import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
@@ -85,7 +86,6 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { forEachLine } from "../local/internal/files.ts"
 import * as Wire from "./internal/geminiWire.ts"
 
 // ===== Options =====
@@ -665,7 +665,7 @@ const limitedFetch = (limit: AdaptiveLimit.AdaptiveLimit): typeof globalThis.fet
 const readLines = (file: string) =>
   Effect.gen(function*() {
     const lines: Array<string> = []
-    yield* forEachLine(file, (data, start, end) => {
+    yield* Files.forEachLine(file, (data, start, end) => {
       if (end > start) lines.push(data.toString("utf8", start, end))
     })
     return lines
@@ -750,7 +750,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           try {
             let pending: Array<string> = []
             let size = 0
-            yield* forEachLine(submission.path, (data, start, end) => {
+            yield* Files.forEachLine(submission.path, (data, start, end) => {
               if (end === start) return
               const line = Wire.toFileLine(data.toString("utf8", start, end)) + "\n"
               pending.push(line)

@@ -59,10 +59,9 @@
  *
  * @since 0.1.0
  */
+import { FinishedLog, Server } from "../local/Kit.ts"
 import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
-import * as FinishedLog from "../local/internal/finishedLog.ts"
-import * as Server from "../local/internal/server.ts"
 import * as Routes from "./internal/geminiEmulatorRoutes.ts"
 import * as Runtime from "./internal/geminiEmulatorRuntime.ts"
 import * as Store from "./internal/geminiEmulatorStore.ts"

@@ -61,6 +61,7 @@
  *
  * @since 0.1.0
  */
+import { Files } from "../local/Kit.ts"
 import type { Storage } from "@google-cloud/storage"
 import { ApiError, GoogleGenAI } from "@google/genai"
 import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
@@ -73,7 +74,6 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { forEachLine } from "../local/internal/files.ts"
 import * as GeminiBatch from "./GeminiBatch.ts"
 import * as Wire from "./internal/vertexWire.ts"
 
@@ -538,7 +538,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           try {
             let pending: Array<string> = []
             let size = 0
-            yield* forEachLine(submission.path, (data, start, end) => {
+            yield* Files.forEachLine(submission.path, (data, start, end) => {
               if (end === start) return
               const line = inputLine(data.toString("utf8", start, end)) + "\n"
               pending.push(line)
@@ -644,7 +644,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     const contentKeys = (file: string) =>
       Effect.gen(function*() {
         const keys = new Map<string, string>()
-        yield* forEachLine(file, (data, start, end) => {
+        yield* Files.forEachLine(file, (data, start, end) => {
           if (end === start) return
           const line = JSON.parse(data.toString("utf8", start, end)) as { key: string; content: string }
           keys.set(line.content, line.key)

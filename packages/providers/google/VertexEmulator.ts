@@ -68,12 +68,12 @@
  *
  * @since 0.1.0
  */
+import { Server } from "../local/Kit.ts"
 import { BigQuery } from "@google-cloud/bigquery"
 import { Storage } from "@google-cloud/storage"
 import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import { PassThroughClient } from "google-auth-library"
-import * as Server from "../local/internal/server.ts"
 import * as Routes from "./internal/vertexEmulatorRoutes.ts"
 import * as Store from "./internal/vertexEmulatorStore.ts"
 

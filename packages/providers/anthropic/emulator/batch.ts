@@ -12,13 +12,12 @@
  * `canceling` for `cancellingMs`, then it ends, the requests not done when
  * the cancel came `canceled`. Counts stay at `processing: N` until it ends.
  */
+import { Files, Hash } from "../../local/Kit.ts"
 import { Effect } from "effect"
 import * as fs from "node:fs"
-import { hashString, prng } from "../../local/internal/hash.ts"
 import * as Answer from "./answer.ts"
 import type { BatchObject, BatchRecord, Final, InjectedType, Knobs, RequestCounts, Store } from "./store.ts"
 import { derivedId } from "./store.ts"
-import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
 
 const iso = (ms: number) => new Date(ms).toISOString()
 
@@ -115,7 +114,7 @@ export const view = (rec: BatchRecord, now: number, origin: string): BatchObject
 /** the failure type injected into a request, if any: a hash of (seed, batch id, custom_id) */
 export const injected = (knobs: Knobs, batchId: string, customId: string): InjectedType | undefined => {
   if (knobs.lineFailures.length === 0) return undefined
-  const u = hashString(`${batchId}\u0000${customId}`, knobs.seed) / 4294967296
+  const u = Hash.hashString(`${batchId}\u0000${customId}`, knobs.seed) / 4294967296
   let acc = 0
   for (const f of knobs.lineFailures) {
     acc += f.rate
@@ -127,19 +126,6 @@ export const injected = (knobs: Knobs, batchId: string, customId: string): Injec
 
 // ===== finishing: the results file =====
 
-const permutation = (n: number, shuffle: boolean, seed: number): Uint32Array => {
-  const perm = new Uint32Array(n)
-  for (let i = 0; i < n; i++) perm[i] = i
-  if (!shuffle) return perm
-  const random = prng(seed)
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    const t = perm[i]!
-    perm[i] = perm[j]!
-    perm[j] = t
-  }
-  return perm
-}
 
 const CACHE_MARK = Buffer.from("cache_control")
 
@@ -162,7 +148,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
     const cacheKeys = new Map<number, string>()
     const firstWriter = new Map<string, number>()
     let index = 0
-    yield* forEachLine(input, (data, start, end, fileOffset) => {
+    yield* Files.forEachLine(input, (data, start, end, fileOffset) => {
       if (end === start || index >= total) return
       offsets[index] = fileOffset
       lengths[index] = end - start
@@ -179,7 +165,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
     if (index !== total) return yield* Effect.die(new Error(`the requests of batch ${rec.id} changed after creation`))
 
     const k = rec.knobs
-    const perm = permutation(total, k.shuffle, hashString(rec.id, k.seed))
+    const perm = Hash.permutation(total, k.shuffle, Hash.hashString(rec.id, k.seed))
     const temp = store.tempPath(`${rec.id}.results`)
     const counts = { succeeded: 0, errored: 0, canceled: 0, expired: 0 }
     const unprocessed = ending.reason === "expired" ? "expired" : "canceled"
@@ -232,7 +218,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending): Effect.E
               out.push(JSON.stringify({ custom_id: customId, result: { type: "succeeded", message: answer.message } }))
             }
             if (out.length > 0) fs.writeSync(fds.output, out.join("\n") + "\n")
-            yield* yieldToEventLoop
+            yield* Files.yieldToEventLoop
           }
         }),
       (fds) =>

@@ -6,9 +6,9 @@
  * at a time, and are interrupted when the server's scope closes; a restarted
  * emulator starts them again.
  */
+import { Hash } from "../../local/Kit.ts"
 import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
 import * as fs from "node:fs"
-import { hashString } from "../../local/internal/hash.ts"
 import * as Batch from "./batch.ts"
 import type { BatchRecord, Knobs, Store } from "./store.ts"
 
@@ -147,7 +147,7 @@ export const make = Effect.fnUntraced(function*(options: {
         const count = (used.get(i) ?? 0) + 1
         used.set(i, count)
         if (count <= f.times) return f
-      } else if (f.rate !== undefined && hashString(`${i}\u0000${key}\u0000${n}`, knobs.seed) / 4294967296 < f.rate) {
+      } else if (f.rate !== undefined && Hash.hashString(`${i}\u0000${key}\u0000${n}`, knobs.seed) / 4294967296 < f.rate) {
         return f
       }
     }

@@ -18,11 +18,10 @@
  *
  * @internal
  */
+import { Files, Hash } from "../../local/Kit.ts"
 import { Effect } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
-import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
-import { hashString, prng, unit } from "../../local/internal/hash.ts"
 import * as Answer from "./geminiEmulatorAnswer.ts"
 import type { BatchRecord, Failure, Final, Knobs, Store, Validation } from "./geminiEmulatorStore.ts"
 import { derivedId } from "./geminiEmulatorStore.ts"
@@ -203,7 +202,7 @@ export const operation = (rec: BatchRecord, now: number, output: string | undefi
 /** the `google.rpc.Code` injected into a request, if any: a hash of (seed, batch id, key) */
 export const injected = (knobs: Knobs, batchId: string, key: string): number | undefined => {
   if (knobs.lineFailures.length === 0) return undefined
-  const u = unit(`${batchId}\u0000${key}`, knobs.seed)
+  const u = Hash.unit(`${batchId}\u0000${key}`, knobs.seed)
   let acc = 0
   for (const f of knobs.lineFailures) {
     acc += f.rate
@@ -277,7 +276,7 @@ export const validateFile = (store: Store, rec: BatchRecord): Effect.Effect<Vali
     let error: Failure | undefined
     const failing: Array<number> = []
     let count = 0
-    yield* forEachLine(store.dataPath(id), (data, start, end, _offset, lineNo) => {
+    yield* Files.forEachLine(store.dataPath(id), (data, start, end, _offset, lineNo) => {
       if (error !== undefined) return
       let blank = true
       for (let i = start; i < end; i++) {
@@ -319,19 +318,6 @@ export const failingOf = (rec: BatchRecord, lines: ReadonlyArray<{ readonly key:
 
 // ===== finishing: the results =====
 
-const permutation = (n: number, shuffle: boolean, seed: number): Uint32Array => {
-  const perm = new Uint32Array(n)
-  for (let i = 0; i < n; i++) perm[i] = i
-  if (!shuffle) return perm
-  const random = prng(seed)
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    const t = perm[i]!
-    perm[i] = perm[j]!
-    perm[j] = t
-  }
-  return perm
-}
 
 /** the output file of a batch, as the API names it */
 export const outputFileId = (batchId: string) => `batch-${batchId}`
@@ -360,7 +346,7 @@ export const finish = (
     const offsets = new Float64Array(total)
     const lengths = new Uint32Array(total)
     let index = 0
-    yield* forEachLine(input, (data, start, end, fileOffset) => {
+    yield* Files.forEachLine(input, (data, start, end, fileOffset) => {
       if (index >= total) return
       let blank = true
       for (let i = start; i < end; i++) {
@@ -377,7 +363,7 @@ export const finish = (
     })
     if (index !== total) return yield* Effect.die(new Error(`the requests of batch ${rec.id} changed after validation`))
     const k = rec.knobs
-    const perm = permutation(total, k.shuffle, hashString(rec.id, k.seed))
+    const perm = Hash.permutation(total, k.shuffle, Hash.hashString(rec.id, k.seed))
     const inline = rec.inputFile === null
     const temp = store.tempPath(inline ? `${rec.id}.results` : outputFileId(rec.id))
     let succeeded = 0
@@ -419,7 +405,7 @@ export const finish = (
               fs.writeSync(fds.output, chunk)
               bytes += chunk.length
             }
-            yield* yieldToEventLoop
+            yield* Files.yieldToEventLoop
           }
         }),
       (fds) =>

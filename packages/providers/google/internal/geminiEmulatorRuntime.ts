@@ -9,10 +9,10 @@
  *
  * @internal
  */
+import { Hash } from "../../local/Kit.ts"
 import { Cause, Clock, Effect, FiberMap, Semaphore } from "effect"
 import type * as crypto from "node:crypto"
 import * as Engine from "../../local/Engine.ts"
-import { unit } from "../../local/internal/hash.ts"
 import * as Batch from "./geminiEmulatorBatch.ts"
 import type { BatchRecord, Failure, Knobs, Store } from "./geminiEmulatorStore.ts"
 import { codeOfName } from "./geminiWire.ts"
@@ -86,7 +86,7 @@ export const check = (knobs: FaultKnobs): string | undefined => {
 const fires = (index: number, times: number | undefined, rate: number | undefined, seed: number, key: string): boolean => {
   if (times === undefined && rate === undefined) return true
   if (times !== undefined && index < times) return true
-  return rate !== undefined && unit(`${key}\u0000${index}`, seed) < rate
+  return rate !== undefined && Hash.unit(`${key}\u0000${index}`, seed) < rate
 }
 
 // ===== uploads =====

@@ -23,6 +23,7 @@
  *
  * @internal
  */
+import { Files, Hash } from "../../local/Kit.ts"
 import type { BigQuery } from "@google-cloud/bigquery"
 import type { Storage } from "@google-cloud/storage"
 import { Clock, Effect } from "effect"
@@ -30,8 +31,6 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import { StringDecoder } from "node:string_decoder"
 import * as Engine from "../../local/Engine.ts"
-import { yieldToEventLoop } from "../../local/internal/files.ts"
-import { prng, unit } from "../../local/internal/hash.ts"
 import * as Answer from "./geminiEmulatorAnswer.ts"
 import type { Final, JobRecord, Knobs, Progress, Store } from "./vertexEmulatorStore.ts"
 import type { BqRef, JobJson, JobState, RpcStatus } from "./vertexWire.ts"
@@ -118,7 +117,7 @@ const FAILURE_MESSAGES: Readonly<Record<number, string>> = {
 
 /** the injected failure of a request, if it draws one */
 const injectedFailure = (knobs: Knobs, jobId: string, requestText: string): RpcStatus | null => {
-  let draw = unit(`${jobId}\u0000${requestText}`, knobs.seed)
+  let draw = Hash.unit(`${jobId}\u0000${requestText}`, knobs.seed)
   for (const f of knobs.rowFailures) {
     if (draw < f.rate) {
       const code = codeOfName(f.code) ?? 13
@@ -156,7 +155,7 @@ const answer = (rec: JobRecord, request: unknown, requestText: string): Answered
     if (typeof body === "object" && body !== null) delete (body as Record<string, unknown>).model
     const a = Answer.generate(body, model, crypto.createHash("sha256").update(`${rec.id}\u0000${requestText}`).digest("base64url").slice(0, 20))
     if ("code" in a) return { ok: false, status: a }
-    const draw = unit(`malformed\u0000${rec.id}\u0000${requestText}`, rec.knobs.seed)
+    const draw = Hash.unit(`malformed\u0000${rec.id}\u0000${requestText}`, rec.knobs.seed)
     const response = draw < rec.knobs.malformedAnswers ? malform(a.body, draw / rec.knobs.malformedAnswers) : a.body
     return { ok: true, fields: { response } }
   }
@@ -458,7 +457,7 @@ const gcsIo = async (ctx: Context, rec: JobRecord, now: number): Promise<Io> => 
 
 /** shuffles in place, seeded */
 const shuffle = <A>(items: Array<A>, seed: string) => {
-  const next = prng(crypto.createHash("sha256").update(seed).digest().readUInt32BE(0))
+  const next = Hash.prng(crypto.createHash("sha256").update(seed).digest().readUInt32BE(0))
   for (let i = items.length - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1))
     ;[items[i], items[j]] = [items[j]!, items[i]!]
@@ -491,7 +490,7 @@ const answerChunk = (rec: JobRecord, rows: Awaited<ReturnType<Io["read"]>>, now:
       } else {
         out.push({ status: a.ok ? "" : statusText(a.status), processed_time: processed, ...row.passthrough, ...(a.ok ? a.fields : {}) })
       }
-      if (i % 500 === 499) yield* yieldToEventLoop
+      if (i % 500 === 499) yield* Files.yieldToEventLoop
     }
     if (rec.knobs.shuffle) shuffle(out, `${rec.id}\u0000${rows.length}\u0000${rows[0]?.text ?? ""}`)
     return { out, succeeded, failed }

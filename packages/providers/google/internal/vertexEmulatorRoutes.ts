@@ -12,9 +12,9 @@
  *
  * @internal
  */
+import { Hash } from "../../local/Kit.ts"
 import { Cause, Clock, Data, Effect, FiberMap, Layer, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { unit } from "../../local/internal/hash.ts"
 import * as Answer from "./geminiEmulatorAnswer.ts"
 import * as Job from "./vertexEmulatorJob.ts"
 import type { JobRecord, Knobs, Store } from "./vertexEmulatorStore.ts"
@@ -85,7 +85,7 @@ export const check = (knobs: FaultKnobs): string | undefined => {
 const fires = (index: number, times: number | undefined, rate: number | undefined, seed: number, key: string): boolean => {
   if (times === undefined && rate === undefined) return true
   if (times !== undefined && index < times) return true
-  return rate !== undefined && unit(`${key}\u0000${index}`, seed) < rate
+  return rate !== undefined && Hash.unit(`${key}\u0000${index}`, seed) < rate
 }
 
 // ===== the runtime =====

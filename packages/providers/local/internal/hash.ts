@@ -80,3 +80,18 @@ export const utf8Prefix = (text: string, maxBytes: number): string => {
   }
   return text.slice(0, i)
 }
+
+/** the indexes 0 … n−1, shuffled by a seeded Fisher–Yates when `shuffle` (an emulator's order of result lines) */
+export const permutation = (n: number, shuffle: boolean, seed: number): Uint32Array => {
+  const perm = new Uint32Array(n)
+  for (let i = 0; i < n; i++) perm[i] = i
+  if (!shuffle) return perm
+  const random = prng(seed)
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    const t = perm[i]!
+    perm[i] = perm[j]!
+    perm[j] = t
+  }
+  return perm
+}

@@ -39,10 +39,9 @@
  *
  * @since 0.1.0
  */
+import { FinishedLog, Server } from "../../local/Kit.ts"
 import { Effect, Schema, Scope } from "effect"
 import { HttpRouter } from "effect/http"
-import * as FinishedLog from "../../local/internal/finishedLog.ts"
-import * as Server from "../../local/internal/server.ts"
 import * as Faults from "./faults.ts"
 import * as Routes from "./routes.ts"
 import * as Runtime from "./runtime.ts"

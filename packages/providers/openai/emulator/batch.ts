@@ -18,14 +18,13 @@
  * and whether it is lost (`droppedLine`) from hashes of (seed, batch id,
  * custom_id).
  */
+import { Files, Hash } from "../../local/Kit.ts"
 import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as Engine from "../../local/Engine.ts"
-import { hashString, prng, unit } from "../../local/internal/hash.ts"
 import * as Answer from "./answer.ts"
 import type { BatchError, BatchObject, BatchRecord, FileRecord, Knobs, Store, Validation } from "./store.ts"
 import { derivedId } from "./store.ts"
-import { forEachLine, yieldToEventLoop } from "../../local/internal/files.ts"
 
 const sec = (ms: number) => Math.floor(ms / 1000)
 
@@ -217,7 +216,7 @@ export type InjectedLine = { readonly status: number } | { readonly code: string
  */
 export const injectedLine = (knobs: Knobs, batchId: string, customId: string): InjectedLine | null => {
   if (knobs.lineFailures.length === 0 && knobs.lineErrors.length === 0) return null
-  const u = hashString(`${batchId}\u0000${customId}`, knobs.seed) / 4294967296
+  const u = Hash.hashString(`${batchId}\u0000${customId}`, knobs.seed) / 4294967296
   let acc = 0
   for (const f of knobs.lineFailures) {
     acc += f.rate
@@ -232,7 +231,7 @@ export const injectedLine = (knobs: Knobs, batchId: string, customId: string): I
 
 /** whether a request's line is left out of the output and error files (`dropLines`): an independent draw */
 export const droppedLine = (knobs: Knobs, batchId: string, customId: string): boolean =>
-  knobs.dropLines > 0 && unit(`${batchId}\u0000${customId}\u0000drop`, knobs.seed) < knobs.dropLines
+  knobs.dropLines > 0 && Hash.unit(`${batchId}\u0000${customId}\u0000drop`, knobs.seed) < knobs.dropLines
 
 const LINE_ERROR_MESSAGES: Record<string, string> = {
   request_timeout: "The request timed out before it could be completed.",
@@ -291,7 +290,7 @@ export const validate = (store: Store, rec: BatchRecord): Effect.Effect<Validati
     let count = 0
     let inputTokens = 0
     const endpoint = rec.endpoint
-    yield* forEachLine(store.dataPath(file.id), (data, start, end, _offset, lineNo) => {
+    yield* Files.forEachLine(store.dataPath(file.id), (data, start, end, _offset, lineNo) => {
       if (isBlank(data, start, end)) return
       const index = count++
       let line: unknown
@@ -398,19 +397,6 @@ export interface Finished {
   readonly files: ReadonlyArray<FileRecord>
 }
 
-const permutation = (n: number, shuffle: boolean, seed: number): Uint32Array => {
-  const perm = new Uint32Array(n)
-  for (let i = 0; i < n; i++) perm[i] = i
-  if (!shuffle) return perm
-  const random = prng(seed)
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    const t = perm[i]!
-    perm[i] = perm[j]!
-    perm[j] = t
-  }
-  return perm
-}
 
 /**
  * Answers the processed requests of a batch and writes its output and error
@@ -430,7 +416,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending, promptCac
     const offsets = new Float64Array(total)
     const lengths = new Uint32Array(total)
     let index = 0
-    yield* forEachLine(input, (data, start, end, fileOffset) => {
+    yield* Files.forEachLine(input, (data, start, end, fileOffset) => {
       if (isBlank(data, start, end) || index >= total) return
       offsets[index] = fileOffset
       lengths[index] = end - start
@@ -441,7 +427,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending, promptCac
     const cachedTokens = new Uint32Array(total)
     if (promptCache !== undefined && rec.endpoint === "/v1/chat/completions") {
       let i = 0
-      yield* forEachLine(input, (data, start, end) => {
+      yield* Files.forEachLine(input, (data, start, end) => {
         if (isBlank(data, start, end) || i >= total) return
         const at = i++
         if (at >= ending.processed) return
@@ -453,7 +439,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending, promptCac
 
     const k = rec.knobs
     const vEnd = rec.created_ms + k.validationMs
-    const perm = permutation(total, k.shuffle, hashString(rec.id, k.seed))
+    const perm = Hash.permutation(total, k.shuffle, Hash.hashString(rec.id, k.seed))
     const outputId = derivedId("file-", `${rec.id}:output`)
     const errorId = derivedId("file-", `${rec.id}:error`)
     const outputTemp = store.tempPath(outputId)
@@ -553,7 +539,7 @@ export const finish = (store: Store, rec: BatchRecord, ending: Ending, promptCac
               fs.writeSync(fds.error, chunk)
               errorBytes += chunk.length
             }
-            yield* yieldToEventLoop
+            yield* Files.yieldToEventLoop
           }
         }),
       (fds) =>

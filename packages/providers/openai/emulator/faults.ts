@@ -6,7 +6,7 @@
  * what is being counted, its ordinal), never from `Math.random` or the clock:
  * the same calls in the same order meet the same faults.
  */
-import { unit } from "../../local/internal/hash.ts"
+import { Hash } from "../../local/Kit.ts"
 import * as Answer from "./answer.ts"
 import type { InjectedFailure } from "./store.ts"
 
@@ -81,7 +81,7 @@ export const check = (knobs: FaultKnobs): string | undefined => {
 const fires = (index: number, times: number | undefined, rate: number | undefined, seed: number, key: string): boolean => {
   if (times === undefined && rate === undefined) return true
   if (times !== undefined && index < times) return true
-  return rate !== undefined && unit(`${key}\u0000${index}`, seed) < rate
+  return rate !== undefined && Hash.unit(`${key}\u0000${index}`, seed) < rate
 }
 
 /** the live fault state: counters since the emulator started */
