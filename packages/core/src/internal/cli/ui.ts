@@ -33,6 +33,16 @@ const viewLedger = (stateDir: string, state: string | undefined) =>
     }
   })
 
+/** `text` as one shell word */
+const shellWord = (text: string) => /^[\w@%+=:,./-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`
+
+/** the flags a command needs to reach this ledger from anywhere (none for the default `.offpeak` of the folder) */
+const ledgerFlags = (stateDir: string, state: string | undefined) =>
+  [
+    path.resolve(stateDir) === path.resolve(".offpeak") ? "" : `--state-dir ${shellWord(path.resolve(stateDir))}`,
+    state === undefined ? "" : `--state ${shellWord(/^postgres(ql)?:\/\//.test(state) ? Redact.text(state) : path.resolve(state))}`
+  ].filter((f) => f !== "").join(" ")
+
 /** the `ui` command */
 export const uiCommand = Command.make(
   "ui",
@@ -64,7 +74,13 @@ export const uiCommand = Command.make(
         })),
         Ledger.Ledger
       )
-      const url = yield* Server.serve(ledger, { host, port, label: where, render: !noRender }).pipe(Effect.mapError(failure))
+      const url = yield* Server.serve(ledger, {
+        host,
+        port,
+        label: where,
+        ledgerFlags: ledgerFlags(stateDir, Option.getOrUndefined(state)),
+        render: !noRender
+      }).pipe(Effect.mapError(failure))
       if (!Server.isLoopback(host)) {
         yield* Console.error(`offpeak ui: listening on ${host}: anyone who can reach it can read these runs' records and answers`)
       }

@@ -19,19 +19,23 @@ import type { FailureKind } from "../../Result.ts"
 export const Money = Schema.Struct({ picodollars: Schema.String, usd: Schema.String })
 export type Money = typeof Money.Type
 
-/** the failure kinds a row can end with */
-export const FAILURE_KINDS: ReadonlyArray<FailureKind> = [
-  "invalid_input",
-  "provider_error",
-  "expired",
-  "cancelled",
-  "decode_error",
-  "truncated",
-  "budget_refused",
-  "lost",
-  "sink_refused"
-]
+/** the failure kinds a row can end with (a record of every kind: a kind added to `FailureKind` must be added here) */
+const KINDS: Readonly<Record<FailureKind, true>> = {
+  invalid_input: true,
+  provider_error: true,
+  expired: true,
+  cancelled: true,
+  decode_error: true,
+  truncated: true,
+  budget_refused: true,
+  lost: true,
+  sink_refused: true
+}
 
+/** the failure kinds a row can end with */
+export const FAILURE_KINDS = Object.keys(KINDS) as ReadonlyArray<FailureKind>
+
+/** a run's counters, as `Ledger.counts` gives them */
 export const Counts = Schema.Struct({
   items: Schema.Number,
   maxPosition: Schema.Number,
@@ -69,7 +73,7 @@ export const RunView = Schema.Struct({
     heartbeatAt: Schema.Number,
     expiresAt: Schema.Number
   })),
-  /** from creation to the last update (a run no process works), or to now */
+  /** from creation to now while a live process works the run, else to when it was last seen (last update or heartbeat) */
   durationMs: Schema.Number,
   counts: Counts,
   tokens: Schema.Struct({ input: Schema.Number, output: Schema.Number, cachedInput: Schema.Number }),
@@ -89,15 +93,22 @@ export const RunView = Schema.Struct({
 })
 export type RunView = typeof RunView.Type
 
-/** what the page shows in its header: the ledger it reads */
-export const InfoResponse = Schema.Struct({ ledger: Schema.String })
+/** `GET /api/info`: the ledger the view reads */
+export const InfoResponse = Schema.Struct({
+  ledger: Schema.String,
+  /** what to add to `offpeak resume <run>` to reach this ledger ("" for the default one) */
+  ledgerFlags: Schema.String
+})
 export type InfoResponse = typeof InfoResponse.Type
 
+/** `GET /api/runs` */
 export const RunsResponse = Schema.Struct({ now: Schema.Number, runs: Schema.Array(RunView) })
 export type RunsResponse = typeof RunsResponse.Type
 
+/** how many rows ended failed with a kind */
 export const FailureCount = Schema.Struct({ kind: Schema.String, rows: Schema.Number })
 
+/** `GET /api/runs/:id` */
 export const RunResponse = Schema.Struct({
   now: Schema.Number,
   run: RunView,
@@ -127,9 +138,11 @@ export const BatchView = Schema.Struct({
 })
 export type BatchView = typeof BatchView.Type
 
+/** `GET /api/runs/:id/batches` */
 export const BatchesResponse = Schema.Struct({ now: Schema.Number, batches: Schema.Array(BatchView) })
 export type BatchesResponse = typeof BatchesResponse.Type
 
+/** a row that ended failed */
 export const FailedRowView = Schema.Struct({
   key: Schema.String,
   position: Schema.Number,
@@ -140,6 +153,7 @@ export const FailedRowView = Schema.Struct({
   attempts: Schema.Number
 })
 
+/** `GET /api/runs/:id/failures/:kind`: one page */
 export const FailuresResponse = Schema.Struct({
   kind: Schema.String,
   rows: Schema.Array(FailedRowView),
@@ -163,6 +177,7 @@ export const Rendered = Schema.Union([
 ])
 export type Rendered = typeof Rendered.Type
 
+/** `GET /api/runs/:id/row?key=`: everything the ledger knows of one row */
 export const RowResponse = Schema.Struct({
   runId: Schema.String,
   key: Schema.String,
@@ -243,6 +258,7 @@ export type RenderRequest = (run: Ledger.Run, record: string, fingerprint: strin
 export const make = (ledger: Ledger.Service, options: {
   /** the ledger's name for the page (a file path, or `Postgres`) */
   readonly label?: string | undefined
+  readonly ledgerFlags?: string | undefined
   readonly liveTtlMs?: number | undefined
   readonly render?: RenderRequest | undefined
 } = {}) => {
@@ -308,7 +324,8 @@ export const make = (ledger: Ledger.Service, options: {
       const lease = holders.get(run.pipeline)
       const holder = lease !== undefined && lease.runId === run.id && run.state === "running" ? lease : undefined
       const live = holder !== undefined && holder.alive !== false && holder.expiresAt > now
-      const end = live || run.state === "running" ? now : Date.parse(run.updatedAt)
+      // a run no live process works stopped when it was last seen: its last update, or its holder's last heartbeat
+      const end = live ? now : Math.max(Date.parse(run.updatedAt), holder?.heartbeatAt ?? 0)
       return {
         ...n,
         live,
@@ -448,7 +465,7 @@ export const make = (ledger: Ledger.Service, options: {
       }
     })
 
-  const info: InfoResponse = { ledger: options.label ?? "ledger" }
+  const info: InfoResponse = { ledger: options.label ?? "ledger", ledgerFlags: options.ledgerFlags ?? "" }
 
   return { info, runs, run, batches, failures, row }
 }

@@ -27,6 +27,8 @@ export interface Options {
   readonly port?: number | undefined
   /** the ledger's name shown on the page (a file path, or `Postgres`) */
   readonly label?: string | undefined
+  /** the flags a command needs to reach this ledger, for the page's `offpeak resume …` hints */
+  readonly ledgerFlags?: string | undefined
   /** render each inspected row's request with the run's pipeline module (default true) */
   readonly render?: boolean | undefined
 }
@@ -37,7 +39,7 @@ export interface Options {
 export const serve = (ledger: Ledger.Service, options: Options = {}): Effect.Effect<string, string, Scope.Scope> =>
   Effect.gen(function*() {
     const host = options.host ?? "127.0.0.1"
-    const api = Api.make(ledger, { label: options.label, render: options.render === false ? undefined : Render.make() })
+    const api = Api.make(ledger, { label: options.label, ledgerFlags: options.ledgerFlags, render: options.render === false ? undefined : Render.make() })
     const routes = yield* Effect.try({
       try: () => Routes.layer(api, { loopbackOnly: isLoopback(host) }),
       catch: (cause) => `cannot read the page's files: ${message(cause)}`

@@ -163,7 +163,7 @@ const runsView = () => {
     async tick() {
       const data = await api("/api/runs")
       update(data)
-      return data.runs.some((r) => r.state === "running") ? LIVE_MS : IDLE_MS
+      return data.runs.some((r) => r.live) ? LIVE_MS : IDLE_MS
     }
   }
 }
@@ -173,15 +173,28 @@ const runsView = () => {
 const card = (title, main, ...lines) =>
   h("div", { class: "card", "data-card": title.toLowerCase() }, h("h3", {}, title), h("div", { class: "big" }, main), ...lines.map((l) => h("div", { class: "sub" }, l)))
 
-const summary = (run, now) => {
+const summary = (run, now, batches) => {
   const c = run.counts
-  const who = run.holder
-    ? `worked by pid ${run.holder.pid} on ${run.holder.host}, heartbeat ${duration(now - run.holder.heartbeatAt)} ago`
+  // what the provider reports of the batches it holds (answers not yet collected)
+  const atProvider = batches.filter((b) => b.state === "submitted")
+  const lines = atProvider.reduce((n, b) => n + b.requestCount, 0)
+  const answered = atProvider.reduce((n, b) => n + Math.min(b.requestCount, b.completed + b.failed), 0)
+  const resume = h("code", { "data-test": "resume" }, `offpeak resume ${run.id}${info.ledgerFlags ? ` ${info.ledgerFlags}` : ""}`)
+  const holder = run.holder ? `pid ${run.holder.pid} on ${run.holder.host}` : null
+  const who = run.live && holder
+    ? [`worked by ${holder}, heartbeat ${duration(now - run.holder.heartbeatAt)} ago`]
     : run.state === "running"
-      ? `no live process holds this run: offpeak resume ${run.id}`
+      ? [
+        holder === null
+          ? "no process works this run: resume it with "
+          : run.holder.alive === false
+            ? `its process (${holder}) is gone: resume it with `
+            : `its process (${holder}) stopped renewing its lease: resume it with `,
+        resume
+      ]
       : run.state === "detached" || run.state === "failed"
-        ? `resumable: offpeak resume ${run.id}`
-        : ""
+        ? ["resume it with ", resume]
+        : []
   const cost = run.cost
   return h(
     "div",
@@ -193,7 +206,7 @@ const summary = (run, now) => {
       stateBadge(run),
       h("span", { class: "muted" }, `${run.pipeline} · ${run.provider} · ${run.mode}`)
     ),
-    h("p", { class: "muted meta" }, `started ${time(run.createdAt)} · ${run.live || run.state === "running" ? "running for" : "took"} ${duration(run.durationMs)}`, who ? ` · ${who}` : ""),
+    h("p", { class: "muted meta" }, `started ${time(run.createdAt)} · ${run.live ? "running for" : run.state === "running" ? "stopped after" : "took"} ${duration(run.durationMs)}`, who.length ? [" · ", who] : null),
     run.message ? h("p", { class: "message" }, run.message) : null,
     h(
       "div",
@@ -211,7 +224,12 @@ const summary = (run, now) => {
       { class: "cards" },
       card("Rows", num(c.items), `${num(c.delivered)} succeeded`, `${num(c.dead)} failed`, `${num(c.pendingItems)} pending`),
       card("Requests", num(c.requests), `${num(c.queued)} queued · ${num(c.batched)} in batches`, `${num(c.succeeded)} answered · ${num(c.failed)} failed`),
-      card("Batches", num(c.batches), `${num(c.openBatches)} open`),
+      card(
+        "Batches",
+        num(c.batches),
+        `${num(c.openBatches)} open`,
+        atProvider.length > 0 ? `${num(atProvider.length)} at the provider: ${num(answered)} of ${num(lines)} lines done` : null
+      ),
       card("Tokens", num(run.tokens.input + run.tokens.output), `${num(run.tokens.input)} in · ${num(run.tokens.output)} out`, run.tokens.cachedInput > 0 ? `${num(run.tokens.cachedInput)} cached in` : null),
       card(
         "Cost",
@@ -253,15 +271,19 @@ const timeline = (run, batches, now) => {
     return wrap
   }
   const shown = batches.length > MAX_LANES ? batches.slice(-MAX_LANES) : batches
-  const live = run.live || batches.some((b) => b.state !== "collected")
+  // while a process works the run, open batches run up to now; otherwise up to when the run was last seen
+  const live = run.live
   let t0 = Date.parse(run.createdAt)
-  let t1 = live ? now : Date.parse(run.updatedAt)
+  let until = live ? now : Date.parse(run.createdAt) + run.durationMs
   for (const b of shown) {
     t0 = Math.min(t0, Date.parse(b.createdAt))
-    for (const t of [b.createdAt, b.submittedAt, b.endedAt]) if (t) t1 = Math.max(t1, Date.parse(t))
+    for (const t of [b.createdAt, b.submittedAt, b.endedAt]) if (t) until = Math.max(until, Date.parse(t))
   }
-  if (t1 - t0 < 1000) t1 = t0 + 1000
-  const width = Math.max(640, Math.min(1400, (document.getElementById("app")?.clientWidth ?? 1000) - 4))
+  const t1 = Math.max(until, t0 + 1000)
+  // the page's width less the box's padding and border (the SVG is built before it is in the page)
+  const main = document.getElementById("app")
+  const inner = main ? main.clientWidth - parseFloat(getComputedStyle(main).paddingLeft) - parseFloat(getComputedStyle(main).paddingRight) : 1000
+  const width = Math.max(640, Math.floor(inner - 28))
   const gutter = 128
   const lane = 16
   const gap = 5
@@ -273,7 +295,7 @@ const timeline = (run, batches, now) => {
   for (let t = 0; t <= t1 - t0; t += step) {
     axis.push(
       s("line", { x1: x(t0 + t), x2: x(t0 + t), y1: top - 4, y2: height, class: "tick" }),
-      s("text", { x: x(t0 + t), y: 12, class: "tick-label", "text-anchor": "middle" }, `+${duration(t)}`)
+      s("text", { x: x(t0 + t), y: 12, class: "tick-label", "text-anchor": "middle" }, t === 0 ? "0" : `+${duration(t)}`)
     )
   }
   const lanes = shown.map((b, i) => {
@@ -287,7 +309,7 @@ const timeline = (run, batches, now) => {
       b.endedAt ? `ended +${duration(Date.parse(b.endedAt) - Date.parse(b.createdAt))}` : "",
       b.remoteId ? `remote ${b.remoteId}` : ""
     ].filter(Boolean).join("\n")
-    const parts = segments(b, now).map((seg) => {
+    const parts = segments(b, until).map((seg) => {
       const x1 = x(seg.from)
       const w = Math.max(2, x(seg.to) - x1)
       const rect = [s("rect", { x: x1, y, width: w, height: lane, rx: 3, class: `seg ${seg.kind}` })]
@@ -296,7 +318,7 @@ const timeline = (run, batches, now) => {
       }
       return rect
     })
-    const last = segments(b, now).at(-1)
+    const last = segments(b, until).at(-1)
     const end = x(last.to)
     return s(
       "g",
@@ -310,7 +332,7 @@ const timeline = (run, batches, now) => {
       b.failed > 0 && b.state === "collected" ? s("text", { x: end + 16, y: y + lane - 4, class: "mark failed" }, `${num(b.failed)} failed`) : null
     )
   })
-  const nowLine = live ? s("line", { x1: x(now), x2: x(now), y1: top - 6, y2: height, class: "now" }) : null
+  const nowLine = live ? s("line", { x1: x(until), x2: x(until), y1: top - 6, y2: height, class: "now" }) : null
   wrap.append(
     h(
       "div",
@@ -327,7 +349,7 @@ const timeline = (run, batches, now) => {
   return wrap
 }
 
-const batchTable = (batches) =>
+const batchTable = (runId, batches) =>
   h(
     "table",
     { class: "grid compact", "aria-label": "batches" },
@@ -343,7 +365,7 @@ const batchTable = (batches) =>
           "tr",
           { "data-batch": b.id },
           h("td", { class: "num" }, b.seq),
-          h("td", { class: "mono" }, b.id),
+          h("td", { class: "mono", title: b.id }, b.id.startsWith(`${runId}-`) ? b.id.slice(runId.length + 1) : b.id),
           h("td", {}, b.mode),
           h("td", {}, h("span", { class: `badge batch-${b.state}` }, b.state)),
           h("td", {}, b.remoteState ?? "–"),
@@ -495,7 +517,7 @@ const renderedRequest = (req) => {
   )
 }
 
-const runView = (runId) => {
+const runView = (runId, search) => {
   const base = `/api/runs/${encodeURIComponent(runId)}`
   const root = h("section", { class: "run" })
   const head = h("div", { id: "summary" })
@@ -524,12 +546,12 @@ const runView = (runId) => {
     rowBox
   )
 
-  let params = new URLSearchParams()
+  let params = new URLSearchParams(search)
   let failureKey = ""
   let failureCounts = []
   let rowKey = null
   let rowPending = false
-  let batchCount = -1
+  let batchStamp = ""
 
   const setParams = (patch) => {
     const next = new URLSearchParams(params)
@@ -587,18 +609,23 @@ const runView = (runId) => {
       await loadRow()
     },
     async tick() {
-      const [data, batches] = await Promise.all([api(base), api(`${base}/batches`)])
-      head.replaceChildren(summary(data.run, data.now))
+      // the run first, then its batches: batches read after a run that says completed are all collected
+      const data = await api(base)
+      const batches = await api(`${base}/batches`)
+      head.replaceChildren(summary(data.run, data.now, batches.batches))
       lines.replaceChildren(timeline(data.run, batches.batches, batches.now))
-      if (batches.batches.length !== batchCount || batchesBox.open) {
-        batchCount = batches.batches.length
-        batchesBox.replaceChildren(h("summary", {}, `${num(batches.batches.length)} batches`), batchTable(batches.batches))
+      // the table is built again only when a batch changed (it may hold thousands of rows)
+      const stamp = JSON.stringify(batches.batches.map((b) => [b.id, b.state, b.remoteState, b.completed, b.failed, b.submittedAt, b.endedAt]))
+      if (stamp !== batchStamp) {
+        batchStamp = stamp
+        batchesBox.hidden = batches.batches.length === 0
+        batchesBox.replaceChildren(h("summary", {}, `${num(batches.batches.length)} batches`), batchTable(runId, batches.batches))
       }
       failureCounts = data.failures
       await loadFailures(false)
       await loadRow()
       document.title = `${data.run.id} · ${data.run.state} · offpeak`
-      return data.run.live || data.run.state === "running" ? LIVE_MS : IDLE_MS
+      return data.run.live ? LIVE_MS : IDLE_MS
     }
   }
 }
@@ -643,7 +670,7 @@ const route = async () => {
   if (match) {
     const id = decodeURIComponent(match[1])
     if (!(view && view.same && view.same(id))) {
-      view = runView(id)
+      view = runView(id, search)
       app.replaceChildren(view.root)
       await poll()
     }
@@ -665,9 +692,12 @@ document.addEventListener("visibilitychange", () => {
 })
 window.addEventListener("hashchange", route)
 
+/** the ledger the server reads, and the flags that reach it (for `offpeak resume` hints) */
+let info = { ledger: "", ledgerFlags: "" }
 api("/api/info")
-  .then((info) => {
-    document.getElementById("ledger").textContent = info.ledger
+  .then((got) => {
+    info = got
+    document.getElementById("ledger").textContent = got.ledger
   })
   .catch(() => {})
-route()
+  .finally(route)
