@@ -17,7 +17,7 @@ import * as Failpoint from "./Failpoint.ts"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type * as Sink from "./Sink.ts"
-import { Refused, SinkError } from "./Sink.ts"
+import { Refused, SinkError, Unavailable } from "./Sink.ts"
 
 /**
  * How rows become file content.
@@ -161,7 +161,11 @@ export const make = <A>(options: {
         message: cause.message,
         reason: new Refused({ message: cause.message, row: cause.row })
       })
-      : new SinkError({ sink: name, message: cause instanceof Error ? cause.message : String(cause) })
+      : new SinkError({
+        sink: name,
+        message: cause instanceof Error ? cause.message : String(cause),
+        reason: new Unavailable({ message: cause instanceof Error ? cause.message : String(cause) })
+      })
 
   // a part is written whole or not at all: interrupting waits for the write in progress (parts are bounded)
   const write = (part: Sink.Part, rows: ReadonlyArray<A>) =>
