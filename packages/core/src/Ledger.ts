@@ -38,6 +38,7 @@ import { Migrator, SqlClient } from "effect/sql"
 import * as AdmissionLedger from "./internal/ledger/admission.ts"
 import * as Batches from "./internal/ledger/batches.ts"
 import * as Budget from "./internal/ledger/budget.ts"
+import * as Cache from "./internal/ledger/cache.ts"
 import { LedgerError } from "./internal/ledger/errors.ts"
 import type { LeaseHeld } from "./internal/ledger/errors.ts"
 import * as Inspect from "./internal/ledger/inspect.ts"
@@ -606,6 +607,15 @@ export interface Service {
   ) => Effect.Effect<ReadonlyArray<FailedRow>, LedgerError>
   /** one row of a run by its key: its record, its request, the batch that carried it and its answer */
   readonly inspect: (runId: string, key: string) => Effect.Effect<Option.Option<RowDetail>, LedgerError>
+  /**
+   * Of these fingerprints, the ones the result cache answers (a request that succeeded in any run): a new run copies
+   * their answers and sends nothing for them. A read; what `offpeak estimate` counts as free.
+   */
+  readonly cachedAnswers: (fingerprints: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, LedgerError>
+  /** the answers a run paid for (result-cache copies excluded): how many, and their input and output tokens */
+  readonly paidAnswers: (
+    runId: string
+  ) => Effect.Effect<{ readonly answers: number; readonly inputTokens: number; readonly outputTokens: number }, LedgerError>
 }
 
 /**
@@ -642,7 +652,8 @@ export const make: Effect.Effect<Service, LedgerError, SqlClient.SqlClient> = Ef
     ...Outcomes.make(shared),
     ...Parts.make(shared),
     ...Inspect.make(shared),
-    ...Budget.make(shared)
+    ...Budget.make(shared),
+    ...Cache.make(shared)
   })
 })
 

@@ -7,6 +7,7 @@
  */
 export * as AdaptiveLimit from "./AdaptiveLimit.ts"
 export * as Batcher from "./Batcher.ts"
+export * as Estimate from "./Estimate.ts"
 export * as Fingerprint from "./Fingerprint.ts"
 export * as Ledger from "./Ledger.ts"
 export * as PartFiles from "./PartFiles.ts"
