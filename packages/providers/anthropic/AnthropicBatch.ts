@@ -58,6 +58,7 @@ import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
+import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
 import {
@@ -411,7 +412,7 @@ const toProviderError = (operation: string) => (cause: unknown): ProviderError.P
   })
 
 const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
-  Effect.tryPromise({ try: f, catch: toProviderError(operation) })
+  Effect.tryPromise({ try: f, catch: toProviderError(operation) }).pipe(Telemetry.providerCall("anthropic", operation))
 
 const localError = (operation: string, message: string) =>
   new ProviderError.ProviderError({ provider: "anthropic", operation, reason: new ProviderError.Protocol({ message }) })

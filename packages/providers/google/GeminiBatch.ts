@@ -78,6 +78,7 @@ import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
+import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
 import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schedule, Schema, Stream } from "effect"
@@ -720,7 +721,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         return Effect.tryPromise({ try: (signal) => f({ fetch }, signal), catch: toProviderError(operation, seen) }).pipe(
           Effect.map((value) => ({ value, text: seen.text }))
         )
-      })
+      }).pipe(Telemetry.providerCall("gemini", operation))
 
     /** the operation JSON a call answered with */
     const operationOf = (operation: string, text: string | undefined) =>

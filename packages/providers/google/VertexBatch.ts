@@ -68,6 +68,7 @@ import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
+import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import { Config, Duration, Effect, Layer, Option, Predicate, Result, Schedule, Stream } from "effect"
 import * as crypto from "node:crypto"
@@ -504,7 +505,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         return Effect.tryPromise({ try: (signal) => f({ fetch }, signal), catch: toProviderError(operation, seen) }).pipe(
           Effect.map((value) => ({ value, text: seen.text }))
         )
-      })
+      }).pipe(Telemetry.providerCall("vertex", operation))
 
     const jobOf = (operation: string, text: string | undefined) =>
       Effect.try({

@@ -213,11 +213,12 @@ export const make = <Rec, A, Row>(
         yield* ledger.updateRun(runId, { checkpoint: { value: last.checkpoint, position: last.position } })
       }
       ctx.emit({ _tag: "RowsRead", rows: chunk.length, skipped: admission.skipped })
+      yield* Effect.annotateCurrentSpan({ "offpeak.rows.skipped": admission.skipped, "offpeak.rows.fresh": admission.fresh.length })
       Memory.compact()
       // rows known at once (cached answers, bad input) go out as whole parts fill up; the rest at the end
       if (admission.ready > 0) yield* deliverParts(true)
       return admission.fresh.flatMap((i) => prepared[i]!.item === undefined ? [] : [prepared[i]!.item!])
-    })
+    }).pipe(Effect.withSpan("offpeak.source.admit", { attributes: { "offpeak.run.id": runId, "offpeak.rows": chunk.length } }))
 
   /**
    * When the source has been read to its end: no row may be missing. Positions run 1, 2, 3, … in every run, so

@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Effect, Option, Predicate, Semaphore, Stream } from "effect"
+import { Effect, Function, Option, Predicate, Semaphore, Stream } from "effect"
 import * as Batcher from "../../Batcher.ts"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
@@ -15,6 +15,7 @@ import * as Provider from "../../Provider.ts"
 import * as ProviderError from "../../ProviderError.ts"
 import type { RunError } from "../../Run.ts"
 import * as Memory from "../memory.ts"
+import * as Telemetry from "../telemetry.ts"
 import type { Context } from "./context.ts"
 import { orFail as orFailOf } from "./context.ts"
 import * as Files from "./files.ts"
@@ -153,6 +154,7 @@ export const make = <Rec, A, Row>(
           yield* ledger.updateBatch(batch.id, { state: "submitted", remoteId: found.id, remoteMeta: found.meta, submitted: true })
           yield* Failpoint.hit("batch.submitted")
           state = "submitted"
+          yield* Effect.annotateCurrentSpan("offpeak.batch.remote_id", found.id)
           ctx.emit({ _tag: "BatchSubmitted", batchId: batch.id, remoteId: found.id, requests: batch.requestCount, mode: "batch" })
         })
 
@@ -189,7 +191,11 @@ export const make = <Rec, A, Row>(
             state = "collected"
           }
         }
-        }).pipe(Semaphore.withPermits(ctx.locks.creating, 1))
+        }).pipe(
+          state === "sealed" || state === "submitting" ? Effect.withSpan("offpeak.batch.submit", Telemetry.batchSpan(batch)) : Function.identity,
+          Semaphore.withPermits(ctx.locks.creating, 1)
+        )
+        if (remote !== undefined) yield* Effect.annotateCurrentSpan("offpeak.batch.remote_id", remote.id)
         if (state === "submitted" && cancelling) {
           // ask the provider to stop; a batch that already ended refuses, which is fine
           yield* retrying(provider.cancel(remote!)).pipe(
@@ -199,6 +205,7 @@ export const make = <Rec, A, Row>(
         if (state === "submitted") {
           ctx.emit({ _tag: "BatchWatched", batchId: batch.id, mode: "batch" })
           let last: Provider.Status | undefined
+          let polls = 0
           let cancelAsked = false
           const pollOnce = Effect.gen(function*() {
             const status = yield* ProviderError.retryNotFound(retrying(provider.status(remote!)), { since: submittedAt, grace: Retry.NOT_FOUND_GRACE })
@@ -211,6 +218,7 @@ export const make = <Rec, A, Row>(
               providerState: status.providerState
             })
             last = status
+            yield* Effect.annotateCurrentSpan({ "offpeak.batch.polls": ++polls, ...Telemetry.statusAttributes(status) })
             yield* ledger.updateBatch(batch.id, {
               remoteState: status.providerState,
               completed: status.counts.completed,
@@ -238,9 +246,11 @@ export const make = <Rec, A, Row>(
                 completed: last?.counts.completed ?? 0,
                 failed: last?.counts.failed ?? 0
               })
-            ))
+            )),
+            Effect.withSpan("offpeak.batch.poll", Telemetry.batchSpan(batch))
           )
           status = last!
+          yield* Effect.annotateCurrentSpan(Telemetry.statusAttributes(status))
           yield* ledger.updateBatch(batch.id, { state: "ended", ended: true })
           state = "ended"
         }
@@ -267,7 +277,8 @@ export const make = <Rec, A, Row>(
       // the halves of a split batch go out one after the other, each in a slot of its own
       for (const half of halves) yield* drive(half)
     }).pipe(
-      Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`))
+      Effect.mapError((e) => e._tag === "RunError" ? e : fail(`batch ${batch.id}: ${e.message}`)),
+      Effect.withSpan("offpeak.batch", Telemetry.batchSpan(batch, { provider: provider.name, full: true }))
     )
 
   // at most maxInFlight batches at the provider (the slots), and as many again being collected and delivered, so

@@ -149,8 +149,13 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       yield* Failpoint.hit("part.written")
       Memory.compact()
       ctx.emit({ _tag: "PartWritten", seq, delivered: succeeded.length, dead: failed.length, refused: refusedRows.length })
+      yield* Effect.annotateCurrentSpan({ "offpeak.part.delivered": succeeded.length, "offpeak.part.dead": failed.length, "offpeak.part.refused": refusedRows.length })
       return { seq, delivered: succeeded.length, dead: failed.length, refused: refusedRows } satisfies Ledger.WrittenPart
-    })
+    }).pipe(
+      Effect.withSpan("offpeak.part.deliver", {
+        attributes: { "offpeak.run.id": runId, "offpeak.part.seq": seq, "offpeak.part.rows": rows.length, "offpeak.sink": pipeline.sink.name }
+      })
+    )
 
   /** a delivered row the sink refused: it goes to the dead letter with the value the sink was given */
   const refusedRow = (

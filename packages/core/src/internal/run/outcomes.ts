@@ -14,6 +14,7 @@ import type * as Provider from "../../Provider.ts"
 import * as ProviderError from "../../ProviderError.ts"
 import type * as Result from "../../Result.ts"
 import type { RunError } from "../../Run.ts"
+import type * as RunEvent from "../../RunEvent.ts"
 import type { Context } from "./context.ts"
 import * as Files from "./files.ts"
 import * as Retry from "./retry.ts"
@@ -36,6 +37,24 @@ const outcomeBytes = (o: Ledger.Outcome): number =>
   256 + (o._tag === "Succeeded" ? o.output.length : o.failure.message.length + (o.failure.raw?.length ?? 0))
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
+
+/** the `Answered` event of outcomes just recorded: how many, their tokens and what they cost */
+export const answered = (batchId: string, outcomes: ReadonlyArray<Ledger.Outcome>): RunEvent.Answered => {
+  const event = { _tag: "Answered" as const, batchId, succeeded: 0, failed: 0, inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, spent: 0n, syncEquivalent: 0n }
+  for (const o of outcomes) {
+    if (o._tag === "Succeeded") {
+      event.succeeded++
+      event.inputTokens += o.usage.inputTokens
+      event.outputTokens += o.usage.outputTokens
+      event.cachedInputTokens += o.usage.cachedInputTokens ?? 0
+    } else {
+      event.failed++
+    }
+    event.spent += o.cost?.spent ?? 0n
+    event.syncEquivalent += o.cost?.sync ?? 0n
+  }
+  return event
+}
 
 /** outcomes for one run */
 export const make = <Rec, A, Row>(
@@ -183,6 +202,9 @@ export const make = <Rec, A, Row>(
         })
       // rows go to the sinks in whole parts while later lines are still being recorded (woken after each record)
       const recorded = yield* Queue.sliding<void, Cause.Done>(1)
+      // requests whose answer was counted (`Answered`): a download started again after a reset sends lines again
+      let results = 0
+      const counted = new Set<number>()
       const delivering = Stream.fromQueue(recorded).pipe(Stream.runForEach(() => deliverParts(true)))
       // lines are parsed while the ledger records; each transaction takes every outcome parsed meanwhile (up to
       // RECORD_MAX), so transactions stay small while the ledger keeps up and grow when it is the slower side
@@ -223,10 +245,14 @@ export const make = <Rec, A, Row>(
             const taken = yield* Queue.takeAll(parsed)
             const outcomes = taken.flatMap((p) => p.outcomes)
             for (let i = 0; i < outcomes.length; i += RECORD_MAX) {
-              yield* ledger.recordOutcomes(runId, batch.id, outcomes.slice(i, i + RECORD_MAX), maxAttempts).pipe(
+              const slice = outcomes.slice(i, i + RECORD_MAX)
+              yield* ledger.recordOutcomes(runId, batch.id, slice, maxAttempts).pipe(
                 Effect.mapError(asProviderError)
               )
               yield* Failpoint.hit("results.recorded")
+              const fresh = slice.filter((o) => !counted.has(o.request) && counted.add(o.request) !== undefined)
+              results += fresh.length
+              ctx.emit(answered(batch.id, fresh))
               yield* Queue.offer(recorded, undefined)
             }
             yield* Semaphore.release(room, taken.reduce((sum, p) => sum + p.weight, 0))
@@ -238,6 +264,7 @@ export const make = <Rec, A, Row>(
       yield* Effect.all([recording, delivering], { concurrency: 2, discard: true })
       // "completed" is never trusted on its own: every request must have had a line
       const missing = yield* ledger.unsettled(runId, batch.id)
+      yield* Effect.annotateCurrentSpan({ "offpeak.batch.results": results, "offpeak.batch.missing": missing.length })
       if (missing.length > 0) {
         const kind: Result.FailureKind = status.state === "expired"
           ? "expired"
@@ -260,7 +287,11 @@ export const make = <Rec, A, Row>(
         )
       }
       return Option.none()
-    })
+    }).pipe(
+      Effect.withSpan("offpeak.batch.collect", {
+        attributes: { "offpeak.batch.id": batch.id, "offpeak.batch.remote_id": remote.id, "offpeak.batch.provider_state": status.providerState }
+      })
+    )
 
   return { toOutcome, collect }
 }

@@ -9,7 +9,7 @@
  *
  * @internal
  */
-import { Effect, Option, Schema, Semaphore, Stream } from "effect"
+import { Effect, Function, Option, Schema, Semaphore, Stream } from "effect"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
 import * as Provider from "../../Provider.ts"
@@ -17,6 +17,7 @@ import * as ProviderError from "../../ProviderError.ts"
 import type * as Result from "../../Result.ts"
 import type * as Run from "../../Run.ts"
 import type * as Source from "../../Source.ts"
+import * as Telemetry from "../telemetry.ts"
 import type { Context } from "./context.ts"
 import { orFail as orFailOf } from "./context.ts"
 import * as Delivery from "./delivery.ts"
@@ -91,9 +92,11 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
             yield* ledger.updateBatch(job.id, { state: "submitted", remoteId: found.id, remoteMeta: found.meta, submitted: true })
             yield* Failpoint.hit("batch.submitted")
             state = "submitted"
+            yield* Effect.annotateCurrentSpan("offpeak.batch.remote_id", found.id)
             ctx.emit({ _tag: "BatchSubmitted", batchId: job.id, remoteId: found.id, requests: staged.rows, mode: "table" })
           })
         let last: Provider.Status | undefined
+        let polls = 0
         yield* Effect.gen(function*() {
           yield* Effect.gen(function*() {
             if (state === "submitting") {
@@ -113,7 +116,11 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
               yield* Failpoint.hit("batch.created")
               yield* markSubmitted(created)
             }
-          }).pipe(Semaphore.withPermits(ctx.locks.creating, 1))
+          }).pipe(
+            state === "sealed" || state === "submitting" ? Effect.withSpan("offpeak.batch.submit", Telemetry.batchSpan(job)) : Function.identity,
+            Semaphore.withPermits(ctx.locks.creating, 1)
+          )
+          if (remote !== undefined) yield* Effect.annotateCurrentSpan("offpeak.batch.remote_id", remote.id)
           if (state === "submitted" && cancelling) {
             yield* retrying(provider.cancel(remote!)).pipe(
               Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
@@ -126,6 +133,7 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
                 Effect.gen(function*() {
                   yield* Failpoint.hit("batch.polled")
                   last = status
+                  yield* Effect.annotateCurrentSpan({ "offpeak.batch.polls": ++polls, ...Telemetry.statusAttributes(status) })
                   ctx.emit({
                     _tag: "BatchProgress",
                     batchId: job.id,
@@ -150,8 +158,10 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
                   completed: last?.counts.completed ?? 0,
                   failed: last?.counts.failed ?? 0
                 })
-              ))
+              )),
+              Effect.withSpan("offpeak.batch.poll", Telemetry.batchSpan(job))
             )
+            if (last !== undefined) yield* Effect.annotateCurrentSpan(Telemetry.statusAttributes(last))
             yield* ledger.updateBatch(job.id, { state: "ended", ended: true })
             state = "ended"
           }
@@ -161,9 +171,9 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
         // a job that failed as a whole (no output) is sent again over the same rows, as long as attempts are left
         const tally = final.state === "failed"
           ? { succeeded: 0, failed: staged.rows }
-          : yield* orFail(pushdown.tally(staged))
+          : yield* orFail(pushdown.tally(staged)).pipe(Effect.withSpan("offpeak.batch.collect", Telemetry.batchSpan(job)))
         if (final.state !== "failed") {
-          yield* orFail(pushdown.land(staged, { runId, batchId: job.id }))
+          yield* orFail(pushdown.land(staged, { runId, batchId: job.id })).pipe(Effect.withSpan("offpeak.part.deliver", Telemetry.batchSpan(job)))
           yield* Failpoint.hit("part.written")
         }
         const counts = { id: job.id, completed: tally.succeeded, failed: tally.failed }
@@ -212,7 +222,10 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
         }
         yield* orFail(ledger.updateBatch(job.id, { state: "collected", completed: tally.succeeded, failed: tally.failed }))
         yield* Failpoint.hit("batch.collected")
-      }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(`job ${job.id}: ${e.message}`)))
+      }).pipe(
+        Effect.mapError((e) => e._tag === "RunError" ? e : fail(`job ${job.id}: ${e.message}`)),
+        Effect.withSpan("offpeak.batch", Telemetry.batchSpan(job, { provider: provider.name, full: true }))
+      )
 
     /** the staged tables of an earlier job (a job failed as a whole is sent again over the same rows) */
     let jobs: ReadonlyArray<Ledger.Batch> = []

@@ -16,6 +16,7 @@ import * as Prices from "../../Prices.ts"
 import * as Provider from "../../Provider.ts"
 import { RunError } from "../../Run.ts"
 import type * as Run from "../../Run.ts"
+import * as Telemetry from "../telemetry.ts"
 import * as Admission from "./admission.ts"
 import * as Batches from "./batches.ts"
 import * as Context from "./context.ts"
@@ -97,6 +98,7 @@ export const run = <Rec, A, Row>(
           mode: options.mode ?? pipeline.mode ?? "batch",
           cwd: process.cwd()
         })
+      yield* Effect.annotateCurrentSpan({ "offpeak.run.id": runId, "offpeak.provider": provider.name, "offpeak.mode": run.mode })
       // the budget: the run's own, unless this start gives one (a new run takes the pipeline's)
       const budgetUsd = options.budget ?? (existing === undefined ? pipeline.budget : undefined)
       const budget = budgetUsd === undefined ? run.budget : Prices.fromUsd(budgetUsd)
@@ -115,7 +117,7 @@ export const run = <Rec, A, Row>(
         run: { ...run, budget, deadline },
         deadlineMarginMs,
         pipeline,
-        runOptions: options,
+        runOptions: yield* Telemetry.observe(options, { pipeline: pipeline.name, provider: provider.name }),
         provider,
         ledger,
         stateDir,
@@ -133,6 +135,7 @@ export const run = <Rec, A, Row>(
         : lines(ctx)).pipe(Effect.flatMap((outcome) => summarize(ctx, outcome, started)))
       return yield* body.pipe(
         Effect.tap((summary) => Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: summary.state }))),
+        Effect.tap((summary) => Effect.annotateCurrentSpan(Telemetry.summaryAttributes(summary))),
         Effect.onInterrupt(() =>
           cancelling ? Effect.void : ledger.updateRun(runId, { state: "detached" }).pipe(
             Effect.ignore,
@@ -151,7 +154,10 @@ export const run = <Rec, A, Row>(
     return yield* Effect.raceFirst(work, heartbeat).pipe(
       Effect.ensuring(ledger.release(leaseRef.current).pipe(Effect.ignore))
     )
-  }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })))
+  }).pipe(
+    Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })),
+    Effect.withSpan("offpeak.run", { attributes: { "offpeak.pipeline": pipeline.name, "offpeak.run.resumed": options.resume !== undefined } })
+  )
 
 /** a run whose requests go out as lines (batch files, or synchronous calls) */
 const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>

@@ -15,6 +15,7 @@ import * as Memory from "../memory.ts"
 import type { Context } from "./context.ts"
 import * as Files from "./files.ts"
 import type * as Lifecycle from "./lifecycle.ts"
+import { answered as answeredEvent } from "./outcomes.ts"
 
 /** synchronous calls started at once per `sync` batch (the adapter's adaptive limit bounds how many run) */
 const SYNC_CALLS = 64
@@ -69,6 +70,7 @@ export const make = <Rec, A, Row>(
             Effect.gen(function*() {
               yield* ledger.recordOutcomes(runId, batch.id, outcomes, maxAttempts)
               yield* Failpoint.hit("results.recorded")
+              ctx.emit(answeredEvent(batch.id, outcomes))
               for (const o of outcomes) o._tag === "Succeeded" ? counts.completed++ : counts.failed++
               answered += outcomes.length
               ctx.emit({ _tag: "BatchProgress", batchId: batch.id, done: answered, total: items.length, providerState: "sync" })
@@ -78,6 +80,8 @@ export const make = <Rec, A, Row>(
           Effect.ensuring(Effect.sync(() =>
             ctx.emit({ _tag: "BatchEnded", batchId: batch.id, mode: "sync", providerState: "sync", ...counts })
           )),
+          Effect.tap(() => Effect.annotateCurrentSpan({ "offpeak.batch.completed": counts.completed, "offpeak.batch.failed": counts.failed })),
+          Effect.withSpan("offpeak.batch.sync", { attributes: { "offpeak.batch.id": batch.id, "offpeak.batch.requests": items.length } }),
           Semaphore.withPermits(ctx.locks.slots, 1)
         )
       }
