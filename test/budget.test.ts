@@ -72,5 +72,27 @@ describe("budget (CLI, OpenAI emulator, gpt-4o-mini prices)", () => {
       `budget: the whole job costs $${total.toFixed(6)}; with $${budget} (killed after a reservation, resumed) ` +
         `${sent.length} of 1,200 requests were sent, $${spent.toFixed(6)} spent; ${run!.message.split(":")[1]}`
     )
+    // the same run resumed with --budget above the job's cost: what the budget held back goes out, each request once
+    const raised = (total * 3).toFixed(6)
+    const finished = await runCli(["resume", r!.id, "--state-dir", state, "--budget", raised], {
+      cwd: dir,
+      env: env("out-capped", { OFFPEAK_TEST_MAX_REQUESTS: "10" })
+    })
+    expect(finished.code, finished.stderr).toBe(0)
+    expect(query<{ state: string }>(db, "SELECT state FROM offpeak_runs")[0]!.state).toBe("completed")
+    const everything = await openAiSent(url)
+    const sentAll = everything.slice(0, everything.length - createdBefore).flat()
+    expect(new Set(sentAll).size).toBe(sentAll.length)
+    const succeeded = query<{ n: number }>(db, "SELECT COUNT(*) AS n FROM offpeak_requests WHERE state = 'succeeded'")[0]!.n
+    expect(sentAll.length).toBe(succeeded)
+    const rows = query<{ delivered: number; dead: number }>(
+      db,
+      "SELECT SUM(delivered) AS delivered, SUM(dead) AS dead FROM offpeak_parts WHERE state = 'committed'"
+    )[0]!
+    expect(rows.delivered + rows.dead).toBe(1_200)
+    console.log(
+      `budget: resumed with --budget $${raised}: completed, ${sentAll.length} requests sent in all (each once), ` +
+        `${rows.delivered} rows delivered + ${rows.dead} dead-lettered = 1,200`
+    )
   }, 180_000)
 })

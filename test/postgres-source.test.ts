@@ -438,7 +438,8 @@ describePostgres("the Postgres source through the runner (real Postgres)", (pgUr
   }, 90_000)
 
   it("the end-of-run check: a row committed behind the reader with an old updated_at fails the run; a new run reads it and sends only it", async () => {
-    const ROWS = 10_000
+    // more rows than the run holds in memory ahead of the provider (pages, chunks being admitted, sealed batches)
+    const ROWS = 20_000
     const s = await setup(pgUrl, "behind", { linesPerSecond: 4_000 })
     await createDocs(s, ROWS, `${BASE} + (p / 10) * interval '1 second'`)
     const [ends] = await s.sql<{ last: number }>("SELECT id AS last FROM docs ORDER BY updated_at DESC, id DESC LIMIT 1")
@@ -460,7 +461,7 @@ describePostgres("the Postgres source through the runner (real Postgres)", (pgUr
     expect(run.child.exitCode, "the run was still reading").toBeNull()
     const exit = await run.exit
     expect(exit.code).not.toBe(0)
-    expect(`${exit.stdout}\n${exit.stderr}`).toMatch(/the source holds 10,001 rows in this run's range but 10,000 were read/)
+    expect(`${exit.stdout}\n${exit.stderr}`).toMatch(/the source holds 20,001 rows in this run's range but 20,000 were read/)
     const failed = s.lastRun()
     expect(failed.state).not.toBe("completed")
     const sentOne = createdOnce(await s.sent())

@@ -21,7 +21,7 @@ import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { Counters } from "../packages/providers/anthropic/Emulator.ts"
+import type { Counters } from "../packages/providers/anthropic/emulator/Emulator.ts"
 import { killAll, prng, query, readParts, repo, runCli, startCli, startEmulator, tmpDir, waitFor, writeTickets } from "./support/files.ts"
 import * as Providers from "./support/providers.ts"
 

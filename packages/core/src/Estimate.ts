@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: the estimate's model, its schema and its computation; cutting batches and
+ * formatting are `internal/estimate*.ts`.
+ *
  * What a pipeline's run would send and cost, before anything is sent: the source is read (all of it, or its first
  * `sampleRows`, extrapolated), each row's request rendered as the runner renders it, deduplicated by fingerprint,
  * checked against the ledger's result cache (those answers are free), counted in input tokens

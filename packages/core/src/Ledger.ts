@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: the models and the service contract of every seam, documented; the code is in
+ * `internal/ledger/`, one module per seam.
+ *
  * The ledger: durable run state on `effect/sql`, so a run can be killed at any
  * moment and resumed without losing a row or paying for a batch twice.
  *
@@ -48,6 +51,7 @@ import * as Outcomes from "./internal/ledger/outcomes.ts"
 import * as Parts from "./internal/ledger/parts.ts"
 import * as Runs from "./internal/ledger/runs.ts"
 import * as Shared from "./internal/ledger/shared.ts"
+import * as Prices from "./Prices.ts"
 import type * as RunModule from "./Run.ts"
 import type { FailureKind, Usage } from "./Result.ts"
 
@@ -267,6 +271,31 @@ export interface Spend {
   readonly cachedRows: number
   readonly dedupedRows: number
 }
+
+/**
+ * A run's tokens and cost in USD, from its `Spend`: what summaries, `offpeak status` and reports show.
+ *
+ * @example
+ * ```ts
+ * const { usage, cost } = Ledger.spendReport(yield* ledger.spend(runId))
+ * cost.spentUsd // 0.0042
+ * ```
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const spendReport = (spend: Spend) => ({
+  usage: {
+    inputTokens: spend.inputTokens,
+    outputTokens: spend.outputTokens,
+    cachedInputTokens: spend.cachedInputTokens
+  },
+  cost: {
+    spentUsd: Prices.toUsd(spend.spent),
+    syncEquivalentUsd: Prices.toUsd(spend.syncEquivalent),
+    budgetUsd: spend.budget === null ? null : Prices.toUsd(spend.budget)
+  }
+})
 
 /**
  * A row that ended failed, as `offpeak failures` lists it.

@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: exact money arithmetic, the providers' batch rules and the price lookup are one
+ * concept; the bundled data is `internal/pricesData.ts`.
+ *
  * What a request costs: a usage (input, cached input, cache writes, output
  * tokens) priced for a provider, model and mode (`batch` | `sync`).
  *

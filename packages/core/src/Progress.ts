@@ -53,12 +53,12 @@ export interface Counters {
   retried: number
   /** provider calls that failed transiently and were tried again (429, 5xx, unreachable) */
   backoffs: number
-  /** tokens and cost of the answers recorded by this process (picodollars) */
+  /** tokens and cost (USD) of the answers recorded by this process, and their synchronous price */
   inputTokens: number
   outputTokens: number
   cachedInputTokens: number
-  spent: bigint
-  syncEquivalent: bigint
+  spentUsd: number
+  syncEquivalentUsd: number
 }
 
 /**
@@ -90,8 +90,8 @@ export const make = (runId = ""): Counters => ({
   inputTokens: 0,
   outputTokens: 0,
   cachedInputTokens: 0,
-  spent: 0n,
-  syncEquivalent: 0n
+  spentUsd: 0,
+  syncEquivalentUsd: 0
 })
 
 const fmt = (n: number) => n.toLocaleString("en-US")
@@ -255,8 +255,8 @@ export const update = (c: Counters, event: RunEvent.RunEvent): void => {
       c.inputTokens += event.inputTokens
       c.outputTokens += event.outputTokens
       c.cachedInputTokens += event.cachedInputTokens
-      c.spent += event.spent
-      c.syncEquivalent += event.syncEquivalent
+      c.spentUsd += event.spentUsd
+      c.syncEquivalentUsd += event.syncEquivalentUsd
       return
     }
     case "RetryRound": {

@@ -286,6 +286,20 @@ export const isTerminal = (state: State): boolean =>
   state === "completed" || state === "failed" || state === "expired" || state === "cancelled"
 
 /**
+ * A provider's raw answer cut to 2,000 characters, as kept with a failed line (`LineFailed.raw`) and in error messages:
+ * enough to see what came back, never a whole megabyte in the ledger or a log.
+ *
+ * @example
+ * ```ts
+ * Provider.clipRaw("x".repeat(5000)).length // 2001
+ * ```
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const clipRaw = (text: string): string => text.length > 2000 ? `${text.slice(0, 2000)}…` : text
+
+/**
  * UTF-8 size of an encoded line plus its newline.
  *
  * @since 0.1.0

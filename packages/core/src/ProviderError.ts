@@ -180,6 +180,32 @@ export const reasonOfFailure = (cause: unknown): Reason => {
     : new Protocol({ message })
 }
 
+/**
+ * The reason of an error thrown by an official SDK client (`openai`, `@anthropic-ai/sdk`): an HTTP answer (its
+ * `status`, `retry-after` headers and the provider's error code) goes through `reasonOfStatus`, a failure with no
+ * answer through `reasonOfFailure`. One mapping for every adapter built on such a client.
+ *
+ * @example
+ * ```ts
+ * Effect.tryPromise({
+ *   try: () => client.batches.retrieve(id),
+ *   catch: (cause) => new ProviderError.ProviderError({ provider: "openai", operation: "status", reason: ProviderError.reasonOfSdkError(cause) })
+ * })
+ * ```
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const reasonOfSdkError = (cause: unknown): Reason => {
+  const e = cause as { status?: unknown; headers?: unknown; code?: unknown; errorCode?: unknown; type?: unknown } | null
+  if (!(cause instanceof Error) || typeof e?.status !== "number" || isConnectionErrorName(cause)) return reasonOfFailure(cause)
+  const code = [e.code, e.errorCode, e.type].find((c): c is string => typeof c === "string")
+  return reasonOfStatus(e.status, cause.message, {
+    retryAfterMs: retryAfterMs(e.headers instanceof Headers ? e.headers : undefined),
+    code
+  })
+}
+
 /** what a Node network error code means, in words */
 const NETWORK_CODES: Readonly<Record<string, string>> = {
   ECONNREFUSED: "connection refused",

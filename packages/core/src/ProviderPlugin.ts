@@ -165,6 +165,23 @@ export const parseKnobs = (
 }
 
 /**
+ * The knob names of an emulator's `Options`, for `make({ knobs })`: the record must name every option but `dir` (the
+ * type checker says which is missing or unknown), so the list cannot drift from the emulator.
+ *
+ * @example
+ * ```ts
+ * knobs: ProviderPlugin.knobNames<Emulator.Options>()({ seed: true, linesPerSecond: true, lineFailures: true })
+ * ```
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const knobNames = <Options>() =>
+<const K extends { readonly [k in Exclude<keyof Options, "dir">]-?: true }>(
+  names: K & { readonly [k in Exclude<keyof K, keyof Options>]: never }
+): ReadonlyArray<string> => Object.keys(names)
+
+/**
  * The knobs of an emulator started in-process, from `OFFPEAK_EMULATOR_KNOBS` (JSON); throws {@link BadKnobs} when
  * they are not a JSON object or (with `known`) name a knob the emulator does not have.
  *
@@ -261,7 +278,7 @@ export const make = <Knobs>(options: {
     E.gen(function*() {
       if (options.knobs !== undefined && serve.knobs !== undefined) {
         // knobs parsed elsewhere (`--knobs`) are checked against the emulator's names as well
-        yield* E.fromResult(parseKnobs(JSON.stringify(serve.knobs), { from: "knobs", known: options.knobs, emulator: `${options.label} emulator` }))
+        yield* E.fromResult(parseKnobs(JSON.stringify(serve.knobs), { from: "--knobs", known: options.knobs, emulator: `${options.label} emulator` }))
       }
       return yield* options.serve({ ...(serve.knobs as Knobs), dir: serve.dir, port: serve.port, host: serve.host })
     })

@@ -207,8 +207,9 @@ export interface Answered {
   readonly inputTokens: number
   readonly outputTokens: number
   readonly cachedInputTokens: number
-  readonly spent: bigint
-  readonly syncEquivalent: bigint
+  /** what they cost (USD; summed exactly in the ledger), and would have cost synchronously */
+  readonly spentUsd: number
+  readonly syncEquivalentUsd: number
 }
 
 /**

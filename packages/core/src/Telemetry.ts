@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: most of it is the reference below (every span, attribute and metric); the
+ * code that records them is `internal/telemetry.ts`.
+ *
  * OpenTelemetry for runs: spans and metrics exported over OTLP/HTTP through effect's own exporters
  * (`effect/observability`), off unless configured. `layerConfig` turns it on from the standard variables — the
  * `offpeak` CLI provides it, so setting `OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318` is all a user does; from

@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: the counting rules of every provider's request shape (text, images, tools, system
+ * prompts) stay side by side so they can be compared; the tokenizer plumbing is in `internal/tokens*.ts`.
+ *
  * Input tokens of a request, counted before it is sent: what the estimate, the
  * budget reservation and the emulators' usage stand on.
  *

@@ -398,18 +398,7 @@ export const decodeOutput = (output: Request.Output, text: string): Result.Resul
 // ===== Errors =====
 
 const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError =>
-  new ProviderError.ProviderError({
-    provider: "anthropic",
-    operation,
-    reason: cause instanceof Anthropic.APIConnectionError
-      ? new ProviderError.Transport({ message: cause.message })
-      : cause instanceof Anthropic.APIError && cause.status !== undefined
-      ? ProviderError.reasonOfStatus(cause.status, cause.message, {
-        retryAfterMs: ProviderError.retryAfterMs(cause.headers),
-        code: cause.errorCode ?? cause.type
-      })
-      : ProviderError.reasonOfFailure(cause)
-  })
+  new ProviderError.ProviderError({ provider: "anthropic", operation, reason: ProviderError.reasonOfSdkError(cause) })
 
 const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: toProviderError(operation) }).pipe(Telemetry.providerCall("anthropic", operation))
@@ -485,8 +474,6 @@ const finishReasonOf = (r: Message["stop_reason"]): Provider.ChatResponse["finis
   }
 }
 
-const clip = (s: string) => s.length > 2000 ? `${s.slice(0, 2000)}…` : s
-
 const ERROR_STATUS: Record<string, number> = {
   invalid_request_error: 400,
   authentication_error: 401,
@@ -538,7 +525,7 @@ export const decodeError = (id: string, type: string, message: string, raw?: str
   retryable: RETRYABLE.has(type),
   ...(ERROR_STATUS[type] !== undefined ? { status: ERROR_STATUS[type] } : {}),
   message: `${type}: ${message}`,
-  ...(raw !== undefined ? { raw: clip(raw) } : {})
+  ...(raw !== undefined ? { raw: Provider.clipRaw(raw) } : {})
 })
 
 const ended = (id: string, kind: FailureKind, message: string): Provider.LineResult => ({
@@ -582,7 +569,7 @@ export const decodeResult = (line: MessageBatchIndividualResponse): Provider.Lin
         kind: "provider_error",
         retryable: false,
         message: `unknown result type ${JSON.stringify((result as { type?: unknown } | undefined)?.type ?? null)}`,
-        raw: clip(JSON.stringify(line))
+        raw: Provider.clipRaw(JSON.stringify(line))
       }
   }
 }

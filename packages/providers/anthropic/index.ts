@@ -40,5 +40,10 @@ export const plugin: ProviderPlugin.Plugin = ProviderPlugin.make<Emulator.Option
   defaultBaseUrl: "https://api.anthropic.com",
   real: () => AnthropicBatch.layerConfig(),
   serve: Emulator.serve,
+  knobs: ProviderPlugin.knobNames<Emulator.Options>()({
+    seed: true, linesPerSecond: true, cancellingMs: true, completionWindowMs: true, lineFailures: true,
+    endpointFaults: true, notFoundAfterCreateMs: true, createLatencyMs: true, listLagMs: true, shuffle: true,
+    maxRequestsPerBatch: true, maxBodyBytes: true, finishedLog: true
+  }),
   adapter: AnthropicBatch.make
 })

@@ -437,8 +437,6 @@ export const toStatus = (op: OperationJson): Provider.Status => {
 
 // ===== Results =====
 
-const clip = (s: string) => s.length > 2000 ? `${s.slice(0, 2000)}…` : s
-
 const RETRYABLE_CODES = new Set([2, 4, 8, 10, 13, 14])
 
 /**
@@ -462,7 +460,7 @@ export const decodeStatus = (id: string, status: unknown, raw?: string): Provide
     retryable: code === 1 || RETRYABLE_CODES.has(code),
     status: Wire.HTTP_OF_CODE[code] ?? 500,
     message: `${name} (${code}): ${typeof s.message === "string" ? s.message : "no message"}`,
-    ...(raw !== undefined ? { raw: clip(raw) } : {})
+    ...(raw !== undefined ? { raw: Provider.clipRaw(raw) } : {})
   }
 }
 
@@ -525,7 +523,7 @@ export const decodeResponse = (id: string, response: unknown, raw?: string): Pro
   if (r.embedding !== undefined) {
     const values = r.embedding.values
     if (!Array.isArray(values)) {
-      return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no embedding values", ...(raw !== undefined ? { raw: clip(raw) } : {}) }
+      return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no embedding values", ...(raw !== undefined ? { raw: Provider.clipRaw(raw) } : {}) }
     }
     const tokens = r.usageMetadata?.promptTokenCount ?? int64(r.tokenCount)
     return {
@@ -543,7 +541,7 @@ export const decodeResponse = (id: string, response: unknown, raw?: string): Pro
         response: { _tag: "ChatResponse", text: "", finishReason: "content_filter", usage: usageOf(r.usageMetadata) }
       }
     }
-    return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no candidates", ...(raw !== undefined ? { raw: clip(raw) } : {}) }
+    return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no candidates", ...(raw !== undefined ? { raw: Provider.clipRaw(raw) } : {}) }
   }
   const text = (candidate.content?.parts ?? []).filter((p) => p.thought !== true).map((p) => p.text ?? "").join("")
   return {
@@ -570,7 +568,7 @@ export const decodeEntry = (entry: unknown, raw?: () => string): Provider.LineRe
   const failure = e.error ?? (typeof e.status === "object" ? e.status : undefined)
   if (failure !== undefined && failure !== null) return decodeStatus(key, failure, raw?.())
   if (e.response === undefined || e.response === null) {
-    return { _tag: "LineFailed", id: key, kind: "provider_error", retryable: false, message: "neither a response nor an error", raw: clip(raw?.() ?? JSON.stringify(entry)) }
+    return { _tag: "LineFailed", id: key, kind: "provider_error", retryable: false, message: "neither a response nor an error", raw: Provider.clipRaw(raw?.() ?? JSON.stringify(entry)) }
   }
   return decodeResponse(key, e.response, raw?.())
 }
@@ -727,7 +725,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     const operationOf = (operation: string, text: string | undefined) =>
       Effect.try({
         try: () => JSON.parse(text ?? "") as OperationJson,
-        catch: () => localError(operation, `the answer is not an operation: ${clip(text ?? "(empty)")}`)
+        catch: () => localError(operation, `the answer is not an operation: ${Provider.clipRaw(text ?? "(empty)")}`)
       })
 
     const getOperation = (name: string) =>
@@ -838,7 +836,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
             ai.batches.list({ config: { pageSize: 100, ...(token !== undefined ? { pageToken: token } : {}), httpOptions, abortSignal } }))
           const list: { operations?: ReadonlyArray<OperationJson>; nextPageToken?: string } = yield* Effect.try({
             try: () => JSON.parse(text ?? "") as { operations?: ReadonlyArray<OperationJson>; nextPageToken?: string },
-            catch: () => localError("batches.list", `the answer is not a list: ${clip(text ?? "(empty)")}`)
+            catch: () => localError("batches.list", `the answer is not a list: ${Provider.clipRaw(text ?? "(empty)")}`)
           })
           const operations = list.operations ?? []
           let allOlder = operations.length > 0

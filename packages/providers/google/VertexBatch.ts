@@ -290,8 +290,6 @@ export const toStatus = (job: Wire.JobJson): Provider.Status => {
 
 // ===== Results =====
 
-const clip = (s: string) => s.length > 2000 ? `${s.slice(0, 2000)}…` : s
-
 const lineFailure = (id: string, status: string, raw: string): Provider.LineResult => {
   const s = Wire.readStatus(status)
   return {
@@ -300,7 +298,7 @@ const lineFailure = (id: string, status: string, raw: string): Provider.LineResu
     kind: s.code === 1 ? "cancelled" : "provider_error",
     retryable: s.retryable,
     message: `${Wire.CODE_NAMES[s.code] ?? "UNKNOWN"} (${s.code}): ${s.message}`,
-    raw: clip(raw)
+    raw: Provider.clipRaw(raw)
   }
 }
 
@@ -335,7 +333,7 @@ export const decodeOutputLine = (text: string, keyOf?: (content: string) => stri
   if (status.length > 0) return lineFailure(key, status, text)
   if (Array.isArray(entry.predictions)) {
     const e = entry.predictions[0]?.embeddings
-    if (!Array.isArray(e?.values)) return { _tag: "LineFailed", id: key, kind: "provider_error", retryable: false, message: "no embedding values", raw: clip(text) }
+    if (!Array.isArray(e?.values)) return { _tag: "LineFailed", id: key, kind: "provider_error", retryable: false, message: "no embedding values", raw: Provider.clipRaw(text) }
     return {
       _tag: "LineSucceeded",
       id: key,
@@ -343,7 +341,7 @@ export const decodeOutputLine = (text: string, keyOf?: (content: string) => stri
     }
   }
   if (entry.response === undefined || entry.response === null) {
-    return { _tag: "LineFailed", id: key, kind: "provider_error", retryable: false, message: "neither a response nor a status", raw: clip(text) }
+    return { _tag: "LineFailed", id: key, kind: "provider_error", retryable: false, message: "neither a response nor a status", raw: Provider.clipRaw(text) }
   }
   return GeminiBatch.decodeResponse(key, entry.response, text)
 }
@@ -510,7 +508,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     const jobOf = (operation: string, text: string | undefined) =>
       Effect.try({
         try: () => JSON.parse(text ?? "") as Wire.JobJson,
-        catch: () => localError(operation, `the answer is not a batch prediction job: ${clip(text ?? "(empty)")}`)
+        catch: () => localError(operation, `the answer is not a batch prediction job: ${Provider.clipRaw(text ?? "(empty)")}`)
       })
 
     const getJob = (name: string) =>
@@ -624,7 +622,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
             ai.batches.list({ config: { pageSize: 100, filter, ...(token !== undefined ? { pageToken: token } : {}), httpOptions, abortSignal } }))
           const list: { batchPredictionJobs?: ReadonlyArray<Wire.JobJson>; nextPageToken?: string } = yield* Effect.try({
             try: () => JSON.parse(text ?? "") as { batchPredictionJobs?: ReadonlyArray<Wire.JobJson>; nextPageToken?: string },
-            catch: () => localError("batches.list", `the answer is not a list: ${clip(text ?? "(empty)")}`)
+            catch: () => localError("batches.list", `the answer is not a list: ${Provider.clipRaw(text ?? "(empty)")}`)
           })
           for (const job of list.batchPredictionJobs ?? []) {
             if (job.displayName === tag && typeof job.name === "string") {

@@ -31,6 +31,11 @@ const base = ProviderPlugin.make<GeminiEmulator.Options>({
   defaultBaseUrl: GeminiBatch.DEFAULT_BASE_URL,
   real: () => GeminiBatch.layerConfig(),
   serve: GeminiEmulator.serve,
+  knobs: ProviderPlugin.knobNames<GeminiEmulator.Options>()({
+    seed: true, pendingMs: true, linesPerSecond: true, cancellingMs: true, completionWindowMs: true,
+    lineFailures: true, shuffle: true, maxInlineBytes: true, maxFileBytes: true, notFoundAfterCreateMs: true,
+    endpointFaults: true, createSucceedsThenFails: true, createLatency: true, failBatches: true, finishedLog: true
+  }),
   adapter: GeminiBatch.make
 })
 

@@ -7,10 +7,9 @@
  */
 import { Emulator as BigQueryEmulator } from "@offpeak/sources/bigquery"
 import { Emulator as GcsEmulator } from "@offpeak/sources/gcs"
-import type * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
-import { knobsFromEnv } from "@offpeak/core/ProviderPlugin"
+import * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
 import * as Provider from "@offpeak/core/Provider"
-import { Effect, Layer } from "effect"
+import { ConfigProvider, Context, Effect, Layer } from "effect"
 import { PassThroughClient } from "google-auth-library"
 import * as path from "node:path"
 import * as VertexBatch from "./VertexBatch.ts"
@@ -42,7 +41,10 @@ const EMULATOR_BUCKET = "offpeak-staging"
  * `vertex/`), Vertex reading and writing the other two. It sets
  * `GOOGLE_CLOUD_PROJECT`, `BIGQUERY_EMULATOR_HOST` and `STORAGE_EMULATOR_HOST`
  * (when unset) so BigQuery sources, sinks and pushdowns of the same process
- * talk to these emulators, and creates the staging bucket.
+ * talk to these emulators, and creates the staging bucket. Effect's default
+ * `ConfigProvider` keeps the environment it first read: code that reads these
+ * through `Config` afterwards needs `ConfigProvider.fromEnv()` made after this
+ * (the {@link plugin} provides one).
  *
  * @since 0.1.0
  * @category constructors
@@ -67,12 +69,49 @@ export const serveLocal = (
   })
 
 /**
+ * The names of the Vertex emulator's knobs (`VertexEmulator.Options` without its folder and the other emulators'
+ * URLs): `OFFPEAK_EMULATOR_KNOBS` and `offpeak emulator vertex --knobs` naming any other are refused.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const knobNames: ReadonlyArray<string> = [
+  "seed",
+  "pendingMs",
+  "rowsPerSecond",
+  "chunkRows",
+  "cancellingMs",
+  "completionWindowMs",
+  "rowFailures",
+  "malformedAnswers",
+  "shuffle",
+  "maxRunningJobs",
+  "endpointFaults",
+  "createSucceedsThenFails",
+  "createLatency",
+  "failJobs"
+] satisfies ReadonlyArray<keyof VertexEmulator.Options>
+
+const knobsOf = (raw: string, from: string) =>
+  Effect.fromResult(ProviderPlugin.parseKnobs(raw, { from, known: knobNames, emulator: "Vertex emulator" })).pipe(
+    Effect.map((knobs) => knobs as VertexEmulator.Options)
+  )
+
+/**
  * The CLI plugin: the real Vertex AI when `GOOGLE_CLOUD_PROJECT` is set
  * (`GOOGLE_CLOUD_LOCATION`, `OFFPEAK_VERTEX_BUCKET` for JSONL batches,
  * Google's application default credentials; see `VertexBatch.layerConfig`),
  * else the local stack in-process ({@link serveLocal}) with its state under
  * the CLI's state folder and the knobs of `OFFPEAK_EMULATOR_KNOBS`
- * ({@link VertexEmulator.Options}).
+ * ({@link VertexEmulator.Options}; a knob the emulator does not have is
+ * refused, naming the closest).
+ *
+ * On the local stack the layer also provides a `ConfigProvider` read from the
+ * environment once the stack is up: Effect's default one read the environment
+ * when the process first looked at a setting (the CLI's own flags), before
+ * `BIGQUERY_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST` and `GOOGLE_CLOUD_PROJECT`
+ * were set, so without it a BigQuery source or pushdown of the run would not
+ * find the emulators.
  *
  * @since 0.1.0
  * @category plugins
@@ -86,14 +125,14 @@ export const plugin: ProviderPlugin.Plugin = {
       onNotice(`using Vertex AI in project ${project} (${process.env.GOOGLE_CLOUD_LOCATION ?? "us-central1"})`)
       return VertexBatch.layerConfig()
     }
-    return Layer.effect(
-      Provider.Provider,
+    return Layer.effectContext(
       Effect.gen(function*() {
-        const local = yield* serveLocal({ ...(knobsFromEnv() as VertexEmulator.Options), dir: emulatorDir })
+        const knobs = yield* knobsOf(process.env.OFFPEAK_EMULATOR_KNOBS ?? "", "OFFPEAK_EMULATOR_KNOBS")
+        const local = yield* serveLocal({ ...knobs, dir: emulatorDir })
         onNotice(
           `no GOOGLE_CLOUD_PROJECT: running against the local Vertex, BigQuery and Cloud Storage emulators at ${local.url}, ${local.bigqueryUrl}, ${local.storageUrl} (state in ${local.dir})`
         )
-        return yield* VertexBatch.make({
+        const provider = yield* VertexBatch.make({
           project: EMULATOR_PROJECT,
           location: "us-central1",
           baseURL: local.url,
@@ -101,9 +140,13 @@ export const plugin: ProviderPlugin.Plugin = {
           staging: { bucket: EMULATOR_BUCKET, storage: { apiEndpoint: local.storageUrl } },
           pollInterval: { initial: "200 millis", max: "2 seconds" }
         })
+        return Context.make(Provider.Provider, provider).pipe(Context.add(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv()))
       })
     )
   },
   serveEmulator: (serve) =>
-    serveLocal({ ...(serve.knobs as VertexEmulator.Options), dir: serve.dir, port: serve.port, host: serve.host })
+    Effect.gen(function*() {
+      const knobs = serve.knobs === undefined ? {} : yield* knobsOf(JSON.stringify(serve.knobs), "the emulator's knobs")
+      return yield* serveLocal({ ...knobs, dir: serve.dir, port: serve.port, host: serve.host })
+    })
 }

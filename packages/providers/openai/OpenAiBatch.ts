@@ -187,18 +187,7 @@ const decodedMessage = (cause: unknown): string => {
 // ===== Errors =====
 
 const toProviderError = (operation: string) => (cause: unknown): ProviderError.ProviderError =>
-  new ProviderError.ProviderError({
-    provider: "openai",
-    operation,
-    reason: cause instanceof OpenAI.APIConnectionError
-      ? new ProviderError.Transport({ message: cause.message })
-      : cause instanceof OpenAI.APIError
-      ? ProviderError.reasonOfStatus(cause.status ?? 0, cause.message, {
-        retryAfterMs: ProviderError.retryAfterMs(cause.headers),
-        code: cause.code
-      })
-      : ProviderError.reasonOfFailure(cause)
-  })
+  new ProviderError.ProviderError({ provider: "openai", operation, reason: ProviderError.reasonOfSdkError(cause) })
 
 const call = <A>(operation: string, f: (signal: AbortSignal) => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: toProviderError(operation) }).pipe(Telemetry.providerCall("openai", operation))
@@ -260,8 +249,6 @@ const usageOf = (u: ChatCompletion["usage"] | CreateEmbeddingResponse["usage"] |
 const finishReasonOf = (r: string | null | undefined): Provider.ChatResponse["finishReason"] =>
   r === "stop" || r === "length" || r === "content_filter" || r === "tool_calls" ? r : r === null ? "stop" : "other"
 
-const clip = (s: string) => s.length > 2000 ? `${s.slice(0, 2000)}…` : s
-
 const errorKindOf = (code: string | undefined): { readonly kind: FailureKind; readonly retryable: boolean } => {
   switch (code) {
     case "batch_expired":
@@ -310,7 +297,7 @@ export const decodeResultLine = (text: string): Provider.LineResult | undefined 
       id,
       ...errorKindOf(code),
       message: `${code ?? "error"}: ${line.error.message ?? "no message"}`,
-      raw: clip(text)
+      raw: Provider.clipRaw(text)
     }
   }
   const response = line.response
@@ -325,20 +312,20 @@ export const decodeResultLine = (text: string): Provider.LineResult | undefined 
       retryable: status === 429 || status === 408 || status >= 500 || status === 0,
       status,
       message: `HTTP ${status}${error?.code ? ` ${error.code}` : ""}: ${error?.message ?? "no message"}`,
-      raw: clip(text)
+      raw: Provider.clipRaw(text)
     }
   }
   if (body.object === "list" && Array.isArray(body.data)) {
     const vector = toFloat32((body as CreateEmbeddingResponse).data[0]?.embedding as unknown)
     if (vector === undefined) {
-      return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no embedding", raw: clip(text) }
+      return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no embedding", raw: Provider.clipRaw(text) }
     }
     return { _tag: "LineSucceeded", id, response: { _tag: "EmbeddingResponse", vector, usage: usageOf(body.usage) } }
   }
   const completion = body as ChatCompletion
   const choice = completion.choices?.[0]
   if (choice === undefined) {
-    return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no choices", raw: clip(text) }
+    return { _tag: "LineFailed", id, kind: "provider_error", retryable: false, message: "no choices", raw: Provider.clipRaw(text) }
   }
   const refusal = choice.message?.refusal
   return {

@@ -40,5 +40,12 @@ export const plugin: ProviderPlugin.Plugin = ProviderPlugin.make<Emulator.Option
   defaultBaseUrl: "https://api.openai.com/v1",
   real: () => OpenAiBatch.layerConfig(),
   serve: Emulator.serve,
+  knobs: ProviderPlugin.knobNames<Emulator.Options>()({
+    seed: true, validationMs: true, linesPerSecond: true, finalizingMs: true, cancellingMs: true,
+    completionWindowMs: true, lineFailures: true, shuffle: true, maxLinesPerBatch: true, maxFileBytes: true,
+    endpointFaults: true, createSucceedsThenFails: true, createLatencyMs: true, resetDownloads: true,
+    notFoundAfterCreateMs: true, failBatches: true, enqueuedTokenLimit: true, lineErrors: true, dropLines: true,
+    emptyErrorFileId: true, finishedLog: true
+  }),
   adapter: OpenAiBatch.make
 })

@@ -11,7 +11,6 @@ import type * as RunEvent from "../RunEvent.ts"
 import * as Telemetry from "../Telemetry.ts"
 
 /** picodollars (see `Prices`) in USD */
-const usd = (picodollars: bigint) => Number(picodollars) / 1e12
 
 /** updates the metrics from one run's events, with the run's pipeline and provider as attributes */
 const recorder = (context: Context.Context<never>, labels: { readonly pipeline: string; readonly provider: string }) => {
@@ -49,8 +48,8 @@ const recorder = (context: Context.Context<never>, labels: { readonly pipeline: 
         add("tokens", event.inputTokens, { "offpeak.token.type": "input" })
         add("tokens", event.outputTokens, { "offpeak.token.type": "output" })
         add("tokens", event.cachedInputTokens, { "offpeak.token.type": "cached_input" })
-        add("cost", usd(event.spent))
-        return add("costSyncEquivalent", usd(event.syncEquivalent))
+        add("cost", event.spentUsd)
+        return add("costSyncEquivalent", event.syncEquivalentUsd)
       case "BatchSealed":
         return add("batches", 1, { "offpeak.batch.state": "sealed", "offpeak.batch.mode": event.mode })
       case "BatchSubmitted":

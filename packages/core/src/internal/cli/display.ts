@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: one renderer (each event's line, the status drawing, the plain mode) around one
+ * switch over `RunEvent`; splitting it would split that switch.
+ *
  * What `offpeak run` shows while a run works. On a terminal: a two-line status at the bottom (a bar with the percent
  * done, rows, rate, elapsed and ETA; batches by state, tokens and cost so far), redrawn in place, and one line above
  * it for each event that changes the picture (a batch submitted, finished, expired or split, a retry round, a back-off
@@ -8,8 +11,6 @@
  * @internal
  */
 import { Logger } from "effect"
-import type * as Prices from "../../Prices.ts"
-import * as PricesModule from "../../Prices.ts"
 import * as Progress from "../../Progress.ts"
 import * as Redact from "../../Redact.ts"
 import type * as RunEvent from "../../RunEvent.ts"
@@ -85,7 +86,7 @@ export const timeOfDay = (epochMs: number): string => {
 }
 
 /** money for a progress line: cents once past a dollar, else six digits */
-export const usd = (money: Prices.Money): string => PricesModule.formatUsd(money, money >= 1_000_000_000_000n ? 2 : 4)
+export const usd = (dollars: number): string => `$${dollars.toFixed(dollars >= 1 ? 2 : 4)}`
 
 /** the batch's number within its run (`b00003`), or its id */
 const shortBatch = (runId: string, batchId: string) =>
@@ -113,7 +114,25 @@ interface Memory {
   /** the first time the provider could not be reached, and how many times since */
   unreachableSince: number | undefined
   unreachable: number
+  /** when a line of each kind of repeated trouble was last printed, and how many were not printed since */
+  readonly quiet: Map<string, { at: number; held: number }>
 }
+
+/** repeats of the same trouble within this long are counted, not printed (a storm says itself a few times, not per call) */
+const QUIET_MS = 5_000
+
+/** whether a repeated trouble is printed now; the count of those held back since the last one printed */
+const loud = (memory: Memory, key: string, now: number): { readonly print: boolean; readonly held: number } => {
+  const last = memory.quiet.get(key)
+  if (last !== undefined && now - last.at < QUIET_MS) {
+    last.held++
+    return { print: false, held: 0 }
+  }
+  memory.quiet.set(key, { at: now, held: 0 })
+  return { print: true, held: last?.held ?? 0 }
+}
+
+const heldBack = (held: number) => held > 0 ? ` (${held} more since the last line)` : ""
 
 const newMemory = (): Memory => ({
   batches: new Map(),
@@ -121,7 +140,8 @@ const newMemory = (): Memory => ({
   failedLines: 0,
   rateLimited: 0,
   unreachableSince: undefined,
-  unreachable: 0
+  unreachable: 0,
+  quiet: new Map()
 })
 
 /** the line an event deserves, if any (most events only move the status) */
@@ -156,9 +176,8 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
       memory.batches.delete(event.batchId)
       const took = sent === undefined ? "" : ` after ${duration(now - sent.submittedAt)}`
       const requests = sent?.requests
-      const answered = event.completed + event.failed
-      memory.failedLines += event.failed
       if (event.mode === "sync") {
+        memory.failedLines += event.failed
         return {
           text: `${b(event.batchId)}: ${int(event.completed)} synchronous calls answered` +
             (event.failed > 0 ? `, ${int(event.failed)} failed` : "") + took,
@@ -169,24 +188,30 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
       switch (event.providerState) {
         case "expired":
         case "cancelled": {
-          const missing = requests === undefined ? undefined : Math.max(0, requests - answered)
+          // providers count the lines an expiry cut off as failed: every request without an answer is said once
+          const missing = requests === undefined ? undefined : Math.max(0, requests - event.completed)
           if (missing !== undefined) memory.unanswered += missing
+          else memory.failedLines += event.failed
           return {
             text: `${b(event.batchId)} ${event.providerState} at the provider${took}: ${int(event.completed)}` +
-              (requests !== undefined ? ` of ${int(requests)}` : "") + ` answered${failedLines}` +
+              (requests !== undefined ? ` of ${int(requests)} answered` : ` answered${failedLines}`) +
               (missing !== undefined && missing > 0
-                ? `; ${int(missing)} unanswered ${event.providerState === "expired" ? "go to a retry round" : "are recorded as cancelled"}`
+                ? event.providerState === "expired"
+                  ? `; the other ${int(missing)} go to a retry round (while attempts remain)`
+                  : `; the other ${int(missing)} are recorded as cancelled`
                 : ""),
             tone: "warn"
           }
         }
         case "failed":
+          memory.failedLines += requests ?? 0
           return {
             text: `${b(event.batchId)} failed at the provider${took}` +
               (requests !== undefined ? ` (${int(requests)} requests)` : "") + ": its requests are retried or dead-lettered",
             tone: "bad"
           }
         default:
+          memory.failedLines += event.failed
           return {
             text: `${b(event.batchId)} ${event.providerState}${took}: ${int(event.completed)} answered${failedLines}`,
             tone: event.failed > 0 ? "warn" : "good"
@@ -203,7 +228,7 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
         ? event.reasons.map((r) => `${int(r.requests)} ${r.kind}`).join(", ")
         : [
           ...(memory.unanswered > 0 ? [`${int(memory.unanswered)} unanswered in expired batches`] : []),
-          ...(memory.failedLines > 0 ? [`${int(memory.failedLines)} failed lines`] : [])
+          ...(memory.failedLines > 0 ? [`${int(memory.failedLines)} failed`] : [])
         ].join(", ")
       memory.unanswered = 0
       memory.failedLines = 0
@@ -220,25 +245,31 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
       if (tag === "Transport") return undefined // said by ProviderUnreachable
       if (tag === "RateLimited") {
         memory.rateLimited++
+        const said = loud(memory, `429 ${event.operation}`, now)
+        if (!said.print) return undefined
         return {
           text: `rate limited (429, the ${ordinal(memory.rateLimited)} time) on ${event.operation}: ` +
-            `backing off ${duration(event.delayMs)}`,
+            `backing off ${duration(event.delayMs)}${heldBack(said.held)}`,
           tone: "warn"
         }
       }
+      const said = loud(memory, `${tag} ${event.operation}`, now)
+      if (!said.print) return undefined
       return {
         text: `${event.operation} failed (${tag === "ServerError" ? "server error" : tag}: ${fit(detail, 160)}): ` +
-          `next attempt in ${duration(event.delayMs)}`,
+          `next attempt in ${duration(event.delayMs)}${heldBack(said.held)}`,
         tone: "warn"
       }
     }
     case "ProviderUnreachable": {
       memory.unreachableSince ??= now
       memory.unreachable++
+      const said = loud(memory, `unreachable ${event.message}`, now)
+      if (!said.print) return undefined
       return {
         text: `provider unreachable: ${event.provider} ${event.operation}: ${event.message}; ` +
           `next attempt at ${timeOfDay(event.nextAttemptAt)} (in ${duration(event.delayMs)})` +
-          (memory.unreachable > 1 ? `, failing for ${duration(now - memory.unreachableSince)}` : ""),
+          (memory.unreachable > 1 ? `; failing for ${duration(now - memory.unreachableSince)}, ${memory.unreachable} calls` : ""),
         tone: "bad"
       }
     }
@@ -270,6 +301,8 @@ export const status = (
   c: Progress.Counters,
   options: {
     readonly now: number
+    /** when this process started on the run (its clock) */
+    readonly startedAt: number
     readonly rate: number | undefined
     readonly width: number
     readonly color: boolean
@@ -284,7 +317,7 @@ export const status = (
   const dim = paint(options.color, "2")
   const tilde = total?.estimate ? "~" : ""
   const percent = total !== undefined && total.rows > 0 ? Math.min(100, (100 * done) / total.rows) : undefined
-  const elapsed = now - c.startedAt
+  const elapsed = now - options.startedAt
   const remaining = total === undefined ? undefined : Math.max(0, total.rows - done)
   const eta = remaining === undefined
     ? "ETA —"
@@ -322,8 +355,8 @@ export const status = (
       : []),
     `${byState.ended} ended`
   ].join(" · ")
-  const money = c.spent > 0n || c.syncEquivalent > 0n
-    ? ` · ${usd(c.spent)}${c.syncEquivalent > c.spent ? ` (sync ${usd(c.syncEquivalent)})` : ""}`
+  const money = c.spentUsd > 0 || c.syncEquivalentUsd > 0
+    ? ` · ${usd(c.spentUsd)}${c.syncEquivalentUsd > c.spentUsd ? ` (sync ${usd(c.syncEquivalentUsd)})` : ""}`
     : ""
   const tokens = c.inputTokens + c.outputTokens > 0 ? ` · tokens ${compact(c.inputTokens)} in / ${compact(c.outputTokens)} out` : ""
   const second = fit(
@@ -342,16 +375,16 @@ const rateOf = (samples: ReadonlyArray<Sample>, now: number, done: number): numb
 }
 
 /** one plain progress line (off a terminal) */
-export const plainLine = (c: Progress.Counters, rate: number | undefined, now: number): string => {
+export const plainLine = (c: Progress.Counters, rate: number | undefined, now: number, startedAt: number): string => {
   const total = Progress.total(c)
   const remaining = total === undefined ? undefined : Math.max(0, total.rows - Progress.done(c))
   return [
     Progress.format(c),
     ...(rate !== undefined ? [`${rate >= 10 ? int(rate) : rate.toFixed(1)} rows/s`] : []),
-    `${clock(now - c.startedAt)} elapsed`,
+    `${clock(now - startedAt)} elapsed`,
     ...(remaining !== undefined && rate !== undefined && rate > 0 ? [`ETA ${clock((remaining / rate) * 1000)}`] : []),
     ...(c.inputTokens + c.outputTokens > 0 ? [`tokens ${compact(c.inputTokens)} in / ${compact(c.outputTokens)} out`] : []),
-    ...(c.spent > 0n ? [usd(c.spent)] : [])
+    ...(c.spentUsd > 0 ? [usd(c.spentUsd)] : [])
   ].join(" · ")
 }
 
@@ -382,9 +415,11 @@ export const make = (options: {
   const memory = newMemory()
   const samples: Array<Sample> = []
   let doneAtStart = Progress.done(counters)
+  let startedAt = now()
   let drawn = 0
   let closed = false
-  let lastPlain = 0
+  // the first plain line once there is something to say
+  let lastPlain = now()
   let lastPlainText = ""
   const tones: Record<EventLine["tone"], (s: string) => string> = {
     info: (s) => s,
@@ -411,17 +446,22 @@ export const make = (options: {
     return out
   }
 
+  let hidden = false
   const frame = () => {
+    // the cursor is hidden while the status is on screen (it would blink at the end of the bar)
+    const hide = hidden ? "" : `${ESC}?25l`
+    hidden = true
     const width = Math.max(20, terminal.columns() - 1)
     const lines = status(counters, {
       now: now(),
+      startedAt,
       rate: sample(),
       width,
       color: terminal.color,
       unicode: terminal.unicode
     })
     drawn = lines.length
-    return lines.join("\n")
+    return hide + lines.join("\n")
   }
 
   const say = (text: string, tone: EventLine["tone"]) => {
@@ -438,6 +478,7 @@ export const make = (options: {
     event: (event) => {
       if (event._tag === "RunStarted") {
         doneAtStart = Progress.done(counters)
+        startedAt = now()
         samples.length = 0
       }
       const line = describe(event, counters, memory, now())
@@ -447,14 +488,14 @@ export const make = (options: {
     tick: () => {
       if (closed) return
       if (terminal.isTTY) {
-        terminal.write(`${drawn === 0 ? `${ESC}?25l` : ""}${erase()}${frame()}`)
+        terminal.write(`${erase()}${frame()}`)
         return
       }
       const t = now()
       if (t - lastPlain < intervalMs) return
-      const text = plainLine(counters, sample(), t)
-      // the same line again only once a minute: a 24-hour batch does not print 17,000 identical lines
-      const body = text.replace(/ · \S+ elapsed.*$/, "")
+      const text = plainLine(counters, sample(), t, startedAt)
+      // the same figures again only once a minute: a 24-hour batch does not print 17,000 identical lines
+      const body = Progress.format(counters)
       if (body === lastPlainText && t - lastPlain < 60_000) return
       lastPlain = t
       lastPlainText = body
@@ -463,7 +504,7 @@ export const make = (options: {
     close: () => {
       if (closed) return
       closed = true
-      if (terminal.isTTY) terminal.write(`${erase()}${ESC}?25h`)
+      if (terminal.isTTY) terminal.write(`${erase()}${hidden ? `${ESC}?25h` : ""}`)
     }
   }
 }

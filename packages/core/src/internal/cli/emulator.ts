@@ -7,7 +7,7 @@ import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as path from "node:path"
 import * as ProviderPlugin from "../../ProviderPlugin.ts"
-import { failure, stateDirFlag } from "./shared.ts"
+import { failure, jsonFlag, stateDirFlag } from "./shared.ts"
 
 /** the `emulator` command */
 export const emulatorCommand = Command.make(
@@ -20,20 +20,21 @@ export const emulatorCommand = Command.make(
       Flag.withDescription("provider-specific options as JSON, e.g. '{\"lineFailures\":[{\"status\":500,\"rate\":0.05}]}'"),
       Flag.optional
     ),
+    json: jsonFlag,
     stateDir: stateDirFlag
   },
-  ({ provider, port, dir, knobs, stateDir }) =>
+  ({ provider, port, dir, knobs, json, stateDir }) =>
     Effect.gen(function*() {
       const plugin = yield* ProviderPlugin.load(provider).pipe(Effect.mapError(failure))
       const parsed = Option.isSome(knobs)
-        ? yield* Effect.try({ try: () => JSON.parse(knobs.value) as Record<string, unknown>, catch: () => failure("--knobs is not JSON") })
+        ? yield* Effect.fromResult(ProviderPlugin.parseKnobs(knobs.value, { from: "--knobs" })).pipe(Effect.mapError(failure))
         : undefined
       const handle = yield* plugin.serveEmulator({
         dir: Option.getOrUndefined(dir) ?? path.join(path.resolve(stateDir), "emulator", plugin.name),
         port,
         knobs: parsed
       }).pipe(Effect.mapError(failure))
-      yield* Console.log(handle.url)
+      yield* Console.log(json ? JSON.stringify({ provider: plugin.name, url: handle.url }) : handle.url)
       return yield* Effect.never
     }).pipe(Effect.scoped)
 ).pipe(Command.withDescription("Serve a provider's local emulator (prints its base URL)"))

@@ -216,6 +216,12 @@ export const Summary = Schema.Struct({
   maxDeadExceeded: Schema.Boolean
 })
 
+/** `offpeak emulator <provider> --json`: the emulator's base URL, once it serves */
+export const Emulator = Schema.Struct({
+  provider: Schema.String,
+  url: Schema.String
+})
+
 /** prints `value` encoded with `schema` as indented JSON */
 export const render = <S extends Schema.Codec<any, any, never, never>>(schema: S, value: S["Type"]): string =>
   JSON.stringify(Schema.encodeSync(schema)(value), null, 2)

@@ -1,11 +1,14 @@
 /**
- * `run`, `resume` and `cancel`: a pipeline run with a live progress line, Ctrl-C detaching (or cancelling with
- * `--cancel-on-exit`), and the summary at the end.
+ * `run`, `resume` and `cancel`: a pipeline run with a live display on stderr (a bar and event lines on a terminal,
+ * a plain line at an interval elsewhere), Ctrl-C detaching (or cancelling with `--cancel-on-exit`), and the summary
+ * at the end on stdout (`--json`: the summary as JSON). Exit codes: 0 done, 1 failed (or past `--max-dead`), 2 a
+ * usage error, 130 detached.
  *
  * @internal
  */
-import { Effect, Fiber, Layer, Option, Schedule } from "effect"
+import { Duration, Effect, Fiber, Layer, Logger, Option, Schedule } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
+import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Ledger from "../../Ledger.ts"
 import * as Pipeline from "../../Pipeline.ts"
@@ -13,103 +16,241 @@ import * as Progress from "../../Progress.ts"
 import * as ProviderPlugin from "../../ProviderPlugin.ts"
 import * as Redact from "../../Redact.ts"
 import type * as Run from "../../Run.ts"
-import * as fs from "node:fs"
-import { CliFailure, failure, ledgerLayer, loadPipeline, stateDirFlag, stateFlag } from "./shared.ts"
+import { RunError } from "../../Run.ts"
+import * as Display from "./display.ts"
+import * as Json from "./json.ts"
+import * as Preflight from "./preflight.ts"
+import {
+  CliExit,
+  CliFailure,
+  EXIT_FAILED,
+  failure,
+  jsonFlag,
+  ledgerLayer,
+  loadPipeline,
+  resumeHint,
+  stateDirFlag,
+  stateFlag,
+  usage
+} from "./shared.ts"
+import * as SourceSize from "./sourceSize.ts"
+import * as Summary from "./summary.ts"
 
-const reporter = (progress: Progress.Counters) => {
-  const tty = process.stderr.isTTY === true
-  const draw = Effect.sync(() => {
-    const line = Progress.format(progress)
-    if (tty) process.stderr.write(`\r\x1b[2K${line}`)
-    else process.stderr.write(`${line}\n`)
-  })
-  return draw.pipe(Effect.repeat(Schedule.spaced(tty ? "250 millis" : "5 seconds")), Effect.asVoid)
+/** how often the plain progress line is printed off a terminal (`OFFPEAK_PROGRESS_INTERVAL`, default 5 seconds) */
+const plainInterval = (): number => {
+  const raw = process.env.OFFPEAK_PROGRESS_INTERVAL
+  if (raw === undefined || raw === "") return 5_000
+  const parsed = Duration.fromInput(raw as Duration.Input)
+  return Option.isSome(parsed) ? Math.max(100, Duration.toMillis(parsed.value)) : 5_000
 }
 
-const printSummary = (summary: Pipeline.Summary) =>
-  Effect.sync(() => {
-    if (process.stderr.isTTY) process.stderr.write("\r\x1b[2K")
-    process.stderr.write(`${Progress.format(summary.progress)}\n`)
-    const lines = [
-      `run ${summary.runId}: ${summary.state}`,
-      `  rows ${summary.rows.toLocaleString("en-US")} · succeeded ${summary.succeeded.toLocaleString("en-US")} · failed ${
-        summary.failed.toLocaleString("en-US")
-      } · batches ${summary.batches}`
-    ]
-    if (summary.progress.sourceRows !== undefined) {
-      lines.push(`  source: ${summary.progress.sourceRows.toLocaleString("en-US")} rows in this run's range, every one read`)
-    }
-    if (summary.failed > 0) lines.push(`  failed rows, with their reasons: ${summary.deadLetter}`)
-    if (summary.pending > 0) lines.push(`  ${summary.pending} rows pending: offpeak resume ${summary.runId}`)
-    process.stdout.write(lines.join("\n") + "\n")
-  })
+/** the cursor comes back even when the process ends in the middle of a frame */
+let cursorGuard = false
+const guardCursor = (terminal: Display.Terminal) => {
+  if (cursorGuard || !terminal.isTTY) return
+  cursorGuard = true
+  process.once("exit", () => terminal.write("\x1b[?25h"))
+}
 
-const execute = (options: {
+interface Execution {
   readonly pipeline: Pipeline.Pipeline<unknown, unknown>
   readonly modulePath: string
   readonly providerName: string
+  /** the folder as given (for the resume command) and resolved */
+  readonly stateDirGiven: string
   readonly stateDir: string
   readonly state?: string | undefined
   readonly resume?: string | undefined
   readonly cancel?: boolean | undefined
   readonly cancelOnExit?: boolean | undefined
   readonly mode?: Run.Mode | undefined
-}) =>
+  readonly json: boolean
+  readonly maxDead?: string | undefined
+  /** `--budget`, in USD */
+  readonly budget?: string | undefined
+  /** `--deadline`, as given (a time, or a duration from now such as `6h`) */
+  readonly deadline?: string | undefined
+}
+
+/** `--deadline` as a time: an ISO date or time, or a duration from now (`90m`, `6h`, `2d`) */
+const deadlineOf = (text: string): number | undefined => {
+  const relative = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)$/.exec(text.trim())
+  if (relative !== null) {
+    const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[relative[2] as "s" | "m" | "h" | "d"]
+    return Date.now() + Number(relative[1]) * unit
+  }
+  const at = Date.parse(text)
+  return Number.isNaN(at) ? undefined : at
+}
+
+const execute = (options: Execution) =>
   Effect.gen(function*() {
+    const started = Date.now()
     const stateDir = path.resolve(options.stateDir)
-    const plugin = yield* ProviderPlugin.load(options.providerName).pipe(Effect.mapError(failure))
-    const progress = Progress.make()
+    const overMaxDead = options.maxDead === undefined ? undefined : Summary.parseMaxDead(options.maxDead)
+    if (options.maxDead !== undefined && overMaxDead === undefined) {
+      return yield* usage(`--max-dead must be a number of rows or a percent of them (e.g. 10 or 2.5%), got "${options.maxDead}"`)
+    }
+    const deadline = options.deadline === undefined ? undefined : deadlineOf(options.deadline)
+    if (options.deadline !== undefined && deadline === undefined) {
+      return yield* usage(`--deadline must be a time (2026-12-05T09:00Z) or a duration from now (90m, 6h, 2d), got "${options.deadline}"`)
+    }
+    if (options.budget !== undefined && !/^\$?\d*\.?\d+$/.test(options.budget.trim())) {
+      return yield* usage(`--budget must be an amount of USD (5, 0.25, $12), got "${options.budget}"`)
+    }
+    const plugin = yield* ProviderPlugin.load(options.providerName).pipe(Effect.mapError((e) => usage(e.message)))
+    const counters = Progress.make()
+    const terminal = Display.terminalOf(process.stderr)
+    guardCursor(terminal)
+    const display = Display.make({ terminal, counters, intervalMs: plainInterval() })
     const providerLayer = plugin.layer({
       emulatorDir: path.join(stateDir, "emulator", plugin.name),
-      onNotice: (line) => process.stderr.write(`${Redact.text(line)}\n`)
+      onNotice: (line) => display.line(Redact.text(line))
     })
-    const reporting = yield* reporter(progress).pipe(Effect.forkChild)
-    const clearLine = () => {
-      if (process.stderr.isTTY) process.stderr.write("\r\x1b[2K")
-    }
+    const resumeWith = (runId: string) => resumeHint(runId, options.stateDirGiven, options.state)
+    const results = options.pipeline.sink.name
+
+    // the status is redrawn while the run works; off a terminal a line is printed when due
+    const ticking = yield* Effect.sync(display.tick).pipe(
+      Effect.repeat(Schedule.spaced(terminal.isTTY ? "200 millis" : "500 millis")),
+      Effect.forkChild
+    )
+    // the size of the source for the bar, unless the runner says it (SourceSized)
+    const sizing = yield* (options.cancel === true ? Effect.void : SourceSize.of(options.pipeline, () => counters.sourceSize !== undefined).pipe(
+      Effect.tap((size) =>
+        Effect.sync(() => {
+          if (Option.isSome(size) && counters.sourceSize === undefined) Progress.update(counters, size.value)
+        })
+      )
+    )).pipe(Effect.forkChild)
+    const stopDisplay = Effect.sync(display.close).pipe(
+      Effect.andThen(Fiber.interrupt(ticking)),
+      Effect.andThen(Fiber.interrupt(sizing))
+    )
+
     const onExit = options.cancelOnExit && !options.cancel
       ? Effect.suspend(() => {
-        clearLine()
-        process.stderr.write(`${Progress.format(progress)}\ncancelling run ${progress.runId} (--cancel-on-exit)…\n`)
-        return Pipeline.run(options.pipeline, { stateDir, resume: progress.runId, cancel: true, progress }).pipe(
+        display.line(`cancelling run ${counters.runId} (--cancel-on-exit)…`, "warn")
+        return Pipeline.run(options.pipeline, {
+          stateDir,
+          resume: counters.runId,
+          cancel: true,
+          progress: counters,
+          onEvent: display.event
+        }).pipe(
           Effect.timeout("2 minutes"),
-          Effect.flatMap(printSummary),
+          Effect.tap(() => stopDisplay),
+          Effect.flatMap((summary) =>
+            Effect.sync(() =>
+              process.stdout.write(
+                Summary.render(Summary.fromSummary(summary, { results, resume: resumeWith(summary.runId), maxDeadExceeded: false }))
+              )
+            )
+          ),
           Effect.catch((e) =>
             Effect.sync(() =>
-              process.stderr.write(`cancellation not finished (${e.message}): offpeak cancel ${progress.runId} completes it\n`)
+              process.stderr.write(`cancellation not finished (${e.message}): offpeak cancel ${counters.runId} completes it\n`)
             )
           )
         )
       })
-      : Effect.sync(() => {
-        clearLine()
+      : Effect.gen(function*() {
+        yield* stopDisplay
         process.stderr.write(
-          `${Progress.format(progress)}\ndetached from run ${progress.runId}: batches at the provider keep running; ` +
-            `offpeak resume ${progress.runId} picks them up\n`
+          `${Progress.format(counters)}\ndetached from run ${counters.runId}: batches at the provider keep running; ` +
+            `${resumeWith(counters.runId)} picks them up\n`
         )
       })
-    const summary = yield* Pipeline.run(options.pipeline, {
+
+    const outcome = yield* Pipeline.run(options.pipeline, {
       stateDir,
       module: options.modulePath,
       provider: plugin.name,
-      progress,
+      progress: counters,
+      onEvent: display.event,
       ...(options.mode !== undefined ? { mode: options.mode } : {}),
+      ...(options.budget !== undefined ? { budget: options.budget } : {}),
+      ...(deadline !== undefined ? { deadline } : {}),
       ...(options.resume !== undefined ? { resume: options.resume } : {}),
       ...(options.cancel ? { cancel: true } : {})
     }).pipe(
-      Effect.onInterrupt(() => progress.runId === "" ? Effect.void : onExit),
-      Effect.ensuring(Fiber.interrupt(reporting)),
-      Effect.provide(Layer.mergeAll(providerLayer, ledgerLayer(stateDir, options.state))),
-      Effect.mapError(failure)
+      Effect.onInterrupt(() => counters.runId === "" ? stopDisplay : onExit),
+      Effect.provide(Layer.mergeAll(providerLayer, Logger.layer([Display.logger(display)]))),
+      Effect.result
     )
-    yield* printSummary(summary)
-  })
+    yield* stopDisplay
+
+    const color = process.stdout.isTTY === true && !process.env.NO_COLOR
+    if (outcome._tag === "Success") {
+      const summary = outcome.success
+      const exceeded = overMaxDead !== undefined && overMaxDead(summary.failed, summary.rows)
+      const base = Summary.fromSummary(summary, { results, resume: resumeWith(summary.runId), maxDeadExceeded: exceeded })
+      // a run that ended without every row says why (the ledger keeps the reason: a budget, rows not delivered)
+      const why = summary.state === "failed"
+        ? yield* (yield* Ledger.Ledger).getRun(summary.runId).pipe(
+          Effect.map((run) => Option.isSome(run) ? run.value.message : null),
+          Effect.orElseSucceed(() => null)
+        )
+        : null
+      const report = why === null ? base : { ...base, message: Redact.text(why) }
+      process.stdout.write(
+        options.json
+          ? `${Json.render(Json.Summary, report)}\n`
+          : Summary.render(report, { counters, maxDead: options.maxDead, color })
+      )
+      if (summary.state === "failed" || exceeded) {
+        return yield* new CliExit({
+          code: EXIT_FAILED,
+          message: exceeded ? `${summary.failed} rows failed, more than --max-dead ${options.maxDead}` : `run ${summary.runId} failed`
+        })
+      }
+      return
+    }
+    // the provider could not be set up (bad knobs, a base URL with credentials): no run started
+    if (!(outcome.failure instanceof RunError)) return yield* failure(outcome.failure)
+    const error = outcome.failure
+    const runId = error.runId !== "" ? error.runId : counters.runId
+    const ledger = yield* Ledger.Ledger
+    const known = runId === "" ? Option.none() : yield* ledger.getRun(runId).pipe(Effect.orElseSucceed(() => Option.none()))
+    // refused before it worked (another process works the run, nothing left to cancel): the run itself is as it was
+    if (Option.isNone(known) || known.value.state !== "failed") return yield* failure(error)
+    // the run stopped with an error: what it did, why it stopped, and the command that goes on with it
+    const report = yield* Summary.fromLedger(ledger, {
+      runId,
+      message: Redact.text(error.message),
+      durationMs: Date.now() - started,
+      results,
+      deadLetter: options.pipeline.deadLetter?.name ?? path.join(stateDir, "runs", runId, "dead-letter"),
+      resume: resumeWith(runId)
+    }).pipe(Effect.mapError(failure))
+    process.stdout.write(
+      options.json ? `${Json.render(Json.Summary, report)}\n` : Summary.render(report, { counters, color })
+    )
+    return yield* new CliExit({ code: EXIT_FAILED, message: error.message })
+  }).pipe(
+    Effect.provide(ledgerLayer(path.resolve(options.stateDir), options.state)),
+    Effect.mapError((e) => e instanceof CliExit || e instanceof CliFailure ? e : failure(e))
+  )
 
 const cancelOnExitFlag = Flag.Boolean("cancel-on-exit").pipe(
   Flag.withDescription("on Ctrl-C, cancel the run's batches at the provider instead of detaching"),
   Flag.withDefault(false)
 )
 
+const maxDeadFlag = Flag.String("max-dead").pipe(
+  Flag.withDescription("exit 1 when more rows than this end in the dead letter: a count (10) or a percent of the rows (2.5%), for CI"),
+  Flag.optional
+)
+
+const budgetFlag = Flag.String("budget").pipe(
+  Flag.withDescription("the most the run may spend, in USD (5, 0.25); a resume with a higher budget sends what it held back"),
+  Flag.optional
+)
+
+const deadlineFlag = Flag.String("deadline").pipe(
+  Flag.withDescription("when every row must be answered: a time (2026-12-05T09:00Z) or from now (90m, 6h); late batches are cancelled and their rows sent synchronously"),
+  Flag.optional
+)
 
 /** the `run` command */
 export const runCommand = Command.make(
@@ -128,20 +269,42 @@ export const runCommand = Command.make(
       Flag.optional
     ),
     cancelOnExit: cancelOnExitFlag,
+    maxDead: maxDeadFlag,
+    budget: budgetFlag,
+    deadline: deadlineFlag,
+    json: jsonFlag,
+    ...Preflight.flags,
     stateDir: stateDirFlag,
     state: stateFlag
   },
-  ({ module, provider, mode, cancelOnExit, stateDir, state }) =>
+  ({ module, provider, mode, cancelOnExit, maxDead, budget, deadline, json, dryRun, sample, yes, stateDir, state }) =>
     Effect.gen(function*() {
       const pipeline = yield* loadPipeline(module)
-      yield* execute({
+      const go = yield* Preflight.before({
         pipeline,
-        modulePath: path.resolve(module),
         providerName: Option.getOrUndefined(provider) ?? pipeline.provider ?? "openai",
         stateDir,
         state: Option.getOrUndefined(state),
         mode: Option.getOrUndefined(mode),
-        cancelOnExit
+        json,
+        dryRun,
+        sample,
+        yes
+      })
+      if (!go) return
+      yield* execute({
+        pipeline,
+        modulePath: path.resolve(module),
+        providerName: Option.getOrUndefined(provider) ?? pipeline.provider ?? "openai",
+        stateDirGiven: stateDir,
+        stateDir,
+        state: Option.getOrUndefined(state),
+        mode: Option.getOrUndefined(mode),
+        cancelOnExit,
+        json,
+        maxDead: Option.getOrUndefined(maxDead),
+        budget: Option.getOrUndefined(budget),
+        deadline: Option.getOrUndefined(deadline)
       })
     })
 ).pipe(Command.withDescription("Run the pipeline a module exports"))
@@ -151,42 +314,52 @@ const continueRun = (
   runId: string,
   stateDir: string,
   state: Option.Option<string>,
-  mode: { readonly cancel: boolean; readonly cancelOnExit: boolean }
+  mode: {
+    readonly cancel: boolean
+    readonly cancelOnExit: boolean
+    readonly json: boolean
+    readonly maxDead?: string | undefined
+    readonly budget?: string | undefined
+    readonly deadline?: string | undefined
+  }
 ) =>
-    Effect.gen(function*() {
-      const run = yield* Effect.gen(function*() {
-        const ledger = yield* Ledger.Ledger
-        return yield* ledger.getRun(runId)
-      }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))), Effect.mapError(failure))
-      if (Option.isNone(run)) return yield* new CliFailure({ message: `no run "${runId}" in the ledger` })
-      if (run.value.module === null) {
-        return yield* new CliFailure({ message: `run ${runId} was started from code; resume it with Pipeline.run(pipeline, { resume })` })
+  Effect.gen(function*() {
+    const run = yield* Effect.gen(function*() {
+      const ledger = yield* Ledger.Ledger
+      return yield* ledger.getRun(runId)
+    }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))), Effect.mapError(failure))
+    if (Option.isNone(run)) return yield* usage(`no run "${runId}" in the ledger (offpeak status lists the runs)`)
+    if (run.value.module === null) {
+      return yield* usage(`run ${runId} was started from code; resume it with Pipeline.run(pipeline, { resume })`)
+    }
+    // relative paths (the sink's folder, the source's file) resolve as they did when the run started: from the
+    // folder it was started in, whatever folder the resume is started from (the state is found from here first)
+    const stateAt = Option.map(state, (s) => /^postgres(ql)?:\/\//.test(s) ? s : path.resolve(s))
+    const stateDirAt = path.resolve(stateDir)
+    if (run.value.cwd !== null && run.value.cwd !== process.cwd()) {
+      if (!fs.existsSync(run.value.cwd)) {
+        return yield* failure(`run ${runId} was started in ${run.value.cwd}, which is gone: its relative paths cannot be resolved`)
       }
-      // relative paths (the sink's folder, the source's file) resolve as they did when the run started: from the
-      // folder it was started in, whatever folder the resume is started from (the state is found from here first)
-      const stateAt = Option.map(state, (s) => /^postgres(ql)?:\/\//.test(s) ? s : path.resolve(s))
-      const stateDirAt = path.resolve(stateDir)
-      if (run.value.cwd !== null && run.value.cwd !== process.cwd()) {
-        if (!fs.existsSync(run.value.cwd)) {
-          return yield* new CliFailure({
-            message: `run ${runId} was started in ${run.value.cwd}, which is gone: its relative paths cannot be resolved`
-          })
-        }
-        process.chdir(run.value.cwd)
-        process.stderr.write(`resuming from ${run.value.cwd}, where run ${runId} was started\n`)
-      }
-      const pipeline = yield* loadPipeline(run.value.module)
-      yield* execute({
-        pipeline,
-        modulePath: run.value.module,
-        providerName: run.value.provider,
-        stateDir: stateDirAt,
-        state: Option.getOrUndefined(stateAt),
-        resume: runId,
-        cancel: mode.cancel,
-        cancelOnExit: mode.cancelOnExit
-      })
+      process.chdir(run.value.cwd)
+      process.stderr.write(`resuming from ${run.value.cwd}, where run ${runId} was started\n`)
+    }
+    const pipeline = yield* loadPipeline(run.value.module)
+    yield* execute({
+      pipeline,
+      modulePath: run.value.module,
+      providerName: run.value.provider,
+      stateDirGiven: stateDir,
+      stateDir: stateDirAt,
+      state: Option.getOrUndefined(stateAt),
+      resume: runId,
+      cancel: mode.cancel,
+      cancelOnExit: mode.cancelOnExit,
+      json: mode.json,
+      maxDead: mode.maxDead,
+      budget: mode.budget,
+      deadline: mode.deadline
     })
+  })
 
 /** the `resume` command */
 export const resumeCommand = Command.make(
@@ -194,10 +367,22 @@ export const resumeCommand = Command.make(
   {
     runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
     cancelOnExit: cancelOnExitFlag,
+    maxDead: maxDeadFlag,
+    budget: budgetFlag,
+    deadline: deadlineFlag,
+    json: jsonFlag,
     stateDir: stateDirFlag,
     state: stateFlag
   },
-  ({ runId, cancelOnExit, stateDir, state }) => continueRun(runId, stateDir, state, { cancel: false, cancelOnExit })
+  ({ runId, cancelOnExit, maxDead, budget, deadline, json, stateDir, state }) =>
+    continueRun(runId, stateDir, state, {
+      cancel: false,
+      cancelOnExit,
+      json,
+      maxDead: Option.getOrUndefined(maxDead),
+      budget: Option.getOrUndefined(budget),
+      deadline: Option.getOrUndefined(deadline)
+    })
 ).pipe(Command.withDescription("Re-attach to a run: poll its batches, send what is missing, deliver everything"))
 
 /** the `cancel` command */
@@ -205,10 +390,11 @@ export const cancelCommand = Command.make(
   "cancel",
   {
     runId: Argument.String("run").pipe(Argument.withDescription("the run id (see offpeak status)")),
+    json: jsonFlag,
     stateDir: stateDirFlag,
     state: stateFlag
   },
-  ({ runId, stateDir, state }) => continueRun(runId, stateDir, state, { cancel: true, cancelOnExit: false })
+  ({ runId, json, stateDir, state }) => continueRun(runId, stateDir, state, { cancel: true, cancelOnExit: false, json })
 ).pipe(Command.withDescription(
   "Cancel a run: cancel its batches at the provider, deliver the answers already in, record every other row as cancelled"
 ))

@@ -5,7 +5,6 @@
  *
  * @internal
  */
-import { PgClient } from "@effect/sql-pg"
 import { Cause, Config, Effect, Layer, Redacted, Schema } from "effect"
 import { CliError, Flag } from "effect/cli"
 import * as fs from "node:fs"
@@ -100,7 +99,12 @@ export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer
   Layer.unwrap(Effect.sync(() => {
     if (state !== undefined && isUrl(state)) {
       Redact.registerUrl(state)
-      return Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(state) })))
+      // the Postgres client (and its driver) is loaded only for a postgres:// ledger
+      return Layer.unwrap(
+        Effect.promise(() => import("@effect/sql-pg/PgClient")).pipe(
+          Effect.map((PgClient) => Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(state) }))))
+        )
+      )
     }
     const filename = state ?? path.join(stateDir, "state.db")
     return Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename })))
@@ -122,7 +126,7 @@ export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer
  * @since 0.1.0
  * @category formatting
  */
-export const resumeCommand = (runId: string, stateDir: string, state?: string | undefined): string => {
+export const resumeHint = (runId: string, stateDir: string, state?: string | undefined): string => {
   const parts = ["offpeak", "resume", runId]
   if (path.resolve(stateDir) !== path.resolve(".offpeak")) parts.push("--state-dir", quote(stateDir))
   if (state !== undefined && state !== process.env.OFFPEAK_STATE) {

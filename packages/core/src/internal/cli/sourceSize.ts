@@ -31,11 +31,20 @@ const countLines = (file: string) =>
     return Effect.sync(() => stream.destroy())
   })
 
-/** the size of `pipeline`'s source as a `SourceSized` event, if it can be told within a few seconds */
-export const of = (pipeline: Pipeline.Pipeline<unknown, unknown>): Effect.Effect<Option.Option<RunEvent.SourceSized>> =>
+/**
+ * The size of `pipeline`'s source as a `SourceSized` event, if it can be told within a few seconds. A source that
+ * counts is counted only when the runner has not said its size (`sized`) a moment after the start: the runner counts
+ * such sources itself, and a table is not counted twice.
+ */
+export const of = (
+  pipeline: Pipeline.Pipeline<unknown, unknown>,
+  sized: () => boolean
+): Effect.Effect<Option.Option<RunEvent.SourceSized>> =>
   Effect.gen(function*() {
     const source = pipeline.source
     if (source.count !== undefined) {
+      yield* Effect.sleep("2 seconds")
+      if (sized()) return Option.none()
       const rows = yield* source.count
       // an incremental run reads only part of what the source holds
       return Option.some<RunEvent.SourceSized>({ _tag: "SourceSized", rows, estimate: pipeline.incremental === true })
@@ -50,6 +59,6 @@ export const of = (pipeline: Pipeline.Pipeline<unknown, unknown>): Effect.Effect
     const header = /\.(csv|tsv)$/i.test(file) ? 1 : 0
     return Option.some<RunEvent.SourceSized>({ _tag: "SourceSized", rows: Math.max(0, records - header), estimate: true })
   }).pipe(
-    Effect.timeout(Duration.seconds(5)),
+    Effect.timeout(Duration.seconds(8)),
     Effect.catch(() => Effect.succeed(Option.none<RunEvent.SourceSized>()))
   )

@@ -120,10 +120,20 @@ export const make = (shared: Shared) => {
         SELECT COUNT(*) AS n FROM offpeak_requests WHERE run = ${num} AND state = 'failed'`
       const batchRows = yield* sql<{ state: string; n: number | bigint }>`
         SELECT state, COUNT(*) AS n FROM offpeak_batches WHERE run_id = ${runId} GROUP BY state`
-      const items = toNumber(run[0]?.item_count)
-      const requests = toNumber(run[0]?.request_count)
-      const delivered = toNumber(parts[0]?.delivered)
-      const dead = toNumber(parts[0]?.dead)
+      // a pushdown run's rows never pass through the process: its jobs' tallies are its counts (the first job holds
+      // every row; each later job the rows the one before failed; the last collected job's failures are dead)
+      const jobs = yield* sql<{ state: string; request_count: number | bigint; completed: number | bigint; failed: number | bigint }>`
+        SELECT state, request_count, completed, failed FROM offpeak_batches
+        WHERE run_id = ${runId} AND mode = 'table' ORDER BY seq`
+      const lastJob = jobs.at(-1)
+      const items = jobs.length > 0 ? toNumber(jobs[0]!.request_count) : toNumber(run[0]?.item_count)
+      const requests = jobs.length > 0 ? items : toNumber(run[0]?.request_count)
+      const delivered = jobs.length > 0
+        ? jobs.reduce((sum, j) => sum + (j.state === "collected" ? toNumber(j.completed) : 0), 0)
+        : toNumber(parts[0]?.delivered)
+      const dead = lastJob !== undefined
+        ? (lastJob.state === "collected" ? toNumber(lastJob.failed) : 0)
+        : toNumber(parts[0]?.dead)
       const queued = toNumber(queuedN[0]?.n)
       const batched = toNumber(batchedN[0]?.n)
       const failed = toNumber(failedN[0]?.n)
@@ -137,8 +147,8 @@ export const make = (shared: Shared) => {
         requests,
         queued,
         batched,
-        succeeded: requests - queued - batched - failed,
-        failed,
+        succeeded: jobs.length > 0 ? delivered : requests - queued - batched - failed,
+        failed: jobs.length > 0 ? dead : failed,
         batches: allBatches,
         openBatches: allBatches - batchRows.filter((r) => r.state === "collected").reduce((sum, r) => sum + toNumber(r.n), 0)
       }

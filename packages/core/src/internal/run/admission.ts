@@ -21,8 +21,10 @@ import type { Context } from "./context.ts"
 import { orFail as orFailOf } from "./context.ts"
 import { jsonText } from "./delivery.ts"
 
-/** source rows admitted in one ledger transaction */
+/** source rows admitted in one ledger transaction … */
 const ADMIT_CHUNK = 2_000
+/** … and at most about this many bytes of records and request lines: wide rows make smaller chunks, so memory follows bytes */
+const ADMIT_BYTES = 4 * 1024 * 1024
 /** queued requests read at once */
 const QUEUE_PAGE = 2_000
 
@@ -201,6 +203,9 @@ export const make = <Rec, A, Row>(
     }
   }
 
+  /** rows read and encoded, waiting to be admitted together */
+  type Pending = { chunk: Array<Source.Item<Rec>>; prepared: Array<Encoded>; bytes: number }
+
   const admit = ({ chunk, prepared }: { readonly chunk: ReadonlyArray<Source.Item<Rec>>; readonly prepared: ReadonlyArray<Encoded> }) =>
     Effect.gen(function*() {
       const fatal = prepared.find((p) => p.fatal !== undefined)?.fatal
@@ -255,11 +260,26 @@ export const make = <Rec, A, Row>(
     const countedBefore = snapshot === null && whole.count !== undefined
       ? yield* whole.count.pipe(Effect.mapError((e) => fail(e.message)))
       : undefined
+    if (countedBefore !== undefined) ctx.emit({ _tag: "SourceSized", rows: countedBefore })
     return source.read.pipe(
       Stream.mapError((e) => fail(e.message)),
-      Stream.rechunk(ADMIT_CHUNK),
-      Stream.chunks,
-      Stream.map((chunk) => ({ chunk, prepared: chunk.map(prepare) })),
+      Stream.mapAccum(
+        (): Pending => ({ chunk: [], prepared: [], bytes: 0 }),
+        (acc, entry): readonly [Pending, ReadonlyArray<Pending>] => {
+          const encoded = prepare(entry)
+          acc.chunk.push(entry)
+          acc.prepared.push(encoded)
+          const record = encoded.row.record?.length ?? 0
+          acc.bytes += record + (encoded.row.failure?.raw?.length ?? 0) + (encoded.item?.bytes ?? 0)
+          // the records' size sets the size of the parts delivered later
+          ctx.stats.recordBytes += record
+          ctx.stats.records++
+          return acc.chunk.length >= ADMIT_CHUNK || acc.bytes >= ADMIT_BYTES
+            ? [{ chunk: [], prepared: [], bytes: 0 }, [acc]]
+            : [acc, []]
+        },
+        { onHalt: (acc) => acc.chunk.length > 0 ? [acc] : [] }
+      ),
       // the next chunk is read and encoded while the ledger (in its own thread) admits this one
       Stream.buffer({ capacity: 1 }),
       Stream.mapEffect((chunk) => orFail(admit(chunk))),

@@ -35,7 +35,7 @@ export const make = <Rec, A, Row>(
   sync: ReturnType<typeof Sync.make>,
   delivery: { readonly deliverParts: (whole: boolean) => Effect.Effect<void, RunError>; readonly deliver: Effect.Effect<void, RunError> }
 ) => {
-  const { runId, run, ledger, provider, cancelling, retrying, fail, transient, gaveUp, renewLease } = ctx
+  const { runId, run, ledger, provider, cancelling, retrying, fail, renewLease } = ctx
   const { maxRequests, maxBytes, maxInFlight, flushAfter, maxAttempts, backoff, syncBelow } = ctx.limits
   const { newBatch, requestsOf, cancelUnsent, markCollected } = lifecycle
   const { deliverParts, deliver } = delivery
@@ -98,30 +98,9 @@ export const make = <Rec, A, Row>(
         halves.map((h) => ({ batch: h.batch, requests: h.items.map((i) => requests.get(i.id) ?? -1) }))
       )
       yield* Files.remove(batch.file)
-      yield* Effect.logWarning(`batch ${batch.id} split in two (${half} + ${items.length - half} requests): ${why}`)
       ctx.emit({ _tag: "BatchSplit", batchId: batch.id, into: [half, items.length - half], reason: why })
       return halves.map((h) => h.batch)
     }).pipe(orFail)
-
-  /**
-   * Creates the remote batch once: after a transient error the create may have gone through, so every attempt
-   * after the first looks for the batch before sending again.
-   */
-  const submitOnce = (submission: Provider.Lines) =>
-    Effect.gen(function*() {
-      let looked = false
-      return yield* Effect.suspend(() =>
-        looked
-          ? retrying(provider.find(submission)).pipe(
-            Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => provider.submit(submission) }))
-          )
-          : provider.submit(submission)
-      ).pipe(
-        Effect.tapError((error) => Effect.sync(() => (looked = ProviderError.isTransient(error)))),
-        Effect.retry({ while: ProviderError.isTransient, schedule: transient }),
-        Effect.mapError(gaveUp)
-      )
-    })
 
   const drive = (batch: Ledger.Batch): Effect.Effect<void, RunError> =>
     Effect.gen(function*() {
@@ -177,7 +156,7 @@ export const make = <Rec, A, Row>(
         if (state === "sealed") {
           yield* renewLease
           yield* ledger.updateBatch(batch.id, { state: "submitting" })
-          const created = yield* submitOnce(submission).pipe(
+          const created = yield* ctx.createOnce(submission).pipe(
             Effect.map(Option.some),
             Effect.catchIf(Retry.isTooLarge, (error) => split(batch, error.reason.message).pipe(
               Effect.tap((parts) => Effect.sync(() => (halves = parts))),

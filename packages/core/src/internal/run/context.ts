@@ -6,7 +6,7 @@
  *
  * @internal
  */
-import { Duration, Effect, Result as R, Schema, Semaphore } from "effect"
+import { Duration, Effect, Option, Result as R, Schema, Semaphore } from "effect"
 import * as path from "node:path"
 import type * as Ledger from "../../Ledger.ts"
 import * as PartFiles from "../../PartFiles.ts"
@@ -76,6 +76,11 @@ export interface Context<Rec, A, Row> {
   /** the same policy as a schedule, and the error it ends with, for calls that retry in their own way */
   readonly transient: ReturnType<typeof Retry.transientSchedule>
   readonly gaveUp: (error: ProviderError.ProviderError) => ProviderError.ProviderError
+  /**
+   * Creates the remote batch (or job) once: after a transient error the create may have gone through, so every
+   * attempt after the first looks for it (`find`) before sending again.
+   */
+  readonly createOnce: (submission: Provider.Submission) => Effect.Effect<Provider.RemoteBatch, ProviderError.ProviderError>
   /** renews the run's lease now: a create is sent only by a process that has just proved it owns the run */
   readonly renewLease: Effect.Effect<void, Ledger.LedgerError>
   /** `delivery`: one delivery at a time; `slots`: batches at the provider; `collecting`: one results stream at a time; `creating`: one create in an unknown state */
@@ -86,7 +91,7 @@ export interface Context<Rec, A, Row> {
     readonly creating: Semaphore.Semaphore
   }
   /** the outputs seen so far (their stored size), which size delivery parts */
-  readonly stats: { outputBytes: number; outputs: number }
+  readonly stats: { outputBytes: number; outputs: number; recordBytes: number; records: number }
   /** the next batch number (from this process alone; sealing and splitting run concurrently) */
   readonly nextSeq: () => number
   /** the run's budget (picodollars), null without one */
@@ -232,6 +237,21 @@ export const make = <Rec, A, Row>(options: {
         Effect.retry(effect, { while: ProviderError.isTransient, schedule: transient }).pipe(Effect.mapError(gaveUp)),
       transient,
       gaveUp,
+      createOnce: (submission) =>
+        Effect.suspend(() => {
+          let looked = false
+          return Effect.suspend(() =>
+            looked
+              ? Effect.retry(provider.find(submission), { while: ProviderError.isTransient, schedule: transient }).pipe(
+                Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => provider.submit(submission) }))
+              )
+              : provider.submit(submission)
+          ).pipe(
+            Effect.tapError((error) => Effect.sync(() => (looked = ProviderError.isTransient(error)))),
+            Effect.retry({ while: ProviderError.isTransient, schedule: transient }),
+            Effect.mapError(gaveUp)
+          )
+        }),
       renewLease: options.renewLease,
       locks: {
         delivery: yield* Semaphore.make(1),
@@ -239,7 +259,7 @@ export const make = <Rec, A, Row>(options: {
         collecting: yield* Semaphore.make(1),
         creating: yield* Semaphore.make(1)
       },
-      stats: { outputBytes: 0, outputs: 0 },
+      stats: { outputBytes: 0, outputs: 0, recordBytes: 0, records: 0 },
       nextSeq: () => seq++,
       budget: run.budget,
       price,

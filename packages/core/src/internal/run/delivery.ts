@@ -61,11 +61,15 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
   const { runId, ledger, pipeline, deadLetter, fail, stats } = ctx
   const { decodeRecord, decodeOutput } = ctx.codecs
 
-  /** rows per part, from the size of the outputs seen so far (an embedding decodes to ~12 KB of numbers) */
+  /**
+   * Rows per part, from the size of the outputs and records seen so far (an embedding decodes to ~12 KB of numbers;
+   * a record of 50 KB of text is held as its JSON, its value and the sink's text of it)
+   */
   const partSize = () => {
-    if (stats.outputs === 0) return 1_000
+    const record = stats.records === 0 ? 2_048 : Math.max(2_048, (stats.recordBytes / stats.records) * 4)
+    if (stats.outputs === 0) return Math.max(100, Math.min(1_000, Math.floor(PART_BYTES / record)))
     // a stored byte becomes ~8 in memory (an f32 becomes a JS number, then the sink's text of it), plus the record
-    const perRow = (stats.outputBytes / stats.outputs) * 8 + 2_048
+    const perRow = (stats.outputBytes / stats.outputs) * 8 + record
     return Math.max(100, Math.min(PART_SIZE, Math.floor(PART_BYTES / perRow)))
   }
   const writePart = (seq: number, rows: ReadonlyArray<Ledger.PartRow>) =>

@@ -11,6 +11,7 @@ import { Cause, Effect, Fiber, Option, Pull, Queue, Result as R, Semaphore, Stre
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
 import type * as Provider from "../../Provider.ts"
+import * as Prices from "../../Prices.ts"
 import * as ProviderError from "../../ProviderError.ts"
 import type * as Result from "../../Result.ts"
 import type { RunError } from "../../Run.ts"
@@ -40,7 +41,7 @@ const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
 /** the `Answered` event of outcomes just recorded: how many, their tokens and what they cost */
 export const answered = (batchId: string, outcomes: ReadonlyArray<Ledger.Outcome>): RunEvent.Answered => {
-  const event = { _tag: "Answered" as const, batchId, succeeded: 0, failed: 0, inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, spent: 0n, syncEquivalent: 0n }
+  const event = { succeeded: 0, failed: 0, inputTokens: 0, outputTokens: 0, cachedInputTokens: 0, spent: 0n, sync: 0n }
   for (const o of outcomes) {
     if (o._tag === "Succeeded") {
       event.succeeded++
@@ -51,9 +52,10 @@ export const answered = (batchId: string, outcomes: ReadonlyArray<Ledger.Outcome
       event.failed++
     }
     event.spent += o.cost?.spent ?? 0n
-    event.syncEquivalent += o.cost?.sync ?? 0n
+    event.sync += o.cost?.sync ?? 0n
   }
-  return event
+  const { spent, sync, ...counts } = event
+  return { _tag: "Answered", batchId, ...counts, spentUsd: Prices.toUsd(spent), syncEquivalentUsd: Prices.toUsd(sync) }
 }
 
 /** outcomes for one run */

@@ -112,7 +112,7 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
             if (state === "sealed") {
               yield* ctx.renewLease
               yield* ledger.updateBatch(job.id, { state: "submitting" })
-              const created = yield* retrying(provider.submit(submission))
+              const created = yield* ctx.createOnce(submission)
               yield* Failpoint.hit("batch.created")
               yield* markSubmitted(created)
             }
@@ -175,6 +175,7 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
         if (final.state !== "failed") {
           yield* orFail(pushdown.land(staged, { runId, batchId: job.id })).pipe(Effect.withSpan("offpeak.part.deliver", Telemetry.batchSpan(job)))
           yield* Failpoint.hit("part.written")
+          ctx.emit({ _tag: "PartWritten", seq: job.seq, delivered: tally.succeeded, dead: 0, refused: 0 })
         }
         const counts = { id: job.id, completed: tally.succeeded, failed: tally.failed }
         if (tally.failed > 0 && job.seq < maxAttempts && !cancelling) {
@@ -216,6 +217,7 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
               )
             })
           )
+          ctx.emit({ _tag: "PartWritten", seq: job.seq, delivered: 0, dead: tally.failed, refused: 0 })
         }
         if (final.state === "failed") {
           return yield* fail(`job ${remote.id} failed (${Retry.summaryOf(final.issues)}) and no attempt is left`)
@@ -244,8 +246,14 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
       dead: 0,
       openBatches: 0
     })
+    let sized = false
     while (true) {
       jobs = yield* orFail(ledger.batches(runId))
+      if (!sized && jobs.length > 0) {
+        // the first job holds every row of the run: the size of the source, for a progress bar
+        ctx.emit({ _tag: "SourceSized", rows: jobs[0]!.requestCount })
+        sized = true
+      }
       const open = jobs.filter((b) => b.state !== "collected")
       if (open.length === 0 && jobs.length > 0) break
       if (jobs.length === 0) {

@@ -101,7 +101,11 @@ export const run = <Rec, A, Row>(
       yield* Effect.annotateCurrentSpan({ "offpeak.run.id": runId, "offpeak.provider": provider.name, "offpeak.mode": run.mode })
       // the budget: the run's own, unless this start gives one (a new run takes the pipeline's)
       const budgetUsd = options.budget ?? (existing === undefined ? pipeline.budget : undefined)
-      const budget = budgetUsd === undefined ? run.budget : Prices.fromUsd(budgetUsd)
+      const budget = budgetUsd === undefined ? run.budget : yield* Effect.try({
+        try: () => Prices.fromUsd(budgetUsd),
+        catch: () => fail(`budget ${String(budgetUsd)} is not an amount of USD (e.g. 5 or 0.25)`)
+      })
+      if (budget !== null && budget < 0n) return yield* fail(`budget ${String(budgetUsd)} is negative`)
       if (budget !== run.budget) yield* ledger.updateRun(runId, { budget })
       // the deadline, and the margin before it: given, else how long this provider's batches have taken here
       const deadlineAt = options.deadline ?? (existing === undefined ? pipeline.deadline : undefined)
@@ -264,16 +268,7 @@ const summarize = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>, outcome: Outc
       failedByKind,
       cachedRows: spend.cachedRows,
       dedupedRows: spend.dedupedRows,
-      usage: {
-        inputTokens: spend.inputTokens,
-        outputTokens: spend.outputTokens,
-        cachedInputTokens: spend.cachedInputTokens
-      },
-      cost: {
-        spentUsd: Prices.toUsd(spend.spent),
-        syncEquivalentUsd: Prices.toUsd(spend.syncEquivalent),
-        budgetUsd: spend.budget === null ? null : Prices.toUsd(spend.budget),
-        unpriced: [...ctx.unpriced]
-      }
+      usage: Ledger.spendReport(spend).usage,
+      cost: { ...Ledger.spendReport(spend).cost, unpriced: [...ctx.unpriced] }
     } satisfies Pipeline.Summary
   })

@@ -1,4 +1,7 @@
 /**
+ * Over 400 lines on purpose: the schema of every answer of the view's API, which its tests decode with, in
+ * one place.
+ *
  * The web view's read model: what `/api/*` answers, built from the ledger alone (the view is a separate process; it
  * sees a run's progress by reading the ledger again). Each answer has a schema here, which the test decodes it with.
  *
