@@ -10,14 +10,21 @@
  *   node --max-semi-space-size=8 bench/baseline-openai.ts --input x.csv --out out.jsonl \
  *     --url http://127.0.0.1:PORT/v1 --work dir [--max-requests 10000] [--in-flight 3]
  *
- * Prints one JSON line: rows, seconds, maxRssMb and endedAtMs (epoch ms once the output
- * file is closed). bench/run.ts starts it.
+ * Prints one JSON line: rows, seconds, maxRssMb, endedAtMs (epoch ms once the output file
+ * is closed), cpuSeconds (user + system CPU of this process, loading included) and
+ * loadCpuSeconds (the part spent before the clock started). bench/run.ts starts it.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import OpenAI from "openai"
 import Papa from "papaparse"
+
+const cpuNow = () => {
+  const u = process.resourceUsage()
+  return (u.userCPUTime + u.systemCPUTime) / 1e6
+}
+const loadCpuSeconds = cpuNow()
 
 const { values } = parseArgs({
   options: {
@@ -114,4 +121,6 @@ await Promise.all(running)
 await new Promise((r) => output.end(r))
 const endedAtMs = Date.now()
 const seconds = (performance.now() - started) / 1000
-process.stdout.write(JSON.stringify({ rows, seconds, maxRssMb: process.resourceUsage().maxRSS / 1024, endedAtMs }) + "\n")
+process.stdout.write(
+  JSON.stringify({ rows, seconds, maxRssMb: process.resourceUsage().maxRSS / 1024, endedAtMs, cpuSeconds: cpuNow(), loadCpuSeconds }) + "\n"
+)

@@ -20,13 +20,13 @@
  * those decide whether rows are lost or invented. Nothing is asserted: it prints figures.
  */
 import * as Source from "@offpeak/core/Source"
-import { Csv } from "@offpeak/sources/csv"
+import { Csv } from "@offpeak/io/csv"
 import { Parser as CsvParse, parse as csvParse } from "csv-parse"
 import { Effect, Result, Schema, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { isDeepStrictEqual, parseArgs } from "node:util"
-import * as Reason from "../packages/sources/internal/reason.ts"
+import * as Reason from "../packages/io/internal/reason.ts"
 import { repo, writeTickets } from "../test/support/files.ts"
 
 const { values } = parseArgs({

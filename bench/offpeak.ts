@@ -1,16 +1,19 @@
 /**
  * offpeak's side of the benchmark: the CSV → batch API → JSONL pipeline of
  * test/fixtures/tickets.pipeline.ts, run in this process against the emulator
- * at --url (OpenAI or Anthropic, through the real adapters and their official
- * SDKs), with a SQLite ledger in --state. Batches close on size only (no
- * time-based flush), so they are the same as the baseline's.
+ * at --url (OpenAI, Anthropic or Gemini, through the real adapters and their
+ * official SDKs), with a SQLite ledger in --state. Batches close on size only
+ * (no time-based flush), so they are the same as the baseline's.
  *
- *   node --max-semi-space-size=8 bench/offpeak.ts --provider openai|anthropic \
+ *   node --max-semi-space-size=8 bench/offpeak.ts --provider openai|anthropic|gemini \
  *     --input x.csv --out dir --url http://127.0.0.1:PORT[/v1] --state dir [--max-requests 10000] [--in-flight 3]
  *
  * Prints one JSON line: rows, succeeded, failed, batches, seconds (from
- * reading the source to the run's end), maxRssMb and endedAtMs (epoch ms when
- * Pipeline.run returned). bench/run.ts starts it; it is not meant to be run by hand.
+ * reading the source to the run's end), maxRssMb, endedAtMs (epoch ms when
+ * Pipeline.run returned), cpuSeconds (user + system CPU of this process, every
+ * thread — SQLite's worker too — loading and the ledger's close included) and
+ * loadCpuSeconds (the part spent before the clock started). bench/run.ts starts
+ * it; it is not meant to be run by hand.
  */
 import * as Ledger from "@offpeak/core/Ledger"
 import * as Pipeline from "@offpeak/core/Pipeline"
@@ -53,6 +56,8 @@ const provider = values.provider === "anthropic"
   ? (await import("@offpeak/providers/anthropic/AnthropicBatch")).layer(adapter)
   : values.provider === "openai"
   ? (await import("@offpeak/providers/openai/OpenAiBatch")).layer(adapter)
+  : values.provider === "gemini"
+  ? (await import("@offpeak/providers/google/GeminiBatch")).layer(adapter)
   : undefined
 if (provider === undefined) throw new Error(`unknown --provider ${values.provider}`)
 
@@ -60,6 +65,11 @@ const layer = Layer.mergeAll(
   provider,
   Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename: path.join(values.state!, "state.db") })))
 )
+const cpuNow = () => {
+  const u = process.resourceUsage()
+  return (u.userCPUTime + u.systemCPUTime) / 1e6
+}
+const loadCpuSeconds = cpuNow()
 const started = performance.now()
 // the end is taken when Pipeline.run returns, before the layer closes the ledger (its last checkpoint is not part of it)
 const { summary, endedAtMs, seconds } = await Effect.runPromise(
@@ -76,6 +86,8 @@ process.stdout.write(
     batches: summary.batches,
     seconds,
     maxRssMb: process.resourceUsage().maxRSS / 1024,
-    endedAtMs
+    endedAtMs,
+    cpuSeconds: cpuNow(),
+    loadCpuSeconds
   }) + "\n"
 )

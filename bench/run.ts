@@ -2,14 +2,14 @@
  * Throughput, memory and latency of the whole pipeline against hand-written baselines,
  * for each provider, every side run against a fresh emulator process of its own.
  *
- *   npm run bench                                  # 100,000 rows, then the latency scenario; both providers
+ *   npm run bench                                  # 100,000 rows, then the latency scenario; every provider
  *   npm run bench -- --quick                       # 10,000 rows (what CI runs, with --max-rss-mb)
  *   npm run bench -- --rows 20000 --providers anthropic
  *   npm run bench -- --sizes 10000,100000,1000000 --repeat 3
  *   npm run bench -- --latency                     # only the latency scenario
  *
  * Flags: --rows N | --sizes N,N,… | --quick (10,000) choose the sizes; --repeat K runs each
- * side K times (medians are reported); --providers openai,anthropic (default both);
+ * side K times (medians are reported); --providers openai,anthropic,gemini (default all three);
  * --max-requests (10,000) and --in-flight (3) set the batching of both sides; --latency
  * runs the latency scenario: 50,000 rows sent as one batch, one in flight (run by default
  * when no size is given); --max-rss-mb N exits 1 when offpeak's median peak RSS exceeds N MB
@@ -21,7 +21,10 @@
  * bench/baseline-<provider>.ts or bench/offpeak.ts as a child process as the offpeak binary
  * runs (`--max-semi-space-size=8`, `MALLOC_ARENA_MAX=2`), and checks the output holds every input row exactly
  * once (by id) with an answer. Per size and provider it prints rows/s of both sides and
- * their ratio, peak RSS, batch bytes sent and parsed per second of the run (the emulator's
+ * their ratio, CPU seconds per 1,000 rows of each side's process and their ratio (user +
+ * system CPU of every thread of the child, loading included, as the child reads it from
+ * `process.resourceUsage()` when its work is done; the emulator's CPU is not counted),
+ * peak RSS, batch bytes sent and parsed per second of the run (the emulator's
  * input and result bytes of that run over its seconds), and commit-after-complete latency:
  * from the emulator's last batch of that run completing to the last row committed (the
  * baseline's output file closed; offpeak's last sink write, part file or manifest). That
@@ -47,7 +50,7 @@ const { values } = parseArgs({
     sizes: { type: "string" },
     quick: { type: "boolean", default: false },
     repeat: { type: "string", default: "1" },
-    providers: { type: "string", default: "openai,anthropic" },
+    providers: { type: "string", default: "openai,anthropic,gemini" },
     "max-requests": { type: "string", default: "10000" },
     "in-flight": { type: "string", default: "3" },
     latency: { type: "boolean", default: false },
@@ -60,7 +63,7 @@ const positive = (flag: string, text: string) => {
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer, got "${text}"`)
   return n
 }
-const PROVIDERS = ["openai", "anthropic"] as const
+const PROVIDERS = ["openai", "anthropic", "gemini"] as const
 type ProviderName = (typeof PROVIDERS)[number]
 const providers = values.providers.split(",").map((p) => p.trim()).filter((p) => p.length > 0).map((p) => {
   if (!(PROVIDERS as ReadonlyArray<string>).includes(p)) throw new Error(`unknown provider "${p}" (known: ${PROVIDERS.join(", ")})`)
@@ -133,7 +136,8 @@ const runScript = async (args: ReadonlyArray<string>): Promise<Record<string, nu
 
 const KNOBS: Record<ProviderName, object> = {
   openai: { linesPerSecond: 1e9, validationMs: 0, finalizingMs: 0 },
-  anthropic: { linesPerSecond: 1e9 }
+  anthropic: { linesPerSecond: 1e9 },
+  gemini: { linesPerSecond: 1e9, pendingMs: 0 }
 }
 
 /** `offpeak emulator <provider>` answering as fast as it can, its finished-batch log at `log` */
@@ -197,6 +201,12 @@ type Logged =
 interface Measure {
   readonly seconds: number
   readonly rowsPerSecond: number
+  /** user + system CPU seconds of the side's process (all its threads, loading included) */
+  readonly cpuSeconds: number
+  /** the part of cpuSeconds spent before the side's clock started (loading the modules) */
+  readonly loadCpuSeconds: number
+  /** cpuSeconds per 1,000 input rows */
+  readonly cpuPer1kRows: number
   readonly maxRssMb: number
   /** requests of each batch the emulator finished, in order of completion */
   readonly batches: ReadonlyArray<number>
@@ -245,7 +255,7 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
       ]
       if (side === "baseline") {
         const out = path.join(work, "baseline.jsonl")
-        const extra = provider === "openai" ? ["--work", path.join(work, "batches")] : []
+        const extra = provider === "anthropic" ? [] : ["--work", path.join(work, "batches")]
         report = await runScript([`bench/baseline-${provider}.ts`, ...common, "--out", out, ...extra])
         await verify([out], scenario.rows, what)
         lastCommitMs = report.endedAtMs!
@@ -268,11 +278,16 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
       throw new Error(`${what}: the emulator logged ${finished.length} finished batches, ${seen.length} seen ended`)
     }
     const seconds = report.seconds!
+    const cpuSeconds = report.cpuSeconds!
+    if (!(cpuSeconds > 0)) throw new Error(`${what}: the side reported no CPU time (${JSON.stringify(report)})`)
     const inputBytes = finished.reduce((n, b) => n + b.inputBytes, 0)
     const outputBytes = finished.reduce((n, b) => n + b.outputBytes, 0)
     const measure: Measure = {
       seconds,
       rowsPerSecond: scenario.rows / seconds,
+      cpuSeconds,
+      loadCpuSeconds: report.loadCpuSeconds!,
+      cpuPer1kRows: cpuSeconds / (scenario.rows / 1000),
       maxRssMb: report.maxRssMb!,
       batches: finished.map((b) => b.requests),
       inputBytes,
@@ -283,7 +298,8 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
       commitAfterSeenMs: lastCommitMs - Math.max(...seen)
     }
     process.stderr.write(
-      `  ${what}: ${fmt(seconds, 2)} s, ${fmt(measure.rowsPerSecond)} rows/s, ${fmt(measure.maxRssMb)} MB, ` +
+      `  ${what}: ${fmt(seconds, 2)} s, ${fmt(measure.rowsPerSecond)} rows/s, ` +
+        `CPU ${fmt(cpuSeconds, 2)} s (${fmt(measure.loadCpuSeconds, 2)} s loading, ${fmt(measure.cpuPer1kRows, 3)} s / 1k rows), ${fmt(measure.maxRssMb)} MB, ` +
         `${finished.length} batches, commit-after-complete ${fmt(measure.commitAfterCompleteMs)} ms ` +
         `(after seen ${fmt(measure.commitAfterSeenMs)} ms)\n`
     )
@@ -303,6 +319,9 @@ const median = (xs: ReadonlyArray<number>) => {
 const summarize = (ms: ReadonlyArray<Measure>) => ({
   seconds: median(ms.map((m) => m.seconds)),
   rowsPerSecond: median(ms.map((m) => m.rowsPerSecond)),
+  cpuSeconds: median(ms.map((m) => m.cpuSeconds)),
+  loadCpuSeconds: median(ms.map((m) => m.loadCpuSeconds)),
+  cpuPer1kRows: median(ms.map((m) => m.cpuPer1kRows)),
   maxRssMb: median(ms.map((m) => m.maxRssMb)),
   batches: ms[0]!.batches.length,
   sentMBps: median(ms.map((m) => m.sentMBps)),
@@ -317,7 +336,7 @@ interface Outcome {
   readonly scenario: Scenario
   readonly runs: Record<Side, Array<Measure>>
   readonly median: Record<Side, Summary>
-  readonly ratio: { readonly rowsPerSecond: number; readonly maxRssMb: number }
+  readonly ratio: { readonly rowsPerSecond: number; readonly cpuPer1kRows: number; readonly maxRssMb: number }
   readonly warnings: ReadonlyArray<string>
 }
 
@@ -342,6 +361,7 @@ for (const provider of providers) {
       median,
       ratio: {
         rowsPerSecond: median.offpeak.rowsPerSecond / median.baseline.rowsPerSecond,
+        cpuPer1kRows: median.offpeak.cpuPer1kRows / median.baseline.cpuPer1kRows,
         maxRssMb: median.offpeak.maxRssMb / median.baseline.maxRssMb
       },
       warnings
@@ -359,7 +379,8 @@ const lines = [
   `\`${command}\``,
   "",
   `${machine}; ${startedAt.toISOString()}; ${repeat} run(s) per side, medians; every side run against its own emulator process.`,
-  "Columns with two values are baseline / offpeak. Sent and parsed: the batches' request and result bytes over the run's seconds.",
+  "Columns with two values are baseline / offpeak. CPU: user + system seconds of the side's whole process (every thread, loading included) per 1,000 rows;",
+  "the emulator's CPU is not counted. Sent and parsed: the batches' request and result bytes over the run's seconds.",
   "Commit-after-complete: from the last batch's results being ready at the emulator to the last row committed in the sink;",
   "commit-after-seen: from the first poll that saw the last batch ended (polls: 100 ms growing to 1 s on both sides, every 100 ms while an OpenAI batch is finalizing)."
 ]
@@ -368,8 +389,8 @@ for (const provider of providers) {
     "",
     `### ${provider}`,
     "",
-    "| rows | batches × size, in flight | rows/s baseline | rows/s offpeak | offpeak/baseline | peak RSS MB | sent MB/s | parsed MB/s | commit-after-complete ms | commit-after-seen ms |",
-    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+    "| rows | batches × size, in flight | rows/s baseline | rows/s offpeak | offpeak/baseline | CPU s / 1k rows | CPU offpeak/baseline | peak RSS MB | sent MB/s | parsed MB/s | commit-after-complete ms | commit-after-seen ms |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
   )
   for (const o of outcomes.filter((o) => o.provider === provider)) {
     const batches = o.median.baseline.batches === o.median.offpeak.batches
@@ -378,6 +399,7 @@ for (const provider of providers) {
     lines.push(
       `| ${o.scenario.label} | ${batches} × ≤${fmt(o.scenario.maxRequests)}, ${o.scenario.inFlight} | ` +
         `${fmt(o.median.baseline.rowsPerSecond)} | ${fmt(o.median.offpeak.rowsPerSecond)} | ${fmt(o.ratio.rowsPerSecond, 2)} | ` +
+        `${both(o, (s) => fmt(s.cpuPer1kRows, 3))} | ${fmt(o.ratio.cpuPer1kRows, 2)} | ` +
         `${both(o, (s) => fmt(s.maxRssMb))} | ${both(o, (s) => fmt(s.sentMBps, 1))} | ${both(o, (s) => fmt(s.parsedMBps, 1))} | ` +
         `${both(o, (s) => fmt(s.commitAfterCompleteMs))} | ${both(o, (s) => fmt(s.commitAfterSeenMs))} |`
     )

@@ -2,7 +2,7 @@
  * The embedding backfill on a real Postgres: a documents table → embeddings
  * through the OpenAI adapter and an emulator in another process → the table's
  * embedding column (real[] here: the system Postgres has no pgvector; the
- * vector(n) path is covered on PGlite in packages/sources/postgres).
+ * vector(n) path is covered on PGlite in packages/io/postgres).
  */
 import { Engine } from "@offpeak/providers/local"
 import { Effect } from "effect"

@@ -281,7 +281,7 @@ describe("status of a run at work", () => {
       OFFPEAK_TEST_INPUT: input,
       OFFPEAK_TEST_OUT: path.join(dir, "out"),
       OFFPEAK_TEST_MAX_REQUESTS: "100",
-      OFFPEAK_EMULATOR_KNOBS: JSON.stringify({ linesPerSecond: 20 })
+      OFFPEAK_EMULATOR_KNOBS: JSON.stringify({ linesPerSecond: 5 })
     }
     const run = startCli(["run", fixture, "--state-dir", "st"], { cwd: dir, env })
     await waitFor("a submitted batch", () => /batch b00001 submitted/.test(run.output().stderr))

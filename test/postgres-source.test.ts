@@ -39,8 +39,8 @@ const MODULE = `
 import * as Pipeline from "@offpeak/core/Pipeline"
 import * as Request from "@offpeak/core/Request"
 import type * as Source from "@offpeak/core/Source"
-import { Jsonl } from "@offpeak/sources/jsonl"
-import { Postgres } from "@offpeak/sources/postgres"
+import { Jsonl } from "@offpeak/io/jsonl"
+import { Postgres } from "@offpeak/io/postgres"
 import { Effect, Schema, Stream } from "effect"
 
 const env = (name: string) => process.env[name]

@@ -18,8 +18,8 @@ const DIR = path.join(repo, "node_modules", ".cache", "offpeak-readme")
 const PRELUDE = [
   `import * as Pipeline from "@offpeak/core/Pipeline"`,
   `import * as Request from "@offpeak/core/Request"`,
-  `import { Csv } from "@offpeak/sources/csv"`,
-  `import { Jsonl } from "@offpeak/sources/jsonl"`,
+  `import { Csv } from "@offpeak/io/csv"`,
+  `import { Jsonl } from "@offpeak/io/jsonl"`,
   `import { Schema } from "effect"`,
   `import { Ticket, Triage } from ${JSON.stringify(path.join(repo, "examples/triage/pipeline.ts"))}`,
   `declare const SYSTEM: string`

@@ -22,7 +22,7 @@
  */
 import { BigQuery } from "@google-cloud/bigquery"
 import { GoogleGenAI } from "@google/genai"
-import { Emulator as BigQueryEmulator } from "@offpeak/sources/bigquery"
+import { Emulator as BigQueryEmulator } from "@offpeak/io/bigquery"
 import { Effect } from "effect"
 import { PassThroughClient } from "google-auth-library"
 import { type ChildProcess, spawn } from "node:child_process"

@@ -13,7 +13,7 @@
  */
 import { BigQuery as Client } from "@google-cloud/bigquery"
 import { Engine } from "@offpeak/providers/local"
-import { Emulator } from "@offpeak/sources/bigquery"
+import { Emulator } from "@offpeak/io/bigquery"
 import { Effect } from "effect"
 import { PassThroughClient } from "google-auth-library"
 import { spawn } from "node:child_process"

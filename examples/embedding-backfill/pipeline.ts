@@ -16,8 +16,8 @@
  */
 import * as Pipeline from "@offpeak/core/Pipeline"
 import * as Request from "@offpeak/core/Request"
-import { Jsonl } from "@offpeak/sources/jsonl"
-import { Postgres } from "@offpeak/sources/postgres"
+import { Jsonl } from "@offpeak/io/jsonl"
+import { Postgres } from "@offpeak/io/postgres"
 import { Schema } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

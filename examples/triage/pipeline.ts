@@ -11,8 +11,8 @@
  */
 import * as Pipeline from "@offpeak/core/Pipeline"
 import * as Request from "@offpeak/core/Request"
-import { Csv } from "@offpeak/sources/csv"
-import { Jsonl } from "@offpeak/sources/jsonl"
+import { Csv } from "@offpeak/io/csv"
+import { Jsonl } from "@offpeak/io/jsonl"
 import { Schema } from "effect"
 import { fileURLToPath } from "node:url"
 

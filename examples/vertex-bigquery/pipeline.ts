@@ -29,7 +29,7 @@ import * as Pipeline from "@offpeak/core/Pipeline"
 import * as Request from "@offpeak/core/Request"
 import { SinkError } from "@offpeak/core/Sink"
 import type * as Sink from "@offpeak/core/Sink"
-import { BigQuery } from "@offpeak/sources/bigquery"
+import { BigQuery } from "@offpeak/io/bigquery"
 import { Effect } from "effect"
 import * as Example from "./pushdown.ts"
 

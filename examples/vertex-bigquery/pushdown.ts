@@ -15,7 +15,7 @@
  */
 import { BigQuery as Client } from "@google-cloud/bigquery"
 import { SourceError } from "@offpeak/core/Source"
-import { BigQuery, Pushdown } from "@offpeak/sources/bigquery"
+import { BigQuery, Pushdown } from "@offpeak/io/bigquery"
 import { Effect, Schema } from "effect"
 import { PassThroughClient } from "google-auth-library"
 

@@ -10,7 +10,7 @@
  * `<state-dir>/emulator/vertex/bigquery/` (not while a run holds them). Prints
  * one JSON line with the figures after the table, for scripts.
  */
-import { Emulator } from "@offpeak/sources/bigquery"
+import { Emulator } from "@offpeak/io/bigquery"
 import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"

@@ -20,7 +20,7 @@
  */
 import * as Pipeline from "@offpeak/core/Pipeline"
 import * as Request from "@offpeak/core/Request"
-import { BigQuery } from "@offpeak/sources/bigquery"
+import { BigQuery } from "@offpeak/io/bigquery"
 import { Schema } from "effect"
 import * as Warehouse from "./warehouse.ts"
 

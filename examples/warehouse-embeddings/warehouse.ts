@@ -17,8 +17,8 @@
  * The dataset is `WAREHOUSE_DATASET` (default `warehouse`).
  */
 import { BigQuery as Client } from "@google-cloud/bigquery"
-import type { BigQuery } from "@offpeak/sources/bigquery"
-import { Emulator } from "@offpeak/sources/bigquery"
+import type { BigQuery } from "@offpeak/io/bigquery"
+import { Emulator } from "@offpeak/io/bigquery"
 import { Effect, Exit, Scope } from "effect"
 import { PassThroughClient } from "google-auth-library"
 import * as fs from "node:fs"

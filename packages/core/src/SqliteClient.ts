@@ -19,7 +19,7 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, Option, Scope, Semaphore, Stream } from "effect"
-import { Reactivity } from "effect/reactivity"
+import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient, SqlConnection, SqlError, Statement } from "effect/sql"
 import * as fs from "node:fs"
 import * as path from "node:path"

@@ -76,7 +76,7 @@ import {
   Schema,
   Stream
 } from "effect"
-import { AnthropicStructuredOutput } from "effect/ai"
+import * as AnthropicStructuredOutput from "effect/ai/AnthropicStructuredOutput"
 import * as BatchFile from "./internal/batchFile.ts"
 import * as Ownership from "./internal/ownership.ts"
 import * as Journal from "./internal/submitJournal.ts"

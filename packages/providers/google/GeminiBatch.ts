@@ -82,7 +82,7 @@ import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
 import { Config, Duration, Effect, Layer, Option, Predicate, Redacted, Result, Schedule, Schema, Stream } from "effect"
-import { AnthropicStructuredOutput } from "effect/ai"
+import * as AnthropicStructuredOutput from "effect/ai/AnthropicStructuredOutput"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -728,10 +728,35 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         catch: () => localError(operation, `the answer is not an operation: ${Provider.clipRaw(text ?? "(empty)")}`)
       })
 
+    /**
+     * A batch's operation, read with a plain fetch and parsed once: through the SDK an ended inline batch's responses
+     * would be held three times over (its text, its parse, its conversion), and they can be tens of megabytes.
+     */
     const getOperation = (name: string) =>
-      call("batches.get", true, (httpOptions, abortSignal) => ai.batches.get({ name, config: { httpOptions, abortSignal } })).pipe(
-        Effect.flatMap(({ text }) => operationOf("batches.get", text))
-      )
+      restCall("batches.get", "GET", name).pipe(Effect.flatMap((text) => operationOf("batches.get", text)))
+
+    /** one call of the REST API with a plain fetch: the answer's text, or the error the SDK would have raised */
+    const restCall = (operation: string, method: "GET" | "POST", resource: string, body?: string) =>
+      Effect.suspend(() => {
+        const seen: Seen = { text: undefined, headers: undefined }
+        return Effect.tryPromise({
+          try: async (signal) => {
+            const response = await globalThis.fetch(`${baseUrl}/${apiVersion}/${resource}`, {
+              method,
+              headers: { "x-goog-api-key": apiKey, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
+              ...(body !== undefined ? { body } : {}),
+              signal
+            })
+            const text = await response.text()
+            if (!response.ok) {
+              seen.headers = response.headers
+              throw new ApiError({ message: text, status: response.status })
+            }
+            return text
+          },
+          catch: toProviderError(operation, seen)
+        })
+      }).pipe(Telemetry.providerCall("gemini", operation))
 
     const remoteOf = (op: OperationJson, fallbackName?: string): Provider.RemoteBatch => {
       const file = op.metadata?.inputConfig?.fileName
@@ -798,10 +823,14 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           const lines = yield* readLines(submission.path).pipe(
             Effect.mapError((e) => localError("batches.create", `cannot read the batch file: ${String(e)}`))
           )
-          const src = lines.map((line) => inlinedRequest(JSON.parse(line) as Wire.BatchLine))
+          // each line is already the request as the API takes it (what `ai.batches.create` makes of
+          // `inlinedRequest(line)`): the body is written around them, never parsed and converted again (a batch of
+          // inline requests can be tens of megabytes)
+          const body = `{"batch":{"displayName":${JSON.stringify(displayName)},"inputConfig":{"requests":{"requests":[${
+            lines.join(",")
+          }]}}}}`
           yield* Failpoint.hit("batch.uploaded")
-          const { text } = yield* call("batches.create", true, (httpOptions, abortSignal) =>
-            ai.batches.create({ model, src, config: { displayName, httpOptions, abortSignal } }))
+          const text = yield* restCall("batches.create", "POST", `${modelPath(model)}:batchGenerateContent`, body)
           return remoteOf(yield* operationOf("batches.create", text))
         }
         const fileName = yield* upload(submission, displayName)
@@ -858,7 +887,15 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     // ----- status, results, cancel -----
 
-    const status = (batch: Provider.RemoteBatch) => Effect.map(getOperation(batch.id), toStatus)
+    /** the operation of a batch `status` saw ended, kept for the `results` call that follows (not fetched twice) */
+    const ended = new Map<string, OperationJson>()
+    const status = (batch: Provider.RemoteBatch) =>
+      Effect.map(getOperation(batch.id), (op) => {
+        const s = toStatus(op)
+        if (Provider.isTerminal(s.state)) ended.set(batch.id, op)
+        else ended.delete(batch.id)
+        return s
+      })
 
     /** streams a responses file: a plain fetch of the SDK's download URL (see the module's gotchas) */
     const download = (fileName: string): Stream.Stream<Provider.LineResult, ProviderError.ProviderError> =>
@@ -900,7 +937,11 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     const results = (batch: Provider.RemoteBatch) =>
       Stream.unwrap(
-        getOperation(batch.id).pipe(
+        Effect.suspend(() => {
+          const op = ended.get(batch.id)
+          ended.delete(batch.id)
+          return op !== undefined ? Effect.succeed(op) : getOperation(batch.id)
+        }).pipe(
           Effect.map((op) => {
             const output = op.metadata?.output
             const inline = output?.inlinedResponses?.inlinedResponses ?? output?.inlinedEmbedContentResponses?.inlinedResponses

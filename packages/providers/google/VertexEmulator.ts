@@ -3,7 +3,7 @@
  * faithful enough that the official `@google/genai` in Vertex mode drives
  * whole jobs against it, reading its input from and writing its output to
  * the local BigQuery and Cloud Storage emulators
- * (`@offpeak/sources/bigquery`, `@offpeak/sources/gcs`) through the official
+ * (`@offpeak/io/bigquery`, `@offpeak/io/gcs`) through the official
  * `@google-cloud/bigquery` and `@google-cloud/storage` clients.
  *
  * **What it serves** (under `/v1beta1`, what the SDK sends, and `/v1`; with or

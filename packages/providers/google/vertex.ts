@@ -5,8 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Emulator as BigQueryEmulator } from "@offpeak/sources/bigquery"
-import { Emulator as GcsEmulator } from "@offpeak/sources/gcs"
+import { Emulator as BigQueryEmulator } from "@offpeak/io/bigquery"
+import { Emulator as GcsEmulator } from "@offpeak/io/gcs"
 import * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
 import * as Provider from "@offpeak/core/Provider"
 import { ConfigProvider, Context, Effect, Layer } from "effect"

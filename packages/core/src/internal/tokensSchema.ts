@@ -6,7 +6,8 @@
  * text. Cached per schema object: a pipeline renders it once, not once per row.
  */
 import type { Schema } from "effect"
-import { AnthropicStructuredOutput, OpenAiStructuredOutput } from "effect/ai"
+import * as AnthropicStructuredOutput from "effect/ai/AnthropicStructuredOutput"
+import * as OpenAiStructuredOutput from "effect/ai/OpenAiStructuredOutput"
 
 /** the provider families whose token counts differ */
 export type Family = "openai" | "anthropic" | "google"

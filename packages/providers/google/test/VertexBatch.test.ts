@@ -7,7 +7,7 @@
  * synchronous calls, and what `encode` refuses.
  */
 import * as Provider from "@offpeak/core/Provider"
-import { Emulator as GcsEmulator } from "@offpeak/sources/gcs"
+import { Emulator as GcsEmulator } from "@offpeak/io/gcs"
 import * as Request from "@offpeak/core/Request"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Option, Result, Schema, Stream } from "effect"
@@ -129,7 +129,7 @@ describe("VertexBatch against the Vertex emulator", () => {
 
   it.live("cancel, a failed job and an expired one map to cancelled, failed (with its issue) and expired", () =>
     Effect.gen(function*() {
-      const s = yield* stack({ chunkRows: 5, rowsPerSecond: 20, failJobs: { times: 1, code: "INVALID_ARGUMENT", message: "The input table has no request column." } })
+      const s = yield* stack({ chunkRows: 5, rowsPerSecond: 10, failJobs: { times: 1, code: "INVALID_ARGUMENT", message: "The input table has no request column." } })
       const provider = yield* adapter(s)
       const t = yield* tableOf(s, 50)
       const failed = yield* untilEnd(provider, yield* provider.submit(table("b-failed", t, 50)))
@@ -139,7 +139,8 @@ describe("VertexBatch against the Vertex emulator", () => {
       yield* Effect.sleep(400)
       yield* provider.cancel(remote)
       const cancelling = yield* provider.status(remote)
-      assert.strictEqual(cancelling.state, "cancelling")
+      // on a loaded machine the emulator may have finished cancelling before this poll
+      assert.include(["cancelling", "cancelled"], cancelling.state)
       const cancelled = yield* untilEnd(provider, remote)
       assert.strictEqual(cancelled.state, "cancelled")
       assert.isBelow(cancelled.counts.completed, 50)

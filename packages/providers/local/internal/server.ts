@@ -5,7 +5,7 @@
  * @internal
  */
 import * as Tokens from "@offpeak/core/Tokens"
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { HttpServer } from "effect/http"

@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Effect, Layer } from "effect"
 import type { Scope } from "effect"
 import { HttpRouter, HttpServer } from "effect/http"

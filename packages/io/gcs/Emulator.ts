@@ -31,7 +31,7 @@
  *
  * @example
  * ```ts
- * import { Emulator } from "@offpeak/sources/gcs"
+ * import { Emulator } from "@offpeak/io/gcs"
  * import { Storage } from "@google-cloud/storage"
  *
  * const program = Effect.gen(function*() {

@@ -97,7 +97,7 @@ export interface SourceOptions<S extends Schema.Top> {
  *
  * @example
  * ```ts
- * import { Csv } from "@offpeak/sources/csv"
+ * import { Csv } from "@offpeak/io/csv"
  * import { Schema, Stream } from "effect"
  *
  * const Ticket = Schema.Struct({ id: Schema.String, priority: Schema.Literals(["low", "high"]), age: Schema.Int })
@@ -165,7 +165,7 @@ export interface SinkOptions {
  *
  * @example
  * ```ts
- * import { Csv } from "@offpeak/sources/csv"
+ * import { Csv } from "@offpeak/io/csv"
  *
  * const sink = Csv.sink<{ id: string; label: string; score: number }>({
  *   dir: "out/labels",

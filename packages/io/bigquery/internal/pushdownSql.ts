@@ -14,7 +14,7 @@
  */
 import type { Schema } from "effect"
 import { SchemaAST } from "effect"
-import { AnthropicStructuredOutput } from "effect/ai"
+import * as AnthropicStructuredOutput from "effect/ai/AnthropicStructuredOutput"
 
 // ===== the output as columns =====
 

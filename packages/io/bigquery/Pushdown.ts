@@ -228,7 +228,7 @@ interface QueryParameter {
  *
  * @example
  * ```ts
- * import { BigQuery, Pushdown } from "@offpeak/sources/bigquery"
+ * import { BigQuery, Pushdown } from "@offpeak/io/bigquery"
  *
  * const pushdown = BigQuery.pushdown({
  *   source: { table: "shop.products" },

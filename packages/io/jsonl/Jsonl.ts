@@ -62,7 +62,7 @@ export interface SourceOptions<S extends Schema.Top> {
  *
  * @example
  * ```ts
- * import { Jsonl } from "@offpeak/sources/jsonl"
+ * import { Jsonl } from "@offpeak/io/jsonl"
  * import { Schema, Stream } from "effect"
  *
  * const Event = Schema.Struct({ id: Schema.String, score: Schema.Finite })
@@ -119,7 +119,7 @@ export interface SinkOptions {
  *
  * @example
  * ```ts
- * import { Jsonl } from "@offpeak/sources/jsonl"
+ * import { Jsonl } from "@offpeak/io/jsonl"
  *
  * const sink = Jsonl.sink<{ id: string; label: string }>({ dir: "out/labels" })
  * ```

@@ -9,7 +9,7 @@
 import { PgClient, PgTypes } from "@effect/sql-pg"
 import { Effect, Redacted, Result } from "effect"
 import type { Scope } from "effect"
-import { Reactivity } from "effect/reactivity"
+import * as Reactivity from "effect/reactivity/Reactivity"
 import type { SqlError } from "effect/sql"
 
 /** a URL given as text or as a `Redacted` */

@@ -97,7 +97,7 @@
  *
  * @example
  * ```ts
- * import { Emulator } from "@offpeak/sources/bigquery"
+ * import { Emulator } from "@offpeak/io/bigquery"
  * import { BigQuery } from "@google-cloud/bigquery"
  * import { PassThroughClient } from "google-auth-library"
  *

@@ -237,7 +237,7 @@ const DEFAULT_PAGE = 10_000
  *
  * @example
  * ```ts
- * import { BigQuery } from "@offpeak/sources/bigquery"
+ * import { BigQuery } from "@offpeak/io/bigquery"
  * import { Schema } from "effect"
  *
  * const Doc = Schema.Struct({ id: Schema.Number, body: Schema.String, updated_at: Schema.String })
@@ -582,7 +582,7 @@ const refusalOf = (
  *
  * @example
  * ```ts
- * import { BigQuery } from "@offpeak/sources/bigquery"
+ * import { BigQuery } from "@offpeak/io/bigquery"
  *
  * const sink = BigQuery.sink<{ id: number; embedding: ReadonlyArray<number> }>({
  *   table: "docs.embeddings",

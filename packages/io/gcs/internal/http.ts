@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Cause, Context, Data, Effect, Layer, Stream } from "effect"
 import type { Scope } from "effect"
 import { HttpPlatform, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"

@@ -228,7 +228,7 @@ const keyText = (value: unknown): string | undefined =>
  *
  * @example
  * ```ts
- * import { Postgres } from "@offpeak/sources/postgres"
+ * import { Postgres } from "@offpeak/io/postgres"
  * import { Schema } from "effect"
  *
  * const Doc = Schema.Struct({ id: Schema.Number, body: Schema.String })
@@ -544,7 +544,7 @@ export interface SinkOptions {
  *
  * @example
  * ```ts
- * import { Postgres } from "@offpeak/sources/postgres"
+ * import { Postgres } from "@offpeak/io/postgres"
  *
  * const sink = Postgres.sink<{ id: number; emb: ReadonlyArray<number> }>({
  *   url: process.env.DATABASE_URL!,
