@@ -1,11 +1,13 @@
 /**
- * Crash torture, for OpenAI and Anthropic: one run (10,000 rows on OpenAI, 6,000 on Anthropic, 125 requests a batch)
- * is SIGKILLed again and again and resumed each time —
+ * Crash torture, for OpenAI, Anthropic and Gemini: one run (10,000 rows on OpenAI, 6,000 on Anthropic, 5,000 on Gemini,
+ * 125 requests a batch) is SIGKILLed again and again and resumed each time —
  *
  * - at every crash point of the pipeline and the adapter (reading, after upload before create, inside a create whose
  *   request went out and whose answer is not in — `batch.create.sent`, against an emulator that answers every create
  *   late while the batch already exists —, after create before the ledger write, while polling, mid-download,
- *   mid-sink-write, …), at a first and a later pass (Anthropic: the points where its adapter's state is at stake);
+ *   mid-sink-write, …), at a first and a later pass (Anthropic and Gemini: the points where the adapter's state is at
+ *   stake; Gemini is killed inside its creates from outside, the moment its emulator holds a batch whose create has
+ *   not been answered, and the emulator's creation time proves the answer was not sent yet);
  * - while a second process tries to resume the same run: the attempt at work is left alive, a second `offpeak resume`
  *   started meanwhile must be refused naming the owner's pid, then the first is killed (with a create in flight, or
  *   while it delivers) and the next attempt resumes;
@@ -17,6 +19,7 @@
  *
  * Besides, for each provider, one run where every create is answered late and nothing is killed.
  */
+import { GoogleGenAI } from "@google/genai"
 import OpenAI from "openai"
 import { afterAll, describe, expect, it } from "vitest"
 import * as fs from "node:fs"
@@ -33,6 +36,8 @@ const MAX_REQUESTS = 125
 /** how late the torture's emulators answer every create: the crash point inside a create (`batch.create.sent`, 100 ms
  * after the request went out) falls while the batch exists and its answer is not in */
 const CREATE_LATENCY_MS = 500
+/** Gemini's: creates are one at a time, so this also paces the run (fewer rows go by while a second process starts) */
+const GEMINI_CREATE_LATENCY_MS = 1_000
 
 // ----- what the emulator was asked -----
 
@@ -40,6 +45,14 @@ const CREATE_LATENCY_MS = 500
 interface Remote {
   readonly id: string
   readonly ids: ReadonlyArray<string>
+  readonly running: boolean
+}
+
+/** one batch as the emulator lists it: its name, the display name it was created with, when the emulator made it */
+interface Listed {
+  readonly id: string
+  readonly displayName: string
+  readonly createdMs: number
   readonly running: boolean
 }
 
@@ -67,11 +80,65 @@ const anthropicCounters = async (url: string): Promise<Counters> => {
 const anthropicRemote = async (url: string): Promise<ReadonlyArray<Remote>> =>
   (await anthropicCounters(url)).batches.map((b) => ({ id: b.id, ids: b.custom_ids ?? [], running: b.status !== "ended" }))
 
+const geminiClients = new Map<string, GoogleGenAI>()
+const geminiClient = (url: string): GoogleGenAI => {
+  let ai = geminiClients.get(url)
+  if (ai === undefined) {
+    ai = new GoogleGenAI({ apiKey: "test", vertexai: false, httpOptions: { baseUrl: url, apiVersion: "v1beta" } })
+    geminiClients.set(url, ai)
+  }
+  return ai
+}
+
+/** the SDK's names of a Gemini batch's ended states (it rewrites the API's `BATCH_STATE_*` to `JOB_STATE_*`) */
+const GEMINI_ENDED = new Set(["JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"])
+
+/** the batches the Gemini emulator lists, newest first: all of them, or the first `pageSize` */
+const geminiListed = async (url: string, pageSize?: number): Promise<ReadonlyArray<Listed>> => {
+  const out: Array<Listed> = []
+  const pager = await geminiClient(url).batches.list({ config: { pageSize: pageSize ?? 100 } })
+  const toListed = (b: { name?: string; displayName?: string; createTime?: string; state?: string }): Listed => ({
+    id: b.name!,
+    displayName: b.displayName ?? "",
+    createdMs: Date.parse(b.createTime ?? ""),
+    running: !GEMINI_ENDED.has(b.state ?? "")
+  })
+  if (pageSize !== undefined) return pager.page.map(toListed)
+  for await (const b of pager) out.push(toListed(b))
+  return out
+}
+
+/**
+ * every batch the Gemini emulator created, with the keys of its results (inline responses carry the request's
+ * `metadata.key`, lines of a responses file their `key`): the requests it answered, so paid for
+ */
+const geminiRemote = async (url: string): Promise<ReadonlyArray<Remote>> => {
+  const ai = geminiClient(url)
+  const out: Array<Remote> = []
+  for (const b of await geminiListed(url)) {
+    const ids: Array<string> = []
+    if (!b.running) {
+      // the list leaves the results out: a get returns them
+      const job = await ai.batches.get({ name: b.id })
+      for (const r of job.dest?.inlinedResponses ?? []) ids.push(r.metadata!.key!)
+      if (job.dest?.fileName !== undefined) {
+        const response = await fetch(`${url}/v1beta/${job.dest.fileName}:download?alt=media`, { headers: { "x-goog-api-key": "test" } })
+        if (!response.ok) throw new Error(`${job.dest.fileName}: HTTP ${response.status}`)
+        for (const line of (await response.text()).split("\n")) if (line.length > 0) ids.push(JSON.parse(line).key)
+      }
+    }
+    out.push({ id: b.id, ids, running: b.running })
+  }
+  return out
+}
+
 // ----- the schedule -----
 
 /**
  * One attempt:
  * - `point`: armed with a crash point, it kills itself there;
+ * - `inside create`: killed from outside the moment the emulator holds a batch this attempt created (its `pass`-th
+ *   or a later one), whose create the emulator has not answered yet (for an adapter without `batch.create.sent`);
  * - `contested`: once it holds the run, a second process resumes the same run and must be refused naming the
  *   attempt's pid while the attempt works on; then the attempt is killed once it is in `phase`;
  * - `random`: killed `afterMs` after it took the run's lease.
@@ -80,6 +147,7 @@ type Step =
   | { readonly kind: "point"; readonly failpoint: string }
   | { readonly kind: "contested"; readonly phase: "with a create in flight" | "delivering" }
   | { readonly kind: "random"; readonly afterMs: number }
+  | { readonly kind: "inside create"; readonly pass: number }
 
 const POINTS = [
   "source.admitted",
@@ -147,14 +215,47 @@ const ANTHROPIC_SCHEDULE: ReadonlyArray<Step> = [
   { kind: "random", afterMs: Math.floor(prng(101)() * 1_500) }
 ]
 
+/**
+ * Gemini: as Anthropic's, the points where the adapter's state is at stake — the display name is all its `find` has
+ * to adopt a batch after a crash: right before the create (`batch.uploaded`: inline batches are not uploaded), inside
+ * it (from outside: the adapter has no `batch.create.sent`), right after it before the ledger write, while polling,
+ * while its inline responses are recorded — at a first and a later pass (later: `find` must pick its batch among
+ * many), a second process contending while a create is in flight, a random moment. 12 kills: the runner's own points
+ * (reading, sealing, the ledger write, delivering, collecting) are the same code for every provider and run in the
+ * OpenAI schedule. Its creates are answered a second late, which paces the run: the contested attempt works on while
+ * the second process starts (many seconds on a loaded machine), and the attempts after it must still find work left
+ * in 5,000 rows.
+ */
+const GEMINI_SCHEDULE: ReadonlyArray<Step> = [
+  point("batch.uploaded:1"),
+  { kind: "inside create", pass: 1 },
+  { kind: "contested", phase: "with a create in flight" },
+  point("batch.created:1"),
+  point("batch.polled:1"),
+  point("results.recorded:1"),
+  point("batch.uploaded:3"),
+  { kind: "inside create", pass: 3 },
+  point("batch.created:3"),
+  point("batch.polled:6"),
+  point("results.recorded:3"),
+  { kind: "random", afterMs: Math.floor(prng(103)() * 1_500) }
+]
+
 interface Case {
   readonly provider: Providers.ProviderCase
   readonly schedule: ReadonlyArray<Step>
   /** rows of the run: enough batches (of {@link MAX_REQUESTS}) for every attempt to reach its crash point */
   readonly rows: number
+  /** how late the emulator answers every create in the torture */
+  readonly createLatencyMs: number
   readonly args: ReadonlyArray<string>
-  readonly knobs: Record<string, unknown>
+  /** the emulator's knobs, every create answered `createLatencyMs` late */
+  readonly knobs: (createLatencyMs: number) => Record<string, unknown>
   readonly remote: (url: string) => Promise<ReadonlyArray<Remote>>
+  /** the newest batches the emulator created, newest first (for `inside create`) */
+  readonly newest?: (url: string) => Promise<ReadonlyArray<Listed>>
+  /** the offpeak batch id a batch was created for, from what the emulator lists */
+  readonly batchIdOf?: (listed: Listed) => string | undefined
   /** what else the emulator counts, for the figures */
   readonly extra: (url: string) => Promise<string>
 }
@@ -164,8 +265,9 @@ const CASES: ReadonlyArray<Case> = [
     provider: Providers.openai,
     schedule: OPENAI_SCHEDULE,
     rows: 10_000,
+    createLatencyMs: CREATE_LATENCY_MS,
     args: [],
-    knobs: { linesPerSecond: 4_000, validationMs: 30, createLatencyMs: CREATE_LATENCY_MS },
+    knobs: (createLatencyMs) => ({ linesPerSecond: 4_000, validationMs: 30, createLatencyMs }),
     remote: openAiRemote,
     extra: async () => ""
   },
@@ -173,8 +275,9 @@ const CASES: ReadonlyArray<Case> = [
     provider: Providers.anthropic,
     schedule: ANTHROPIC_SCHEDULE,
     rows: 6_000,
+    createLatencyMs: CREATE_LATENCY_MS,
     args: ["--provider", "anthropic"],
-    knobs: { linesPerSecond: 4_000, createLatencyMs: CREATE_LATENCY_MS },
+    knobs: (createLatencyMs) => ({ linesPerSecond: 4_000, createLatencyMs }),
     remote: anthropicRemote,
     extra: async (url) => {
       const c = await anthropicCounters(url)
@@ -183,6 +286,23 @@ const CASES: ReadonlyArray<Case> = [
       const downloads = c.batches.map((b) => b.results_downloads)
       return `; creates received ${c.creates.received}, answered ${c.creates.answered}, results downloads per batch ` +
         `max ${Math.max(...downloads)} (total ${downloads.reduce((s, n) => s + n, 0)})`
+    }
+  },
+  {
+    provider: Providers.gemini,
+    schedule: GEMINI_SCHEDULE,
+    rows: 5_000,
+    createLatencyMs: GEMINI_CREATE_LATENCY_MS,
+    args: ["--provider", "gemini"],
+    knobs: (createLatencyMs) => ({ linesPerSecond: 4_000, createLatency: { ms: createLatencyMs } }),
+    remote: geminiRemote,
+    newest: (url) => geminiListed(url, 5),
+    batchIdOf: (listed) => /^offpeak (\S+)$/.exec(listed.displayName)?.[1],
+    extra: async (url) => {
+      // a batch created twice for one offpeak batch carries its display name twice
+      const names = (await geminiListed(url)).map((b) => b.displayName)
+      expect(names.length - new Set(names).size, "display names (offpeak batch ids) the emulator created twice").toBe(0)
+      return `; ${names.length} distinct display names at the emulator`
     }
   }
 ]
@@ -261,7 +381,7 @@ const checkRemote = async (c: Case, url: string, db: string, rows: number) => {
   expect(unclaimed, "remote batches no ledger batch holds").toEqual([])
   expect(running, "remote batches still running").toEqual([])
   expect(remote.length).toBe(held.length)
-  return { batches: remote.length, createdTwice, unclaimed: unclaimed.length, running: running.length }
+  return { batches: remote.length, held: held.length, createdTwice, unclaimed: unclaimed.length, running: running.length }
 }
 
 // ----- the tests -----
@@ -276,7 +396,7 @@ describe.concurrent("crash torture", () => {
       const out = path.join(dir, "out")
       const state = path.join(dir, "state")
       const db = path.join(state, "state.db")
-      const url = await startEmulator(name, dir, c.knobs)
+      const url = await startEmulator(name, dir, c.knobs(c.createLatencyMs))
       const env = {
         ...c.provider.cliEnv(url),
         OFFPEAK_POLL_INITIAL: "50 millis",
@@ -309,13 +429,39 @@ describe.concurrent("crash torture", () => {
           () => fs.existsSync(db) ? query<{ seq: number }>(db, "SELECT seq FROM offpeak_batches WHERE state = 'submitting'").map((b) => b.seq) : [],
           []
         )
+        // the emulator's newest batches before the attempt (the list is newest first): one not among them is the attempt's
+        const before = step.kind === "inside create" ? new Set((await c.newest!(url)).map((b) => b.id)) : new Set<string>()
         const attemptStarted = Date.now()
         const attempt = startCli(args, { cwd: dir, env: { ...env, OFFPEAK_FAILPOINTS: failpoint } })
         const pid = attempt.child.pid
         const alive = () => attempt.child.exitCode === null && attempt.child.signalCode === null
         let label = failpoint
+        /** an `inside create` kill: the batch the emulator held and the ledger did not, killed how long after its creation */
+        let caught: { readonly listed: Listed; readonly batchId: string; readonly afterMs: number } | undefined
 
-        if (step.kind === "random") {
+        if (step.kind === "inside create") {
+          let passes = 0
+          const counted = new Set<string>()
+          while (alive() && caught === undefined) {
+            const fresh = (await c.newest!(url)).filter((b) => !before.has(b.id) && !counted.has(b.id)).reverse()
+            for (const b of fresh) {
+              counted.add(b.id)
+              passes++
+              const batchId = c.batchIdOf!(b)
+              if (passes < step.pass || batchId === undefined) continue
+              // the emulator has it; the ledger does not (the create's answer is not in), and its answer is not due yet
+              const known = ledgerCount(db, `SELECT COUNT(*) AS n FROM offpeak_batches WHERE id = '${batchId}' AND remote_id IS NOT NULL`)
+              const now = Date.now()
+              if (known === 0 && now < b.createdMs + c.createLatencyMs - 100) {
+                attempt.child.kill("SIGKILL")
+                caught = { listed: b, batchId, afterMs: now - b.createdMs }
+                break
+              }
+            }
+            if (caught === undefined) await new Promise((r) => setTimeout(r, 20))
+          }
+          label = `inside create, pass ${passes}`
+        } else if (step.kind === "random") {
           await waitFor("the attempt at work", () => !alive() || holdsLease(db, pid))
           await new Promise((r) => setTimeout(r, step.afterMs))
           attempt.child.kill("SIGKILL")
@@ -361,6 +507,18 @@ describe.concurrent("crash torture", () => {
         if (runId === undefined && fs.existsSync(db)) {
           runId = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")[0]?.id
         }
+        if (caught !== undefined) {
+          // killed inside the create: the provider has the batch, the ledger still waits for it
+          const atProvider = (await c.remote(url)).length
+          const held = ledgerCount(db, "SELECT COUNT(*) AS n FROM offpeak_batches WHERE remote_id IS NOT NULL")
+          const [ledgerBatch] = query<{ state: string; remote_id: string | null }>(db, `SELECT state, remote_id FROM offpeak_batches WHERE id = '${caught.batchId}'`)
+          expect(ledgerBatch, `${label}: the killed create's batch ${caught.batchId} in the ledger`).toEqual({ state: "submitting", remote_id: null })
+          expect(atProvider, `${label}: the killed create's batch exists, unknown to the ledger`).toBe(held + 1)
+          insideCreates.push(
+            `${label}: killed ${caught.afterMs} ms after the emulator created ${caught.listed.id} (answer due at ${c.createLatencyMs} ms), ` +
+              `${atProvider} batches at the provider, ${held} known to the ledger (${heldBefore} before)`
+          )
+        }
         if (failpoint.startsWith("batch.create.sent") && exit.signal === "SIGKILL") {
           // the create was in flight: the provider has the batch, the ledger does not know it yet
           const atProvider = (await c.remote(url)).length
@@ -380,10 +538,11 @@ describe.concurrent("crash torture", () => {
       const remote = await checkRemote(c, url, db, c.rows)
       const extra = await c.extra(url)
       console.log(
-        `crash torture (${name}, creates answered ${CREATE_LATENCY_MS} ms late): ${kills} kills ` +
+        `crash torture (${name}, creates answered ${c.createLatencyMs} ms late): ${kills} kills ` +
           `(${new Set(hit).size} distinct: ${hit.join(", ")}), ${resumes + 1} resumes, ${completedEarly} attempts ran to ` +
           `the end unkilled, second processes refused while the first worked: ${contests.length} (${contests.join("; ")}); ` +
-          `inside creates: ${insideCreates.join("; ")}; ${c.rows} rows delivered once each, ${remote.batches} batches created, ` +
+          `inside creates: ${insideCreates.join("; ")}; ${c.rows} rows delivered once each, ${remote.batches} batches created at ` +
+          `the emulator, ${remote.held} remote batches held by the ledger, ` +
           `${remote.createdTwice} requests created twice, ${remote.unclaimed} remote batches unclaimed, ${remote.running} running${extra}; ` +
           `${((Date.now() - started) / 1000).toFixed(0)} s (the killed attempts ${(attemptsMs / 1000).toFixed(0)} s, ` +
           `the last resume ${(lastMs / 1000).toFixed(1)} s)`
@@ -392,6 +551,7 @@ describe.concurrent("crash torture", () => {
       expect(completedEarly).toBe(0)
       expect(kills).toBe(c.schedule.length)
       expect(contests).toHaveLength(c.schedule.filter((step) => step.kind === "contested").length)
+      expect(insideCreates).toHaveLength(c.schedule.filter((step) => step.kind === "inside create" || step.kind === "point" && step.failpoint.startsWith("batch.create.sent")).length)
     }, 600_000)
 
     it(`${name}: every create answered late, nothing killed: completes, each request created once`, async () => {
@@ -403,7 +563,7 @@ describe.concurrent("crash torture", () => {
       const out = path.join(dir, "out")
       const state = path.join(dir, "state")
       const db = path.join(state, "state.db")
-      const url = await startEmulator(name, dir, { ...c.knobs, createLatencyMs: latency })
+      const url = await startEmulator(name, dir, c.knobs(latency))
       const env = {
         ...c.provider.cliEnv(url),
         OFFPEAK_POLL_INITIAL: "50 millis",
