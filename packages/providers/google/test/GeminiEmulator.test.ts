@@ -62,7 +62,7 @@ const writeJsonl = (file: string, lines: ReadonlyArray<unknown>) => fs.writeFile
 describe("GeminiEmulator through @google/genai", () => {
   it.live("inline batch: PENDING → RUNNING → SUCCEEDED, keyed inline responses in shuffled order, engine answers, int64-string stats", () =>
     Effect.gen(function*() {
-      const emulator = yield* GeminiEmulator.serve({ linesPerSecond: 100, pendingMs: 150 })
+      const emulator = yield* GeminiEmulator.serve({ linesPerSecond: 100, pendingMs: 1_000 })
       const ai = sdk(emulator.url)
       const texts = Array.from({ length: 40 }, (_, i) => `ticket ${i}: I was charged twice on my invoice`)
       const src = texts.map((t, i) =>

@@ -36,7 +36,7 @@ const jobsPath = `projects/${PROJECT}/locations/${LOCATION}/batchPredictionJobs`
 describe("VertexEmulator through @google/genai, @google-cloud/bigquery and @google-cloud/storage", () => {
   it.live("BigQuery in and out: PENDING → RUNNING → SUCCEEDED, completionStats grow chunk by chunk, pass-through columns, request, response, status", () =>
     Effect.gen(function*() {
-      const s = yield* stack({ chunkRows: 20, rowsPerSecond: 150, pendingMs: 100 })
+      const s = yield* stack({ chunkRows: 20, rowsPerSecond: 150, pendingMs: 1_000 })
       yield* seedRequests(s.bqClient, 60)
       const created = yield* promise(() =>
         s.ai.batches.create({ model: "gemini-2.5-flash", src: `bq://${PROJECT}.ds.input`, config: { displayName: "bq-1", dest: `bq://${PROJECT}.ds` } })
