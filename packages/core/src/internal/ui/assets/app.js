@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: the whole page in one script served as is (no bundler, no framework), four views
+// sharing one small renderer and one poller.
 // offpeak web view: runs, one run's batches on a timeline, failures by kind, one row. Plain DOM, no dependencies.
 // Everything shown comes from the read-only JSON API of `offpeak ui`; the page polls it (every second while a run is
 // worked, every 5 s otherwise), so a run's progress, batches and cost move as the ledger changes.
