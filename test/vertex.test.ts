@@ -219,6 +219,13 @@ describe("Vertex from BigQuery through the CLI (examples/vertex-bigquery)", () =
     const status = await runCli(["status", runId], { cwd, env: cliEnv() })
     expect(status.code, status.stderr).toBe(0)
     for (const b of batches) expect(status.stdout).toContain(b.remote_id!)
+    // the run's own counts (its jobs' tallies), in the list and for the failures
+    const list = await runCli(["status", "--json"], { cwd, env: cliEnv() })
+    const listed1 = (JSON.parse(list.stdout) as ReadonlyArray<{ id: string; counts: { items: number; delivered: number; dead: number } }>)
+      .find((r) => r.id === runId)
+    expect(listed1?.counts).toMatchObject({ items: 10_000, delivered: landed, dead: dead.length })
+    const failures = await runCli(["failures", runId], { cwd, env: cliEnv() })
+    expect(failures.stdout).toContain(`${dead.length} rows failed in its table jobs`)
     console.log(
       `vertex example via the CLI: ${seconds.toFixed(1)} s; jobs of ${batches.map((b) => b.request_count.toLocaleString("en-US")).join(" → ")} rows ` +
         `(answered ${batches.map((b) => b.completed).join(" + ")} = ${landed}), ${listed.length} jobs at the emulator for ${batches.length} ledger batches; ` +

@@ -65,7 +65,16 @@ export const failuresCommand = Command.make(
           return yield* Console.log(Json.render(Json.Failures, { runId, kind: null, counts, rows: rows.map(toJson), next: null }))
         }
         const total = counts.reduce((sum, c) => sum + c.rows, 0)
-        if (total === 0) return yield* Console.log(`run ${runId}: no row failed`)
+        if (total === 0) {
+          // a run of table jobs (pushdown) keeps no row of its own: its failed rows are only in its dead-letter sink
+          const dead = (yield* ledger.counts(runId)).dead
+          return yield* Console.log(
+            dead === 0
+              ? `run ${runId}: no row failed`
+              : `run ${runId}: ${int(dead)} rows failed in its table jobs; they are in the run's dead-letter sink ` +
+                `(named in its summary), not in the ledger`
+          )
+        }
         yield* Console.log(`run ${runId}: ${int(total)} rows failed`)
         const kindWidth = Math.max(...counts.map((c) => c.kind.length))
         for (const c of counts) {
