@@ -6,7 +6,13 @@
  * (no time-based flush), so they are the same as the baseline's.
  *
  *   node --max-semi-space-size=8 bench/offpeak.ts --provider openai|anthropic|gemini \
- *     --input x.csv --out dir --url http://127.0.0.1:PORT[/v1] --state dir [--max-requests 10000] [--in-flight 3]
+ *     --input x.csv --out dir --url http://127.0.0.1:PORT[/v1] --state dir [--max-requests 10000] [--in-flight 3] [--wide] [--max-bytes N]
+ *
+ * With --wide the pipeline is bench/wide.ts's (rows of wide text, a two-field label of at most 20 tokens, rows
+ * `{ id, output }` in the sink) instead of the fixture's; --max-bytes sets the pipeline's batch.maxBytes (else the
+ * provider's limit). --sample-memory FILE appends process.memoryUsage() (MB),
+ * the anonymous and file-backed parts of the RSS, and (every 2 s, from a diagnostic report) the heaps of worker threads
+ * every 250 ms to FILE as JSON lines, to see where a peak is.
  *
  * Prints one JSON line: rows, succeeded, failed, batches, seconds (from
  * reading the source to the run's end), maxRssMb, endedAtMs (epoch ms when
@@ -23,6 +29,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { parseArgs } from "node:util"
 import * as Fixture from "../test/fixtures/tickets.pipeline.ts"
+import * as Wide from "./wide.ts"
 
 const { values } = parseArgs({
   options: {
@@ -32,18 +39,66 @@ const { values } = parseArgs({
     url: { type: "string" },
     state: { type: "string" },
     "max-requests": { type: "string", default: "10000" },
-    "in-flight": { type: "string", default: "3" }
+    "in-flight": { type: "string", default: "3" },
+    wide: { type: "boolean", default: false },
+    "max-bytes": { type: "string" },
+    "sample-memory": { type: "string" }
   }
 })
 fs.mkdirSync(values.state!, { recursive: true })
-const fixture = Fixture.make({
+const options = {
   input: values.input!,
   out: values.out!,
   maxRequests: Number(values["max-requests"]),
-  maxInFlight: Number(values["in-flight"])
-})
+  maxInFlight: Number(values["in-flight"]),
+  maxBytes: values["max-bytes"] === undefined ? undefined : Number(values["max-bytes"])
+}
+const fixture = Fixture.make(options)
 // the fixture flushes a batch open for 2 s; the baseline has no such rule, so batches close on size only here
-const pipeline = Pipeline.make({ ...fixture, batch: { ...fixture.batch, flushAfter: "1 hour" } })
+const pipeline: Pipeline.Pipeline<any, any, any> = values.wide
+  ? Wide.make(options)
+  : Pipeline.make({ ...fixture, batch: { ...fixture.batch, flushAfter: "1 hour" } })
+
+// --sample-memory FILE: process.memoryUsage() every 250 ms as JSON lines (where the memory is: heap, external, array buffers)
+if (values["sample-memory"] !== undefined) {
+  const file = values["sample-memory"]
+  const t0 = performance.now()
+  const mb = (n: number) => Math.round(n / 1048576)
+  // the resident set split into anonymous memory and mapped files (the node binary, SQLite's files)
+  const status = () => {
+    const text = fs.readFileSync("/proc/self/status", "utf8")
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN)
+    return { rssAnon: Math.round(kb("RssAnon") / 1024), rssFile: Math.round(kb("RssFile") / 1024) }
+  }
+  // the heaps of worker threads (SQLite's) are not in process.memoryUsage(): every 2 s from a diagnostic report
+  let workers = { workerHeapUsed: 0, workerHeapTotal: 0 }
+  let ticks = 0
+  const timer = setInterval(() => {
+    if (ticks++ % 8 === 0) {
+      const report = process.report.getReport() as { workers?: Array<{ javascriptHeap?: { usedMemory: number; totalMemory: number } }> }
+      workers = { workerHeapUsed: 0, workerHeapTotal: 0 }
+      for (const w of report.workers ?? []) {
+        workers.workerHeapUsed += mb(w.javascriptHeap?.usedMemory ?? 0)
+        workers.workerHeapTotal += mb(w.javascriptHeap?.totalMemory ?? 0)
+      }
+    }
+    const m = process.memoryUsage()
+    fs.appendFileSync(
+      file,
+      JSON.stringify({
+        s: Math.round(performance.now() - t0) / 1000,
+        rss: mb(m.rss),
+        ...status(),
+        heapUsed: mb(m.heapUsed),
+        heapTotal: mb(m.heapTotal),
+        external: mb(m.external),
+        arrayBuffers: mb(m.arrayBuffers),
+        ...workers
+      }) + "\n"
+    )
+  }, 250)
+  timer.unref()
+}
 
 // as the CLI's plugins build the adapters against an emulator (ProviderPlugin.make)
 const adapter = {

@@ -7,6 +7,7 @@
  *   npm run bench -- --rows 20000 --providers anthropic
  *   npm run bench -- --sizes 10000,100000,1000000 --repeat 3
  *   npm run bench -- --latency                     # only the latency scenario
+ *   npm run bench -- --wide 5000,50000 --rows 100000 --providers openai   # wide rows (~5 KB and ~50 KB of text)
  *
  * Flags: --rows N | --sizes N,N,… | --quick (10,000) choose the sizes; --repeat K runs each
  * side K times (medians are reported); --providers openai,anthropic,gemini (default all three);
@@ -14,6 +15,12 @@
  * runs the latency scenario: 50,000 rows sent as one batch, one in flight (run by default
  * when no size is given); --max-rss-mb N exits 1 when offpeak's median peak RSS exceeds N MB
  * in any scenario (a memory bound for CI, never a timing assertion).
+ * --wide W,W,… runs the wide-rows scenario instead (OpenAI only): each size's rows with ~W bytes of text each
+ * (bench/wide.ts: varied deterministic prose, a two-field label of at most 20 output tokens, sink rows `{ id, output }`);
+ * its inputs (wide-<W>-<rows>.csv, up to gigabytes) are generated streaming once and reused, after checking the free
+ * disk holds the input and ~3 times it for the run (offpeak's ledger keeps the records, the emulator the uploads).
+ * --sample-memory writes offpeak's process.memoryUsage() every 250 ms to bench/.data/memory-<provider>-<scenario>.jsonl
+ * and adds the peak heap, external and array-buffer MB to its progress line.
  *
  * Inputs are generated deterministically into bench/.data (git-ignored). Each run starts
  * `offpeak emulator <provider>` with a `finishedLog`, so the emulator writes one line per
@@ -41,6 +48,7 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import { parseArgs } from "node:util"
 import { bin, repo, writeTickets } from "../test/support/files.ts"
+import * as Wide from "./wide.ts"
 
 // ===== options =====
 
@@ -54,7 +62,9 @@ const { values } = parseArgs({
     "max-requests": { type: "string", default: "10000" },
     "in-flight": { type: "string", default: "3" },
     latency: { type: "boolean", default: false },
-    "max-rss-mb": { type: "string" }
+    "max-rss-mb": { type: "string" },
+    wide: { type: "string" },
+    "sample-memory": { type: "boolean", default: false }
   }
 })
 
@@ -75,6 +85,10 @@ const repeat = positive("repeat", values.repeat)
 const maxRequests = positive("max-requests", values["max-requests"])
 const inFlight = positive("in-flight", values["in-flight"])
 const maxRssMb = values["max-rss-mb"] === undefined ? undefined : positive("max-rss-mb", values["max-rss-mb"])
+const widths = values.wide === undefined ? [] : values.wide.split(",").map((s) => positive("wide", s.trim()))
+if (widths.length > 0 && providers.some((p) => p !== "openai")) {
+  throw new Error(`--wide runs against OpenAI only (its baseline is bench/baseline-openai.ts): add --providers openai`)
+}
 
 interface Scenario {
   /** the table's rows column */
@@ -84,12 +98,26 @@ interface Scenario {
   readonly rows: number
   readonly maxRequests: number
   readonly inFlight: number
+  /** the wide-rows scenario: bytes of text per row */
+  readonly width?: number
 }
 const LATENCY_ROWS = 50_000
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
-const scenarios: Array<Scenario> = sizes.map((rows) => ({ label: fmt(rows), name: `${fmt(rows)} rows`, rows, maxRequests, inFlight }))
-if (values.latency || sizesFlag === undefined) {
+const kb = (bytes: number) => `${fmt(bytes / 1000)} KB`
+const scenarios: Array<Scenario> = widths.length > 0
+  ? widths.flatMap((width) =>
+    sizes.map((rows) => ({
+      label: `${fmt(rows)} × ${kb(width)}`,
+      name: `${fmt(rows)} rows of ${kb(width)}`,
+      rows,
+      maxRequests,
+      inFlight,
+      width
+    }))
+  )
+  : sizes.map((rows) => ({ label: fmt(rows), name: `${fmt(rows)} rows`, rows, maxRequests, inFlight }))
+if (widths.length === 0 && (values.latency || sizesFlag === undefined)) {
   scenarios.push({
     label: `${fmt(LATENCY_ROWS)}, one batch`,
     name: `${fmt(LATENCY_ROWS)} rows as one batch`,
@@ -221,7 +249,24 @@ interface Measure {
 
 type Side = "baseline" | "offpeak"
 
-const inputFor = (rows: number) => {
+const inputFor = async (scenario: Scenario) => {
+  const { rows, width } = scenario
+  if (width !== undefined) {
+    const file = Wide.inputPath(data, rows, width)
+    // the input, plus the run's copies: offpeak's ledger (records), batch files, the emulator's uploads
+    const expected = (fs.existsSync(file) ? 0 : rows * (width + 12)) + 3 * rows * (width + 12)
+    const free = fs.statfsSync(data).bavail * fs.statfsSync(data).bsize
+    if (free < expected) {
+      throw new Error(`${scenario.name}: ${fmt(free / 1e9, 1)} GB free in ${data}, ~${fmt(expected / 1e9, 1)} GB needed (input and run)`)
+    }
+    if (!fs.existsSync(file)) {
+      process.stderr.write(`generating ${file} (~${fmt((rows * width) / 1e9, 2)} GB)\n`)
+      const started = performance.now()
+      const bytes = await Wide.writeWide(file, rows, width)
+      process.stderr.write(`  ${fmt(bytes / 1e9, 2)} GB in ${fmt((performance.now() - started) / 1000, 1)} s\n`)
+    }
+    return file
+  }
   const file = path.join(data, `tickets-${rows}.csv`)
   if (!fs.existsSync(file)) {
     process.stderr.write(`generating ${file}\n`)
@@ -238,7 +283,7 @@ const lastWriteMs = (dir: string) =>
   Math.max(...fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => fs.statSync(path.join(dir, e.name)).mtimeMs))
 
 const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): Promise<Measure> => {
-  const input = inputFor(scenario.rows)
+  const input = await inputFor(scenario)
   const work = fs.mkdtempSync(path.join(data, `run-${provider}-${side}-`))
   try {
     const log = path.join(work, "finished.jsonl")
@@ -251,7 +296,8 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
         "--input", input,
         "--url", emulator.url,
         "--max-requests", String(scenario.maxRequests),
-        "--in-flight", String(scenario.inFlight)
+        "--in-flight", String(scenario.inFlight),
+        ...(scenario.width === undefined ? [] : ["--wide"])
       ]
       if (side === "baseline") {
         const out = path.join(work, "baseline.jsonl")
@@ -261,7 +307,22 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
         lastCommitMs = report.endedAtMs!
       } else {
         const out = path.join(work, "offpeak")
-        report = await runScript(["bench/offpeak.ts", "--provider", provider, ...common, "--out", out, "--state", path.join(work, "state")])
+        const samples = values["sample-memory"]
+          ? path.join(data, `memory-${provider}-${scenario.label.replace(/[^0-9A-Za-z]+/g, "-")}.jsonl`)
+          : undefined
+        if (samples !== undefined) fs.rmSync(samples, { force: true })
+        report = await runScript([
+          "bench/offpeak.ts", "--provider", provider, ...common, "--out", out, "--state", path.join(work, "state"),
+          ...(samples === undefined ? [] : ["--sample-memory", samples])
+        ])
+        if (samples !== undefined && fs.existsSync(samples)) {
+          const peak = { heapUsed: 0, external: 0, arrayBuffers: 0 }
+          for (const line of fs.readFileSync(samples, "utf8").split("\n").filter((l) => l.length > 0)) {
+            const m = JSON.parse(line) as typeof peak
+            for (const k of Object.keys(peak) as Array<keyof typeof peak>) peak[k] = Math.max(peak[k], m[k])
+          }
+          process.stderr.write(`  memory samples: ${path.relative(repo, samples)}; peak heapUsed ${peak.heapUsed} MB, external ${peak.external} MB, arrayBuffers ${peak.arrayBuffers} MB\n`)
+        }
         if (report.failed !== 0) throw new Error(`${what}: ${report.failed} rows failed (see ${out}/dead-letter)`)
         await verify(partFiles(out), scenario.rows, what)
         lastCommitMs = lastWriteMs(out)
@@ -418,7 +479,7 @@ fs.writeFileSync(
       command,
       startedAt: startedAt.toISOString(),
       machine: { cpus: cpus.length, cpu: cpus[0]?.model, memoryBytes: os.totalmem(), node: process.version, platform: process.platform },
-      options: { providers, sizes, repeat, maxRequests, inFlight, latencyRows: LATENCY_ROWS, maxRssMb },
+      options: { providers, sizes, widths, repeat, maxRequests, inFlight, latencyRows: LATENCY_ROWS, maxRssMb },
       results: outcomes,
       maxRss: maxRssMb === undefined ? null : { limitMb: maxRssMb, ok: over.length === 0 }
     },
