@@ -1,5 +1,8 @@
 /**
- * The Batcher groups a stream of encoded requests into provider batches.
+ * The Batcher groups a stream of encoded requests into provider batches, and holds none of their lines: each line
+ * comes out at once in an {@link Append} to its group's open batch, and a {@link Close} says the batch is complete.
+ * Whoever forms the batch (the runner writes it to its file) keeps the bytes; memory stays bounded by the input's
+ * chunks, whatever the size of a batch.
  *
  * - A batch never holds more than `maxRequests` lines nor more than `maxBytes`
  *   bytes of encoded file (newlines included).
@@ -39,15 +42,27 @@ export interface Item {
 }
 
 /**
- * A full (or timed-out) batch.
+ * Lines for the open batch of `group` (opened by the first `Append` after the group's last {@link Close}).
  *
  * @since 0.1.0
  * @category models
  */
-export interface Batch {
-  readonly _tag: "Batch"
+export interface Append {
+  readonly _tag: "Append"
   readonly group: string
   readonly items: ReadonlyArray<Item>
+}
+
+/**
+ * The open batch of `group` is complete (full, timed out, or the input ended): `requests` lines, `bytes` bytes.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Close {
+  readonly _tag: "Close"
+  readonly group: string
+  readonly requests: number
   readonly bytes: number
 }
 
@@ -69,7 +84,7 @@ export interface TooLarge {
  * @since 0.1.0
  * @category models
  */
-export type Output = Batch | TooLarge
+export type Output = Append | Close | TooLarge
 
 /**
  * Limits of a Batcher.
@@ -89,7 +104,9 @@ export interface Options {
 const TICKS_PER_WINDOW = 4
 
 interface Open {
-  items: Array<Item>
+  /** lines taken since the last `Append` came out */
+  pending: Array<Item>
+  requests: number
   bytes: number
   ticks: number
 }
@@ -102,6 +119,8 @@ const formatBytes = (n: number): string =>
 
 /**
  * Groups requests into batches.
+ *
+ * Within a group, outputs come in order: the `Append`s of a batch, then its `Close`. Groups interleave.
  *
  * @example
  * ```ts
@@ -123,20 +142,28 @@ export const batches = (options: Options) => <E, R>(self: Stream.Stream<Item, E,
     Stream.map(Stream.tick(tickEvery), (): typeof Tick => Tick),
     { haltStrategy: "left" }
   )
+  /** the lines a batch took since its last `Append`, out now */
+  const flush = (out: Array<Output>, group: string, batch: Open) => {
+    if (batch.pending.length > 0) {
+      out.push({ _tag: "Append", group, items: batch.pending })
+      batch.pending = []
+    }
+  }
+  const close = (out: Array<Output>, open: Map<string, Open>, group: string, batch: Open) => {
+    flush(out, group, batch)
+    open.delete(group)
+    out.push({ _tag: "Close", group, requests: batch.requests, bytes: batch.bytes })
+  }
   return Stream.mapAccumArray(
     events,
     () => new Map<string, Open>(),
     (open, evs) => {
       const out: Array<Output> = []
-      const close = (group: string, batch: Open) => {
-        open.delete(group)
-        out.push({ _tag: "Batch", group, items: batch.items, bytes: batch.bytes })
-      }
       for (const ev of evs) {
         if (ev === Tick) {
           for (const [group, batch] of open) {
             batch.ticks++
-            if (batch.ticks > TICKS_PER_WINDOW) close(group, batch)
+            if (batch.ticks > TICKS_PER_WINDOW) close(out, open, group, batch)
           }
           continue
         }
@@ -153,24 +180,27 @@ export const batches = (options: Options) => <E, R>(self: Stream.Stream<Item, E,
           }
           let batch = open.get(item.group)
           if (batch !== undefined && batch.bytes + item.bytes > options.maxBytes) {
-            close(item.group, batch)
+            close(out, open, item.group, batch)
             batch = undefined
           }
           if (batch === undefined) {
-            batch = { items: [], bytes: 0, ticks: 0 }
+            batch = { pending: [], requests: 0, bytes: 0, ticks: 0 }
             open.set(item.group, batch)
           }
-          batch.items.push(item)
+          batch.pending.push(item)
+          batch.requests++
           batch.bytes += item.bytes
-          if (batch.items.length >= options.maxRequests) close(item.group, batch)
+          if (batch.requests >= options.maxRequests) close(out, open, item.group, batch)
         }
       }
+      // what the open batches took from this input comes out now: the Batcher keeps no line
+      for (const [group, batch] of open) flush(out, group, batch)
       return [open, out]
     },
     {
       onHalt: (open) => {
         const out: Array<Output> = []
-        for (const [group, batch] of open) out.push({ _tag: "Batch", group, items: batch.items, bytes: batch.bytes })
+        for (const [group, batch] of open) close(out, open, group, batch)
         return out
       }
     }

@@ -5,8 +5,36 @@ import * as Batcher from "../src/Batcher.ts"
 
 const item = (id: number, bytes = 100, group = "g"): Batcher.Item => ({ id: `r${id}`, request: id, line: `line${id}`, bytes, group })
 
+interface Formed {
+  readonly _tag: "Batch"
+  readonly group: string
+  readonly items: ReadonlyArray<Batcher.Item>
+  readonly bytes: number
+}
+
+/** the batches as a consumer forms them from Appends and Closes (checking each Close against what was appended), and TooLarge in place */
+const assemble = (out: ReadonlyArray<Batcher.Output>): Array<Formed | Batcher.TooLarge> => {
+  const open = new Map<string, Array<Batcher.Item>>()
+  const formed: Array<Formed | Batcher.TooLarge> = []
+  for (const o of out) {
+    if (o._tag === "TooLarge") formed.push(o)
+    else if (o._tag === "Append") {
+      assert.isTrue(o.items.every((i) => i.group === o.group))
+      open.set(o.group, [...(open.get(o.group) ?? []), ...o.items])
+    } else {
+      const items = open.get(o.group) ?? []
+      open.delete(o.group)
+      assert.strictEqual(o.requests, items.length)
+      assert.strictEqual(o.bytes, items.reduce((s, i) => s + i.bytes, 0))
+      formed.push({ _tag: "Batch", group: o.group, items, bytes: o.bytes })
+    }
+  }
+  assert.strictEqual(open.size, 0, "every Append is followed by its Close")
+  return formed
+}
+
 const sizes = (out: ReadonlyArray<Batcher.Output>) =>
-  out.map((o) => o._tag === "Batch" ? o.items.length : -1)
+  assemble(out).map((o) => o._tag === "Batch" ? o.items.length : -1)
 
 describe("Batcher", () => {
   it.effect("never exceeds max requests or max bytes, keeps every item once and in order", () =>
@@ -17,7 +45,7 @@ describe("Batcher", () => {
         Batcher.batches({ maxRequests: 100, maxBytes: 16_384, flushAfter: "1 hour" }),
         Stream.runCollect
       )
-      const batches = out.filter((o): o is Batcher.Batch => o._tag === "Batch")
+      const batches = assemble(out).filter((o): o is Formed => o._tag === "Batch")
       for (const b of batches) {
         assert.isAtMost(b.items.length, 100)
         assert.isAtMost(b.bytes, 16_384)
@@ -59,11 +87,12 @@ describe("Batcher", () => {
         Batcher.batches({ maxRequests: 8, maxBytes: 1_000_000, flushAfter: "1 hour" }),
         Stream.runCollect
       )
-      for (const o of out) {
+      const formed = assemble(out)
+      for (const o of formed) {
         assert.strictEqual(o._tag, "Batch")
         if (o._tag === "Batch") assert.isTrue(o.items.every((i) => i.group === o.group))
       }
-      assert.strictEqual(out.reduce((s, o) => s + (o._tag === "Batch" ? o.items.length : 0), 0), 30)
+      assert.strictEqual(formed.reduce((s, o) => s + (o._tag === "Batch" ? o.items.length : 0), 0), 30)
     }))
 
   it.effect("flushes an open batch after the time window", () =>
@@ -77,7 +106,7 @@ describe("Batcher", () => {
       )
       yield* Queue.offerAll(input, [item(1), item(2), item(3)])
       yield* TestClock.adjust("5 seconds")
-      assert.strictEqual(emitted.length, 0)
+      assert.deepStrictEqual(emitted.map((o) => o._tag), ["Append"], "the lines came out, the batch is open")
       yield* TestClock.adjust("10 seconds")
       assert.deepStrictEqual(sizes(emitted), [3])
       yield* Queue.offer(input, item(4))
@@ -90,6 +119,7 @@ describe("Batcher", () => {
   it.effect("reads its input only as fast as batches are taken", () =>
     Effect.gen(function*() {
       let pulled = 0
+      let closes = 0
       const source = Stream.fromIterable(Array.from({ length: 10_000 }, (_, i) => i)).pipe(
         Stream.rechunk(10),
         Stream.map((i) => {
@@ -99,10 +129,32 @@ describe("Batcher", () => {
       )
       const firstTwo = yield* source.pipe(
         Batcher.batches({ maxRequests: 100, maxBytes: 1_000_000, flushAfter: "1 hour" }),
-        Stream.take(2),
+        Stream.takeUntil((o) => o._tag === "Close" && ++closes === 2),
         Stream.runCollect
       )
       assert.deepStrictEqual(sizes(firstTwo), [100, 100])
       assert.isAtMost(pulled, 300)
+    }))
+
+  it.effect("holds no line: a batch's lines come out with the input that brought them, long before it closes", () =>
+    Effect.gen(function*() {
+      const input = yield* Queue.unbounded<Batcher.Item, Cause.Done>()
+      const emitted: Array<Batcher.Output> = []
+      const fiber = yield* Stream.fromQueue(input).pipe(
+        Batcher.batches({ maxRequests: 1_000, maxBytes: 1_000_000, flushAfter: "1 hour" }),
+        Stream.runForEach((o) => Effect.sync(() => emitted.push(o))),
+        Effect.forkChild
+      )
+      for (let i = 0; i < 50; i++) {
+        yield* Queue.offer(input, item(i))
+        yield* TestClock.adjust("1 millis")
+        // every line offered so far is out, in Appends, and no batch closed
+        const appended = emitted.flatMap((o) => o._tag === "Append" ? o.items.map((x) => x.id) : [])
+        assert.deepStrictEqual(appended, Array.from({ length: i + 1 }, (_, k) => `r${k}`))
+        assert.isFalse(emitted.some((o) => o._tag === "Close"))
+      }
+      yield* Queue.end(input)
+      yield* Fiber.join(fiber)
+      assert.deepStrictEqual(sizes(emitted), [50])
     }))
 })

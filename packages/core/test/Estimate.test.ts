@@ -128,10 +128,20 @@ describe("Estimate.make", () => {
         assert.isTrue(R.isSuccess(encoded))
         if (R.isSuccess(encoded)) batcherItems.push({ id: fp, request: item.position, ...encoded.success })
       }
-      const expected = yield* Stream.fromIterable(batcherItems).pipe(
+      const outputs = yield* Stream.fromIterable(batcherItems).pipe(
         Batcher.batches({ maxRequests: 250, maxBytes: 60_000, flushAfter: "1 day" }),
         Stream.runCollect
       )
+      // the batches in the order they closed, each with the lines appended to it
+      const forming = new Map<string, Array<Batcher.Item>>()
+      const expected: Array<{ readonly _tag: string; readonly group: string; readonly items: ReadonlyArray<Batcher.Item>; readonly bytes: number }> = []
+      for (const o of outputs) {
+        if (o._tag === "Append") forming.set(o.group, [...(forming.get(o.group) ?? []), ...o.items])
+        else if (o._tag === "Close") {
+          expected.push({ _tag: "Batch", group: o.group, items: forming.get(o.group) ?? [], bytes: o.bytes })
+          forming.delete(o.group)
+        } else assert.fail(`no request is too large here: ${o.message}`)
+      }
       const files = estimate.dryRun!.files
       assert.strictEqual(files.length, expected.length)
       assert.strictEqual(estimate.batches.count, expected.length)

@@ -58,6 +58,7 @@ import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
+import * as StreamingFetch from "@offpeak/core/StreamingFetch"
 import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
@@ -939,9 +940,11 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     // ----- submit and find -----
 
+    // the create's body (the whole batch, up to 256 MB) is streamed from the file and never held: see StreamingFetch
+    const uploads = client.withOptions({ fetch: StreamingFetch.fetch })
     const create = (submission: Provider.Lines) =>
       call("messages.batches.create", (signal) =>
-        client.post<MessageBatch>("/v1/messages/batches", {
+        uploads.post<MessageBatch>("/v1/messages/batches", {
           body: bodyOf(submission.path),
           headers: { "content-type": "application/json" },
           maxRetries: 0,

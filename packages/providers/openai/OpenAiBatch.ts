@@ -20,6 +20,7 @@ import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
+import * as StreamingFetch from "@offpeak/core/StreamingFetch"
 import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
@@ -401,11 +402,13 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     // creates go through a client that counts the crash point inside them, when it is armed (tests only)
     const createClient = createSentArmed ? client.withOptions({ fetch: countingCreateSent(globalThis.fetch) }) : client
 
-    // the file is streamed; on interruption its descriptor is closed before the upload counts as stopped
+    // the file is streamed and never held (see StreamingFetch); on interruption its descriptor is closed before the
+    // upload counts as stopped
+    const uploads = client.withOptions({ fetch: StreamingFetch.fetch })
     const upload = (submission: Provider.Lines) =>
       Effect.acquireUseRelease(
         Effect.sync(() => fs.createReadStream(submission.path)),
-        (file) => call("files.create", (signal) => client.files.create({ file, purpose: "batch" }, { signal })),
+        (file) => call("files.create", (signal) => uploads.files.create({ file, purpose: "batch" }, { signal })),
         (file) =>
           Effect.promise(() =>
             new Promise<void>((resolve) => {

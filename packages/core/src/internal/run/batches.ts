@@ -46,6 +46,20 @@ export const make = <Rec, A, Row>(
   const batchMode = (count: number): Ledger.Batch["mode"] =>
     run.mode === "sync" || (run.mode === "auto" && count < syncBelow) || ctx.pastSwitch() ? "sync" : "batch"
 
+  /** the batch each group is forming: its number, its requests and its worst case so far, its files being written */
+  interface Forming {
+    readonly seq: number
+    readonly files: Files.Forming
+    readonly requests: Array<number>
+    readonly model: string | null
+    worst: bigint | null
+  }
+  const forming = new Map<string, Forming>()
+
+  /**
+   * Forms and seals batches from the Batcher's outputs: an `Append`'s lines go to the group's batch file at once (no
+   * batch is held in memory), a `Close` seals it — its files whole on disk, then the ledger's record of it.
+   */
   const seal = (out: Batcher.Output) =>
     Effect.gen(function*() {
       if (out._tag === "TooLarge") {
@@ -53,15 +67,26 @@ export const make = <Rec, A, Row>(
         yield* deliverParts(true)
         return Option.none<Ledger.Batch>()
       }
-      const worst = out.items.every((i) => i.worst !== undefined)
-        ? out.items.reduce((sum, i) => sum + i.worst!, 0n)
-        : null
-      const batch = newBatch(nextSeq(), out.group, out.items, batchMode(out.items.length), {
-        model: out.items[0]?.model ?? null,
-        worst
-      })
-      yield* Files.write(fail)(batch.file, out.items)
-      yield* ledger.sealBatch(batch, out.items.map((i) => i.request))
+      if (out._tag === "Append") {
+        let f = forming.get(out.group)
+        if (f === undefined) {
+          const seq = nextSeq()
+          f = { seq, files: yield* Files.open(fail)(lifecycle.batchFile(seq).file), requests: [], model: out.items[0]?.model ?? null, worst: 0n }
+          forming.set(out.group, f)
+        }
+        for (const item of out.items) {
+          f.requests.push(item.request)
+          if (f.worst !== null) f.worst = item.worst === undefined ? null : f.worst + item.worst
+        }
+        yield* f.files.append(out.items)
+        return Option.none<Ledger.Batch>()
+      }
+      const f = forming.get(out.group)
+      if (f === undefined) return yield* Effect.die(new Error(`Batcher closed a batch of ${out.group} it never opened`))
+      forming.delete(out.group)
+      const batch = newBatch(f.seq, out.group, out, batchMode(out.requests), { model: f.model, worst: f.worst })
+      yield* f.files.seal
+      yield* ledger.sealBatch(batch, f.requests)
       yield* Failpoint.hit("batch.sealed")
       ctx.emit({ _tag: "BatchSealed", batchId: batch.id, requests: batch.requestCount, bytes: batch.bytes, mode: batch.mode })
       return Option.some(batch)
@@ -89,7 +114,13 @@ export const make = <Rec, A, Row>(
       const half = Math.ceil(items.length / 2)
       const halves = [items.slice(0, half), items.slice(half)].map((part) => ({
         // each half reserves its parent's worst case (they go out one after the other)
-        batch: newBatch(nextSeq(), batch.group, part, batch.mode, { model: batch.model, worst: batch.worst }),
+        batch: newBatch(
+          nextSeq(),
+          batch.group,
+          { requests: part.length, bytes: part.reduce((sum, item) => sum + Provider.lineBytes(item.line), 0) },
+          batch.mode,
+          { model: batch.model, worst: batch.worst }
+        ),
         items: part
       }))
       for (const h of halves) yield* Files.write(fail)(h.batch.file, h.items)
@@ -271,6 +302,12 @@ export const make = <Rec, A, Row>(
       Stream.mapEffect(seal),
       Stream.map(Option.getOrUndefined),
       Stream.filter(Predicate.isNotUndefined),
+      // a batch still forming when the run stops (interrupted, failed) leaves no file behind
+      Stream.ensuring(Effect.suspend(() => {
+        const open = [...forming.values()]
+        forming.clear()
+        return Effect.forEach(open, (f) => f.files.discard, { discard: true })
+      })),
       // the next batch is sealed (on disk, not sent) while the slots are busy, so a freed slot is refilled at once
       Stream.buffer({ capacity: 1 })
     )

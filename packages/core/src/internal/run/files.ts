@@ -2,6 +2,7 @@
  * A batch's files: `<id>.jsonl` (its encoded lines, what is uploaded or sent inline) and `<id>.ids` (their custom ids,
  * in line order: they map a validation error's line to its request, and split a batch), written atomically before the
  * ledger knows the batch, removed once it is collected; files no open batch owns are swept when a run starts.
+ * A batch being formed is written as its lines come ({@link open}): no batch's lines are held in memory.
  *
  * @internal
  */
@@ -45,6 +46,65 @@ export const write = (fail: (message: string) => RunError) => (file: string, ite
     },
     catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
   }).pipe(Effect.uninterruptible)
+
+/** a batch being formed: its lines appended to `<file>.tmp` and their ids to `<file>.ids.tmp`, renamed when sealed */
+export interface Forming {
+  /** appends lines (with their ids) at the end of the batch */
+  readonly append: (items: ReadonlyArray<{ readonly id: string; readonly line: string }>) => Effect.Effect<void, RunError>
+  /** syncs and closes both files and gives them their names (the ids first): the batch's files are whole */
+  readonly seal: Effect.Effect<void, RunError>
+  /** closes and removes what was written: the batch will not be sealed (the run was interrupted or failed) */
+  readonly discard: Effect.Effect<void>
+}
+
+/** starts the files of a batch being formed */
+export const open = (fail: (message: string) => RunError) => (file: string): Effect.Effect<Forming, RunError> =>
+  Effect.tryPromise({
+    try: async (): Promise<Forming> => {
+      const lines = await fs.open(`${file}.tmp`, "w")
+      const ids = await fs.open(`${file}.ids.tmp`, "w").catch(async (e) => {
+        await lines.close()
+        throw e
+      })
+      let closed = false
+      const close = async () => {
+        if (closed) return
+        closed = true
+        await Promise.allSettled([lines.close(), ids.close()])
+      }
+      return {
+        append: (items) =>
+          Effect.tryPromise({
+            try: async () => {
+              if (items.length === 0) return
+              let text = ""
+              let names = ""
+              for (const item of items) {
+                text += item.line + "\n"
+                names += item.id + "\n"
+              }
+              await lines.write(text)
+              await ids.write(names)
+            },
+            catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
+          }).pipe(Effect.uninterruptible),
+        seal: Effect.tryPromise({
+          try: async () => {
+            await Promise.all([lines.sync(), ids.sync()])
+            await close()
+            await fs.rename(`${file}.ids.tmp`, `${file}.ids`)
+            await fs.rename(`${file}.tmp`, file)
+          },
+          catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
+        }).pipe(Effect.uninterruptible),
+        discard: Effect.promise(async () => {
+          await close()
+          await Promise.all([fs.rm(`${file}.tmp`, { force: true }), fs.rm(`${file}.ids.tmp`, { force: true })])
+        })
+      }
+    },
+    catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
+  })
 
 /** the lines of a sealed batch with their custom ids, in file order */
 export const read = (fail: (message: string) => RunError) => (file: string) =>

@@ -8,7 +8,6 @@ import { Effect, Result as R } from "effect"
 import * as path from "node:path"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
-import * as Provider from "../../Provider.ts"
 import * as Prices from "../../Prices.ts"
 import type { Context } from "./context.ts"
 import { DEFAULT_MAX_TOKENS } from "./context.ts"
@@ -19,24 +18,30 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
   const { runId, ledger, batchDir } = ctx
   const { maxAttempts } = ctx.limits
 
-  /** a batch record for `items`, numbered `seq`, its file in the run's batch folder */
+  /** the id and file of batch number `seq` of the run (in the run's batch folder) */
+  const batchFile = (seq: number) => {
+    const id = `${runId}-b${String(seq).padStart(5, "0")}`
+    return { id, file: path.join(batchDir, `${id}.jsonl`) }
+  }
+
+  /** a batch record numbered `seq` of `size.requests` lines, `size.bytes` bytes with their newlines */
   const newBatch = (
     seq: number,
     group: string,
-    items: ReadonlyArray<{ readonly id: string; readonly line: string }>,
+    size: { readonly requests: number; readonly bytes: number },
     mode: Ledger.Batch["mode"],
     money: { readonly model: string | null; readonly worst: bigint | null }
   ) => {
-    const id = `${runId}-b${String(seq).padStart(5, "0")}`
+    const { file, id } = batchFile(seq)
     return {
       id,
       runId,
       seq,
       state: "sealed",
       group,
-      file: path.join(batchDir, `${id}.jsonl`),
-      requestCount: items.length,
-      bytes: items.reduce((sum, item) => sum + Provider.lineBytes(item.line), 0),
+      file,
+      requestCount: size.requests,
+      bytes: size.bytes,
       mode,
       spec: null,
       model: money.model,
@@ -125,5 +130,5 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       yield* Files.remove(batch.file)
     })
 
-  return { newBatch, requestsOf, cancelUnsent, markCollected, reserve }
+  return { batchFile, newBatch, requestsOf, cancelUnsent, markCollected, reserve }
 }
