@@ -65,15 +65,24 @@ export const perToken = (rate: Rate, inputTokens: number): bigint => {
 
 const cache = new Map<string, ModelRates | null>()
 
+/** the last answer of {@link lookup}: a run prices its answers of one model on one day, one after the other */
+let last: { readonly providerId: string; readonly model: string; readonly day: number; readonly rates: ModelRates | null } | undefined
+
 /**
  * The rates of `model` at `providerId` (a genai-prices provider id) at time
  * `at`, or null when the package has no token price for it. Resolved once per
  * provider, model and day.
  */
 export const lookup = (providerId: string, model: string, at: Date): ModelRates | null => {
-  const key = `${providerId}\u0000${model}\u0000${at.toISOString().slice(0, 10)}`
+  // the UTC day, as a number: no date text to build per answer
+  const day = Math.floor(at.getTime() / 86_400_000)
+  if (last !== undefined && last.day === day && last.model === model && last.providerId === providerId) return last.rates
+  const key = `${providerId}\u0000${model}\u0000${day}`
   const known = cache.get(key)
-  if (known !== undefined) return known
+  if (known !== undefined) {
+    last = { providerId, model, day, rates: known }
+    return known
+  }
   let rates: ModelRates | null = null
   const found = calcPrice({ input_tokens: 0, output_tokens: 0 }, model, { providerId, timestamp: at })
   if (found !== null) {
