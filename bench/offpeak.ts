@@ -8,6 +8,10 @@
  *   node --max-semi-space-size=8 bench/offpeak.ts --provider openai|anthropic|gemini \
  *     --input x.csv --out dir --url http://127.0.0.1:PORT[/v1] --state dir [--max-requests 10000] [--in-flight 3] [--wide] [--max-bytes N]
  *
+ * With --pg-embeddings the pipeline is bench/pg-embeddings.ts's instead (Postgres source → OpenAI embeddings →
+ * Postgres sink into --pg-table of the database at --pg-url, --dimensions, dead letter in --out; no --input), and
+ * the JSON line also has lastWriteMs: epoch ms when the sink's last write (its transaction) returned.
+ *
  * With --wide the pipeline is bench/wide.ts's (rows of wide text, a two-field label of at most 20 tokens, rows
  * `{ id, output }` in the sink) instead of the fixture's; --max-bytes sets the pipeline's batch.maxBytes (else the
  * provider's limit). --sample-memory FILE appends process.memoryUsage() (MB),
@@ -42,7 +46,11 @@ const { values } = parseArgs({
     "in-flight": { type: "string", default: "3" },
     wide: { type: "boolean", default: false },
     "max-bytes": { type: "string" },
-    "sample-memory": { type: "string" }
+    "sample-memory": { type: "string" },
+    "pg-embeddings": { type: "boolean", default: false },
+    "pg-url": { type: "string" },
+    "pg-table": { type: "string" },
+    dimensions: { type: "string" }
   }
 })
 fs.mkdirSync(values.state!, { recursive: true })
@@ -53,11 +61,35 @@ const options = {
   maxInFlight: Number(values["in-flight"]),
   maxBytes: values["max-bytes"] === undefined ? undefined : Number(values["max-bytes"])
 }
-const fixture = Fixture.make(options)
-// the fixture flushes a batch open for 2 s; the baseline has no such rule, so batches close on size only here
-const pipeline: Pipeline.Pipeline<any, any, any> = values.wide
+// the time the Postgres sink's last write returned (its transaction committed), for commit-after-complete
+let lastWriteMs = 0
+const pgPipeline = async () => {
+  // loaded only here: the other scenarios do not load the Postgres connector
+  const PgEmbeddings = await import("./pg-embeddings.ts")
+  const p = PgEmbeddings.make({
+    url: values["pg-url"]!,
+    table: values["pg-table"]!,
+    deadLetter: path.join(values.out!, "dead-letter"),
+    dimensions: values.dimensions === undefined ? undefined : Number(values.dimensions),
+    maxRequests: options.maxRequests,
+    maxInFlight: options.maxInFlight
+  })
+  const { sink } = p
+  return Pipeline.make({
+    ...p,
+    sink: { ...sink, write: (part, rows) => sink.write(part, rows).pipe(Effect.tap(() => Effect.sync(() => (lastWriteMs = Date.now())))) }
+  })
+}
+const csvPipeline = () => {
+  const fixture = Fixture.make(options)
+  // the fixture flushes a batch open for 2 s; the baseline has no such rule, so batches close on size only here
+  return Pipeline.make({ ...fixture, batch: { ...fixture.batch, flushAfter: "1 hour" } })
+}
+const pipeline: Pipeline.Pipeline<any, any, any> = values["pg-embeddings"]
+  ? await pgPipeline()
+  : values.wide
   ? Wide.make(options)
-  : Pipeline.make({ ...fixture, batch: { ...fixture.batch, flushAfter: "1 hour" } })
+  : csvPipeline()
 
 // --sample-memory FILE: process.memoryUsage() every 250 ms as JSON lines (where the memory is: heap, external, array buffers)
 if (values["sample-memory"] !== undefined) {
@@ -142,6 +174,7 @@ process.stdout.write(
     seconds,
     maxRssMb: process.resourceUsage().maxRSS / 1024,
     endedAtMs,
+    lastWriteMs,
     cpuSeconds: cpuNow(),
     loadCpuSeconds
   }) + "\n"

@@ -8,6 +8,7 @@
  *   npm run bench -- --sizes 10000,100000,1000000 --repeat 3
  *   npm run bench -- --latency                     # only the latency scenario
  *   npm run bench -- --wide 5000,50000 --rows 100000 --providers openai   # wide rows (~5 KB and ~50 KB of text)
+ *   npm run bench -- --pg-embeddings --rows 100000   # Postgres → embeddings → Postgres (OFFPEAK_TEST_PG_URL or --pg-url)
  *
  * Flags: --rows N | --sizes N,N,… | --quick (10,000) choose the sizes; --repeat K runs each
  * side K times (medians are reported); --providers openai,anthropic,gemini (default all three);
@@ -19,6 +20,15 @@
  * (bench/wide.ts: varied deterministic prose, a two-field label of at most 20 output tokens, sink rows `{ id, output }`);
  * its inputs (wide-<W>-<rows>.csv, up to gigabytes) are generated streaming once and reused, after checking the free
  * disk holds the input and ~3 times it for the run (offpeak's ledger keeps the records, the emulator the uploads).
+ * --pg-embeddings runs the Postgres → embeddings → Postgres scenario instead (OpenAI only): per size it drops and
+ * recreates the schema offpeak_bench_pg with `documents (id, text)` seeded with that many short ticket-like sentences
+ * (deterministic), then per side creates a fresh target table `(id integer primary key, embedding vector(256))`
+ * (`real[]` when the server has no pgvector) and runs bench/offpeak.ts --pg-embeddings (bench/pg-embeddings.ts:
+ * Postgres source in keyset pages, text-embedding-3-small embeddings, Postgres sink merging on id) or
+ * bench/baseline-pg-embeddings.ts (`pg` keyset pages + the openai SDK + multi-row INSERT … ON CONFLICT); the target
+ * must hold every source id once with a vector of 256 numbers, a sample of them equal to the engine's vector of their
+ * text (bench/pg-embeddings-db.ts). The database: --pg-url, else OFFPEAK_TEST_PG_URL. The last row committed is the
+ * side's last sink transaction returning.
  * --sample-memory writes offpeak's process.memoryUsage() every 250 ms to bench/.data/memory-<provider>-<scenario>.jsonl
  * and adds the peak heap, external and array-buffer MB to its progress line.
  *
@@ -58,13 +68,15 @@ const { values } = parseArgs({
     sizes: { type: "string" },
     quick: { type: "boolean", default: false },
     repeat: { type: "string", default: "1" },
-    providers: { type: "string", default: "openai,anthropic,gemini" },
+    providers: { type: "string" },
     "max-requests": { type: "string", default: "10000" },
     "in-flight": { type: "string", default: "3" },
     latency: { type: "boolean", default: false },
     "max-rss-mb": { type: "string" },
     wide: { type: "string" },
-    "sample-memory": { type: "boolean", default: false }
+    "sample-memory": { type: "boolean", default: false },
+    "pg-embeddings": { type: "boolean", default: false },
+    "pg-url": { type: "string" }
   }
 })
 
@@ -75,7 +87,8 @@ const positive = (flag: string, text: string) => {
 }
 const PROVIDERS = ["openai", "anthropic", "gemini"] as const
 type ProviderName = (typeof PROVIDERS)[number]
-const providers = values.providers.split(",").map((p) => p.trim()).filter((p) => p.length > 0).map((p) => {
+const pgEmbeddings = values["pg-embeddings"]
+const providers = (values.providers ?? (pgEmbeddings ? "openai" : PROVIDERS.join(","))).split(",").map((p) => p.trim()).filter((p) => p.length > 0).map((p) => {
   if (!(PROVIDERS as ReadonlyArray<string>).includes(p)) throw new Error(`unknown provider "${p}" (known: ${PROVIDERS.join(", ")})`)
   return p as ProviderName
 })
@@ -89,6 +102,20 @@ const widths = values.wide === undefined ? [] : values.wide.split(",").map((s) =
 if (widths.length > 0 && providers.some((p) => p !== "openai")) {
   throw new Error(`--wide runs against OpenAI only (its baseline is bench/baseline-openai.ts): add --providers openai`)
 }
+if (pgEmbeddings && providers.some((p) => p !== "openai")) {
+  throw new Error(`--pg-embeddings runs against OpenAI only (its baseline is bench/baseline-pg-embeddings.ts)`)
+}
+if (pgEmbeddings && widths.length > 0) throw new Error("--pg-embeddings and --wide are separate scenarios: pass one")
+const pgUrl = pgEmbeddings ? values["pg-url"] ?? process.env.OFFPEAK_TEST_PG_URL : undefined
+if (pgEmbeddings && (pgUrl === undefined || pgUrl === "")) {
+  console.error(
+    "--pg-embeddings needs a PostgreSQL database it may create the schema offpeak_bench_pg in: pass --pg-url " +
+      "postgres://user@host:port/db or set OFFPEAK_TEST_PG_URL (e.g. `eval \"$(scripts/postgres.sh env)\"`)"
+  )
+  process.exit(2)
+}
+const PgDb = pgEmbeddings ? await import("./pg-embeddings-db.ts") : undefined
+const PgEmbeddings = pgEmbeddings ? await import("./pg-embeddings.ts") : undefined
 
 interface Scenario {
   /** the table's rows column */
@@ -100,6 +127,8 @@ interface Scenario {
   readonly inFlight: number
   /** the wide-rows scenario: bytes of text per row */
   readonly width?: number
+  /** the Postgres → embeddings → Postgres scenario */
+  readonly pg?: true
 }
 const LATENCY_ROWS = 50_000
 const fmt = (n: number, digits = 0) =>
@@ -116,8 +145,10 @@ const scenarios: Array<Scenario> = widths.length > 0
       width
     }))
   )
+  : pgEmbeddings
+  ? sizes.map((rows) => ({ label: fmt(rows), name: `${fmt(rows)} rows, Postgres → embeddings → Postgres`, rows, maxRequests, inFlight, pg: true }))
   : sizes.map((rows) => ({ label: fmt(rows), name: `${fmt(rows)} rows`, rows, maxRequests, inFlight }))
-if (widths.length === 0 && (values.latency || sizesFlag === undefined)) {
+if (widths.length === 0 && !pgEmbeddings && (values.latency || sizesFlag === undefined)) {
   scenarios.push({
     label: `${fmt(LATENCY_ROWS)}, one batch`,
     name: `${fmt(LATENCY_ROWS)} rows as one batch`,
@@ -282,8 +313,36 @@ const partFiles = (dir: string) =>
 const lastWriteMs = (dir: string) =>
   Math.max(...fs.readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => fs.statSync(path.join(dir, e.name)).mtimeMs))
 
+/** the vector column type of the Postgres scenario's targets (pgvector or not), set when the source is seeded */
+let vectorType: "vector" | "real[]" = "vector"
+
+/** runs one side of the Postgres scenario into a fresh target table and checks it; the report and its last commit */
+const runPgSide = async (side: Side, scenario: Scenario, work: string, url: string, what: string) => {
+  const table = `embeddings_${side}`
+  await PgDb!.resetTarget(pgUrl!, table, vectorType, PgEmbeddings!.DIMENSIONS)
+  const common = [
+    "--url", url,
+    "--max-requests", String(scenario.maxRequests),
+    "--in-flight", String(scenario.inFlight),
+    "--dimensions", String(PgEmbeddings!.DIMENSIONS)
+  ]
+  const report = side === "baseline"
+    ? await runScript([
+      "bench/baseline-pg-embeddings.ts", ...common, "--pg-url", pgUrl!, "--table", table, "--vector-type", vectorType,
+      "--work", path.join(work, "batches")
+    ])
+    : await runScript([
+      "bench/offpeak.ts", "--provider", "openai", "--pg-embeddings", ...common, "--pg-url", pgUrl!, "--pg-table", table,
+      "--out", path.join(work, "offpeak"), "--state", path.join(work, "state")
+    ])
+  if ((report.failed ?? 0) !== 0) throw new Error(`${what}: ${report.failed} rows failed (see ${work}/offpeak/dead-letter)`)
+  await PgDb!.verifyTarget(pgUrl!, table, vectorType, scenario.rows, PgEmbeddings!.DIMENSIONS, what)
+  if (!(report.lastWriteMs! > 0)) throw new Error(`${what}: the side reported no sink write (${JSON.stringify(report)})`)
+  return { report, lastCommitMs: report.lastWriteMs! }
+}
+
 const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): Promise<Measure> => {
-  const input = await inputFor(scenario)
+  const input = scenario.pg ? "" : await inputFor(scenario)
   const work = fs.mkdtempSync(path.join(data, `run-${provider}-${side}-`))
   try {
     const log = path.join(work, "finished.jsonl")
@@ -292,40 +351,44 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
     let lastCommitMs: number
     const what = `${provider} ${side} (${scenario.name})`
     try {
-      const common = [
-        "--input", input,
-        "--url", emulator.url,
-        "--max-requests", String(scenario.maxRequests),
-        "--in-flight", String(scenario.inFlight),
-        ...(scenario.width === undefined ? [] : ["--wide"])
-      ]
-      if (side === "baseline") {
-        const out = path.join(work, "baseline.jsonl")
-        const extra = provider === "anthropic" ? [] : ["--work", path.join(work, "batches")]
-        report = await runScript([`bench/baseline-${provider}.ts`, ...common, "--out", out, ...extra])
-        await verify([out], scenario.rows, what)
-        lastCommitMs = report.endedAtMs!
+      if (scenario.pg) {
+        ;({ report, lastCommitMs } = await runPgSide(side, scenario, work, emulator.url, what))
       } else {
-        const out = path.join(work, "offpeak")
-        const samples = values["sample-memory"]
-          ? path.join(data, `memory-${provider}-${scenario.label.replace(/[^0-9A-Za-z]+/g, "-")}.jsonl`)
-          : undefined
-        if (samples !== undefined) fs.rmSync(samples, { force: true })
-        report = await runScript([
-          "bench/offpeak.ts", "--provider", provider, ...common, "--out", out, "--state", path.join(work, "state"),
-          ...(samples === undefined ? [] : ["--sample-memory", samples])
-        ])
-        if (samples !== undefined && fs.existsSync(samples)) {
-          const peak = { heapUsed: 0, external: 0, arrayBuffers: 0 }
-          for (const line of fs.readFileSync(samples, "utf8").split("\n").filter((l) => l.length > 0)) {
-            const m = JSON.parse(line) as typeof peak
-            for (const k of Object.keys(peak) as Array<keyof typeof peak>) peak[k] = Math.max(peak[k], m[k])
+        const common = [
+          "--input", input,
+          "--url", emulator.url,
+          "--max-requests", String(scenario.maxRequests),
+          "--in-flight", String(scenario.inFlight),
+          ...(scenario.width === undefined ? [] : ["--wide"])
+        ]
+        if (side === "baseline") {
+          const out = path.join(work, "baseline.jsonl")
+          const extra = provider === "anthropic" ? [] : ["--work", path.join(work, "batches")]
+          report = await runScript([`bench/baseline-${provider}.ts`, ...common, "--out", out, ...extra])
+          await verify([out], scenario.rows, what)
+          lastCommitMs = report.endedAtMs!
+        } else {
+          const out = path.join(work, "offpeak")
+          const samples = values["sample-memory"]
+            ? path.join(data, `memory-${provider}-${scenario.label.replace(/[^0-9A-Za-z]+/g, "-")}.jsonl`)
+            : undefined
+          if (samples !== undefined) fs.rmSync(samples, { force: true })
+          report = await runScript([
+            "bench/offpeak.ts", "--provider", provider, ...common, "--out", out, "--state", path.join(work, "state"),
+            ...(samples === undefined ? [] : ["--sample-memory", samples])
+          ])
+          if (samples !== undefined && fs.existsSync(samples)) {
+            const peak = { heapUsed: 0, external: 0, arrayBuffers: 0 }
+            for (const line of fs.readFileSync(samples, "utf8").split("\n").filter((l) => l.length > 0)) {
+              const m = JSON.parse(line) as typeof peak
+              for (const k of Object.keys(peak) as Array<keyof typeof peak>) peak[k] = Math.max(peak[k], m[k])
+            }
+            process.stderr.write(`  memory samples: ${path.relative(repo, samples)}; peak heapUsed ${peak.heapUsed} MB, external ${peak.external} MB, arrayBuffers ${peak.arrayBuffers} MB\n`)
           }
-          process.stderr.write(`  memory samples: ${path.relative(repo, samples)}; peak heapUsed ${peak.heapUsed} MB, external ${peak.external} MB, arrayBuffers ${peak.arrayBuffers} MB\n`)
+          if (report.failed !== 0) throw new Error(`${what}: ${report.failed} rows failed (see ${out}/dead-letter)`)
+          await verify(partFiles(out), scenario.rows, what)
+          lastCommitMs = lastWriteMs(out)
         }
-        if (report.failed !== 0) throw new Error(`${what}: ${report.failed} rows failed (see ${out}/dead-letter)`)
-        await verify(partFiles(out), scenario.rows, what)
-        lastCommitMs = lastWriteMs(out)
       }
     } finally {
       await emulator.stop()
@@ -406,6 +469,15 @@ const outcomes: Array<Outcome> = []
 for (const provider of providers) {
   for (const scenario of scenarios) {
     process.stderr.write(`${provider}, ${scenario.name}: batches of ${fmt(scenario.maxRequests)}, ${scenario.inFlight} in flight\n`)
+    if (scenario.pg) {
+      const started = performance.now()
+      const seeded = await PgDb!.seed(pgUrl!, scenario.rows)
+      vectorType = seeded.vectorType
+      process.stderr.write(
+        `  seeded ${PgEmbeddings!.SCHEMA}.${PgEmbeddings!.SOURCE_TABLE}: ${fmt(scenario.rows)} rows, ${fmt(seeded.bytes / 1e6, 1)} MB of text, ` +
+          `in ${fmt((performance.now() - started) / 1000, 1)} s; target vectors as ${vectorType === "vector" ? `vector(${PgEmbeddings!.DIMENSIONS})` : "real[] (pgvector is not installed in that server)"}\n`
+      )
+    }
     const runs: Record<Side, Array<Measure>> = { baseline: [], offpeak: [] }
     for (let i = 0; i < repeat; i++) {
       for (const side of ["baseline", "offpeak"] as const) runs[side].push(await runSide(provider, side, scenario))
@@ -448,7 +520,9 @@ const lines = [
 for (const provider of providers) {
   lines.push(
     "",
-    `### ${provider}`,
+    pgEmbeddings
+      ? `### ${provider}: Postgres → embeddings (${PgEmbeddings!.MODEL}, ${PgEmbeddings!.DIMENSIONS} dimensions) → Postgres (${vectorType === "vector" ? `vector(${PgEmbeddings!.DIMENSIONS})` : "real[], no pgvector"})`
+      : `### ${provider}`,
     "",
     "| rows | batches × size, in flight | rows/s baseline | rows/s offpeak | offpeak/baseline | CPU s / 1k rows | CPU offpeak/baseline | peak RSS MB | sent MB/s | parsed MB/s | commit-after-complete ms | commit-after-seen ms |",
     "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
@@ -479,7 +553,17 @@ fs.writeFileSync(
       command,
       startedAt: startedAt.toISOString(),
       machine: { cpus: cpus.length, cpu: cpus[0]?.model, memoryBytes: os.totalmem(), node: process.version, platform: process.platform },
-      options: { providers, sizes, widths, repeat, maxRequests, inFlight, latencyRows: LATENCY_ROWS, maxRssMb },
+      options: {
+        providers,
+        sizes,
+        widths,
+        repeat,
+        maxRequests,
+        inFlight,
+        latencyRows: LATENCY_ROWS,
+        maxRssMb,
+        ...(pgEmbeddings ? { pgEmbeddings: { model: PgEmbeddings!.MODEL, dimensions: PgEmbeddings!.DIMENSIONS, vectorType } } : {})
+      },
       results: outcomes,
       maxRss: maxRssMb === undefined ? null : { limitMb: maxRssMb, ok: over.length === 0 }
     },

@@ -162,8 +162,8 @@ export const countQuery = (query: string): string => `SELECT count(*) AS n FROM 
 
 // ===== Values =====
 
-/** a number as PostgreSQL reads it (`NaN`, `Infinity`, `-Infinity` included) */
-const numberText = (n: number): string => Number.isNaN(n) ? "NaN" : String(n)
+/** a number as PostgreSQL reads it (`NaN`, `Infinity`, `-Infinity` included: `String` writes them so) */
+const numberText = (n: number): string => String(n)
 
 const rawJSON = (JSON as unknown as { readonly rawJSON: (text: string) => unknown }).rawJSON
 
@@ -211,11 +211,11 @@ export const vectorNumbers = (value: unknown): ReadonlyArray<number> | string =>
   return `expected an array of numbers, got ${typeof value === "string" ? "a string" : jsonText(value).slice(0, 40)}`
 }
 
-/** `[1,2.5,3]`: pgvector's text form */
-export const vectorText = (values: ReadonlyArray<number>): string => `[${values.map(numberText).join(",")}]`
+/** `[1,2.5,3]`: pgvector's text form (`join` writes each number as `String` does: `NaN`, `Infinity` as PostgreSQL reads them) */
+export const vectorText = (values: ReadonlyArray<number>): string => `[${values.join(",")}]`
 
 /** `{1,2.5,3}`: the text form of a `real[]` */
-export const realArrayText = (values: ReadonlyArray<number>): string => `{${values.map(numberText).join(",")}}`
+export const realArrayText = (values: ReadonlyArray<number>): string => `{${values.join(",")}}`
 
 /** a value shown in a message: strings quoted, others plainly, cut at `max` characters */
 export const showValue = (value: unknown, max = 80): string => {

@@ -33,7 +33,13 @@ export const jsonText = (u: unknown): string => {
 /** a stored float32 vector (base64) as the number array sinks take */
 const fromF32 = (base64: string): Array<number> => {
   const bytes = Buffer.from(base64, "base64")
-  return Array.from(new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length)))
+  // a view when the bytes are aligned (no copy), and a plain loop: `Array.from` of a typed array is several times slower
+  const floats = bytes.byteOffset % 4 === 0
+    ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2)
+    : new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length))
+  const out = new Array<number>(floats.length)
+  for (let i = 0; i < floats.length; i++) out[i] = floats[i]!
+  return out
 }
 
 /**
