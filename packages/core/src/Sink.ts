@@ -58,6 +58,12 @@ export interface Sink<A> {
   /** the disposition chosen for this sink (default: the first of `dispositions`) */
   readonly disposition?: Disposition | undefined
   /**
+   * How many parts the sink can take at once (default 1). Above 1 only for a sink whose parts are independent writes
+   * (each part in a transaction of its own, distinct keys): the run then writes that many parts concurrently and
+   * commits each in the ledger once it is written; after a crash every part that was being written is written again.
+   */
+  readonly concurrency?: number | undefined
+  /**
    * Called once when a run has written its last part and is about to end `completed`: a `replace` sink removes
    * what other runs wrote. Idempotent (a crash here calls it again on resume).
    */

@@ -419,6 +419,46 @@ describe("Pipeline.run modes", () => {
       assert.strictEqual(new Set([...provider.syncCalls, ...resumed.syncCalls]).size, 400)
     }))
 
+  it.live("a sink that takes 3 parts at once gets 3 at once, never more, and every row once", () =>
+    Effect.gen(function*() {
+      // one batch of 5,000: its answers are recorded long before its parts are written
+      const { layer, stateDir } = setup({ answer: echo, limits: { maxRequests: 5_000 } })
+      const kept = new Map<string, ReadonlyArray<Result.Succeeded<Ticket, { readonly echo: string }>>>()
+      let now = 0
+      let most = 0
+      let writes = 0
+      const sink: Sink.Sink<Result.Succeeded<Ticket, { readonly echo: string }>> = {
+        name: "parallel",
+        concurrency: 3,
+        write: (part, rows) =>
+          Effect.gen(function*() {
+            writes++
+            now++
+            most = Math.max(most, now)
+            yield* Effect.sleep("1 second")
+            now--
+            kept.set(`${part.runId}/${part.seq}`, rows)
+          })
+      }
+      // 5,000 rows of ~1 KB: parts of under a thousand rows, several of them ready at once
+      const { pipeline } = pipelineOf(rows(5_000, (i) => `ticket ${i} ${"x".repeat(1_000)}`), {
+        sink,
+        batch: { maxRequests: 5_000, maxInFlight: 2 }
+      })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      const delivered = [...kept.values()].flat()
+      assert.strictEqual(delivered.length, 5_000)
+      assert.strictEqual(new Set(delivered.map((r) => r.key)).size, 5_000)
+      assert.strictEqual(most, 3, `at most ${most} parts were written at once`)
+      const parts = yield* Effect.gen(function*() {
+        const ledger = yield* Ledger.Ledger
+        return yield* ledger.writingParts(summary.runId)
+      }).pipe(Effect.provide(layer))
+      assert.deepStrictEqual(parts, [], "every part written was committed")
+      console.log(`concurrent parts: ${writes} parts written, at most ${most} at once; 5000 rows delivered once`)
+    }))
+
   it.live("a value the sink refuses costs its own row: the part is split until it is isolated, the rest delivered once", () =>
     Effect.gen(function*() {
       const { layer, stateDir } = setup({ answer: echo })

@@ -494,6 +494,12 @@ export interface SinkOptions {
    * whose key matches nothing (deleted since it was read) is skipped.
    */
   readonly mode?: "upsert" | "update" | undefined
+  /**
+   * Parts written at once, each on a connection and in a transaction of its own (default 3): a part's rows have keys
+   * no other part has, so the parts do not wait on each other's rows, and the server's work on one (parsing the
+   * values, the index, the log) overlaps another's. 1 writes one part at a time.
+   */
+  readonly concurrency?: number | undefined
   /** the name used in messages, by default the table */
   readonly name?: string | undefined
 }
@@ -503,6 +509,8 @@ export interface SinkOptions {
  * other columns (`DO NOTHING` when every column is a key). Writing the same
  * part again changes nothing; a row whose key is already there replaces it.
  *
+ * - Up to `concurrency` parts (default 3) are written at once, each on a
+ *   connection of its own.
  * - One transaction per `write`: a part lands whole or not at all. Rows go in
  *   statements of at most 1000 rows and 65,535 parameters (PostgreSQL's
  *   limit). Within one write, a key that repeats keeps its last row.
@@ -794,5 +802,5 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
       })
     )
 
-  return { name, write, dispositions: ["merge"] }
+  return { name, write, dispositions: ["merge"], concurrency: options.concurrency ?? 3 }
 }

@@ -19,6 +19,9 @@ const PART_SIZE = 10_000
 /** a delivery part holds about this much in memory (decoded records and outputs, the sink's encoding), 100 to 10,000 rows */
 const PART_BYTES = 8 * 1024 * 1024
 
+/** while parts are being written and no other can be fixed yet, how long before the ledger is asked again */
+const LOOK_AGAIN = "100 millis"
+
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
 /** a value as JSON for a dead letter's `raw` (bigints as strings; never throws) */
@@ -225,11 +228,14 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       return refused
     })
 
+  /** parts written at once: the sink's `concurrency` (1 unless the sink says its parts are independent) */
+  const writers = Math.max(1, Math.floor(pipeline.sink.concurrency ?? 1))
+
   /**
    * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). Parts a
-   * crash left unwritten come first. Then the next part is fixed and read while the one before is written (so at
-   * most two parts are in memory and in `writing` at once), and a written part is committed in the transaction
-   * that fixes the part after the next.
+   * crash left unwritten come first. Then the next part is fixed and read while the ones before are written (at most
+   * `writers` parts being written and one being read, in memory and in `writing` at once), and a written part is
+   * committed in the transaction that fixes a later one — in the order the parts were fixed.
    */
   const deliverParts = (whole: boolean) =>
     Effect.gen(function*() {
@@ -237,17 +243,25 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
         const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
         yield* ledger.commitPart(runId, written)
       }
-      let writing: Fiber.Fiber<Ledger.WrittenPart, Sink.SinkError> | undefined
+      const writing: Array<Fiber.Fiber<Ledger.WrittenPart, Sink.SinkError>> = []
       let written: Ledger.WrittenPart | undefined
       while (true) {
         const next = yield* ledger.nextPart(runId, { limit: partSize(), whole, written })
-        written = writing === undefined ? undefined : yield* Fiber.join(writing)
+        written = undefined
         if (Option.isNone(next)) {
-          if (written !== undefined) yield* ledger.commitPart(runId, written)
-          return
+          if (writing.length === 0) return
+          // nothing to fix yet while parts are written: look again once the oldest is written (it is committed with
+          // that look) or after a moment, for the rows recorded meanwhile
+          const done = yield* Effect.timeoutOption(Fiber.join(writing[0]!), LOOK_AGAIN)
+          if (Option.isSome(done)) {
+            writing.shift()
+            written = done.value
+          }
+          continue
         }
         yield* Failpoint.hit("part.assigned")
-        writing = yield* Effect.forkChild(writePart(next.value.seq, next.value.rows))
+        if (writing.length >= writers) written = yield* Fiber.join(writing.shift()!)
+        writing.push(yield* Effect.forkChild(writePart(next.value.seq, next.value.rows)))
       }
     }).pipe(
       Semaphore.withPermits(ctx.locks.delivery, 1),
