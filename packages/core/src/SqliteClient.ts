@@ -8,7 +8,9 @@
  * **A thread of its own**: `node:sqlite` is synchronous, so the database
  * lives in a worker thread (`internal/sqliteWorker.js`) and each statement is
  * one message there and back; the main thread parses, encodes and writes while
- * SQLite works.
+ * SQLite works. `executeMany`/`writeMany` run one statement over thousands of
+ * rows of parameters in one message (no SQL text, parameter list or clone of
+ * values as long as the rows).
  *
  * **Errors that say where**: the database's folder is created when it is missing; a corrupt file, a full disk, a
  * file that cannot be opened or written fail naming the file and what to do.
@@ -36,6 +38,15 @@ type Message =
     readonly arrays: boolean
     readonly prepared: boolean
     /** a write inside a transaction: no answer unless it fails, and then the next answered message fails with it */
+    readonly deferred?: boolean | undefined
+  }
+  | {
+    readonly id: number
+    readonly op: "many"
+    readonly sql: string
+    /** bound first, before each row's own parameters */
+    readonly params: ReadonlyArray<unknown>
+    readonly rows: ReadonlyArray<ReadonlyArray<unknown>>
     readonly deferred?: boolean | undefined
   }
   | { readonly id: number; readonly op: "iterate"; readonly sql: string; readonly params: ReadonlyArray<unknown> }
@@ -69,12 +80,51 @@ export interface Options {
 }
 
 /**
- * The client.
+ * What {@link Service.executeMany} answers: the rows the statement returned (each as an array of its columns, in
+ * order), and how many rows it changed (for a statement that returns none).
  *
  * @since 0.1.0
  * @category models
  */
-export interface Service extends SqlClient.SqlClient {}
+export interface Many {
+  readonly rows: ReadonlyArray<ReadonlyArray<unknown>>
+  readonly changes: number
+}
+
+/**
+ * The client: an `effect/sql` client, and one statement run over many rows of parameters.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service extends SqlClient.SqlClient {
+  /**
+   * Runs `sql` (SQLite's `?` placeholders) once per row of `rows`, with `params` bound before the row's own values,
+   * in one message to the SQLite thread: prepared once, no list of placeholders as long as the rows. A single-row
+   * `INSERT … VALUES (?, …)` with no `params` runs there as multi-row INSERTs of up to 999 values (use `INSERT OR
+   * FAIL` inside a transaction: SQLite then keeps no statement journal). Inside a transaction it runs on the
+   * transaction's connection, else it waits for the connection like any statement.
+   *
+   * @example
+   * ```ts
+   * const { rows } = yield* sql.executeMany("SELECT id, name FROM users WHERE org = ? AND id = ?", [[1], [2]], [org])
+   * ```
+   */
+  readonly executeMany: (
+    sql: string,
+    rows: ReadonlyArray<ReadonlyArray<unknown>>,
+    params?: ReadonlyArray<unknown>
+  ) => Effect.Effect<Many, SqlError.SqlError>
+  /**
+   * `executeMany` for a write whose answer is not needed (an INSERT of rows): inside a transaction it is sent without
+   * waiting, and its failure fails the transaction's next statement (at the latest its COMMIT), which rolls it back.
+   */
+  readonly writeMany: (
+    sql: string,
+    rows: ReadonlyArray<ReadonlyArray<unknown>>,
+    params?: ReadonlyArray<unknown>
+  ) => Effect.Effect<void, SqlError.SqlError>
+}
 
 /**
  * The service tag of the node:sqlite client.
@@ -264,7 +314,29 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
       compiler: Statement.makeCompilerSqlite(),
       spanAttributes: [["db.system.name", "sqlite"]]
     })
-    return client as Service
+    /** runs on the transaction's connection when there is one, else holding the connection for itself */
+    const onConnection = <A>(effect: Effect.Effect<A, SqlError.SqlError>) =>
+      Effect.flatMap(
+        Effect.serviceOption(client.transactionService),
+        Option.match({ onSome: () => effect, onNone: () => acquirers.borrower(() => effect) })
+      )
+    const executeMany: Service["executeMany"] = (sql, rows, params = []) =>
+      rows.length === 0
+        ? Effect.succeed({ rows: [], changes: 0 })
+        : onConnection(call("executeMany", { op: "many", sql, params, rows }) as Effect.Effect<Many, SqlError.SqlError>)
+    const writeMany: Service["writeMany"] = (sql, rows, params = []) =>
+      rows.length === 0 ? Effect.void : Effect.flatMap(
+        Effect.serviceOption(client.transactionService),
+        Option.match({
+          onSome: () =>
+            Effect.sync(() => {
+              // as a write of `exec` inside a transaction: sent on, its failure fails the transaction's next statement
+              if (broken === undefined) worker.postMessage({ id: nextId++, op: "many", sql, params, rows, deferred: true } satisfies Message)
+            }),
+          onNone: () => Effect.asVoid(executeMany(sql, rows, params))
+        })
+      )
+    return Object.assign(client, { executeMany, writeMany }) as Service
   })
 
 /** a statement that changes rows and returns none */

@@ -17,6 +17,9 @@ const tmpFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-s
 const client = (filename: string) =>
   Effect.map(Layer.build(SqliteClient.layer({ filename })), (context) => Context.get(context, SqlClient.SqlClient))
 
+const sqliteClient = (filename: string) =>
+  Effect.map(Layer.build(SqliteClient.layer({ filename })), (context) => Context.get(context, SqliteClient.SqliteClient))
+
 const openFiles = () =>
   fs.readdirSync("/proc/self/fd").flatMap((fd) => {
     try {
@@ -104,6 +107,45 @@ describe("SqliteClient", () => {
       for (let i = 0; i < 3; i++) {
         assert.deepStrictEqual(yield* sql<{ v: string }>`SELECT v FROM t WHERE id = ${7}`, [{ v: "seven" }])
       }
+    }).pipe(Effect.scoped))
+
+  it.effect("many rows in one message: every row inserted (in groups and one by one), read back, counted", () =>
+    Effect.gen(function*() {
+      const sql = yield* sqliteClient(tmpFile())
+      yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT, n INTEGER, big INTEGER)`
+      // 250 rows of 4 values: groups of 249 rows (996 parameters) and the one row left one at a time
+      const rows = Array.from({ length: 250 }, (_, i) => [i + 1, i % 7 === 0 ? null : `v${i + 1} \u00e9\u{1F600}`, i * 3, 2n ** 60n + BigInt(i)])
+      const started = performance.now()
+      yield* sql.writeMany("INSERT OR FAIL INTO t (id, v, n, big) VALUES (?, ?, ?, ?)", rows).pipe(sql.withTransaction)
+      console.log(`writeMany: 250 rows in ${(performance.now() - started).toFixed(1)} ms`)
+      const back = yield* sql`SELECT id, v, n, CAST(big AS TEXT) AS big FROM t ORDER BY id`.values
+      assert.deepStrictEqual(back, rows.map(([id, v, n, big]) => [id, v, n, String(big)]))
+      // outside a transaction: answered, with the rows each statement returned and the rows changed
+      const found = yield* sql.executeMany("SELECT id, n FROM t WHERE id = ?", [[1], [2], [300]])
+      assert.deepStrictEqual(found.rows, [[1, 0], [2, 3]])
+      const changed = yield* sql.executeMany("UPDATE t SET n = n + ? WHERE id = ?", [[1, 1], [1, 2], [1, 999]])
+      assert.strictEqual(changed.changes, 2)
+      // `params` first: n > 5 (ids 3 and 4 have n = 6 and 9; id 1 has n = 1)
+      const fixed = yield* sql.executeMany("SELECT v FROM t WHERE n > ? AND id = ?", [[1], [3], [4]], [5])
+      assert.deepStrictEqual(fixed.rows, [["v3 \u00e9\u{1F600}"], ["v4 \u00e9\u{1F600}"]])
+    }).pipe(Effect.scoped))
+
+  it.effect("a many-row write that fails inside a transaction fails it and keeps none of its rows", () =>
+    Effect.gen(function*() {
+      const sql = yield* sqliteClient(tmpFile())
+      yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`
+      yield* sql`INSERT INTO t ${sql.insert({ id: 500, v: "kept" })}`
+      const rows = Array.from({ length: 600 }, (_, i) => [i + 1, `v${i}`])
+      const error = yield* Effect.gen(function*() {
+        yield* sql.writeMany("INSERT OR FAIL INTO t (id, v) VALUES (?, ?)", rows)
+        // not answered: its failure (id 500 exists) shows on the next statement
+        return yield* sql`SELECT COUNT(*) AS n FROM t`
+      }).pipe(sql.withTransaction, Effect.flip)
+      assert.match(error.message, /UNIQUE constraint failed: t\.id/)
+      assert.deepStrictEqual(yield* sql`SELECT id, v FROM t`.values, [[500, "kept"]])
+      // and the connection goes on
+      yield* sql.writeMany("INSERT OR FAIL INTO t (id, v) VALUES (?, ?)", [[1, "a"], [2, "b"]]).pipe(sql.withTransaction)
+      assert.strictEqual((yield* sql`SELECT COUNT(*) FROM t`.values)[0]![0], 3)
     }).pipe(Effect.scoped))
 
   it.effect("closing the client closes the database and ends its thread", () =>

@@ -5,9 +5,9 @@
  *
  * @internal
  */
-import { Array as Arr, Effect } from "effect"
+import { Effect } from "effect"
 import type { AdmitRow, Service } from "../../Ledger.ts"
-import { chunks, fp48, mapError, toNumber } from "./shared.ts"
+import { fp48, mapError, toNumber } from "./shared.ts"
 import type { Shared } from "./shared.ts"
 
 /** a row of the chunk, with its index in it */
@@ -31,8 +31,13 @@ interface Plan {
   /** rows that go out with each request (own = 0), by request number */
   readonly joining: ReadonlyMap<number, number>
   readonly ready: number
-  readonly items: ReadonlyArray<Record<string, unknown>>
+  /** the items' rows, as {@link ITEM_COLUMNS} */
+  readonly items: ReadonlyArray<ReadonlyArray<unknown>>
 }
+
+const ITEM_COLUMNS = ["run", "position", "key", "request", "own", "part", "record", "error_kind", "error_message", "error_raw"]
+const OUTPUT_COLUMNS = ["run", "settled", "output", "output_format", "input_tokens", "output_tokens", "cached_input_tokens"]
+const REQUEST_COLUMNS = ["run", "id", "fingerprint", "fp48", "state", "batch", "attempts", "cached", "settled", "row_count"]
 
 /**
  * Step 4 (pure): each row's request — one this run has, one made earlier in the chunk, one answered by the cache, or
@@ -43,7 +48,7 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
   const created = new Map<string, { readonly id: number; readonly cached: boolean }>()
   const joining = new Map<number, number>()
   let ready = 0
-  const items: Array<Record<string, unknown>> = []
+  const items: Array<ReadonlyArray<unknown>> = []
   for (const { index, row } of accepted) {
     let request: number | null = null
     let own = row.fingerprint === null
@@ -67,25 +72,25 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
     }
     if (isReady) ready++
     if (!own && request !== null) joining.set(request, (joining.get(request) ?? 0) + 1)
-    items.push({
-      run: num,
-      position: row.position,
-      key: row.key,
+    items.push([
+      num,
+      row.position,
+      row.key,
       request,
-      own: own ? 1 : 0,
-      part: null,
-      record: row.record,
-      error_kind: row.failure?.kind ?? null,
-      error_message: row.failure?.message ?? null,
-      error_raw: row.failure?.raw ?? null
-    })
+      own ? 1 : 0,
+      null,
+      row.record,
+      row.failure?.kind ?? null,
+      row.failure?.message ?? null,
+      row.failure?.raw ?? null
+    ])
   }
   return { fresh, created, joining, ready, items }
 }
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, orFail, serially, fence, settleOffset } = shared
+  const { sql, runNum, orFail, serially, fence, settleOffset, insertRows, inList } = shared
 
   /** step 1: rows at positions already admitted (a resumed read), or repeated within the chunk, are skipped */
   const unadmitted = (num: number, rows: ReadonlyArray<AdmitRow>) =>
@@ -97,9 +102,9 @@ export const make = (shared: Shared) => {
         if (r.position > hi) hi = r.position
       }
       const admitted = new Set<number>()
-      const found = yield* sql<{ position: number | bigint }>`
-        SELECT position FROM offpeak_items WHERE run = ${num} AND position >= ${lo} AND position <= ${hi}`
-      for (const row of found) admitted.add(toNumber(row.position))
+      const found = yield* sql`
+        SELECT position FROM offpeak_items WHERE run = ${num} AND position >= ${lo} AND position <= ${hi}`.values
+      for (const row of found) admitted.add(toNumber(row[0]))
       const candidates: Array<Candidate> = []
       rows.forEach((row, index) => {
         if (admitted.has(row.position)) return
@@ -113,10 +118,10 @@ export const make = (shared: Shared) => {
   const withoutDuplicates = (num: number, candidates: ReadonlyArray<Candidate>) =>
     Effect.gen(function*() {
       const first = new Map<string, number>()
-      for (const part of chunks([...new Set(candidates.map((c) => c.row.key))])) {
-        const hits = yield* sql<{ key: string; position: number | bigint }>`
-          SELECT key, position FROM offpeak_items WHERE run = ${num} AND ${sql.in("key", part)}`
-        for (const hit of hits) first.set(hit.key, toNumber(hit.position))
+      const keys = [...new Set(candidates.map((c) => c.row.key))]
+      if (keys.length > 0) {
+        const hits = yield* sql`SELECT key, position FROM offpeak_items WHERE run = ${num} AND ${inList("key", keys)}`.values
+        for (const [key, position] of hits) first.set(key as string, toNumber(position))
       }
       let duplicates = 0
       const accepted = candidates.map((candidate): Candidate => {
@@ -150,17 +155,17 @@ export const make = (shared: Shared) => {
       const fingerprints = [...new Set(accepted.flatMap((a) => a.row.fingerprint === null ? [] : [a.row.fingerprint]))]
       const existing = new Map<string, { readonly id: number; readonly state: string }>()
       const cachedFrom = new Map<string, { readonly run: number; readonly id: number }>()
-      for (const part of chunks(fingerprints)) {
-        const wanted = new Set(part)
-        const hits = yield* sql<{ run: number | bigint; id: number | bigint; fingerprint: string; state: string }>`
+      if (fingerprints.length > 0) {
+        const wanted = new Set(fingerprints)
+        const hits = yield* sql`
           SELECT run, id, fingerprint, state FROM offpeak_requests
-          WHERE ${sql.in("fp48", [...new Set(part.map(fp48))])} AND (run = ${num} OR state = 'succeeded')`
-        for (const hit of hits) {
-          if (!wanted.has(hit.fingerprint)) continue
-          const run = toNumber(hit.run)
-          if (run === num) existing.set(hit.fingerprint, { id: toNumber(hit.id), state: hit.state })
-          else if ((cachedFrom.get(hit.fingerprint)?.run ?? -1) < run) {
-            cachedFrom.set(hit.fingerprint, { run, id: toNumber(hit.id) })
+          WHERE ${inList("fp48", [...new Set(fingerprints.map(fp48))])} AND (run = ${num} OR state = 'succeeded')`.values
+        for (const [hitRun, id, fingerprint, state] of hits) {
+          if (!wanted.has(fingerprint as string)) continue
+          const run = toNumber(hitRun)
+          if (run === num) existing.set(fingerprint as string, { id: toNumber(id), state: state as string })
+          else if ((cachedFrom.get(fingerprint as string)?.run ?? -1) < run) {
+            cachedFrom.set(fingerprint as string, { run, id: toNumber(id) })
           }
         }
       }
@@ -179,30 +184,21 @@ export const make = (shared: Shared) => {
         bySource.set(source.run, list)
       }
       for (const [fromRun, pairs] of bySource) {
-        for (const part of chunks(pairs)) {
-          const target = new Map(part)
-          const outputs = yield* sql<{
-            id: number | bigint
-            output: string
-            output_format: string
-            input_tokens: number | bigint
-            output_tokens: number | bigint
-            cached_input_tokens: number | bigint | null
-          }>`SELECT r.id AS id, o.output AS output, o.output_format AS output_format, o.input_tokens AS input_tokens,
-                    o.output_tokens AS output_tokens, o.cached_input_tokens AS cached_input_tokens
-            FROM offpeak_requests r JOIN offpeak_outputs o ON o.run = r.run AND o.settled = r.settled
-            WHERE r.run = ${fromRun} AND ${sql.in("r.id", part.map(([id]) => id))}`
-          const copies = outputs.map((o) => ({
-            run: num,
-            settled: offset + target.get(toNumber(o.id))!,
-            output: o.output,
-            output_format: o.output_format,
-            input_tokens: toNumber(o.input_tokens),
-            output_tokens: toNumber(o.output_tokens),
-            cached_input_tokens: o.cached_input_tokens === null ? null : toNumber(o.cached_input_tokens)
-          }))
-          if (Arr.isArrayNonEmpty(copies)) yield* sql`INSERT${orFail} INTO offpeak_outputs ${sql.insert(copies)}`
-        }
+        const target = new Map(pairs)
+        const outputs = yield* sql`
+          SELECT r.id, o.output, o.output_format, o.input_tokens, o.output_tokens, o.cached_input_tokens
+          FROM offpeak_requests r JOIN offpeak_outputs o ON o.run = r.run AND o.settled = r.settled
+          WHERE r.run = ${fromRun} AND ${inList("r.id", pairs.map(([id]) => id))}`.values
+        const copies = outputs.map(([id, output, format, input, out, cachedInput]) => [
+          num,
+          offset + target.get(toNumber(id))!,
+          output,
+          format,
+          toNumber(input),
+          toNumber(out),
+          cachedInput === null ? null : toNumber(cachedInput)
+        ])
+        yield* insertRows("offpeak_outputs", OUTPUT_COLUMNS, copies)
       }
     })
 
@@ -211,21 +207,19 @@ export const make = (shared: Shared) => {
     Effect.gen(function*() {
       const cachedIds = [...planned.created.values()].flatMap((made) => made.cached ? [made.id] : [])
       const offset = cachedIds.length === 0 ? 0 : yield* settleOffset(num, cachedIds)
-      const requests = [...planned.created].map(([fingerprint, made]) => ({
-        run: num,
-        id: made.id,
+      const requests = [...planned.created].map(([fingerprint, made]) => [
+        num,
+        made.id,
         fingerprint,
-        fp48: fp48(fingerprint),
-        state: made.cached ? "succeeded" : "queued",
-        batch: null,
-        attempts: 0,
-        cached: made.cached ? 1 : 0,
-        settled: made.cached ? offset + made.id : null,
-        row_count: planned.joining.get(made.id) ?? 0
-      }))
-      for (const part of chunks(requests, 100)) {
-        yield* sql`INSERT${orFail} INTO offpeak_requests ${sql.insert(part)}`
-      }
+        fp48(fingerprint),
+        made.cached ? "succeeded" : "queued",
+        null,
+        0,
+        made.cached ? 1 : 0,
+        made.cached ? offset + made.id : null,
+        planned.joining.get(made.id) ?? 0
+      ])
+      yield* insertRows("offpeak_requests", REQUEST_COLUMNS, requests, 100)
       for (const have of found.existing.values()) {
         const n = planned.joining.get(have.id)
         if (n !== undefined) {
@@ -233,9 +227,7 @@ export const make = (shared: Shared) => {
         }
       }
       yield* copyCached(num, offset, planned, found.cachedFrom)
-      for (const part of chunks(planned.items, 50)) {
-        yield* sql`INSERT${orFail} INTO offpeak_items ${sql.insert(part)}`
-      }
+      yield* insertRows("offpeak_items", ITEM_COLUMNS, planned.items, 50)
       yield* sql`UPDATE offpeak_runs SET item_count = item_count + ${planned.items.length},
         request_count = request_count + ${requests.length} WHERE num = ${num}`
     })

@@ -6,12 +6,12 @@
 import { Effect } from "effect"
 import type { Service } from "../../Ledger.ts"
 import { LedgerError } from "./errors.ts"
-import { chunks, toNumber, nowIso, mapError, toBatch } from "./shared.ts"
+import { toNumber, nowIso, mapError, toBatch } from "./shared.ts"
 import type { Shared, BatchRow, BatchInput } from "./shared.ts"
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, batchSeq, batchSeqs, batchRuns, inState, orFail, fence, fenceBatch } = shared
+  const { sql, runNum, batchSeq, batchSeqs, batchRuns, orFail, fence, fenceBatch, inList } = shared
 
   const nextBatchSeq: Service["nextBatchSeq"] = (runId) =>
     sql<{ seq: number | bigint | null }>`SELECT MAX(seq) AS seq FROM offpeak_batches WHERE run_id = ${runId}`.pipe(
@@ -58,17 +58,22 @@ export const make = (shared: Shared) => {
     from: { readonly state: string; readonly batch?: number }
   ) =>
     Effect.gen(function*() {
-      const ids = yield* inState(num, [...new Set(requests)], from)
+      const ids = [...new Set(requests)]
+      // one statement moves them, and how many moved is counted (the transaction is rolled back when one was not there)
+      const update = sql`UPDATE${orFail} offpeak_requests SET state = 'batched', batch = ${batch.seq}
+        WHERE run = ${num} AND ${inList("id", ids)} AND state = ${from.state}
+        ${from.batch === undefined ? sql`` : sql`AND batch = ${from.batch}`}`
+      const counted = ids.length === 0 ? Effect.succeed([[0]]) : sql.onDialectOrElse({
+        pg: () => sql`WITH moved AS (${update} RETURNING 1) SELECT COUNT(*) FROM moved`.values,
+        orElse: () => Effect.andThen(update, sql`SELECT changes()`.values)
+      })
+      const moved = toNumber((yield* counted)[0]?.[0])
       // every line of the file must belong to this batch alone, or a request would be paid twice
-      if (ids.length !== requests.length) {
+      if (moved !== requests.length) {
         return yield* new LedgerError({
           operation: "sealBatch",
-          message: `batch ${batch.id}: ${requests.length} lines but ${ids.length} queued requests`
+          message: `batch ${batch.id}: ${requests.length} lines but ${moved} queued requests`
         })
-      }
-      for (const part of chunks(ids)) {
-        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'batched', batch = ${batch.seq}
-          WHERE run = ${num} AND ${sql.in("id", part)}`
       }
     })
 

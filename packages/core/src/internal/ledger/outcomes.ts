@@ -4,15 +4,27 @@
  *
  * @internal
  */
-import { Array as Arr, Effect } from "effect"
+import { Effect } from "effect"
 import type { Outcome, Service } from "../../Ledger.ts"
-import { chunks, toNumber, mapError } from "./shared.ts"
+import { toNumber, mapError } from "./shared.ts"
 import type { Shared } from "./shared.ts"
 import * as Redact from "../../Redact.ts"
 
+const OUTPUT_COLUMNS = [
+  "run",
+  "settled",
+  "output",
+  "output_format",
+  "input_tokens",
+  "output_tokens",
+  "cached_input_tokens",
+  "cost",
+  "sync_cost"
+]
+
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, batchSeq, inState, orFail, serially, fence, settleOffset } = shared
+  const { sql, runNum, batchSeq, inState, orFail, serially, fence, settleOffset, insertRows, inList } = shared
 
   const recordOutcomes: Service["recordOutcomes"] = (runId, batchId, outcomes, maxAttempts) =>
     Effect.gen(function*() {
@@ -28,10 +40,10 @@ export const make = (shared: Shared) => {
       // only requests still in this batch change: a line seen twice (a re-download) or for another batch does not
       const settledNow = new Set<number>()
       const answered = [...first.values()].flatMap((o) => o._tag === "Succeeded" ? [o.request] : []).sort((a, b) => a - b)
-      for (const part of chunks(answered, 5_000)) {
+      if (answered.length > 0) {
         const rows = yield* sql`UPDATE${orFail} offpeak_requests
           SET state = 'succeeded', settled = ${offset} + id
-          WHERE run = ${num} AND ${sql.in("id", part)} AND state = 'batched' AND batch = ${seq}
+          WHERE run = ${num} AND ${inList("id", answered)} AND state = 'batched' AND batch = ${seq}
           RETURNING id`.values
         for (const [id] of rows) settledNow.add(toNumber(id))
       }
@@ -40,30 +52,37 @@ export const make = (shared: Shared) => {
         settledNow.has(id) ? [{ id, outcome: first.get(id) as Extract<Outcome, { _tag: "Succeeded" }> }] : []
       )
       const unanswered = [...first.values()].flatMap((o) => o._tag === "Failed" ? [o.request] : [])
-      const failed = (yield* inState(num, unanswered, { state: "batched", batch: seq })).map((id) => ({
-        id,
-        outcome: first.get(id) as Extract<Outcome, { _tag: "Failed" }>
-      }))
-      for (const part of chunks(succeeded, 100)) {
-        yield* sql`INSERT${orFail} INTO offpeak_outputs ${
-          sql.insert(Arr.map(part, ({ id, outcome: o }) => ({
-            run: num,
-            settled: offset + id,
-            output: o.output,
-            output_format: o.format ?? "json",
-            input_tokens: o.usage.inputTokens,
-            output_tokens: o.usage.outputTokens,
-            cached_input_tokens: o.usage.cachedInputTokens ?? null,
-            cost: o.cost?.spent ?? null,
-            sync_cost: o.cost?.sync ?? null
-          })))
-        }`
+      // the failed requests still in this batch, with their attempts so far
+      const failed: Array<{ id: number; attempts: number; outcome: Extract<Outcome, { _tag: "Failed" }> }> = []
+      if (unanswered.length > 0) {
+        const rows = yield* sql`SELECT id, attempts FROM offpeak_requests
+          WHERE run = ${num} AND ${inList("id", unanswered)} AND state = 'batched' AND batch = ${seq}`.values
+        for (const [id, attempts] of rows) {
+          failed.push({
+            id: toNumber(id),
+            attempts: toNumber(attempts),
+            outcome: first.get(toNumber(id)) as Extract<Outcome, { _tag: "Failed" }>
+          })
+        }
       }
-      for (const { id, outcome: o } of failed) {
+      yield* insertRows(
+        "offpeak_outputs",
+        OUTPUT_COLUMNS,
+        succeeded.map(({ id, outcome: o }) => [
+          num,
+          offset + id,
+          o.output,
+          o.format ?? "json",
+          o.usage.inputTokens,
+          o.usage.outputTokens,
+          o.usage.cachedInputTokens ?? null,
+          o.cost?.spent ?? null,
+          o.cost?.sync ?? null
+        ])
+      )
+      for (const { id, attempts: sofar, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
-        const rows = yield* sql<{ attempts: number | bigint }>`SELECT attempts FROM offpeak_requests
-          WHERE run = ${num} AND id = ${id}`
-        const attempts = toNumber(rows[0]?.attempts) + 1
+        const attempts = sofar + 1
         const retry = o.retryable && attempts < limit
         yield* sql`UPDATE${orFail} offpeak_requests SET
             attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
@@ -83,12 +102,10 @@ export const make = (shared: Shared) => {
       const ids = yield* inState(num, requests, { state: "queued" })
       if (ids.length === 0) return
       const offset = yield* settleOffset(num, ids)
-      for (const part of chunks(ids)) {
-        yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed', settled = ${offset} + id,
-            error_kind = ${failure.kind}, error_message = ${Redact.text(failure.message)},
-            error_raw = ${failure.raw === undefined ? null : Redact.text(failure.raw)}
-          WHERE run = ${num} AND ${sql.in("id", part)}`
-      }
+      yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed', settled = ${offset} + id,
+          error_kind = ${failure.kind}, error_message = ${Redact.text(failure.message)},
+          error_raw = ${failure.raw === undefined ? null : Redact.text(failure.raw)}
+        WHERE run = ${num} AND ${inList("id", ids)}`
     }).pipe(sql.withTransaction, serially, mapError("failQueued"))
 
   return { recordOutcomes, failQueued }

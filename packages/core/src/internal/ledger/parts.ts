@@ -8,7 +8,7 @@ import { Effect, Option } from "effect"
 import type { Failure, PartRow, Service, WrittenPart } from "../../Ledger.ts"
 import { LedgerError } from "./errors.ts"
 import type { FailureKind } from "../../Result.ts"
-import { chunks, toNumber, mapError } from "./shared.ts"
+import { toNumber, mapError } from "./shared.ts"
 import type { Shared } from "./shared.ts"
 import * as Redact from "../../Redact.ts"
 
@@ -18,14 +18,9 @@ type PartValues = readonly [
   position: number | bigint,
   record: string | null,
   fingerprint: string | null,
-  itemErrorKind: string | null,
-  itemErrorMessage: string | null,
-  itemErrorRaw: string | null,
-  state: string | null,
   cached: number | bigint | null,
-  errorKind: string | null,
-  errorMessage: string | null,
-  errorRaw: string | null,
+  /** null when the row succeeded, else a JSON array: the item's error kind, message, raw, then the request's */
+  failure: string | null,
   output: string | null,
   outputFormat: string | null,
   inputTokens: number | bigint | null,
@@ -33,9 +28,18 @@ type PartValues = readonly [
   cachedInputTokens: number | bigint | null
 ]
 
+type Errors = readonly [
+  itemKind: string | null,
+  itemMessage: string | null,
+  itemRaw: string | null,
+  kind: string | null,
+  message: string | null,
+  raw: string | null
+]
+
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, orFail, serially, fence } = shared
+  const { sql, runNum, orFail, serially, fence, inList } = shared
 
   /** where a part's rows come from: its own rows (`i.part`), or the rows of its range of settled requests */
   const partSource = (runId: string, seq: number) =>
@@ -71,32 +75,36 @@ export const make = (shared: Shared) => {
       const insertPart = (lo: number | null, hi: number | null) =>
         sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo, hi })}`
       // rows deliverable on their own first
-      const own = yield* sql<{ position: number | bigint }>`
-        SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`
+      const own = yield* sql`
+        SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`.values
       if (own.length > 0 && (!whole || own.length >= limit)) {
         yield* insertPart(null, null)
-        for (const part of chunks(own.map((r) => toNumber(r.position)))) {
-          yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq} WHERE run = ${num} AND ${sql.in("position", part)}`
-        }
+        yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq}
+          WHERE run = ${num} AND ${inList("position", own.map((r) => toNumber(r[0])))}`
         return Option.some(seq)
       }
       // then the next range of settled requests, each with the rows that go out with it
       const done = yield* sql<{ hi: number | bigint | null }>`
         SELECT MAX(hi) AS hi FROM offpeak_parts WHERE run_id = ${runId} AND hi IS NOT NULL`
       const after = Math.max(0, toNumber(done[0]?.hi ?? 0))
-      const requests = yield* sql<{ settled: number | bigint; n: number | bigint }>`
-        SELECT settled, row_count AS n FROM offpeak_requests
-        WHERE run = ${num} AND settled > ${after}
-        ORDER BY settled
-        LIMIT ${limit}`
-      let rows = 0
-      let hi = after
-      for (const request of requests) {
-        hi = toNumber(request.settled)
-        rows += toNumber(request.n)
-        if (rows >= limit) break
-      }
-      if (requests.length === 0 || (whole && rows < limit && requests.length < limit)) return Option.none<number>()
+      // up to `limit` requests in settle order, as far as the first that brings the rows to `limit`: summed in the
+      // database, so one row comes back instead of every request
+      const range = yield* sql`
+        SELECT COUNT(*), MAX(settled), SUM(n), MAX(fetched) FROM (
+          SELECT settled, n, SUM(n) OVER (ORDER BY settled ROWS UNBOUNDED PRECEDING) AS upto, COUNT(*) OVER () AS fetched
+          FROM (
+            SELECT settled, row_count AS n FROM offpeak_requests
+            WHERE run = ${num} AND settled > ${after}
+            ORDER BY settled
+            LIMIT ${limit}
+          ) head
+        ) running
+        WHERE upto - n < ${limit}`.values
+      const [count, top, sum, fetched] = range[0] ?? [0, null, null, 0]
+      const requests = toNumber(count)
+      const rows = toNumber(sum)
+      const hi = top === null ? after : toNumber(top)
+      if (requests === 0 || (whole && rows < limit && toNumber(fetched) < limit)) return Option.none<number>()
       yield* insertPart(after + 1, hi)
       return Option.some(seq)
     })
@@ -111,45 +119,30 @@ export const make = (shared: Shared) => {
   const rowsOf = (runId: string, seq: number) =>
     Effect.gen(function*() {
       const source = yield* partSource(runId, seq)
-      // rows as arrays: half the work of objects to build in the SQLite thread and to copy out of it
+      // rows as arrays: half the work of objects to build in the SQLite thread and to copy out of it; a row that
+      // succeeded (nearly all) carries no error columns, a failed one its six as one JSON text
+      const errors = sql.onDialectOrElse({
+        pg: () => sql`json_build_array(i.error_kind, i.error_message, i.error_raw, r.error_kind, r.error_message, r.error_raw)::text`,
+        orElse: () => sql`json_array(i.error_kind, i.error_message, i.error_raw, r.error_kind, r.error_message, r.error_raw)`
+      })
       const rows = yield* sql`
-        SELECT i.key, i.position, i.record, r.fingerprint,
-               i.error_kind, i.error_message, i.error_raw,
-               r.state, r.cached, r.error_kind, r.error_message, r.error_raw,
+        SELECT i.key, i.position, i.record, r.fingerprint, r.cached,
+               CASE WHEN i.error_kind IS NULL AND r.state = 'succeeded' AND o.output IS NOT NULL THEN NULL ELSE ${errors} END,
                o.output, o.output_format, o.input_tokens, o.output_tokens, o.cached_input_tokens
         FROM ${source.from}
         LEFT JOIN offpeak_outputs o ON o.run = i.run AND o.settled = r.settled AND r.state = 'succeeded'
         WHERE ${source.where}
         ORDER BY ${source.order}`.values
       return rows.map((row): PartRow => {
-        const [
-          key,
-          position,
-          record,
-          fingerprint,
-          itemErrorKind,
-          itemErrorMessage,
-          itemErrorRaw,
-          state,
-          cached,
-          errorKind,
-          errorMessage,
-          errorRaw,
-          output,
-          outputFormat,
-          inputTokens,
-          outputTokens,
-          cachedInputTokens
-        ] = row as PartValues
-        const failure: Failure | null = itemErrorKind !== null
-          ? { kind: itemErrorKind as FailureKind, message: itemErrorMessage ?? "", raw: itemErrorRaw ?? undefined }
-          : state === "succeeded" && output !== null
-          ? null
-          : {
-            kind: (errorKind ?? "lost") as FailureKind,
-            message: errorMessage ?? "no result recorded",
-            raw: errorRaw ?? undefined
-          }
+        const [key, position, record, fingerprint, cached, errorsText, output, outputFormat, inputTokens, outputTokens, cachedInputTokens] =
+          row as PartValues
+        let failure: Failure | null = null
+        if (errorsText !== null) {
+          const [itemKind, itemMessage, itemRaw, kind, message, raw] = JSON.parse(errorsText) as Errors
+          failure = itemKind !== null
+            ? { kind: itemKind as FailureKind, message: itemMessage ?? "", raw: itemRaw ?? undefined }
+            : { kind: (kind ?? "lost") as FailureKind, message: message ?? "no result recorded", raw: raw ?? undefined }
+        }
         return {
           key,
           position: toNumber(position),

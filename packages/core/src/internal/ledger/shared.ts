@@ -8,6 +8,7 @@ import { Array as Arr, Clock, Effect, Semaphore } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import type { Batch, BatchMode, BatchState, Lease, Run, Service } from "../../Ledger.ts"
 import type { Mode, State as RunState } from "../../Run.ts"
+import type * as SqliteClient from "../../SqliteClient.ts"
 import { LedgerError } from "./errors.ts"
 
 export const CHUNK = 400
@@ -21,6 +22,9 @@ export const chunks = <A>(items: ReadonlyArray<A>, size = CHUNK): Array<Arr.NonE
   return out
 }
 
+
+const LONE_SURROGATE = /\p{Cs}/u
+const LONE_SURROGATES = /\p{Cs}/gu
 
 export const toNumber = (u: unknown): number => typeof u === "bigint" ? Number(u) : Number(u ?? 0)
 
@@ -162,23 +166,70 @@ export const make = (sql: SqlClient.SqlClient) =>
         return seq
       })
 
-    /** which of these requests are in `state` (and in `batch`) */
-    const inState = (num: number, ids: ReadonlyArray<number>, where: { readonly state: string; readonly batch?: number }) =>
-      Effect.gen(function*() {
-        const found: Array<number> = []
-        for (const part of chunks(ids)) {
-          const rows = yield* sql<{ id: number | bigint }>`
-            SELECT id FROM offpeak_requests WHERE run = ${num} AND ${sql.in("id", part)} AND state = ${where.state}
-            ${where.batch === undefined ? sql`` : sql`AND batch = ${where.batch}`}`
-          for (const row of rows) found.push(toNumber(row.id))
-        }
-        return found
-      })
 
     // Multi-row writes inside a transaction: SQLite keeps a statement journal (spilled to a temporary file) to undo one
     // statement alone on a constraint error, ~7 MB per 2,000 rows admitted. OR FAIL needs none; the ledger never goes
     // on after a failed statement anyway (its transaction is rolled back).
     const orFail = sql.onDialectOrElse({ sqlite: () => sql.literal(" OR FAIL"), orElse: () => sql.literal("") })
+
+    // ----- many rows per statement -----
+
+    // on offpeak's SQLite client, rows to insert are one message to its thread (arrays of values: no SQL text, no
+    // compiled list of placeholders, no flat copy of every value on this thread); elsewhere (Postgres) multi-row INSERTs
+    const many = "writeMany" in sql ? (sql as SqliteClient.Service) : undefined
+    const insertSql = new Map<string, string>()
+
+    /**
+     * Inserts `rows` (each the values of `columns`, in order) into `table`, inside the caller's transaction: on SQLite
+     * one message, which its thread runs as multi-row INSERTs of up to 999 values (no answer awaited: a failure fails
+     * the transaction's next statement, and it is rolled back); elsewhere multi-row INSERTs of `chunk` rows.
+     */
+    const insertRows = (
+      table: string,
+      columns: ReadonlyArray<string>,
+      rows: ReadonlyArray<ReadonlyArray<unknown>>,
+      chunk = 100
+    ): Effect.Effect<void, SqlError.SqlError> => {
+      if (rows.length === 0) return Effect.void
+      if (many !== undefined) {
+        const key = `${table}(${columns.join(",")})`
+        let text = insertSql.get(key)
+        if (text === undefined) {
+          text = `INSERT OR FAIL INTO ${table} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`
+          insertSql.set(key, text)
+        }
+        return many.writeMany(text, rows)
+      }
+      return Effect.forEach(chunks(rows, chunk), (part) => {
+        const records = part.map((row) => {
+          const record: Record<string, unknown> = {}
+          columns.forEach((column, i) => (record[column] = row[i]))
+          return record
+        })
+        return sql`INSERT${orFail} INTO ${sql.literal(table)} ${sql.insert(records as Arr.NonEmptyArray<Record<string, unknown>>)}`
+      }, { discard: true })
+    }
+
+    /**
+     * `column IN (values)` as one parameter whatever the number of values: a JSON array that SQLite (`json_each`) or
+     * Postgres (`jsonb_array_elements_text`) expands, so the statement is the same text for every list (prepared once)
+     * and the list crosses to the SQLite thread as one string.
+     */
+    const inList = (column: string, values: ReadonlyArray<number> | ReadonlyArray<string>) => {
+      // as a bound string would be: a lone surrogate becomes U+FFFD (JSON would carry it escaped, and SQLite decode it apart)
+      const json = JSON.stringify(
+        typeof values[0] === "string"
+          ? (values as ReadonlyArray<string>).map((v) => LONE_SURROGATE.test(v) ? v.replace(LONE_SURROGATES, "\uFFFD") : v)
+          : values
+      )
+      return sql.onDialectOrElse({
+        pg: () =>
+          typeof values[0] === "string"
+            ? sql`${sql.literal(column)} IN (SELECT jsonb_array_elements_text(${json}::jsonb))`
+            : sql`${sql.literal(column)} IN (SELECT jsonb_array_elements_text(${json}::jsonb)::bigint)`,
+        orElse: () => sql`${sql.literal(column)} IN (SELECT value FROM json_each(${json}))`
+      })
+    }
 
     // admission decides whether a row goes out with its request or on its own, and a part's rows are read from
     // the requests it covers: admitting, settling and assigning parts of one run never interleave in this process
@@ -242,6 +293,14 @@ export const make = (sql: SqlClient.SqlClient) =>
         return Math.max(0, toNumber(top[0]?.settled ?? 0)) + 1 - min
       })
 
+    /** which of these requests are in `state` (and in `batch`) */
+    const inState = (num: number, ids: ReadonlyArray<number>, where: { readonly state: string; readonly batch?: number }) =>
+      ids.length === 0 ? Effect.succeed([] as Array<number>) : Effect.map(
+        sql`SELECT id FROM offpeak_requests WHERE run = ${num} AND ${inList("id", ids)} AND state = ${where.state}
+          ${where.batch === undefined ? sql`` : sql`AND batch = ${where.batch}`}`.values,
+        (rows) => rows.map((row) => toNumber(row[0]))
+      )
+
     return {
       sql,
       runNum,
@@ -255,7 +314,9 @@ export const make = (sql: SqlClient.SqlClient) =>
       forUpdate,
       fence,
       fenceBatch,
-      settleOffset
+      settleOffset,
+      insertRows,
+      inList
     }
   })
 
