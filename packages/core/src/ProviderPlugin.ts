@@ -68,7 +68,8 @@ export class UnknownProvider extends Schema.TaggedError<UnknownProvider>()("Unkn
 export const known: ReadonlyArray<string> = ["openai", "anthropic", "gemini", "vertex"]
 
 /**
- * Loads the plugin of provider `name` from `@offpeak/providers/<name>`.
+ * Loads the plugin of provider `name` from `@offpeak/providers/<name>/plugin` (the plugin alone: its emulator is
+ * loaded only when a run uses it).
  *
  * @since 0.1.0
  * @category constructors
@@ -76,7 +77,7 @@ export const known: ReadonlyArray<string> = ["openai", "anthropic", "gemini", "v
 export const load = (name: string): Effect.Effect<Plugin, UnknownProvider> =>
   known.includes(name)
     ? E.tryPromise({
-      try: async () => (await import(`@offpeak/providers/${name}`)).plugin as Plugin,
+      try: async () => (await import(`@offpeak/providers/${name}/plugin`)).plugin as Plugin,
       catch: (cause) =>
         new UnknownProvider({
           name,

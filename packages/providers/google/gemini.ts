@@ -4,7 +4,6 @@
  *
  * @since 0.1.0
  */
-import * as ProviderPlugin from "@offpeak/core/ProviderPlugin"
 import * as GeminiBatch from "./GeminiBatch.ts"
 import * as GeminiEmulator from "./GeminiEmulator.ts"
 
@@ -23,41 +22,12 @@ export {
   GeminiEmulator
 }
 
-const base = ProviderPlugin.make<GeminiEmulator.Options>({
-  name: "gemini",
-  label: "Gemini",
-  apiKeyEnv: "GEMINI_API_KEY",
-  baseUrlEnv: "GOOGLE_GEMINI_BASE_URL",
-  defaultBaseUrl: GeminiBatch.DEFAULT_BASE_URL,
-  real: () => GeminiBatch.layerConfig(),
-  serve: GeminiEmulator.serve,
-  knobs: ProviderPlugin.knobNames<GeminiEmulator.Options>()({
-    seed: true, pendingMs: true, linesPerSecond: true, cancellingMs: true, completionWindowMs: true,
-    lineFailures: true, shuffle: true, maxInlineBytes: true, maxFileBytes: true, notFoundAfterCreateMs: true,
-    endpointFaults: true, createSucceedsThenFails: true, createLatency: true, failBatches: true, finishedLog: true
-  }),
-  adapter: GeminiBatch.make
-})
-
-/**
- * The CLI plugin: the real API when `GEMINI_API_KEY` or `GOOGLE_API_KEY` is
- * set (with `GOOGLE_GEMINI_BASE_URL` for another host), else the emulator
- * in-process with its state under the CLI's state folder. The emulator's
- * knobs can be set with `OFFPEAK_EMULATOR_KNOBS` (JSON of
- * {@link GeminiEmulator.Options}).
- *
- * @since 0.1.0
- * @category plugins
- */
-export const plugin: ProviderPlugin.Plugin = {
-  ...base,
-  layer: (options) => {
-    const gemini = process.env.GEMINI_API_KEY ?? ""
-    const google = process.env.GOOGLE_API_KEY ?? ""
-    if (gemini.length === 0 && google.length > 0) {
-      options.onNotice(`using the Gemini API at ${process.env.GOOGLE_GEMINI_BASE_URL ?? GeminiBatch.DEFAULT_BASE_URL}`)
-      return GeminiBatch.layerConfig()
-    }
-    return base.layer(options)
-  }
-}
+export {
+  /**
+   * The CLI plugin (also `@offpeak/providers/gemini/plugin`, which does not load the emulator).
+   *
+   * @since 0.1.0
+   * @category plugins
+   */
+  plugin
+} from "./geminiPlugin.ts"

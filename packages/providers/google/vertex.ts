@@ -98,55 +98,50 @@ const knobsOf = (raw: string, from: string) =>
   )
 
 /**
- * The CLI plugin: the real Vertex AI when `GOOGLE_CLOUD_PROJECT` is set
- * (`GOOGLE_CLOUD_LOCATION`, `OFFPEAK_VERTEX_BUCKET` for JSONL batches,
- * Google's application default credentials; see `VertexBatch.layerConfig`),
- * else the local stack in-process ({@link serveLocal}) with its state under
- * the CLI's state folder and the knobs of `OFFPEAK_EMULATOR_KNOBS`
- * ({@link VertexEmulator.Options}; a knob the emulator does not have is
- * refused, naming the closest).
- *
- * On the local stack the layer also provides a `ConfigProvider` read from the
- * environment once the stack is up: Effect's default one read the environment
- * when the process first looked at a setting (the CLI's own flags), before
- * `BIGQUERY_EMULATOR_HOST`, `STORAGE_EMULATOR_HOST` and `GOOGLE_CLOUD_PROJECT`
- * were set, so without it a BigQuery source or pushdown of the run would not
- * find the emulators.
+ * The plugin's local stack (see {@link plugin}): the emulators served in-process, knobs from
+ * `OFFPEAK_EMULATOR_KNOBS`, the adapter on them, and a `ConfigProvider` read from the environment once they are up.
  *
  * @since 0.1.0
  * @category plugins
  */
-export const plugin: ProviderPlugin.Plugin = {
-  name: "vertex",
-  apiKeyEnv: "GOOGLE_CLOUD_PROJECT",
-  layer: ({ emulatorDir, onNotice }) => {
-    const project = process.env.GOOGLE_CLOUD_PROJECT ?? ""
-    if (project.length > 0) {
-      onNotice(`using Vertex AI in project ${project} (${process.env.GOOGLE_CLOUD_LOCATION ?? "us-central1"})`)
-      return VertexBatch.layerConfig()
-    }
-    return Layer.effectContext(
-      Effect.gen(function*() {
-        const knobs = yield* knobsOf(process.env.OFFPEAK_EMULATOR_KNOBS ?? "", "OFFPEAK_EMULATOR_KNOBS")
-        const local = yield* serveLocal({ ...knobs, dir: emulatorDir })
-        onNotice(
-          `no GOOGLE_CLOUD_PROJECT: running against the local Vertex, BigQuery and Cloud Storage emulators at ${local.url}, ${local.bigqueryUrl}, ${local.storageUrl} (state in ${local.dir})`
-        )
-        const provider = yield* VertexBatch.make({
-          project: EMULATOR_PROJECT,
-          location: "us-central1",
-          baseURL: local.url,
-          authClient: new PassThroughClient(),
-          staging: { bucket: EMULATOR_BUCKET, storage: { apiEndpoint: local.storageUrl } },
-          pollInterval: { initial: "200 millis", max: "2 seconds" }
-        })
-        return Context.make(Provider.Provider, provider).pipe(Context.add(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv()))
-      })
-    )
-  },
-  serveEmulator: (serve) =>
+export const localLayer = ({ emulatorDir, onNotice }: Parameters<ProviderPlugin.Plugin["layer"]>[0]) =>
+  Layer.effectContext(
     Effect.gen(function*() {
-      const knobs = serve.knobs === undefined ? {} : yield* knobsOf(JSON.stringify(serve.knobs), "the emulator's knobs")
-      return yield* serveLocal({ ...knobs, dir: serve.dir, port: serve.port, host: serve.host })
+      const knobs = yield* knobsOf(process.env.OFFPEAK_EMULATOR_KNOBS ?? "", "OFFPEAK_EMULATOR_KNOBS")
+      const local = yield* serveLocal({ ...knobs, dir: emulatorDir })
+      onNotice(
+        `no GOOGLE_CLOUD_PROJECT: running against the local Vertex, BigQuery and Cloud Storage emulators at ${local.url}, ${local.bigqueryUrl}, ${local.storageUrl} (state in ${local.dir})`
+      )
+      const provider = yield* VertexBatch.make({
+        project: EMULATOR_PROJECT,
+        location: "us-central1",
+        baseURL: local.url,
+        authClient: new PassThroughClient(),
+        staging: { bucket: EMULATOR_BUCKET, storage: { apiEndpoint: local.storageUrl } },
+        pollInterval: { initial: "200 millis", max: "2 seconds" }
+      })
+      return Context.make(Provider.Provider, provider).pipe(Context.add(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv()))
     })
-}
+  )
+
+/**
+ * `offpeak emulator vertex`: the local stack with the given knobs (checked against {@link knobNames}).
+ *
+ * @since 0.1.0
+ * @category plugins
+ */
+export const serveEmulator: ProviderPlugin.Plugin["serveEmulator"] = (serve) =>
+  Effect.gen(function*() {
+    const knobs = serve.knobs === undefined ? {} : yield* knobsOf(JSON.stringify(serve.knobs), "the emulator's knobs")
+    return yield* serveLocal({ ...knobs, dir: serve.dir, port: serve.port, host: serve.host })
+  })
+
+export {
+  /**
+   * The CLI plugin (also `@offpeak/providers/vertex/plugin`, which loads the local stack only when a run uses it).
+   *
+   * @since 0.1.0
+   * @category plugins
+   */
+  plugin
+} from "./vertexPlugin.ts"
