@@ -36,6 +36,38 @@ describe("offpeak CLI", () => {
     expect(status.stdout).toMatch(/triage-\S+\s+completed\s+152\s+150\s+2/)
   }, 120_000)
 
+  it("the emulator's answers are never reused for a run on another endpoint; the same endpoint reuses its own", async () => {
+    const cwd = tmpDir("cli-cache-scope")
+    const example = path.join(repo, "examples/triage/pipeline.ts")
+    const summaryOf = (stdout: string) => ({
+      saved: Number(/saved\s+(\d+) answers from the result cache/.exec(stdout)?.[1] ?? -1),
+      batches: Number(/batches\s+(\d+)/.exec(stdout)?.[1] ?? -1)
+    })
+    // the README's first command: the in-process emulator
+    const demo = await runCli(["run", example], { cwd, env: { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined } })
+    expect(demo.code, demo.stderr).toBe(0)
+    expect(summaryOf(demo.stdout).batches).toBeGreaterThan(0)
+    // then "the real API": a key and a base URL (another emulator process stands for the compatible host)
+    const url = await startEmulator("openai", tmpDir("cli-cache-scope-host"))
+    const real = { OPENAI_API_KEY: "sk-test-cache-scope", OPENAI_BASE_URL: url }
+    const first = await runCli(["run", example], { cwd, env: real })
+    expect(first.code, first.stderr).toBe(0)
+    expect(first.stderr).toMatch(/using the OpenAI API at/)
+    const sent = summaryOf(first.stdout)
+    expect(sent.saved, first.stdout).toBe(0)
+    expect(sent.batches).toBeGreaterThan(0)
+    // the same endpoint again: its own answers come from the cache
+    const again = await runCli(["run", example], { cwd, env: real })
+    expect(again.code, again.stderr).toBe(0)
+    const reused = summaryOf(again.stdout)
+    expect(reused.batches, again.stdout).toBe(0)
+    expect(reused.saved).toBe(150)
+    console.log(
+      `cache scope: emulator run ${summaryOf(demo.stdout).batches} batches; on another endpoint ${sent.batches} batches, ` +
+        `${sent.saved} answers from the cache; that endpoint again ${reused.batches} batches, ${reused.saved} from the cache`
+    )
+  }, 180_000)
+
   it("a rerun of an unchanged pipeline replaces its output (files: replace by default), never a second copy", async () => {
     const cwd = tmpDir("cli-rerun")
     const env = { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined }

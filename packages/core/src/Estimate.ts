@@ -413,7 +413,9 @@ export const make = <R, A, Row>(
         if (ledger !== undefined) {
           const unseen: Array<string> = []
           for (const p of prepared) if (p._tag === "Request" && !seen.has(p.fingerprint)) unseen.push(p.fingerprint)
-          if (unseen.length > 0) hits = yield* orLedger(ledger.cachedAnswers(unseen))
+          if (unseen.length > 0) {
+            hits = yield* orLedger(ledger.cachedAnswers(unseen, { provider: provider.name, endpoint: provider.endpoint }))
+          }
         }
         const tally = () => {
           for (const p of prepared) {

@@ -454,6 +454,8 @@ export interface Service {
     readonly pipeline: string
     readonly module: string | null
     readonly provider: string
+    /** where the requests go (`Provider.Service.endpoint`); the result cache is shared only within one */
+    readonly endpoint?: string | undefined
     /** default `batch` */
     readonly mode?: RunModule.Mode | undefined
     /** the working directory the run was started from: a resume resolves relative paths from it */
@@ -640,7 +642,11 @@ export interface Service {
    * Of these fingerprints, the ones the result cache answers (a request that succeeded in any run): a new run copies
    * their answers and sends nothing for them. A read; what `offpeak estimate` counts as free.
    */
-  readonly cachedAnswers: (fingerprints: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, LedgerError>
+  readonly cachedAnswers: (
+    fingerprints: ReadonlyArray<string>,
+    /** only answers of runs of this provider and endpoint (as a run of it would reuse) */
+    scope?: { readonly provider: string; readonly endpoint?: string | undefined }
+  ) => Effect.Effect<ReadonlySet<string>, LedgerError>
   /** the answers a run paid for (result-cache copies excluded): how many, and their input and output tokens */
   readonly paidAnswers: (
     runId: string

@@ -229,6 +229,12 @@ export type LineResult =
  */
 export interface Service {
   readonly name: string
+  /**
+   * Where the requests go, when it is not the provider's own API: `emulator` for a local emulator, or the base URL
+   * of a compatible host. Answers are reused from the result cache only between runs of the same provider and
+   * endpoint, so an emulator's made-up answers never stand for the real API's.
+   */
+  readonly endpoint?: string | undefined
   readonly limits: Limits
   /** encodes one request with `customId`; fails with a reason when the provider cannot take it */
   readonly encode: (request: Request.Request, customId: string) => R.Result<Encoded, string>

@@ -251,7 +251,15 @@ export const make = <Knobs>(options: {
         )
       }
       onNotice(`using the ${options.label} API at ${Redact.url(baseUrl)}`)
-      return options.real()
+      // a compatible host is an endpoint of its own: its answers are not the provider's, nor the other way round
+      const endpoint = baseUrl === options.defaultBaseUrl ? undefined : baseUrl
+      return endpoint === undefined ? options.real() : Layer.effect(
+        Provider.Provider,
+        E.gen(function*() {
+          const service = yield* Provider.Provider
+          return { ...service, endpoint } satisfies Provider.Service
+        })
+      ).pipe(Layer.provide(options.real()))
     }
     return Layer.effect(
       Provider.Provider,
@@ -267,11 +275,13 @@ export const make = <Knobs>(options: {
         onNotice(
           `no ${options.apiKeyEnv}: running against the local ${options.label} emulator at ${handle.url} (state in ${handle.dir})`
         )
-        return yield* options.adapter({
+        const service = yield* options.adapter({
           apiKey: Redacted.make("emulator"),
           baseURL: handle.url,
           pollInterval: { initial: "100 millis", max: "1 second" }
         })
+        // the emulator's answers are made up: kept apart from the real API's in the result cache
+        return { ...service, endpoint: "emulator" } satisfies Provider.Service
       })
     )
   },

@@ -470,9 +470,12 @@ const ledgerSuite = (backend: Backend) => {
       Effect.gen(function*() {
         const b = yield* openLedger(store)
         yield* a.createRun({ id: "ra", pipeline: "p", module: null, provider: "openai" })
-        yield* b.createRun({ id: "rb", pipeline: "p", module: null, provider: "anthropic" })
-        assert.deepStrictEqual((yield* a.listRuns).map((r) => r.id).sort(), ["ra", "rb"])
-        assert.deepStrictEqual((yield* b.listRuns).map((r) => r.id).sort(), ["ra", "rb"])
+        yield* b.createRun({ id: "rb", pipeline: "p", module: null, provider: "openai" })
+        // another provider, and the same provider on another endpoint (an emulator): the cache is not theirs
+        yield* b.createRun({ id: "rc", pipeline: "p", module: null, provider: "anthropic" })
+        yield* b.createRun({ id: "rd", pipeline: "p", module: null, provider: "openai", endpoint: "emulator" })
+        assert.deepStrictEqual((yield* a.listRuns).map((r) => r.id).sort(), ["ra", "rb", "rc", "rd"])
+        assert.deepStrictEqual((yield* b.listRuns).map((r) => r.id).sort(), ["ra", "rb", "rc", "rd"])
         // rows admitted by one are skipped by the other (a resume on another machine)
         yield* a.admit("ra", [row("x", 1), row("y", 2)])
         const again = yield* b.admit("ra", [row("x", 1), row("y", 2), row("z", 3)])
@@ -491,6 +494,10 @@ const ledgerSuite = (backend: Backend) => {
         yield* a.updateRun("ra", { state: "detached" })
         const cached = yield* b.admit("rb", [row("k", 1, fp(1))])
         assert.deepStrictEqual([cached.ready, cached.fresh], [1, []])
+        for (const other of ["rc", "rd"]) {
+          const notCached = yield* b.admit(other, [row("k", 1, fp(1))])
+          assert.deepStrictEqual([other, notCached.ready, notCached.fresh], [other, 0, [0]])
+        }
         assert.strictEqual((yield* b.counts("ra")).succeeded, 1)
       })
     ))

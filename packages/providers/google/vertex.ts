@@ -120,7 +120,10 @@ export const localLayer = ({ emulatorDir, onNotice }: Parameters<ProviderPlugin.
         staging: { bucket: EMULATOR_BUCKET, storage: { apiEndpoint: local.storageUrl } },
         pollInterval: { initial: "200 millis", max: "2 seconds" }
       })
-      return Context.make(Provider.Provider, provider).pipe(Context.add(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv()))
+      // the emulator's answers are made up: kept apart from the real API's in the result cache
+      return Context.make(Provider.Provider, { ...provider, endpoint: "emulator" }).pipe(
+        Context.add(ConfigProvider.ConfigProvider, ConfigProvider.fromEnv())
+      )
     })
   )
 

@@ -149,7 +149,10 @@ export const make = (shared: Shared) => {
       return { accepted, duplicates }
     })
 
-  /** step 3: requests this run already has, and results cached by earlier runs (through the fingerprint index) */
+  /**
+   * step 3: requests this run already has, and results cached by earlier runs of the same provider and endpoint
+   * (through the fingerprint index)
+   */
   const known = (num: number, accepted: ReadonlyArray<Candidate>) =>
     Effect.gen(function*() {
       const fingerprints = [...new Set(accepted.flatMap((a) => a.row.fingerprint === null ? [] : [a.row.fingerprint]))]
@@ -159,7 +162,9 @@ export const make = (shared: Shared) => {
         const wanted = new Set(fingerprints)
         const hits = yield* sql`
           SELECT run, id, fingerprint, state FROM offpeak_requests
-          WHERE ${inList("fp48", [...new Set(fingerprints.map(fp48))])} AND (run = ${num} OR state = 'succeeded')`.values
+          WHERE ${inList("fp48", [...new Set(fingerprints.map(fp48))])} AND (run = ${num} OR (state = 'succeeded' AND run IN (
+            SELECT o.num FROM offpeak_runs o JOIN offpeak_runs me ON me.num = ${num}
+            WHERE o.provider = me.provider AND o.endpoint = me.endpoint)))`.values
         for (const [hitRun, id, fingerprint, state] of hits) {
           if (!wanted.has(fingerprint as string)) continue
           const run = toNumber(hitRun)

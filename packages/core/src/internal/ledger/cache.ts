@@ -14,16 +14,19 @@ import type { Shared } from "./shared.ts"
 export const make = (shared: Shared) => {
   const { sql, runNum } = shared
 
-  // as admission's step 3: a request that succeeded in any run is in the cache (found through the fingerprint index,
-  // full fingerprints compared)
-  const cachedAnswers: Service["cachedAnswers"] = (fingerprints) =>
+  // as admission's step 3: a request that succeeded in a run of the same provider and endpoint is in the cache (found
+  // through the fingerprint index, full fingerprints compared)
+  const cachedAnswers: Service["cachedAnswers"] = (fingerprints, scope) =>
     Effect.gen(function*() {
       const found = new Set<string>()
+      const runs = scope === undefined
+        ? sql``
+        : sql`AND run IN (SELECT num FROM offpeak_runs WHERE provider = ${scope.provider} AND endpoint = ${scope.endpoint ?? ""})`
       for (const part of chunks([...new Set(fingerprints)])) {
         const wanted = new Set(part)
         const hits = yield* sql<{ fingerprint: string }>`
           SELECT DISTINCT fingerprint FROM offpeak_requests
-          WHERE ${sql.in("fp48", [...new Set(part.map(fp48))])} AND state = 'succeeded'`
+          WHERE ${sql.in("fp48", [...new Set(part.map(fp48))])} AND state = 'succeeded' ${runs}`
         for (const hit of hits) if (wanted.has(hit.fingerprint)) found.add(hit.fingerprint)
       }
       return found as ReadonlySet<string>

@@ -281,5 +281,11 @@ export const migrations = {
     // what the attempts of a request that were answered and failed all the same cost (truncated, undecodable)
     yield* sql`ALTER TABLE offpeak_requests ADD COLUMN spent BIGINT`
     yield* sql`ALTER TABLE offpeak_requests ADD COLUMN sync_spent BIGINT`
+  }),
+  // where a run's requests went (an emulator, a compatible host; '' the provider's own API): the result cache is
+  // shared only between runs of the same provider and endpoint
+  "0007_endpoint": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN endpoint TEXT NOT NULL DEFAULT ''`
   })
 }

@@ -26,10 +26,10 @@ export const make = (shared: Shared) => {
       yield* Effect.gen(function*() {
         yield* fence(run.id)
         yield* sql`INSERT INTO offpeak_runs
-          (id, pipeline, module, provider, mode, state, source_done, message, checkpoint, checkpoint_position,
+          (id, pipeline, module, provider, endpoint, mode, state, source_done, message, checkpoint, checkpoint_position,
            cwd, created_at, updated_at, num, item_count, request_count)
-        SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, ${run.mode ?? "batch"}, 'running', 0, NULL,
-           NULL, NULL, ${run.cwd ?? null},
+        SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, ${run.endpoint ?? ""}, ${run.mode ?? "batch"},
+           'running', 0, NULL, NULL, NULL, ${run.cwd ?? null},
            ${now}, ${now}, COALESCE(MAX(num), 0) + 1, 0, 0
         FROM offpeak_runs`
       }).pipe(

@@ -71,8 +71,13 @@ export const make = <Rec, A, Row>(
         let f = forming.get(out.group)
         if (f === undefined) {
           const seq = nextSeq()
-          f = { seq, files: yield* Files.open(fail)(lifecycle.batchFile(seq).file), requests: [], model: out.items[0]?.model ?? null, worst: 0n }
-          forming.set(out.group, f)
+          const model = out.items[0]?.model ?? null
+          // opened and registered in one step: an interruption in between would leave open files no one discards
+          f = yield* Effect.uninterruptible(Effect.map(Files.open(fail)(lifecycle.batchFile(seq).file), (files) => {
+            const opened: Forming = { seq, files, requests: [], model, worst: 0n }
+            forming.set(out.group, opened)
+            return opened
+          }))
         }
         for (const item of out.items) {
           f.requests.push(item.request)
@@ -83,9 +88,10 @@ export const make = <Rec, A, Row>(
       }
       const f = forming.get(out.group)
       if (f === undefined) return yield* Effect.die(new Error(`Batcher closed a batch of ${out.group} it never opened`))
-      forming.delete(out.group)
       const batch = newBatch(f.seq, out.group, out, batchMode(out.requests), { model: f.model, worst: f.worst })
+      // sealed, then forgotten: until its files are whole, an interruption discards them
       yield* f.files.seal
+      forming.delete(out.group)
       yield* ledger.sealBatch(batch, f.requests)
       yield* Failpoint.hit("batch.sealed")
       ctx.emit({ _tag: "BatchSealed", batchId: batch.id, requests: batch.requestCount, bytes: batch.bytes, mode: batch.mode })

@@ -95,6 +95,7 @@ export const run = <Rec, A, Row>(
           pipeline: pipeline.name,
           module: options.module ?? null,
           provider: options.provider ?? pipeline.provider ?? provider.name,
+          endpoint: provider.endpoint,
           mode: options.mode ?? pipeline.mode ?? "batch",
           cwd: process.cwd()
         })
