@@ -14,39 +14,6 @@ import type { RunError } from "../../Run.ts"
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
-/** writes `<id>.jsonl` (the lines) and `<id>.ids` (their custom ids, in order), each atomically */
-export const write = (fail: (message: string) => RunError) => (file: string, items: ReadonlyArray<{ readonly id: string; readonly line: string }>) =>
-  Effect.tryPromise({
-    try: async () => {
-      const write = async (target: string, text: (item: { readonly id: string; readonly line: string }) => string) => {
-        const tmp = `${target}.tmp`
-        const handle = await fs.open(tmp, "w")
-        try {
-          let pending: Array<string> = []
-          let size = 0
-          for (const item of items) {
-            const t = text(item)
-            pending.push(t)
-            size += t.length
-            if (size > 1 << 20) {
-              await handle.write(pending.join("\n") + "\n")
-              pending = []
-              size = 0
-            }
-          }
-          if (pending.length > 0) await handle.write(pending.join("\n") + "\n")
-          await handle.sync()
-        } finally {
-          await handle.close()
-        }
-        await fs.rename(tmp, target)
-      }
-      await write(`${file}.ids`, (item) => item.id)
-      await write(file, (item) => item.line)
-    },
-    catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
-  }).pipe(Effect.uninterruptible)
-
 /** a batch being formed: its lines appended to `<file>.tmp` and their ids to `<file>.ids.tmp`, renamed when sealed */
 export interface Forming {
   /** appends lines (with their ids) at the end of the batch */
@@ -105,6 +72,14 @@ export const open = (fail: (message: string) => RunError) => (file: string): Eff
     },
     catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
   })
+
+/** writes `<id>.jsonl` (the lines) and `<id>.ids` (their custom ids, in order) whole: a batch formed at once */
+export const write = (fail: (message: string) => RunError) => (file: string, items: ReadonlyArray<{ readonly id: string; readonly line: string }>) =>
+  Effect.flatMap(open(fail)(file), (forming) =>
+    forming.append(items).pipe(
+      Effect.andThen(forming.seal),
+      Effect.onError(() => forming.discard)
+    )).pipe(Effect.uninterruptible)
 
 /** the lines of a sealed batch with their custom ids, in file order */
 export const read = (fail: (message: string) => RunError) => (file: string) =>
