@@ -377,6 +377,104 @@ const ledgerSuite = (backend: Backend) => {
       })
     ))
 
+  /** a run with every kind of total: paid, unpriced and failed-but-paid answers, a retry, a shared and a bad row */
+  const totalsScenario = (ledger: Ledger.Service) =>
+    Effect.gen(function*() {
+      yield* ledger.createRun({ id: "r1", pipeline: "p", module: null, provider: "openai" })
+      const bad: Ledger.AdmitRow = {
+        key: "f",
+        position: 6,
+        fingerprint: null,
+        record: "{}",
+        failure: { kind: "invalid_input", message: "bad row" }
+      }
+      // e asks what a asks: one request, two rows
+      yield* ledger.admit("r1", [row("a", 1), row("b", 2), row("c", 3), row("d", 4), row("e", 5, fp(1)), bad])
+      yield* ledger.sealBatch({ id: "b1", runId: "r1", seq: 1, group: "g", file: "f", requestCount: 4, bytes: 4 }, [1, 2, 3, 4])
+      yield* ledger.recordOutcomes("r1", "b1", [
+        {
+          _tag: "Succeeded",
+          request: 1,
+          output: "1",
+          usage: { inputTokens: 3, outputTokens: 1, cachedInputTokens: 2 },
+          cost: { spent: 10n, sync: 20n }
+        },
+        { _tag: "Succeeded", request: 2, output: "2", usage: { inputTokens: 5, outputTokens: 2 } },
+        {
+          _tag: "Failed",
+          request: 3,
+          failure: { kind: "decode_error", message: "not JSON" },
+          retryable: false,
+          cost: { spent: 7n, sync: 14n }
+        },
+        {
+          _tag: "Failed",
+          request: 4,
+          failure: { kind: "truncated", message: "max tokens" },
+          retryable: true,
+          cost: { spent: 1n, sync: 2n }
+        }
+      ], 3)
+      yield* ledger.updateBatch("b1", { state: "collected" })
+      yield* ledger.sealBatch({ id: "b2", runId: "r1", seq: 2, group: "g", file: "f", requestCount: 1, bytes: 1 }, [4])
+      yield* ledger.recordOutcomes("r1", "b2", [
+        { _tag: "Succeeded", request: 4, output: "4", usage: { inputTokens: 4, outputTokens: 4 }, cost: { spent: 4n, sync: 8n } }
+      ], 3)
+      yield* ledger.updateBatch("b2", { state: "collected" })
+      yield* ledger.updateRun("r1", { state: "completed" })
+      // a second run: x and y answered by r1's cache (y through x's request), z new
+      yield* ledger.createRun({ id: "r2", pipeline: "p", module: null, provider: "openai" })
+      yield* ledger.admit("r2", [row("x", 1, fp(1)), row("y", 2, fp(1)), row("z", 3, fp(9))])
+    })
+
+  /** what the scenario's runs must report */
+  const checkTotals = (ledger: Ledger.Service) =>
+    Effect.gen(function*() {
+      const spend = yield* ledger.spend("r1")
+      assert.deepStrictEqual(
+        [spend.spent, spend.syncEquivalent, spend.reserved, spend.inputTokens, spend.outputTokens, spend.cachedInputTokens],
+        [22n, 44n, 0n, 12, 7, 2]
+      )
+      assert.deepStrictEqual([spend.unpriced, spend.cachedRows, spend.dedupedRows], [1, 0, 1])
+      assert.deepStrictEqual(yield* ledger.paidAnswers("r1"), { answers: 3, inputTokens: 12, outputTokens: 7 })
+      const byKind = yield* ledger.failureCounts("r1")
+      assert.deepStrictEqual(
+        [...byKind].sort((a, b) => a.kind.localeCompare(b.kind)),
+        [{ kind: "decode_error", rows: 1 }, { kind: "invalid_input", rows: 1 }]
+      )
+      const other = yield* ledger.spend("r2")
+      assert.deepStrictEqual([other.spent, other.inputTokens, other.cachedRows, other.dedupedRows], [0n, 0, 2, 0])
+      assert.deepStrictEqual(yield* ledger.failureCounts("r2"), [])
+    })
+
+  it.effect("a run's totals (money, tokens, cached and shared rows, failures by kind) are what its rows say", () =>
+    withLedger((ledger) =>
+      Effect.gen(function*() {
+        yield* totalsScenario(ledger)
+        yield* checkTotals(ledger)
+      })
+    ))
+
+  if (backend.reopens) {
+    it.effect("a ledger from before running totals (0007) is brought up to them from its rows", () =>
+      withLedger((ledger, store) =>
+        Effect.gen(function*() {
+          yield* totalsScenario(ledger)
+          // back to the schema 0007 left: no totals, no partial indexes, 0008 not applied
+          yield* Effect.gen(function*() {
+            const sql = yield* SqlClient.SqlClient
+            yield* sql`DROP INDEX offpeak_items_failed`
+            yield* sql`DROP INDEX offpeak_requests_batched`
+            for (
+              const column of ["paid", "paid_sync", "answers", "input_tokens", "output_tokens", "cached_input_tokens", "unpriced", "cached_rows", "shared_rows"]
+            ) yield* sql`ALTER TABLE offpeak_runs DROP COLUMN ${sql.literal(column)}`
+            yield* sql`DELETE FROM offpeak_migrations WHERE migration_id = 8`
+          }).pipe(Effect.provide(store.client!()))
+          yield* checkTotals(yield* openLedger(store))
+        })
+      ))
+  }
+
   it.effect("runs, batches and their remote ids read back as written", () =>
     withLedger((ledger) =>
       Effect.gen(function*() {

@@ -18,7 +18,7 @@ interface Candidate {
 
 /** requests this run has already (by fingerprint), and answers earlier runs have (the latest run's) */
 interface Known {
-  readonly existing: ReadonlyMap<string, { readonly id: number; readonly state: string }>
+  readonly existing: ReadonlyMap<string, { readonly id: number; readonly state: string; readonly cached: boolean }>
   readonly cachedFrom: ReadonlyMap<string, { readonly run: number; readonly id: number }>
 }
 
@@ -31,6 +31,9 @@ interface Plan {
   /** rows that go out with each request (own = 0), by request number */
   readonly joining: ReadonlyMap<number, number>
   readonly ready: number
+  /** rows answered from the result cache, and rows sharing another row's request (the run's totals) */
+  readonly cachedRows: number
+  readonly sharedRows: number
   /** the items' rows, as {@link ITEM_COLUMNS} */
   readonly items: ReadonlyArray<ReadonlyArray<unknown>>
 }
@@ -48,6 +51,8 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
   const created = new Map<string, { readonly id: number; readonly cached: boolean }>()
   const joining = new Map<number, number>()
   let ready = 0
+  let cachedRows = 0
+  let sharedRows = 0
   const items: Array<ReadonlyArray<unknown>> = []
   for (const { index, row } of accepted) {
     let request: number | null = null
@@ -59,15 +64,20 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
       if (have !== undefined) {
         request = have.id
         own = isReady = have.state === "succeeded" || have.state === "failed"
+        if (have.cached) cachedRows++
+        else sharedRows++
       } else if (made !== undefined) {
         request = made.id
         isReady = made.cached
+        if (made.cached) cachedRows++
+        else sharedRows++
       } else {
         const cached = known.cachedFrom.has(row.fingerprint)
         created.set(row.fingerprint, { id: row.position, cached })
         request = row.position
         isReady = cached
-        if (!cached) fresh.push(index)
+        if (cached) cachedRows++
+        else fresh.push(index)
       }
     }
     if (isReady) ready++
@@ -85,7 +95,7 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
       row.failure?.raw ?? null
     ])
   }
-  return { fresh, created, joining, ready, items }
+  return { fresh, created, joining, ready, cachedRows, sharedRows, items }
 }
 
 /** this part of the ledger, on the shared state */
@@ -156,19 +166,21 @@ export const make = (shared: Shared) => {
   const known = (num: number, accepted: ReadonlyArray<Candidate>) =>
     Effect.gen(function*() {
       const fingerprints = [...new Set(accepted.flatMap((a) => a.row.fingerprint === null ? [] : [a.row.fingerprint]))]
-      const existing = new Map<string, { readonly id: number; readonly state: string }>()
+      const existing = new Map<string, { readonly id: number; readonly state: string; readonly cached: boolean }>()
       const cachedFrom = new Map<string, { readonly run: number; readonly id: number }>()
       if (fingerprints.length > 0) {
         const wanted = new Set(fingerprints)
         const hits = yield* sql`
-          SELECT run, id, fingerprint, state FROM offpeak_requests
+          SELECT run, id, fingerprint, state, cached FROM offpeak_requests
           WHERE ${inList("fp48", [...new Set(fingerprints.map(fp48))])} AND (run = ${num} OR (state = 'succeeded' AND run IN (
             SELECT o.num FROM offpeak_runs o JOIN offpeak_runs me ON me.num = ${num}
             WHERE o.provider = me.provider AND o.endpoint = me.endpoint)))`.values
-        for (const [hitRun, id, fingerprint, state] of hits) {
+        for (const [hitRun, id, fingerprint, state, cached] of hits) {
           if (!wanted.has(fingerprint as string)) continue
           const run = toNumber(hitRun)
-          if (run === num) existing.set(fingerprint as string, { id: toNumber(id), state: state as string })
+          if (run === num) {
+            existing.set(fingerprint as string, { id: toNumber(id), state: state as string, cached: toNumber(cached) === 1 })
+          }
           else if ((cachedFrom.get(fingerprint as string)?.run ?? -1) < run) {
             cachedFrom.set(fingerprint as string, { run, id: toNumber(id) })
           }
@@ -234,7 +246,8 @@ export const make = (shared: Shared) => {
       yield* copyCached(num, offset, planned, found.cachedFrom)
       yield* insertRows("offpeak_items", ITEM_COLUMNS, planned.items, 50)
       yield* sql`UPDATE offpeak_runs SET item_count = item_count + ${planned.items.length},
-        request_count = request_count + ${requests.length} WHERE num = ${num}`
+        request_count = request_count + ${requests.length}, cached_rows = cached_rows + ${planned.cachedRows},
+        shared_rows = shared_rows + ${planned.sharedRows} WHERE num = ${num}`
     })
 
   const admit: Service["admit"] = (runId, rows) =>

@@ -17,55 +17,55 @@ const money = (u: unknown): bigint => u === null || u === undefined ? 0n : BigIn
 export const make = (shared: Shared) => {
   const { sql, runNum, fence, forUpdate } = shared
 
-  const totals = (runId: string, num: number) =>
+  /** the run's running totals (kept by `recordOutcomes` and `admit`) and what its batches at the provider reserve */
+  const totals = (runId: string, num: number, lock: boolean) =>
     Effect.gen(function*() {
-      const outputs = yield* sql<{
-        spent: string | null
-        sync: string | null
-        input: number | bigint | null
-        output: number | bigint | null
-        cached: number | bigint | null
-        unpriced: number | bigint | null
-      }>`SELECT CAST(SUM(o.cost) AS TEXT) AS spent, CAST(SUM(o.sync_cost) AS TEXT) AS sync,
-                SUM(o.input_tokens) AS input, SUM(o.output_tokens) AS output, SUM(o.cached_input_tokens) AS cached,
-                SUM(CASE WHEN o.cost IS NULL THEN 1 ELSE 0 END) AS unpriced
-         FROM offpeak_outputs o JOIN offpeak_requests r ON r.run = o.run AND r.settled = o.settled
-         WHERE o.run = ${num} AND r.cached = 0`
-      // answers that failed all the same (truncated, undecodable) were paid too
-      const failed = yield* sql<{ spent: string | null; sync: string | null }>`
-        SELECT CAST(SUM(spent) AS TEXT) AS spent, CAST(SUM(sync_spent) AS TEXT) AS sync FROM offpeak_requests
-        WHERE run = ${num} AND spent IS NOT NULL`
+      const run = yield* sql<{
+        paid: string | null
+        paid_sync: string | null
+        input_tokens: number | bigint
+        output_tokens: number | bigint
+        cached_input_tokens: number | bigint
+        unpriced: number | bigint
+        cached_rows: number | bigint
+        shared_rows: number | bigint
+        budget: string | null
+      }>`SELECT CAST(paid AS TEXT) AS paid, CAST(paid_sync AS TEXT) AS paid_sync, input_tokens, output_tokens,
+                cached_input_tokens, unpriced, cached_rows, shared_rows, CAST(budget AS TEXT) AS budget
+         FROM offpeak_runs WHERE num = ${num}${lock ? forUpdate : sql``}`
+      // one row per batch of the run
       const reserved = yield* sql<{ reserved: string | null }>`
         SELECT CAST(SUM(reserved) AS TEXT) AS reserved FROM offpeak_batches WHERE run_id = ${runId} AND state <> 'collected'`
+      const r = run[0]
       return {
-        outputs: outputs[0],
-        spent: money(outputs[0]?.spent) + money(failed[0]?.spent),
-        sync: money(outputs[0]?.sync) + money(failed[0]?.sync),
-        reserved: money(reserved[0]?.reserved)
+        spent: money(r?.paid),
+        sync: money(r?.paid_sync),
+        reserved: money(reserved[0]?.reserved),
+        budget: r?.budget === null || r?.budget === undefined ? null : money(r.budget),
+        inputTokens: toNumber(r?.input_tokens ?? 0),
+        outputTokens: toNumber(r?.output_tokens ?? 0),
+        cachedInputTokens: toNumber(r?.cached_input_tokens ?? 0),
+        unpriced: toNumber(r?.unpriced ?? 0),
+        cachedRows: toNumber(r?.cached_rows ?? 0),
+        dedupedRows: toNumber(r?.shared_rows ?? 0)
       }
     })
 
   const spend: Service["spend"] = (runId) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
-      const { outputs: o, spent, sync, reserved } = yield* totals(runId, num)
-      const run = yield* sql<{ budget: string | null }>`SELECT CAST(budget AS TEXT) AS budget FROM offpeak_runs WHERE num = ${num}`
-      const rows = yield* sql<{ cached: number | bigint | null; shared: number | bigint | null }>`
-        SELECT SUM(CASE WHEN r.cached = 1 THEN 1 ELSE 0 END) AS cached,
-               SUM(CASE WHEN r.cached = 0 AND r.id <> i.position THEN 1 ELSE 0 END) AS shared
-        FROM offpeak_items i JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request
-        WHERE i.run = ${num}`
+      const t = yield* totals(runId, num, false)
       return {
-        spent,
-        syncEquivalent: sync,
-        reserved,
-        budget: run[0]?.budget === null || run[0]?.budget === undefined ? null : money(run[0].budget),
-        inputTokens: toNumber(o?.input ?? 0),
-        outputTokens: toNumber(o?.output ?? 0),
-        cachedInputTokens: toNumber(o?.cached ?? 0),
-        unpriced: toNumber(o?.unpriced ?? 0),
-        cachedRows: toNumber(rows[0]?.cached ?? 0),
-        dedupedRows: toNumber(rows[0]?.shared ?? 0)
+        spent: t.spent,
+        syncEquivalent: t.sync,
+        reserved: t.reserved,
+        budget: t.budget,
+        inputTokens: t.inputTokens,
+        outputTokens: t.outputTokens,
+        cachedInputTokens: t.cachedInputTokens,
+        unpriced: t.unpriced,
+        cachedRows: t.cachedRows,
+        dedupedRows: t.dedupedRows
       }
     }).pipe(mapError("spend"))
 
@@ -74,15 +74,10 @@ export const make = (shared: Shared) => {
       yield* fence(runId)
       const num = yield* runNum(runId)
       // the run's row is locked (Postgres) so two reservations of one run never both pass the check
-      const run = yield* sql<{ budget: string | null }>`
-        SELECT CAST(budget AS TEXT) AS budget FROM offpeak_runs WHERE num = ${num}${forUpdate}`
+      const { budget, spent, reserved } = yield* totals(runId, num, true)
       const held = yield* sql<{ reserved: number | bigint }>`SELECT reserved FROM offpeak_batches WHERE id = ${batchId}`
       if (money(held[0]?.reserved) > 0n) return true
-      const budget = run[0]?.budget === null || run[0]?.budget === undefined ? null : money(run[0].budget)
-      if (budget !== null) {
-        const { spent, reserved } = yield* totals(runId, num)
-        if (spent + reserved + amount > budget) return false
-      }
+      if (budget !== null && spent + reserved + amount > budget) return false
       yield* sql`UPDATE offpeak_batches SET reserved = ${amount} WHERE id = ${batchId}`
       return true
     }).pipe(sql.withTransaction, mapError("reserve"))

@@ -35,10 +35,9 @@ export const make = (shared: Shared) => {
   const paidAnswers: Service["paidAnswers"] = (runId) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
+      // the run's running totals (kept by recordOutcomes)
       const rows = yield* sql<{ n: number | bigint | null; input: number | bigint | null; output: number | bigint | null }>`
-        SELECT COUNT(*) AS n, SUM(o.input_tokens) AS input, SUM(o.output_tokens) AS output
-        FROM offpeak_outputs o JOIN offpeak_requests r ON r.run = o.run AND r.settled = o.settled
-        WHERE o.run = ${num} AND r.cached = 0`
+        SELECT answers AS n, input_tokens AS input, output_tokens AS output FROM offpeak_runs WHERE num = ${num}`
       return {
         answers: toNumber(rows[0]?.n ?? 0),
         inputTokens: toNumber(rows[0]?.input ?? 0),

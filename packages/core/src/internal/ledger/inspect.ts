@@ -25,9 +25,16 @@ export const make = (shared: Shared) => {
   const failureCounts: Service["failureCounts"] = (runId) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
+      // the same rows as failedRows, through two partial indexes holding only failed rows and failed requests
       const rows = yield* sql<{ kind: string; n: number | bigint }>`
-        SELECT COALESCE(i.error_kind, r.error_kind, 'lost') AS kind, COUNT(*) AS n ${failedRows(num)}
-        GROUP BY COALESCE(i.error_kind, r.error_kind, 'lost') ORDER BY n DESC`
+        SELECT kind, COUNT(*) AS n FROM (
+          SELECT i.error_kind AS kind FROM offpeak_items i WHERE i.run = ${num} AND i.error_kind IS NOT NULL
+          UNION ALL
+          SELECT COALESCE(r.error_kind, 'lost') AS kind
+          FROM offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id
+          WHERE r.run = ${num} AND r.state = 'failed' AND i.error_kind IS NULL
+        ) failed
+        GROUP BY kind ORDER BY n DESC`
       return rows.map((r) => ({ kind: r.kind as FailureKind, rows: toNumber(r.n) }))
     }).pipe(mapError("failureCounts"))
 

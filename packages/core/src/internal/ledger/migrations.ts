@@ -287,5 +287,42 @@ export const migrations = {
   "0007_endpoint": Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     yield* sql`ALTER TABLE offpeak_runs ADD COLUMN endpoint TEXT NOT NULL DEFAULT ''`
+  }),
+  // A run's money, tokens and cached/shared rows are running totals on its row, added to in the transaction that
+  // records them (a run's summary and each budget check read one row instead of every output); the rows failed on
+  // admission or by the sink, and the requests in batches, each get a partial index (counted without a scan)
+  "0008_totals": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    for (
+      const column of [
+        "paid",
+        "paid_sync",
+        "answers",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "unpriced",
+        "cached_rows",
+        "shared_rows"
+      ]
+    ) yield* sql`ALTER TABLE offpeak_runs ADD COLUMN ${sql.literal(column)} BIGINT NOT NULL DEFAULT 0`
+    // the totals of runs recorded before, read once the way they used to be read every time
+    const answers = sql.literal(`FROM offpeak_outputs o JOIN offpeak_requests r ON r.run = o.run AND r.settled = o.settled
+      WHERE o.run = offpeak_runs.num AND r.cached = 0`)
+    const failed = sql.literal("FROM offpeak_requests WHERE run = offpeak_runs.num AND spent IS NOT NULL")
+    const rows = sql.literal("FROM offpeak_items i JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request WHERE i.run = offpeak_runs.num")
+    yield* sql`UPDATE offpeak_runs SET
+      paid = COALESCE((SELECT SUM(o.cost) ${answers}), 0) + COALESCE((SELECT SUM(spent) ${failed}), 0),
+      paid_sync = COALESCE((SELECT SUM(o.sync_cost) ${answers}), 0) + COALESCE((SELECT SUM(sync_spent) ${failed}), 0),
+      answers = (SELECT COUNT(*) ${answers}),
+      input_tokens = COALESCE((SELECT SUM(o.input_tokens) ${answers}), 0),
+      output_tokens = COALESCE((SELECT SUM(o.output_tokens) ${answers}), 0),
+      cached_input_tokens = COALESCE((SELECT SUM(o.cached_input_tokens) ${answers}), 0),
+      unpriced = (SELECT COUNT(*) ${answers} AND o.cost IS NULL),
+      cached_rows = (SELECT COUNT(*) ${rows} AND r.cached = 1),
+      shared_rows = (SELECT COUNT(*) ${rows} AND r.cached = 0 AND r.id <> i.position)
+      WHERE num IS NOT NULL`
+    yield* sql`CREATE INDEX offpeak_items_failed ON offpeak_items (run, position) WHERE error_kind IS NOT NULL`
+    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (run) WHERE state = 'batched'`
   })
 }

@@ -80,6 +80,30 @@ export const make = (shared: Shared) => {
           o.cost?.sync ?? null
         ])
       )
+      // the run's running totals: what this batch's answers cost (failed ones too: truncated, undecodable) and used
+      const add = { paid: 0n, sync: 0n, input: 0, output: 0, cachedInput: 0, unpriced: 0 }
+      for (const { outcome: o } of succeeded) {
+        add.input += o.usage.inputTokens
+        add.output += o.usage.outputTokens
+        add.cachedInput += o.usage.cachedInputTokens ?? 0
+        if (o.cost === undefined) add.unpriced++
+        else {
+          add.paid += o.cost.spent
+          add.sync += o.cost.sync
+        }
+      }
+      for (const { outcome: o } of failed) {
+        if (o.cost === undefined) continue
+        add.paid += o.cost.spent
+        add.sync += o.cost.sync
+      }
+      if (succeeded.length > 0 || add.paid > 0n || add.sync > 0n) {
+        yield* sql`UPDATE offpeak_runs SET paid = paid + ${add.paid}, paid_sync = paid_sync + ${add.sync},
+            answers = answers + ${succeeded.length}, input_tokens = input_tokens + ${add.input},
+            output_tokens = output_tokens + ${add.output}, cached_input_tokens = cached_input_tokens + ${add.cachedInput},
+            unpriced = unpriced + ${add.unpriced}
+          WHERE num = ${num}`
+      }
       for (const { id, attempts: sofar, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
         const attempts = sofar + 1
