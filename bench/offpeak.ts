@@ -16,7 +16,8 @@
  * `{ id, output }` in the sink) instead of the fixture's; --max-bytes sets the pipeline's batch.maxBytes (else the
  * provider's limit). --sample-memory FILE appends process.memoryUsage() (MB),
  * the anonymous and file-backed parts of the RSS, and (every 2 s, from a diagnostic report) the heaps of worker threads
- * every 250 ms to FILE as JSON lines, to see where a peak is.
+ * every 250 ms to FILE as JSON lines, to see where a peak is. --timeline FILE writes each run event with its epoch ms
+ * (`atMs`) to FILE as JSON lines when the run ends.
  *
  * Prints one JSON line: rows, succeeded, failed, batches, seconds (from
  * reading the source to the run's end), maxRssMb, endedAtMs (epoch ms when
@@ -47,6 +48,7 @@ const { values } = parseArgs({
     wide: { type: "boolean", default: false },
     "max-bytes": { type: "string" },
     "sample-memory": { type: "string" },
+    timeline: { type: "string" },
     "pg-embeddings": { type: "boolean", default: false },
     "pg-url": { type: "string" },
     "pg-table": { type: "string" },
@@ -156,15 +158,23 @@ const cpuNow = () => {
   const u = process.resourceUsage()
   return (u.userCPUTime + u.systemCPUTime) / 1e6
 }
+// --timeline FILE: each run event's tag and epoch ms, one JSON line each, to see where a run's time goes
+const timelineLines: Array<string> = []
+const timeline = values.timeline === undefined
+  ? undefined
+  : (event: { readonly _tag: string }) => {
+    timelineLines.push(JSON.stringify({ atMs: Date.now(), ...event }))
+  }
 const loadCpuSeconds = cpuNow()
 const started = performance.now()
 // the end is taken when Pipeline.run returns, before the layer closes the ledger (its last checkpoint is not part of it)
 const { summary, endedAtMs, seconds } = await Effect.runPromise(
-  Pipeline.run(pipeline, { stateDir: values.state! }).pipe(
+  Pipeline.run(pipeline, { stateDir: values.state!, onEvent: timeline }).pipe(
     Effect.map((summary) => ({ summary, endedAtMs: Date.now(), seconds: (performance.now() - started) / 1000 })),
     Effect.provide(layer)
   )
 )
+if (values.timeline !== undefined) fs.writeFileSync(values.timeline, timelineLines.join("\n") + "\n")
 process.stdout.write(
   JSON.stringify({
     rows: summary.rows,
