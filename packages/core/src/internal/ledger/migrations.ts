@@ -323,6 +323,6 @@ export const migrations = {
       shared_rows = (SELECT COUNT(*) ${rows} AND r.cached = 0 AND r.id <> i.position)
       WHERE num IS NOT NULL`
     yield* sql`CREATE INDEX offpeak_items_failed ON offpeak_items (run, position) WHERE error_kind IS NOT NULL`
-    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (run) WHERE state = 'batched'`
+    yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (run, batch, id) WHERE state = 'batched'`
   })
 }
