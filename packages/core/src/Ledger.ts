@@ -9,7 +9,9 @@
  * when runs are shared):
  *
  * - `offpeak_runs`: one row per run, with a small run number the per-row
- *   tables are keyed by, and its row and request counts.
+ *   tables are keyed by, its row and request counts, and running totals of
+ *   its money, tokens and cached/shared rows (added to in the transaction
+ *   that records them: a summary never reads every row).
  * - `offpeak_items`: one row per input row, keyed by (run, position): key,
  *   record and its request. Written once: a row goes to the sinks with its
  *   request, except a row deliverable on its own (`own`: failed on admission,

@@ -17,22 +17,32 @@ export const make = (shared: Shared) => {
   /** how many times a request was sent: its failed attempts, and the one that answered (none for a cached answer) */
   const sent = sql.literal("CASE WHEN r.state = 'succeeded' AND r.cached = 0 THEN r.attempts + 1 ELSE r.attempts END")
 
-  /** the rows of a run that ended failed: failed on admission or by the sink, or whose request failed for good */
-  const failedRows = (num: number) =>
+  /**
+   * The rows of a run that ended failed, after position `after`: failed on admission or by the sink, or whose request
+   * failed for good — found through two partial indexes that hold only those, never a scan of the run's rows
+   * (`CROSS JOIN` keeps SQLite's planner on that order: failed requests first, then their rows through
+   * `offpeak_items_request`; `+f.position` keeps it off the primary key's range).
+   */
+  const failedRows = (num: number, after: number) =>
     sql`FROM offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request
-      WHERE i.run = ${num} AND (i.error_kind IS NOT NULL OR r.state = 'failed')`
+      WHERE i.run = ${num} AND i.position IN (
+        SELECT position FROM offpeak_items WHERE run = ${num} AND error_kind IS NOT NULL AND position > ${after}
+        UNION ALL
+        SELECT f.position FROM offpeak_requests fr CROSS JOIN offpeak_items f
+        WHERE f.run = fr.run AND f.request = fr.id AND fr.run = ${num} AND fr.state = 'failed' AND f.error_kind IS NULL
+          AND +f.position > ${after})`
 
   const failureCounts: Service["failureCounts"] = (runId) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
-      // the same rows as failedRows, through two partial indexes holding only failed rows and failed requests
+      // the rows of failedRows, counted by kind
       const rows = yield* sql<{ kind: string; n: number | bigint }>`
         SELECT kind, COUNT(*) AS n FROM (
           SELECT i.error_kind AS kind FROM offpeak_items i WHERE i.run = ${num} AND i.error_kind IS NOT NULL
           UNION ALL
           SELECT COALESCE(r.error_kind, 'lost') AS kind
-          FROM offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id
-          WHERE r.run = ${num} AND r.state = 'failed' AND i.error_kind IS NULL
+          FROM offpeak_requests r CROSS JOIN offpeak_items i
+          WHERE i.run = r.run AND i.request = r.id AND r.run = ${num} AND r.state = 'failed' AND i.error_kind IS NULL
         ) failed
         GROUP BY kind ORDER BY n DESC`
       return rows.map((r) => ({ kind: r.kind as FailureKind, rows: toNumber(r.n) }))
@@ -52,8 +62,7 @@ export const make = (shared: Shared) => {
         SELECT i.key AS key, i.position AS position, COALESCE(i.error_kind, r.error_kind, 'lost') AS kind,
                COALESCE(i.error_message, r.error_message) AS message, COALESCE(i.error_raw, r.error_raw) AS raw,
                ${sent} AS attempts
-        ${failedRows(num)}
-        AND i.position > ${options.after ?? 0}
+        ${failedRows(num, options.after ?? 0)}
         ${options.kind === undefined ? sql`` : sql`AND COALESCE(i.error_kind, r.error_kind, 'lost') = ${options.kind}`}
         ORDER BY i.position
         LIMIT ${options.limit}`
