@@ -310,11 +310,17 @@ const ratesFor = (options: PriceOptions, inputTokens: number): Rates | PriceErro
     }
   }
   if (rule === undefined) return noPrice(options.provider, options.model, ": offpeak has no price data for this provider")
-  const found = Data.lookup(rule.pricesId, bareModel(options.model), options.at ?? new Date())
+  const found = Data.lookup(rule.pricesId, bareModel(options.model), options.at === undefined ? Date.now() : options.at.getTime())
   if (found === null) return noPrice(options.provider, options.model)
+  // a model whose every rate is flat has the same rates whatever the input: made once per model, rule and mode
+  const flat = isFlat(found)
+  if (flat) {
+    const made = flatRates.get(found)?.get(rule)?.[batch ? 1 : 0]
+    if (made !== undefined) return made
+  }
   const input = Data.perToken(found.input, inputTokens)
   const cacheWrite = found.cacheWrite !== undefined ? Data.perToken(found.cacheWrite, inputTokens) : input
-  return {
+  const rates: Rates = {
     input,
     output: found.output !== undefined ? Data.perToken(found.output, inputTokens) : 0n,
     cacheRead: found.cacheRead !== undefined ? Data.perToken(found.cacheRead, inputTokens) : input,
@@ -326,7 +332,22 @@ const ratesFor = (options: PriceOptions, inputTokens: number): Rates | PriceErro
     model: found.model,
     source: "genai-prices"
   }
+  if (flat) {
+    const byRule = flatRates.get(found) ?? new Map<BatchRule, [Rates | undefined, Rates | undefined]>()
+    const pair = byRule.get(rule) ?? [undefined, undefined]
+    pair[batch ? 1 : 0] = rates
+    byRule.set(rule, pair)
+    flatRates.set(found, byRule)
+  }
+  return rates
 }
+
+/** the rates of models whose every rate is flat, by model, batch rule and mode (sync, batch) */
+const flatRates = new WeakMap<Data.ModelRates, Map<BatchRule, [Rates | undefined, Rates | undefined]>>()
+
+const isFlat = (found: Data.ModelRates) =>
+  found.input._tag === "Flat" && (found.output?._tag ?? "Flat") === "Flat" && (found.cacheRead?._tag ?? "Flat") === "Flat" &&
+  (found.cacheWrite?._tag ?? "Flat") === "Flat" && (found.cacheWrite1h?._tag ?? "Flat") === "Flat"
 
 /** tokens × rate × numerator / denominator, rounded half up to the picodollar */
 const part = (tokens: number, perToken: bigint, numerator: bigint, denominator: bigint): Money => {
@@ -346,7 +367,7 @@ export const price = (usage: Usage, options: PriceOptions): Result.Result<Cost, 
   const cached = usage.cachedInputTokens ?? 0
   const write = usage.cacheWriteInputTokens ?? 0
   const write1h = usage.cacheWrite1hInputTokens ?? 0
-  if (![usage.inputTokens, usage.outputTokens, cached, write, write1h].every(isCount)) {
+  if (!isCount(usage.inputTokens) || !isCount(usage.outputTokens) || !isCount(cached) || !isCount(write) || !isCount(write1h)) {
     return Result.fail(invalid(`token counts must be non-negative integers: ${JSON.stringify(usage)}`))
   }
   const uncached = usage.inputTokens - cached - write - write1h

@@ -70,12 +70,12 @@ let last: { readonly providerId: string; readonly model: string; readonly day: n
 
 /**
  * The rates of `model` at `providerId` (a genai-prices provider id) at time
- * `at`, or null when the package has no token price for it. Resolved once per
+ * `atMs` (epoch ms), or null when the package has no token price for it. Resolved once per
  * provider, model and day.
  */
-export const lookup = (providerId: string, model: string, at: Date): ModelRates | null => {
+export const lookup = (providerId: string, model: string, atMs: number): ModelRates | null => {
   // the UTC day, as a number: no date text to build per answer
-  const day = Math.floor(at.getTime() / 86_400_000)
+  const day = Math.floor(atMs / 86_400_000)
   if (last !== undefined && last.day === day && last.model === model && last.providerId === providerId) return last.rates
   const key = `${providerId}\u0000${model}\u0000${day}`
   const known = cache.get(key)
@@ -84,7 +84,7 @@ export const lookup = (providerId: string, model: string, at: Date): ModelRates 
     return known
   }
   let rates: ModelRates | null = null
-  const found = calcPrice({ input_tokens: 0, output_tokens: 0 }, model, { providerId, timestamp: at })
+  const found = calcPrice({ input_tokens: 0, output_tokens: 0 }, model, { providerId, timestamp: new Date(atMs) })
   if (found !== null) {
     const p = found.model_price
     const input = rateOf(p.input_mtok)

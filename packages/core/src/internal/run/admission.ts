@@ -121,7 +121,8 @@ export const make = <Rec, A, Row>(
         }
       }
     }
-    const where = `${pipeline.source.name} row ${entry.position}${entry.line !== undefined ? ` (line ${entry.line})` : ""}`
+    // the row named in a failure's message (made only when one is written)
+    const where = () => `${pipeline.source.name} row ${entry.position}${entry.line !== undefined ? ` (line ${entry.line})` : ""}`
     let record: string | undefined
     let recordProblem: unknown
     try {
@@ -145,7 +146,7 @@ export const make = <Rec, A, Row>(
           record: record ?? null,
           failure: {
             kind: "invalid_input",
-            message: `${where}: no key: ${message(e)}`,
+            message: `${where()}: no key: ${message(e)}`,
             raw: record ?? jsonText(entry.value)
           }
         }
@@ -161,7 +162,7 @@ export const make = <Rec, A, Row>(
           record: null,
           failure: {
             kind: "invalid_input",
-            message: `${where}: record cannot be stored: ${message(recordProblem)}`,
+            message: `${where()}: record cannot be stored: ${message(recordProblem)}`,
             raw: jsonText(entry.value)
           }
         }
@@ -169,7 +170,7 @@ export const make = <Rec, A, Row>(
     }
     const invalid = (why: string): Encoded => ({
       key,
-      row: { key, position: entry.position, fingerprint: null, record, failure: { kind: "invalid_input", message: `${where}: ${why}` } }
+      row: { key, position: entry.position, fingerprint: null, record, failure: { kind: "invalid_input", message: `${where()}: ${why}` } }
     })
     let request: Request.Request
     try {
