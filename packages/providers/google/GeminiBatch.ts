@@ -78,6 +78,7 @@ import * as AdaptiveLimit from "@offpeak/core/AdaptiveLimit"
 import * as Failpoint from "@offpeak/core/Failpoint"
 import * as Provider from "@offpeak/core/Provider"
 import * as ProviderError from "@offpeak/core/ProviderError"
+import * as StreamingFetch from "@offpeak/core/StreamingFetch"
 import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
@@ -661,14 +662,37 @@ const limitedFetch = (limit: AdaptiveLimit.AdaptiveLimit): typeof globalThis.fet
   return response
 }
 
-const readLines = (file: string) =>
-  Effect.gen(function*() {
-    const lines: Array<string> = []
-    yield* Files.forEachLine(file, (data, start, end) => {
-      if (end > start) lines.push(data.toString("utf8", start, end))
-    })
-    return lines
-  })
+const COMMA = Buffer.from(",")
+
+/**
+ * The inline create body of a batch file, streamed: its lines (each already the request as the API takes it) joined
+ * by commas between `head` and `tail`, read a megabyte at a time — a batch of inline requests can be tens of
+ * megabytes, and neither its lines nor the body are ever held whole.
+ *
+ * @internal
+ */
+export async function* inlineBody(file: string, head: string, tail: string): AsyncGenerator<Uint8Array> {
+  yield Buffer.from(head)
+  let first = true
+  let carry: Buffer | undefined
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    const data = carry === undefined ? chunk : Buffer.concat([carry, chunk])
+    const out: Array<Buffer> = []
+    let start = 0
+    for (let nl = data.indexOf(10, start); nl !== -1; nl = data.indexOf(10, start)) {
+      if (nl > start) {
+        if (!first) out.push(COMMA)
+        first = false
+        out.push(data.subarray(start, nl))
+      }
+      start = nl + 1
+    }
+    carry = start < data.length ? Buffer.from(data.subarray(start)) : undefined
+    if (out.length > 0) yield Buffer.concat(out)
+  }
+  if (carry !== undefined && carry.length > 0) yield first ? carry : Buffer.concat([COMMA, carry])
+  yield Buffer.from(tail)
+}
 
 /**
  * Builds the adapter.
@@ -735,18 +759,22 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     const getOperation = (name: string) =>
       restCall("batches.get", "GET", name).pipe(Effect.flatMap((text) => operationOf("batches.get", text)))
 
-    /** one call of the REST API with a plain fetch: the answer's text, or the error the SDK would have raised */
-    const restCall = (operation: string, method: "GET" | "POST", resource: string, body?: string) =>
+    /**
+     * One call of the REST API with a plain fetch: the answer's text, or the error the SDK would have raised. A body
+     * made by `body` (each attempt reads it anew) is streamed with backpressure (`StreamingFetch`), never held.
+     */
+    const restCall = (operation: string, method: "GET" | "POST", resource: string, body?: () => AsyncIterable<Uint8Array>) =>
       Effect.suspend(() => {
         const seen: Seen = { text: undefined, headers: undefined }
         return Effect.tryPromise({
           try: async (signal) => {
-            const response = await globalThis.fetch(`${baseUrl}/${apiVersion}/${resource}`, {
+            const response = await StreamingFetch.fetch(`${baseUrl}/${apiVersion}/${resource}`, {
               method,
               headers: { "x-goog-api-key": apiKey, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-              ...(body !== undefined ? { body } : {}),
+              // `duplex` for the global fetch, which takes a streamed body only with it (behind a proxy)
+              ...(body !== undefined ? { body: body() as unknown as ReadableStream, duplex: "half" } : {}),
               signal
-            })
+            } as RequestInit)
             const text = await response.text()
             if (!response.ok) {
               seen.headers = response.headers
@@ -820,17 +848,16 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         // the inline create body: the lines joined by commas in a wrapper with the display name
         const inline = kind === "generate" && submission.bytes + 256 + displayName.length <= inlineMax
         if (inline) {
-          const lines = yield* readLines(submission.path).pipe(
-            Effect.mapError((e) => localError("batches.create", `cannot read the batch file: ${String(e)}`))
-          )
           // each line is already the request as the API takes it (what `ai.batches.create` makes of
-          // `inlinedRequest(line)`): the body is written around them, never parsed and converted again (a batch of
-          // inline requests can be tens of megabytes)
-          const body = `{"batch":{"displayName":${JSON.stringify(displayName)},"inputConfig":{"requests":{"requests":[${
-            lines.join(",")
-          }]}}}}`
+          // `inlinedRequest(line)`): the body is streamed from the file around them, never parsed, converted or held
+          const head = `{"batch":{"displayName":${JSON.stringify(displayName)},"inputConfig":{"requests":{"requests":[`
           yield* Failpoint.hit("batch.uploaded")
-          const text = yield* restCall("batches.create", "POST", `${modelPath(model)}:batchGenerateContent`, body)
+          const text = yield* restCall(
+            "batches.create",
+            "POST",
+            `${modelPath(model)}:batchGenerateContent`,
+            () => inlineBody(submission.path, head, "]}}}}")
+          )
           return remoteOf(yield* operationOf("batches.create", text))
         }
         const fileName = yield* upload(submission, displayName)

@@ -149,6 +149,35 @@ describe("GeminiBatch encoding", () => {
     assert.deepStrictEqual(JSON.parse(Wire.toFileLine(`{"metadata":{"key":"z"},"request":{"a":1}}`)), { key: "z", request: { a: 1 } })
   })
 
+  it("an inline create body is streamed from the batch file: every line once, in order, across 1 MB reads", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-inline-"))
+    try {
+      // lines from 2 bytes to 700 KB (several straddle the 1 MB reads), blank lines, and no newline at the end
+      const lines: Array<unknown> = []
+      let text = ""
+      for (let i = 0; i < 400; i++) {
+        const value = { i, text: "é€😀x".repeat(i % 37 === 0 ? 50_000 : i) }
+        lines.push(value)
+        text += JSON.stringify(value) + (i % 50 === 0 ? "\n\n" : "\n")
+      }
+      const file = path.join(dir, "b.jsonl")
+      fs.writeFileSync(file, text.slice(0, -1))
+      const chunks: Array<Uint8Array> = []
+      for await (const chunk of GeminiBatch.inlineBody(file, `{"requests":[`, "]}")) chunks.push(chunk)
+      const body = Buffer.concat(chunks).toString("utf8")
+      assert.deepStrictEqual(JSON.parse(body), { requests: lines })
+      assert.isAbove(fs.statSync(file).size, 3 << 20)
+      console.log(`inline body: ${lines.length} lines, ${fs.statSync(file).size} bytes of file in ${chunks.length} chunks`)
+      // an empty file is an empty list
+      fs.writeFileSync(file, "")
+      const empty: Array<Uint8Array> = []
+      for await (const chunk of GeminiBatch.inlineBody(file, "[", "]")) empty.push(chunk)
+      assert.strictEqual(Buffer.concat(empty).toString(), "[]")
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it("the SDK sends an inlined request back as exactly its batch line, so an inline body is the batch's bytes plus a constant", () =>
     Effect.runPromise(Effect.gen(function*() {
       const requests = [...tickets(3), Request.chat({ model: MODEL, prompt: "plain", temperature: 0 })]
