@@ -39,7 +39,7 @@ export const make = (shared: Shared) => {
       const r = run[0]
       return {
         spent: money(r?.paid),
-        sync: money(r?.paid_sync),
+        syncEquivalent: money(r?.paid_sync),
         reserved: money(reserved[0]?.reserved),
         budget: r?.budget === null || r?.budget === undefined ? null : money(r.budget),
         inputTokens: toNumber(r?.input_tokens ?? 0),
@@ -54,19 +54,7 @@ export const make = (shared: Shared) => {
   const spend: Service["spend"] = (runId) =>
     Effect.gen(function*() {
       const num = yield* runNum(runId)
-      const t = yield* totals(runId, num, false)
-      return {
-        spent: t.spent,
-        syncEquivalent: t.sync,
-        reserved: t.reserved,
-        budget: t.budget,
-        inputTokens: t.inputTokens,
-        outputTokens: t.outputTokens,
-        cachedInputTokens: t.cachedInputTokens,
-        unpriced: t.unpriced,
-        cachedRows: t.cachedRows,
-        dedupedRows: t.dedupedRows
-      }
+      return yield* totals(runId, num, false)
     }).pipe(mapError("spend"))
 
   const reserve: Service["reserve"] = (runId, batchId, amount) =>
