@@ -662,38 +662,6 @@ const limitedFetch = (limit: AdaptiveLimit.AdaptiveLimit): typeof globalThis.fet
   return response
 }
 
-const COMMA = Buffer.from(",")
-
-/**
- * The inline create body of a batch file, streamed: its lines (each already the request as the API takes it) joined
- * by commas between `head` and `tail`, read a megabyte at a time — a batch of inline requests can be tens of
- * megabytes, and neither its lines nor the body are ever held whole.
- *
- * @internal
- */
-export async function* inlineBody(file: string, head: string, tail: string): AsyncGenerator<Uint8Array> {
-  yield Buffer.from(head)
-  let first = true
-  let carry: Buffer | undefined
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
-    const data = carry === undefined ? chunk : Buffer.concat([carry, chunk])
-    const out: Array<Buffer> = []
-    let start = 0
-    for (let nl = data.indexOf(10, start); nl !== -1; nl = data.indexOf(10, start)) {
-      if (nl > start) {
-        if (!first) out.push(COMMA)
-        first = false
-        out.push(data.subarray(start, nl))
-      }
-      start = nl + 1
-    }
-    carry = start < data.length ? Buffer.from(data.subarray(start)) : undefined
-    if (out.length > 0) yield Buffer.concat(out)
-  }
-  if (carry !== undefined && carry.length > 0) yield first ? carry : Buffer.concat([COMMA, carry])
-  yield Buffer.from(tail)
-}
-
 /**
  * Builds the adapter.
  *
@@ -856,7 +824,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
             "batches.create",
             "POST",
             `${modelPath(model)}:batchGenerateContent`,
-            () => inlineBody(submission.path, head, "]}}}}")
+            () => Files.joinedLines(submission.path, head, "]}}}}")
           )
           return remoteOf(yield* operationOf("batches.create", text))
         }

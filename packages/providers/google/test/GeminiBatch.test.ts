@@ -18,6 +18,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Engine } from "../../local/index.ts"
+import { Files } from "../../local/Kit.ts"
 import { plugin } from "../gemini.ts"
 import * as GeminiBatch from "../GeminiBatch.ts"
 import * as GeminiEmulator from "../GeminiEmulator.ts"
@@ -149,7 +150,7 @@ describe("GeminiBatch encoding", () => {
     assert.deepStrictEqual(JSON.parse(Wire.toFileLine(`{"metadata":{"key":"z"},"request":{"a":1}}`)), { key: "z", request: { a: 1 } })
   })
 
-  it("an inline create body is streamed from the batch file: every line once, in order, across 1 MB reads", async () => {
+  it("an inline create body (Files.joinedLines, Anthropic's create body too) is streamed from the batch file: every line once, in order, across 1 MB reads", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "offpeak-inline-"))
     try {
       // lines from 2 bytes to 700 KB (several straddle the 1 MB reads), blank lines, and no newline at the end
@@ -163,7 +164,7 @@ describe("GeminiBatch encoding", () => {
       const file = path.join(dir, "b.jsonl")
       fs.writeFileSync(file, text.slice(0, -1))
       const chunks: Array<Uint8Array> = []
-      for await (const chunk of GeminiBatch.inlineBody(file, `{"requests":[`, "]}")) chunks.push(chunk)
+      for await (const chunk of Files.joinedLines(file, `{"requests":[`, "]}")) chunks.push(chunk)
       const body = Buffer.concat(chunks).toString("utf8")
       assert.deepStrictEqual(JSON.parse(body), { requests: lines })
       assert.isAbove(fs.statSync(file).size, 3 << 20)
@@ -171,7 +172,7 @@ describe("GeminiBatch encoding", () => {
       // an empty file is an empty list
       fs.writeFileSync(file, "")
       const empty: Array<Uint8Array> = []
-      for await (const chunk of GeminiBatch.inlineBody(file, "[", "]")) empty.push(chunk)
+      for await (const chunk of Files.joinedLines(file, "[", "]")) empty.push(chunk)
       assert.strictEqual(Buffer.concat(empty).toString(), "[]")
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })
