@@ -308,7 +308,10 @@ describe("OpenTelemetry through effect's OTLP exporters", () => {
     expect(figures.completed).toBe(batches.length)
     expect(figures.inFlight).toBe(0)
     expect(figures.retryRounds).toBeGreaterThanOrEqual(1)
-    expect(figures.retried).toBe(figures.answersFailed)
+    // every failed answer is sent again, but for the one that used the last of its 3 attempts (dead-lettered as
+    // provider_error: at a line failure rate of 8 %, about one run in twelve has one)
+    const exhausted = summary.failedByKind.find((f) => f.kind === "provider_error")?.rows ?? 0
+    expect(figures.retried).toBe(figures.answersFailed - exhausted)
     expect(figures.backoffs).toBe(1)
     expect(figures.runsCompleted).toBe(1)
     console.log(
