@@ -159,8 +159,17 @@ describe("Emulator (official openai SDK)", () => {
       assert.deepStrictEqual(created.metadata, { job: "demo" })
 
       const { batch, seen } = await poll(client, created.id)
-      assert.deepStrictEqual(seen.filter((s) => s !== "finalizing"), ["validating", "in_progress", "completed"])
+      // the states polled, in order (a busy machine may poll past the 100 ms in_progress), and each one's time
+      const order = ["validating", "in_progress", "finalizing", "completed"]
+      assert.deepStrictEqual(seen, order.filter((s) => seen.includes(s)), `seen ${seen.join(" → ")}`)
+      assert.strictEqual(seen[0], "validating")
       assert.strictEqual(batch.status, "completed")
+      assert.isNumber(batch.in_progress_at)
+      assert.isNumber(batch.finalizing_at)
+      assert.isNumber(batch.completed_at)
+      assert.isAtMost(batch.created_at, batch.in_progress_at!)
+      assert.isAtMost(batch.in_progress_at!, batch.finalizing_at!)
+      assert.isAtMost(batch.finalizing_at!, batch.completed_at!)
       assert.strictEqual(batch.model, "gpt-4o-mini")
       assert.deepStrictEqual(batch.request_counts, { total: 200, completed: 200, failed: 0 })
       assert.isNull(batch.error_file_id)
@@ -353,7 +362,8 @@ describe("Emulator (official openai SDK)", () => {
 
   it("cancels: cancelling → cancelled, partial output and batch_cancelled lines; cancelling an ended batch is a BadRequestError", async () => {
     const rows = Array.from({ length: 200 }, (_, i) => chatLine(i))
-    await withEmulator({ linesPerSecond: 500, validationMs: 10, cancellingMs: 50 }, async (client) => {
+    // validation takes 400 ms, so the early cancel below lands while the batch validates even on a busy machine
+    await withEmulator({ linesPerSecond: 500, validationMs: 400, cancellingMs: 50 }, async (client) => {
       const created = await submit(client, rows)
       await poll(client, created.id, (b) => (b.request_counts?.completed ?? 0) >= 20)
       const cancelling = await client.batches.cancel(created.id)
