@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import { Schema } from "effect"
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 import type * as Request from "./Request.ts"
 
 /**
@@ -50,6 +50,17 @@ export const schemaJson = (schema: Schema.Top): string => {
  */
 export const canonicalJson = (value: unknown): string => write(value) ?? "null"
 
+/** object keys repeat from row to row (`role`, `content`, …): each quoted once */
+const quotedKeys = new Map<string, string>()
+const quoted = (key: string): string => {
+  let text = quotedKeys.get(key)
+  if (text === undefined) {
+    text = JSON.stringify(key)
+    if (quotedKeys.size < 10_000) quotedKeys.set(key, text)
+  }
+  return text
+}
+
 /** the canonical text of `value`, or undefined where JSON has none (undefined, functions) */
 const write = (value: unknown): string | undefined => {
   if (value === null || typeof value !== "object") return JSON.stringify(value)
@@ -75,7 +86,7 @@ const write = (value: unknown): string | undefined => {
   for (const key of keys) {
     const text = write((value as Record<string, unknown>)[key])
     if (text === undefined) continue
-    out += (first ? "" : ",") + JSON.stringify(key) + ":" + text
+    out += (first ? "" : ",") + quoted(key) + ":" + text
     first = false
   }
   return out + "}"
@@ -93,35 +104,39 @@ const write = (value: unknown): string | undefined => {
  * @category constructors
  */
 export const of = (request: Request.Request): string => {
-  const hash = createHash("sha256")
-  hash.update(`offpeak/v${VERSION}\n`)
+  // one string hashed in one call: a hash object fed piece by piece cost twice as much per row
   switch (request._tag) {
     case "Chat": {
-      hash.update(canonicalJson({
+      const text = PREFIX + canonicalJson({
         kind: "chat",
         model: request.model,
         params: request.params,
         messages: request.messages
-      }))
-      if (request.output !== undefined) {
-        hash.update("\noutput:")
-        hash.update(request.output.name)
-        hash.update("\n")
-        hash.update(schemaJson(request.output.schema))
-      }
-      break
+      })
+      return hash("sha256", request.output === undefined ? text : text + outputPart(request.output), "hex")
     }
     case "Embedding": {
-      hash.update(canonicalJson({
+      return hash("sha256", PREFIX + canonicalJson({
         kind: "embedding",
         model: request.model,
         dimensions: request.dimensions,
         input: request.input
-      }))
-      break
+      }), "hex")
     }
   }
-  return hash.digest("hex")
+}
+
+const PREFIX = `offpeak/v${VERSION}\n`
+
+const outputParts = new WeakMap<object, Map<string, string>>()
+
+/** the hashed text of a request's output: its name and its schema's canonical JSON, made once per schema and name */
+const outputPart = (output: { readonly name: string; readonly schema: Schema.Top }): string => {
+  let byName = outputParts.get(output.schema)
+  if (byName === undefined) outputParts.set(output.schema, byName = new Map())
+  let text = byName.get(output.name)
+  if (text === undefined) byName.set(output.name, text = `\noutput:${output.name}\n${schemaJson(output.schema)}`)
+  return text
 }
 
 /**
