@@ -23,7 +23,9 @@
  * reading the source to the run's end), maxRssMb, endedAtMs (epoch ms when
  * Pipeline.run returned), cpuSeconds (user + system CPU of this process, every
  * thread — SQLite's worker too — loading and the ledger's close included) and
- * loadCpuSeconds (the part spent before the clock started). bench/run.ts starts
+ * loadCpuSeconds (the part spent before the clock started), and threadCpuSeconds
+ * (CPU seconds by thread name when the run ended, before the ledger closed: MainThread, offpeak-sqlite, V8Worker, …;
+ * empty off Linux). bench/run.ts starts
  * it; it is not meant to be run by hand.
  */
 import * as Ledger from "@offpeak/core/Ledger"
@@ -165,12 +167,32 @@ const timeline = values.timeline === undefined
   : (event: { readonly _tag: string }) => {
     timelineLines.push(JSON.stringify({ atMs: Date.now(), ...event }))
   }
+/**
+ * CPU seconds of each of this process's live threads by name (Linux, /proc): the pipeline's thread ("MainThread"),
+ * the SQLite worker ("offpeak-sqlite"), V8's GC and compiler helpers ("V8Worker"), libuv's pool ("libuv-worker")
+ */
+const threadCpu = (): Record<string, number> => {
+  const out: Record<string, number> = {}
+  try {
+    for (const task of fs.readdirSync("/proc/self/task")) {
+      const stat = fs.readFileSync(`/proc/self/task/${task}/stat`, "utf8")
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"))
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      // utime and stime, in clock ticks (100 a second on Linux)
+      out[name] = (out[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) / 100
+    }
+  } catch {
+    // not Linux: no split
+  }
+  return out
+}
 const loadCpuSeconds = cpuNow()
 const started = performance.now()
 // the end is taken when Pipeline.run returns, before the layer closes the ledger (its last checkpoint is not part of it)
-const { summary, endedAtMs, seconds } = await Effect.runPromise(
+const { summary, endedAtMs, seconds, threads } = await Effect.runPromise(
   Pipeline.run(pipeline, { stateDir: values.state!, onEvent: timeline }).pipe(
-    Effect.map((summary) => ({ summary, endedAtMs: Date.now(), seconds: (performance.now() - started) / 1000 })),
+    // the threads are read before the layer closes the ledger (its worker's CPU is not in /proc once it exits)
+    Effect.map((summary) => ({ summary, endedAtMs: Date.now(), seconds: (performance.now() - started) / 1000, threads: threadCpu() })),
     Effect.provide(layer)
   )
 )
@@ -186,6 +208,7 @@ process.stdout.write(
     endedAtMs,
     lastWriteMs,
     cpuSeconds: cpuNow(),
-    loadCpuSeconds
+    loadCpuSeconds,
+    threadCpuSeconds: threads
   }) + "\n"
 )

@@ -276,6 +276,8 @@ interface Measure {
   readonly commitAfterCompleteMs: number
   /** from the first poll that saw the last batch ended to the last row committed */
   readonly commitAfterSeenMs: number
+  /** offpeak's side: CPU seconds by thread name at the run's end (MainThread, offpeak-sqlite, V8Worker, …) */
+  readonly threadCpuSeconds?: Readonly<Record<string, number>> | undefined
 }
 
 type Side = "baseline" | "offpeak"
@@ -419,13 +421,16 @@ const runSide = async (provider: ProviderName, side: Side, scenario: Scenario): 
       sentMBps: inputBytes / 1e6 / seconds,
       parsedMBps: outputBytes / 1e6 / seconds,
       commitAfterCompleteMs: lastCommitMs - Math.max(...finished.map((b) => b.endedAtMs)),
-      commitAfterSeenMs: lastCommitMs - Math.max(...seen)
+      commitAfterSeenMs: lastCommitMs - Math.max(...seen),
+      threadCpuSeconds: (report as unknown as { readonly threadCpuSeconds?: Record<string, number> }).threadCpuSeconds
     }
+    const threads = Object.entries(measure.threadCpuSeconds ?? {}).filter(([, s]) => s >= 0.01).sort((a, b) => b[1] - a[1])
     process.stderr.write(
       `  ${what}: ${fmt(seconds, 2)} s, ${fmt(measure.rowsPerSecond)} rows/s, ` +
         `CPU ${fmt(cpuSeconds, 2)} s (${fmt(measure.loadCpuSeconds, 2)} s loading, ${fmt(measure.cpuPer1kRows, 3)} s / 1k rows), ${fmt(measure.maxRssMb)} MB, ` +
         `${finished.length} batches, commit-after-complete ${fmt(measure.commitAfterCompleteMs)} ms ` +
-        `(after seen ${fmt(measure.commitAfterSeenMs)} ms)\n`
+        `(after seen ${fmt(measure.commitAfterSeenMs)} ms)` +
+        (threads.length > 0 ? `; CPU by thread: ${threads.map(([name, s]) => `${name} ${fmt(s, 2)} s`).join(", ")}` : "") + "\n"
     )
     return measure
   } finally {

@@ -193,6 +193,8 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
     const worker = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const thread = new NodeWorker(new URL("./internal/sqliteWorker.js", import.meta.url), {
+          // named, so `top -H` and /proc/<pid>/task show its CPU apart from the pipeline's thread
+          name: "offpeak-sqlite",
           // the thread holds SQLite's page cache and the rows in transit, nothing else
           resourceLimits: { maxYoungGenerationSizeMb: 4 }
         })
