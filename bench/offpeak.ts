@@ -58,6 +58,8 @@ const { values } = parseArgs({
   }
 })
 fs.mkdirSync(values.state!, { recursive: true })
+// as `offpeak run` does: the ledger's SQLite thread starts while the rest loads (here the provider's SDK, below)
+SqliteClient.prewarm()
 const options = {
   input: values.input!,
   out: values.out!,

@@ -173,6 +173,45 @@ const toSqlError = (operation: string, filename: string) => (cause: unknown) => 
   return new SqlError.SqlError({ reason: SqlError.classifySqliteError(classified, { message, operation }) })
 }
 
+const spawnThread = () =>
+  new NodeWorker(new URL("./internal/sqliteWorker.js", import.meta.url), {
+    // named, so `top -H` and /proc/<pid>/task show its CPU apart from the pipeline's thread
+    name: "offpeak-sqlite",
+    // the thread holds SQLite's page cache and the rows in transit, nothing else
+    resourceLimits: { maxYoungGenerationSizeMb: 4 }
+  })
+
+/** a thread started ahead by {@link prewarm}, not yet taken by a client */
+let warm: NodeWorker | undefined
+
+/**
+ * Starts a SQLite thread now for the next client to take: Node needs about 0.1 s to start a thread, which
+ * `offpeak run` spends loading the pipeline's module meanwhile. A thread never taken does not keep the process
+ * alive; a second call while one waits does nothing.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const prewarm = (): void => {
+  if (warm !== undefined) return
+  const thread = spawnThread()
+  // a thread that fails or exits before it is taken is dropped: the client then starts its own
+  thread.on("error", () => {})
+  thread.once("exit", () => {
+    if (warm === thread) warm = undefined
+  })
+  thread.unref()
+  warm = thread
+}
+
+/** the thread started ahead, else a new one */
+const takeThread = (): NodeWorker => {
+  const thread = warm ?? spawnThread()
+  warm = undefined
+  thread.ref()
+  return thread
+}
+
 /**
  * Opens the database in its own thread and builds the client; closes both with the scope.
  *
@@ -192,12 +231,7 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
     }
     const worker = yield* Effect.acquireRelease(
       Effect.sync(() => {
-        const thread = new NodeWorker(new URL("./internal/sqliteWorker.js", import.meta.url), {
-          // named, so `top -H` and /proc/<pid>/task show its CPU apart from the pipeline's thread
-          name: "offpeak-sqlite",
-          // the thread holds SQLite's page cache and the rows in transit, nothing else
-          resourceLimits: { maxYoungGenerationSizeMb: 4 }
-        })
+        const thread = takeThread()
         thread.on("message", (reply: Reply) => {
           inTransaction = reply.tx
           const resume = pending.get(reply.id)

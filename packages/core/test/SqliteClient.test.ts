@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Stream } from "effect"
 import { SqlClient } from "effect/sql"
+import * as childProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -157,5 +158,52 @@ describe("SqliteClient", () => {
         assert.isTrue(openFiles().some((f) => f.startsWith(file)), "open while the client is")
       }).pipe(Effect.scoped)
       assert.deepStrictEqual(openFiles().filter((f) => f.startsWith(file)), [])
+    }))
+
+  it.live("a thread started ahead (prewarm) is the one the next client takes, and an unused one lets the process exit", () =>
+    Effect.gen(function*() {
+      // the SQLite threads of this process, by the name the client gives them
+      const sqliteThreads = () =>
+        fs.readdirSync("/proc/self/task").filter((t) => {
+          try {
+            return fs.readFileSync(`/proc/self/task/${t}/comm`, "utf8").trim() === "offpeak-sqlite"
+          } catch {
+            return false
+          }
+        })
+      const until = (n: number) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 200 && sqliteThreads().length !== n; i++) yield* Effect.sleep("20 millis")
+          return sqliteThreads()
+        })
+      assert.deepStrictEqual(yield* until(0), [], "no SQLite thread before")
+      SqliteClient.prewarm()
+      SqliteClient.prewarm()
+      const warm = yield* until(1)
+      assert.strictEqual(warm.length, 1, "one thread started ahead, however many calls")
+      yield* Effect.gen(function*() {
+        const sql = yield* client(tmpFile())
+        yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY)`
+        assert.deepStrictEqual(sqliteThreads(), warm, "the client works on the thread started ahead, not a second one")
+      }).pipe(Effect.scoped)
+      assert.deepStrictEqual(yield* until(0), [], "closed with its client")
+
+      // a process that starts a thread ahead and never opens a ledger still exits by itself
+      const script = `import * as SqliteClient from ${JSON.stringify(path.resolve(import.meta.dirname, "../src/SqliteClient.ts"))}
+SqliteClient.prewarm()
+setTimeout(() => process.stdout.write("done"), 300)`
+      const child = yield* Effect.promise(() =>
+        new Promise<{ code: number | null; out: string }>((resolve) => {
+          const p = childProcess.spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] })
+          let out = ""
+          p.stdout.on("data", (d: Buffer) => (out += d.toString()))
+          const timer = setTimeout(() => p.kill("SIGKILL"), 20_000)
+          p.on("exit", (code) => {
+            clearTimeout(timer)
+            resolve({ code, out })
+          })
+        })
+      )
+      assert.deepStrictEqual(child, { code: 0, out: "done" }, "exits on its own (killed after 20 s otherwise)")
     }))
 })

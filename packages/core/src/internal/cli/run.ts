@@ -28,6 +28,7 @@ import {
   jsonFlag,
   ledgerLayer,
   loadPipeline,
+  prewarmLedger,
   resumeHint,
   stateDirFlag,
   stateFlag,
@@ -279,6 +280,7 @@ export const runCommand = Command.make(
   },
   ({ module, provider, mode, cancelOnExit, maxDead, budget, deadline, json, dryRun, sample, yes, stateDir, state }) =>
     Effect.gen(function*() {
+      yield* prewarmLedger(Option.getOrUndefined(state))
       const pipeline = yield* loadPipeline(module)
       const go = yield* Preflight.before({
         pipeline,
@@ -343,6 +345,7 @@ const continueRun = (
       process.chdir(run.value.cwd)
       process.stderr.write(`resuming from ${run.value.cwd}, where run ${runId} was started\n`)
     }
+    yield* prewarmLedger(Option.getOrUndefined(stateAt))
     const pipeline = yield* loadPipeline(run.value.module)
     yield* execute({
       pipeline,

@@ -88,6 +88,17 @@ export const ledgerWhere = (stateDir: string, state?: string | undefined): strin
   state !== undefined && isUrl(state) ? Redact.url(state) : path.resolve(state ?? path.join(stateDir, "state.db"))
 
 /**
+ * Starts the SQLite ledger's thread while the pipeline's module loads (nothing for a `postgres://` ledger).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const prewarmLedger = (state: string | undefined): Effect.Effect<void> =>
+  Effect.sync(() => {
+    if (state === undefined || !isUrl(state)) SqliteClient.prewarm()
+  })
+
+/**
  * The ledger: on Postgres when `state` is a `postgres://` URL, else on a
  * SQLite file (`state`, or `<stateDir>/state.db`). A ledger that cannot be
  * opened fails naming where it is.
