@@ -103,7 +103,8 @@ export async function* joinedLines(file: string, head: string, tail: string): As
       size += 1
     }
     first = false
-    pending.push(Buffer.from(line))
+    // a view of the chunk just read (a fresh buffer each read): copied once, by the concat below
+    pending.push(line)
     size += line.length
     if (size >= CHUNK) {
       yield Buffer.concat(pending)
