@@ -173,7 +173,10 @@ describe("offpeak commands on one run", () => {
       for (const r of page.rows) {
         expect(r.kind).toBe("provider_error")
         expect(r.attempts).toBeGreaterThanOrEqual(1)
-        expect(r.message).toMatch(/400/)
+        // failed for good by a 400, or by a 500 on the last of its 3 attempts (a 500 three times running: rare, as the
+        // emulator's failures fall by timing)
+        if (/HTTP 500/.test(r.message)) expect(r.attempts).toBe(3)
+        else expect(r.message).toMatch(/400/)
       }
       seen.push(...page.rows.map((r) => r.key))
       after = page.next
