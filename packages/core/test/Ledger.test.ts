@@ -355,6 +355,55 @@ const ledgerSuite = (backend: Backend) => {
       })
     ))
 
+  it.effect("a whole part comes the moment enough rows wait: shared requests, final failures, rows on their own all count", () =>
+    withRun((ledger, runId) =>
+      Effect.gen(function*() {
+        const bad = (key: string, position: number): Ledger.AdmitRow => ({
+          key,
+          position,
+          fingerprint: null,
+          record: "{}",
+          failure: { kind: "invalid_input", message: "bad row" }
+        })
+        const ok = (request: number): Ledger.Outcome => ({
+          _tag: "Succeeded",
+          request,
+          output: `${request}`,
+          usage: { inputTokens: 1, outputTokens: 1 }
+        })
+        const failed = (request: number, retryable: boolean): Ledger.Outcome => ({
+          _tag: "Failed",
+          request,
+          failure: { kind: "provider_error", message: retryable ? "HTTP 500" : "HTTP 400" },
+          retryable
+        })
+        const whole = (limit: number) => ledger.nextPart(runId, { limit, whole: true })
+        const keys = (part: Option.Option<{ readonly rows: ReadonlyArray<Ledger.PartRow> }>) =>
+          Option.match(part, { onNone: () => null, onSome: (p) => p.rows.map((r) => r.key) })
+        // a and b ask the same: request 1, two rows
+        yield* ledger.admit(runId, [row("a", 1, fp(1)), row("b", 2, fp(1)), row("c", 3), row("d", 4), row("e", 5)])
+        yield* ledger.sealBatch({ id: "b1", runId, seq: 1, group: "g", file: "f", requestCount: 4, bytes: 4 }, [1, 3, 4, 5])
+        assert.isNull(keys(yield* whole(3)))
+        // request 1 settles with its two rows; request 3 fails for now (back to the queue): two rows wait
+        yield* ledger.recordOutcomes(runId, "b1", [ok(1), failed(3, true)], 3)
+        assert.isNull(keys(yield* whole(3)))
+        // request 4 fails for good: its row makes three
+        yield* ledger.recordOutcomes(runId, "b1", [failed(4, false)], 3)
+        const first = yield* whole(3)
+        assert.deepStrictEqual(keys(first), ["a", "b", "d"])
+        yield* ledger.commitPart(runId, { seq: Option.getOrThrow(first).seq, delivered: 2, dead: 1 })
+        assert.isNull(keys(yield* whole(2)))
+        // rows on their own: a late one asking what request 1 asked (settled already), and two bad ones
+        const late = yield* ledger.admit(runId, [row("f", 6, fp(1)), bad("x", 7), bad("y", 8)])
+        assert.strictEqual(late.ready, 3)
+        assert.deepStrictEqual(keys(yield* whole(3)), ["f", "x", "y"])
+        // request 5 settles: e alone is not a whole part of 2; asked for any part, it goes
+        yield* ledger.recordOutcomes(runId, "b1", [ok(5)], 3)
+        assert.isNull(keys(yield* whole(2)))
+        assert.deepStrictEqual(keys(yield* ledger.nextPart(runId, { limit: 2 })), ["e"])
+      })
+    ))
+
   it.effect("results are cached across runs by fingerprint", () =>
     withLedger((ledger) =>
       Effect.gen(function*() {

@@ -100,7 +100,7 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, orFail, serially, fence, settleOffset, insertRows, inList } = shared
+  const { sql, runNum, orFail, serially, fence, settleOffset, insertRows, inList, addDeliverable } = shared
 
   /** step 1: rows at positions already admitted (a resumed read), or repeated within the chunk, are skipped */
   const unadmitted = (num: number, rows: ReadonlyArray<AdmitRow>) =>
@@ -260,6 +260,7 @@ export const make = (shared: Shared) => {
       const found = yield* known(num, accepted)
       const planned = plan(num, accepted, found)
       yield* write(num, planned, found)
+      addDeliverable(num, planned.ready)
       return { fresh: planned.fresh, admitted: accepted.length, skipped, ready: planned.ready, duplicates }
     }).pipe(sql.withTransaction, serially, mapError("admit"))
 

@@ -24,7 +24,7 @@ const OUTPUT_COLUMNS = [
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, batchSeq, inState, orFail, serially, fence, settleOffset, insertRows, inList } = shared
+  const { sql, runNum, batchSeq, inState, orFail, serially, fence, settleOffset, insertRows, inList, deliverable, addDeliverable } = shared
 
   const recordOutcomes: Service["recordOutcomes"] = (runId, batchId, outcomes, maxAttempts) =>
     Effect.gen(function*() {
@@ -39,13 +39,18 @@ export const make = (shared: Shared) => {
       const offset = yield* settleOffset(num, [...first.keys()])
       // only requests still in this batch change: a line seen twice (a re-download) or for another batch does not
       const settledNow = new Set<number>()
+      // the rows these requests take to delivery (see `Shared.deliverable`)
+      let settledRows = 0
       const answered = [...first.values()].flatMap((o) => o._tag === "Succeeded" ? [o.request] : []).sort((a, b) => a - b)
       if (answered.length > 0) {
         const rows = yield* sql`UPDATE${orFail} offpeak_requests
           SET state = 'succeeded', settled = ${offset} + id
           WHERE run = ${num} AND ${inList("id", answered)} AND state = 'batched' AND batch = ${seq}
-          RETURNING id`.values
-        for (const [id] of rows) settledNow.add(toNumber(id))
+          RETURNING id, row_count`.values
+        for (const [id, n] of rows) {
+          settledNow.add(toNumber(id))
+          settledRows += toNumber(n)
+        }
       }
       // (an earlier attempt's error stays on a succeeded request for the record; its rows never read it)
       const succeeded = answered.flatMap((id) =>
@@ -53,14 +58,15 @@ export const make = (shared: Shared) => {
       )
       const unanswered = [...first.values()].flatMap((o) => o._tag === "Failed" ? [o.request] : [])
       // the failed requests still in this batch, with their attempts so far
-      const failed: Array<{ id: number; attempts: number; outcome: Extract<Outcome, { _tag: "Failed" }> }> = []
+      const failed: Array<{ id: number; attempts: number; rows: number; outcome: Extract<Outcome, { _tag: "Failed" }> }> = []
       if (unanswered.length > 0) {
-        const rows = yield* sql`SELECT id, attempts FROM offpeak_requests
+        const rows = yield* sql`SELECT id, attempts, row_count FROM offpeak_requests
           WHERE run = ${num} AND ${inList("id", unanswered)} AND state = 'batched' AND batch = ${seq}`.values
-        for (const [id, attempts] of rows) {
+        for (const [id, attempts, n] of rows) {
           failed.push({
             id: toNumber(id),
             attempts: toNumber(attempts),
+            rows: toNumber(n),
             outcome: first.get(toNumber(id)) as Extract<Outcome, { _tag: "Failed" }>
           })
         }
@@ -104,10 +110,11 @@ export const make = (shared: Shared) => {
             unpriced = unpriced + ${add.unpriced}
           WHERE num = ${num}`
       }
-      for (const { id, attempts: sofar, outcome: o } of failed) {
+      for (const { id, attempts: sofar, rows, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
         const attempts = sofar + 1
         const retry = o.retryable && attempts < limit
+        if (!retry) settledRows += rows
         yield* sql`UPDATE${orFail} offpeak_requests SET
             attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
             settled = ${retry ? null : offset + id},
@@ -117,6 +124,8 @@ export const make = (shared: Shared) => {
             sync_spent = COALESCE(sync_spent, 0) + ${o.cost.sync}`}
           WHERE run = ${num} AND id = ${id}`
       }
+      // (before the commit: a transaction rolled back leaves the count above the rows, which only costs a look)
+      addDeliverable(num, settledRows)
     }).pipe(sql.withTransaction, serially, mapError("recordOutcomes"))
 
   const failQueued: Service["failQueued"] = (runId, requests, failure) =>
@@ -126,6 +135,7 @@ export const make = (shared: Shared) => {
       const ids = yield* inState(num, requests, { state: "queued" })
       if (ids.length === 0) return
       const offset = yield* settleOffset(num, ids)
+      deliverable.delete(num)
       yield* sql`UPDATE${orFail} offpeak_requests SET state = 'failed', settled = ${offset} + id,
           error_kind = ${failure.kind}, error_message = ${Redact.text(failure.message)},
           error_raw = ${failure.raw === undefined ? null : Redact.text(failure.raw)}

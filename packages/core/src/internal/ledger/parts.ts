@@ -39,7 +39,7 @@ type Errors = readonly [
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, orFail, serially, fence, inList } = shared
+  const { sql, runNum, orFail, serially, fence, inList, deliverable } = shared
 
   /** where a part's rows come from: its own rows (`i.part`), or the rows of its range of settled requests */
   const partSource = (runId: string, seq: number) =>
@@ -78,6 +78,7 @@ export const make = (shared: Shared) => {
       const own = yield* sql`
         SELECT position FROM offpeak_items WHERE run = ${num} AND own = 1 AND part IS NULL ORDER BY position LIMIT ${limit}`.values
       if (own.length > 0 && (!whole || own.length >= limit)) {
+        deliverable.delete(num)
         yield* insertPart(null, null)
         yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq}
           WHERE run = ${num} AND ${inList("position", own.map((r) => toNumber(r[0])))}`
@@ -104,7 +105,12 @@ export const make = (shared: Shared) => {
       const requests = toNumber(count)
       const rows = toNumber(sum)
       const hi = top === null ? after : toNumber(top)
-      if (requests === 0 || (whole && rows < limit && toNumber(fetched) < limit)) return Option.none<number>()
+      if (requests === 0 || (whole && rows < limit && toNumber(fetched) < limit)) {
+        // every row waiting was counted: own ones (fewer than `limit`) and those of every request settled since
+        deliverable.set(num, own.length + (requests === 0 ? 0 : rows))
+        return Option.none<number>()
+      }
+      deliverable.delete(num)
       yield* insertPart(after + 1, hi)
       return Option.some(seq)
     })
@@ -185,11 +191,18 @@ export const make = (shared: Shared) => {
 
   const nextPart: Service["nextPart"] = (runId, options) =>
     Effect.gen(function*() {
-      if (options.written !== undefined) yield* commitIn(runId, options.written)
-      const seq = yield* assignIn(runId, options.limit, options)
-      if (Option.isNone(seq)) return Option.none()
-      return Option.some({ seq: seq.value, rows: yield* rowsOf(runId, seq.value) })
-    }).pipe(sql.withTransaction, serially, mapError("nextPart"))
+      // nothing to commit, and fewer rows wait than a whole part holds: no transaction
+      if (options.whole === true && options.written === undefined) {
+        const waiting = deliverable.get(yield* runNum(runId))
+        if (waiting !== undefined && waiting < options.limit) return Option.none()
+      }
+      return yield* Effect.gen(function*() {
+        if (options.written !== undefined) yield* commitIn(runId, options.written)
+        const seq = yield* assignIn(runId, options.limit, options)
+        if (Option.isNone(seq)) return Option.none()
+        return Option.some({ seq: seq.value, rows: yield* rowsOf(runId, seq.value) })
+      }).pipe(sql.withTransaction)
+    }).pipe(serially, mapError("nextPart"))
 
   return { assignPart, nextPart, writingParts, partRows, commitPart }
 }

@@ -231,6 +231,18 @@ export const make = (sql: SqlClient.SqlClient) =>
       })
     }
 
+    /**
+     * Per run number, where known: at least as many rows as are deliverable and in no part yet. A part assignment
+     * that finds too few rows for a whole part sets it to what it counted, and settling or admitting rows adds theirs
+     * (counting more than there are only costs a look at the ledger); anything else leaves it unknown. While it is
+     * below a whole part, asking for one needs no transaction at all (most asks during a batch's collection).
+     */
+    const deliverable = new Map<number, number>()
+    const addDeliverable = (num: number, rows: number) => {
+      const known = deliverable.get(num)
+      if (known !== undefined) deliverable.set(num, known + rows)
+    }
+
     // admission decides whether a row goes out with its request or on its own, and a part's rows are read from
     // the requests it covers: admitting, settling and assigning parts of one run never interleave in this process
     const serial = yield* Semaphore.make(1)
@@ -316,7 +328,9 @@ export const make = (sql: SqlClient.SqlClient) =>
       fenceBatch,
       settleOffset,
       insertRows,
-      inList
+      inList,
+      deliverable,
+      addDeliverable
     }
   })
 

@@ -237,19 +237,27 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
    * `writers` parts being written and one being read, in memory and in `writing` at once), and a written part is
    * committed in the transaction that fixes a later one — in the order the parts were fixed.
    */
+  // true while every part this delivery fixed is committed (a call that ended early may have left some in `writing`)
+  let allCommitted = false
   const deliverParts = (whole: boolean) =>
     Effect.gen(function*() {
-      for (const seq of yield* ledger.writingParts(runId)) {
-        const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
-        yield* ledger.commitPart(runId, written)
+      if (!allCommitted) {
+        for (const seq of yield* ledger.writingParts(runId)) {
+          const written = yield* writePart(seq, yield* ledger.partRows(runId, seq))
+          yield* ledger.commitPart(runId, written)
+        }
       }
+      allCommitted = false
       const writing: Array<Fiber.Fiber<Ledger.WrittenPart, Sink.SinkError>> = []
       let written: Ledger.WrittenPart | undefined
       while (true) {
         const next = yield* ledger.nextPart(runId, { limit: partSize(), whole, written })
         written = undefined
         if (Option.isNone(next)) {
-          if (writing.length === 0) return
+          if (writing.length === 0) {
+            allCommitted = true
+            return
+          }
           // nothing to fix yet while parts are written: look again once the oldest is written (it is committed with
           // that look) or after a moment, for the rows recorded meanwhile
           const done = yield* Effect.timeoutOption(Fiber.join(writing[0]!), LOOK_AGAIN)
