@@ -18,10 +18,10 @@ afterAll(killAll)
 const backfill = (env: Record<string, string>, cwd: string) =>
   new Promise<{ state: string; rows: number; submitted: number; succeeded: number; failed: number; maxRssMb: number }>(
     (resolve, reject) => {
-      // with the offpeak binary's Node flags (see packages/core/src/bin.ts)
+      // with the offpeak binary's Node flags and malloc arenas (see packages/core/src/bin.ts), however vitest was started
       const child = spawn(process.execPath, ["--max-semi-space-size=8", path.join(repo, "test/fixtures/backfill.run.ts")], {
         cwd,
-        env: { ...process.env, ...env },
+        env: { ...process.env, MALLOC_ARENA_MAX: "2", ...env },
         stdio: ["ignore", "pipe", "pipe"]
       })
       let out = ""

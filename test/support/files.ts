@@ -67,9 +67,9 @@ export const killAll = (): void => running.forEach((child) => child.kill("SIGKIL
 
 /** starts the offpeak CLI as a child process */
 export const startCli = (args: ReadonlyArray<string>, options: { cwd: string; env?: NodeJS.ProcessEnv }) => {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...options.env }
+  // as the installed binary runs (its shebang): two malloc arenas, a small young generation
+  const env: NodeJS.ProcessEnv = { ...process.env, MALLOC_ARENA_MAX: "2", ...options.env }
   for (const [k, v] of Object.entries(options.env ?? {})) if (v === undefined) delete env[k]
-  // as the installed binary runs (its shebang): a small young generation
   const child = spawn(process.execPath, ["--max-semi-space-size=8", bin, ...args], {
     cwd: options.cwd,
     env,
