@@ -233,13 +233,20 @@ export const make = <Rec, A, Row>(
               total: status.counts.total,
               providerState: status.providerState
             })
+            const previous = last
             last = status
             yield* Effect.annotateCurrentSpan({ "offpeak.batch.polls": ++polls, ...Telemetry.statusAttributes(status) })
-            yield* ledger.updateBatch(batch.id, {
-              remoteState: status.providerState,
-              completed: status.counts.completed,
-              failed: status.counts.failed
-            })
+            // written when it changed (a batch often reads the same while it validates or finalizes)
+            if (
+              previous?.providerState !== status.providerState || previous.counts.completed !== status.counts.completed ||
+              previous.counts.failed !== status.counts.failed
+            ) {
+              yield* ledger.updateBatch(batch.id, {
+                remoteState: status.providerState,
+                completed: status.counts.completed,
+                failed: status.counts.failed
+              })
+            }
             if (!Provider.isTerminal(status.state) && ctx.pastSwitch() && !cancelAsked) {
               // the deadline nears: the provider stops the batch; the answers it has are collected, the rest go
               // synchronously (a cancelled line is not paid)
