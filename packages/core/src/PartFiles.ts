@@ -14,6 +14,7 @@
  */
 import { Effect, Semaphore } from "effect"
 import * as Failpoint from "./Failpoint.ts"
+import * as Utf8 from "./internal/utf8.ts"
 import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type * as Sink from "./Sink.ts"
@@ -93,21 +94,22 @@ const writeAtomic = async (target: string, chunks: Iterable<string>, crashPoint 
   const handle = await fs.open(tmp, "w")
   let bytes = 0
   try {
-    let pending = ""
-    for (const chunk of chunks) {
-      pending += chunk
-      if (pending.length >= WRITE_CHUNK) {
-        const buffer = Buffer.from(pending, "utf8")
-        await handle.write(buffer)
-        bytes += buffer.length
-        pending = ""
-      }
-    }
-    if (pending.length > 0) {
-      const buffer = Buffer.from(pending, "utf8")
+    // texts gathered up to WRITE_CHUNK characters, then encoded into one buffer (never joined into one string)
+    const pending: Array<string> = []
+    let length = 0
+    const flush = async () => {
+      const buffer = Utf8.encode(pending.length, (i) => pending[i]!, false)
+      pending.length = 0
+      length = 0
       await handle.write(buffer)
       bytes += buffer.length
     }
+    for (const chunk of chunks) {
+      pending.push(chunk)
+      length += chunk.length
+      if (length >= WRITE_CHUNK) await flush()
+    }
+    if (pending.length > 0) await flush()
     if (crashPoint) Failpoint.hitSync("part.writing")
     await handle.sync()
   } finally {

@@ -11,6 +11,7 @@ import * as fs from "node:fs/promises"
 import * as path from "node:path"
 import type * as Ledger from "../../Ledger.ts"
 import type { RunError } from "../../Run.ts"
+import * as Utf8 from "../utf8.ts"
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
@@ -44,14 +45,8 @@ export const open = (fail: (message: string) => RunError) => (file: string): Eff
           Effect.tryPromise({
             try: async () => {
               if (items.length === 0) return
-              let text = ""
-              let names = ""
-              for (const item of items) {
-                text += item.line + "\n"
-                names += item.id + "\n"
-              }
-              await lines.write(text)
-              await ids.write(names)
+              await lines.write(Utf8.encode(items.length, (i) => items[i]!.line, true))
+              await ids.write(Utf8.encode(items.length, (i) => items[i]!.id, true))
             },
             catch: (e) => fail(`cannot write batch file ${file}: ${message(e)}`)
           }).pipe(Effect.uninterruptible),
