@@ -13,7 +13,7 @@ import type { Shared } from "./shared.ts"
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, fences, forUpdate } = shared
+  const { sql, fences, forUpdate, deliverable } = shared
 
   interface LeaseRow {
     readonly scope: string
@@ -83,7 +83,13 @@ export const make = (shared: Shared) => {
     acquireOnce(options).pipe(
       // two processes inserting the first lease row of a scope at once: the loser looks again (and finds it held)
       Effect.retry({ times: 3, while: (e) => e._tag !== "LeaseHeld" && /offpeak_leases|unique|constraint/i.test(sqlMessage(e)) }),
-      Effect.tap((lease) => Effect.sync(() => fences.set(lease.runId, lease))),
+      Effect.tap((lease) =>
+        Effect.sync(() => {
+          fences.set(lease.runId, lease)
+          // another process may have worked the run since this one last did: what it knew of rows waiting is stale
+          deliverable.clear()
+        })
+      ),
       Effect.mapError((e) => e._tag === "LeaseHeld" ? e : new LedgerError({ operation: "acquire", message: sqlMessage(e) }))
     )
 

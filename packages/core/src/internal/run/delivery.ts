@@ -231,14 +231,14 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
   /** parts written at once: the sink's `concurrency` (1 unless the sink says its parts are independent) */
   const writers = Math.max(1, Math.floor(pipeline.sink.concurrency ?? 1))
 
+  // true while every part this delivery fixed is committed (a call that ended early may have left some in `writing`)
+  let allCommitted = false
   /**
    * Writes every part there is rows for; `whole`: only parts of `partSize()` rows (the rest waits for more). Parts a
    * crash left unwritten come first. Then the next part is fixed and read while the ones before are written (at most
    * `writers` parts being written and one being read, in memory and in `writing` at once), and a written part is
    * committed in the transaction that fixes a later one — in the order the parts were fixed.
    */
-  // true while every part this delivery fixed is committed (a call that ended early may have left some in `writing`)
-  let allCommitted = false
   const deliverParts = (whole: boolean) =>
     Effect.gen(function*() {
       if (!allCommitted) {
