@@ -10,7 +10,7 @@ import { afterAll, expect, it } from "vitest"
 import { spawn } from "node:child_process"
 import * as path from "node:path"
 import { connect, describePostgres, freshSchema } from "../packages/core/test/support/postgres.ts"
-import { killAll, repo, runCli, startEmulator, tmpDir } from "./support/files.ts"
+import { binaryNode, killAll, repo, runCli, startEmulator, tmpDir } from "./support/files.ts"
 
 afterAll(killAll)
 
@@ -18,10 +18,10 @@ afterAll(killAll)
 const backfill = (env: Record<string, string>, cwd: string) =>
   new Promise<{ state: string; rows: number; submitted: number; succeeded: number; failed: number; maxRssMb: number }>(
     (resolve, reject) => {
-      // with the offpeak binary's Node flags and malloc arenas (see packages/core/src/bin.ts), however vitest was started
-      const child = spawn(process.execPath, ["--max-semi-space-size=8", path.join(repo, "test/fixtures/backfill.run.ts")], {
+      // as the offpeak binary starts Node, however vitest was started
+      const child = spawn(process.execPath, [...binaryNode.args, path.join(repo, "test/fixtures/backfill.run.ts")], {
         cwd,
-        env: { ...process.env, MALLOC_ARENA_MAX: "2", ...env },
+        env: { ...process.env, ...binaryNode.env, ...env },
         stdio: ["ignore", "pipe", "pipe"]
       })
       let out = ""

@@ -8,7 +8,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import * as path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
-import { bin, killAll, repo, startCli, tmpDir, writeTickets } from "./support/files.ts"
+import { bin, binaryNode, killAll, repo, startCli, tmpDir, writeTickets } from "./support/files.ts"
 
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
 const socket = `offpeak-test-${process.pid}`
@@ -50,7 +50,7 @@ const session = (name: string, dir: string, args: ReadonlyArray<string>, env: Re
       "trap 'true' INT",
       ...exports,
       `cd '${dir}'`,
-      `'${process.execPath}' --max-semi-space-size=8 '${bin}' ${args.map((a) => `'${a}'`).join(" ")}`,
+      `${Object.entries(binaryNode.env).map(([k, v]) => `${k}=${v}`).join(" ")} '${process.execPath}' ${binaryNode.args.join(" ")} '${bin}' ${args.map((a) => `'${a}'`).join(" ")}`,
       `echo "EXIT=$?"`,
       "sleep 600"
     ].join("\n") + "\n",

@@ -8,6 +8,9 @@ import { DatabaseSync } from "node:sqlite"
 export const repo = path.resolve(import.meta.dirname, "../..")
 export const bin = path.join(repo, "packages/core/src/bin.ts")
 
+/** how the installed binary starts Node (its shebang, see packages/core/src/bin.ts): a small young generation, two malloc arenas */
+export const binaryNode = { args: ["--max-semi-space-size=8"], env: { MALLOC_ARENA_MAX: "2" } } as const
+
 export const tmpDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), `offpeak-${prefix}-`))
 
 /** a deterministic PRNG (mulberry32) */
@@ -67,10 +70,9 @@ export const killAll = (): void => running.forEach((child) => child.kill("SIGKIL
 
 /** starts the offpeak CLI as a child process */
 export const startCli = (args: ReadonlyArray<string>, options: { cwd: string; env?: NodeJS.ProcessEnv }) => {
-  // as the installed binary runs (its shebang): two malloc arenas, a small young generation
-  const env: NodeJS.ProcessEnv = { ...process.env, MALLOC_ARENA_MAX: "2", ...options.env }
+  const env: NodeJS.ProcessEnv = { ...process.env, ...binaryNode.env, ...options.env }
   for (const [k, v] of Object.entries(options.env ?? {})) if (v === undefined) delete env[k]
-  const child = spawn(process.execPath, ["--max-semi-space-size=8", bin, ...args], {
+  const child = spawn(process.execPath, [...binaryNode.args, bin, ...args], {
     cwd: options.cwd,
     env,
     stdio: ["ignore", "pipe", "pipe"]
