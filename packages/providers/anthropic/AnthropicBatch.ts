@@ -63,6 +63,7 @@ import * as Telemetry from "@offpeak/core/Telemetry"
 import type * as Request from "@offpeak/core/Request"
 import type { FailureKind, Usage } from "@offpeak/core/Result"
 import {
+  Array as Arr,
   Cause,
   Config,
   Deferred,
@@ -1078,15 +1079,38 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       withGrace(batch, call("messages.batches.retrieve", (signal) => client.messages.batches.retrieve(batch.id, {}, { signal })))
         .pipe(Effect.tap(() => watch(batch)), Effect.map(toStatus))
 
+    /**
+     * What the SDK's `messages.batches.results` does (the batch's `results_url`, read through the client), with the
+     * lines split here: the SDK's line decoder scans the bytes one by one in JavaScript, a few µs a line.
+     */
     const results = (batch: Provider.RemoteBatch) =>
       Stream.unwrap(
         withGrace(
           batch,
-          call("messages.batches.results", (signal) => client.messages.batches.results(batch.id, {}, { signal }))
+          call("messages.batches.results", async (signal) => {
+            const remote = await client.messages.batches.retrieve(batch.id, {}, { signal })
+            if (!remote.results_url) {
+              throw new Anthropic.AnthropicError(
+                `No batch \`results_url\`; Has it finished processing? ${remote.processing_status} - ${remote.id}`
+              )
+            }
+            return client.get(remote.results_url, { headers: { Accept: "application/binary" }, signal }).asResponse()
+          })
         ).pipe(
-          Effect.map((decoder) =>
-            Stream.fromAsyncIterable(decoder, toProviderError("messages.batches.results")).pipe(
-              Stream.map(decodeResult),
+          Effect.map((response) =>
+            response.body === null ? Stream.empty : Stream.fromReadableStream({
+              evaluate: () => response.body!,
+              onError: toProviderError("messages.batches.results")
+            }).pipe(
+              Stream.decodeText,
+              Stream.splitLines,
+              // a line that is not JSON fails the download, as the SDK's decoder does (the results are read again)
+              Stream.mapArrayEffect((lines) =>
+                Effect.try({
+                  try: () => Arr.map(lines, (line) => line.length === 0 ? undefined : decodeResult(JSON.parse(line))),
+                  catch: toProviderError("messages.batches.results")
+                })
+              ),
               Stream.filter(Predicate.isNotUndefined)
             )
           )

@@ -13,6 +13,7 @@ import * as Request from "@offpeak/core/Request"
 import { ConfigProvider, Context, Effect, Layer, Option, Redacted, Result, Schema, Stream } from "effect"
 import { AnthropicStructuredOutput } from "effect/ai"
 import * as fs from "node:fs"
+import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as AnthropicBatch from "../AnthropicBatch.ts"
@@ -518,6 +519,53 @@ describe("AnthropicBatch against the emulator", () => {
       const old = yield* adapter(hidden.url, { notFoundGrace: "0 millis" })
       const again = yield* old.submit(lines([chat("c")], old, "run-b00009"))
       assert.strictEqual((yield* Effect.flip(old.status(again))).reason._tag, "NotFound")
+    }).pipe(Effect.scoped))
+
+  it.live("results are the lines of the batch's results_url: across reads, CRLF and blank lines; a line that is not JSON fails the download", () =>
+    Effect.gen(function*() {
+      const line = (id: string) =>
+        JSON.stringify({ custom_id: id, result: { type: "succeeded", message: message({ content: [{ type: "text", text: `answer ${id}`, citations: null }] }) } })
+      let body: Array<string> = []
+      // retrieve answers an ended batch whose results_url is this server's; results are sent in pieces that cut lines
+      const server = yield* Effect.acquireRelease(
+        Effect.promise(() =>
+          new Promise<http.Server>((resolve) => {
+            const s = http.createServer((req, res) => {
+              const base = `http://127.0.0.1:${(s.address() as { port: number }).port}`
+              if (req.url?.endsWith("/results")) {
+                res.writeHead(200, { "content-type": "application/binary" })
+                const text = body.join("")
+                let i = 0
+                const next = () => {
+                  if (i >= text.length) return void res.end()
+                  res.write(text.slice(i, i += 7_000), () => setImmediate(next))
+                }
+                return next()
+              }
+              res.writeHead(200, { "content-type": "application/json" })
+              res.end(JSON.stringify(batchObject({ processing_status: "ended", results_url: `${base}/v1/messages/batches/msgbatch_1/results` })))
+            })
+            s.listen(0, "127.0.0.1", () => resolve(s))
+          })
+        ),
+        (s) => Effect.promise(() => new Promise<void>((resolve) => s.close(() => resolve())))
+      )
+      const provider = yield* adapter(`http://127.0.0.1:${(server.address() as { port: number }).port}`)
+      const remote = { id: "msgbatch_1" } as Provider.RemoteBatch
+      const status = { state: "completed" } as Provider.Status
+      const ids = Array.from({ length: 300 }, (_, i) => `id${i}`)
+      body = ids.map((id, i) => line(id) + (i % 3 === 0 ? "\r\n" : i % 5 === 0 ? "\n\n" : "\n"))
+      const all = yield* Stream.runCollect(provider.results(remote, status))
+      assert.deepStrictEqual(all.map((r) => r.id), ids)
+      assert.deepStrictEqual(all[299], {
+        _tag: "LineSucceeded",
+        id: "id299",
+        response: { _tag: "ChatResponse", text: "answer id299", finishReason: "stop", usage: { inputTokens: 10, outputTokens: 5, cachedInputTokens: 0 } }
+      })
+      // a line cut short (no line of a download is skipped: the results are read again, no request is sent again)
+      body = [line("a") + "\n", line("b").slice(0, 40) + "\n", line("c") + "\n"]
+      const failed = yield* Effect.flip(Stream.runCollect(provider.results(remote, status)))
+      assert.strictEqual(failed.operation, "messages.batches.results")
     }).pipe(Effect.scoped))
 
   it.live("sync: one request through the Messages API; HTTP answers are line results, broken connections errors", () =>
