@@ -19,8 +19,8 @@
  *
  * @since 0.1.0
  */
-import type { Option, Stream } from "effect"
-import { Config, Context, Duration, Effect, Result as R, Schedule } from "effect"
+import type { Option } from "effect"
+import { Config, Context, Duration, Effect, Result as R, Schedule, Stream } from "effect"
 import type * as ProviderError from "./ProviderError.ts"
 import type * as Request from "./Request.ts"
 import type { FailureKind, Usage } from "./Result.ts"
@@ -290,6 +290,23 @@ export class Provider extends Context.Service<Provider, Service>()("@offpeak/cor
  */
 export const isTerminal = (state: State): boolean =>
   state === "completed" || state === "failed" || state === "expired" || state === "cancelled"
+
+/**
+ * The lines of an HTTP response's body (a batch's results), decoded as UTF-8 while they arrive, without their `\n` /
+ * `\r\n`; no line when the response has no body. A body that breaks fails the stream with `onError`'s error.
+ *
+ * @example
+ * ```ts
+ * Provider.responseLines(await fetch(url), toProviderError("files.content")).pipe(Stream.map(decodeLine))
+ * ```
+ *
+ * @since 0.1.0
+ * @category utilities
+ */
+export const responseLines = <E>(response: globalThis.Response, onError: (error: unknown) => E): Stream.Stream<string, E> =>
+  response.body === null
+    ? Stream.empty
+    : Stream.fromReadableStream<Uint8Array, E>({ evaluate: () => response.body!, onError }).pipe(Stream.decodeText(), Stream.splitLines)
 
 /**
  * A provider's raw answer cut to 2,000 characters, as kept with a failed line (`LineFailed.raw`) and in error messages:

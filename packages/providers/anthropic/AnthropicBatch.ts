@@ -1098,12 +1098,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           })
         ).pipe(
           Effect.map((response) =>
-            response.body === null ? Stream.empty : Stream.fromReadableStream({
-              evaluate: () => response.body!,
-              onError: toProviderError("messages.batches.results")
-            }).pipe(
-              Stream.decodeText,
-              Stream.splitLines,
+            Provider.responseLines(response, toProviderError("messages.batches.results")).pipe(
               // a line that is not JSON fails the download, as the SDK's decoder does (the results are read again)
               Stream.mapArrayEffect((lines) =>
                 Effect.try({

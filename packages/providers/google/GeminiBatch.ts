@@ -911,14 +911,10 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           catch: toProviderError("files.download")
         }).pipe(
           Effect.map((response) =>
-            response.body === null
-              ? Stream.empty
-              : Stream.fromReadableStream({ evaluate: () => response.body!, onError: toProviderError("files.download") }).pipe(
-                Stream.decodeText,
-                Stream.splitLines,
-                Stream.map(decodeFileLine),
-                Stream.filter(Predicate.isNotUndefined)
-              )
+            Provider.responseLines(response, toProviderError("files.download")).pipe(
+              Stream.map(decodeFileLine),
+              Stream.filter(Predicate.isNotUndefined)
+            )
           )
         )
       )

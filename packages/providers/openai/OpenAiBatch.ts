@@ -470,17 +470,10 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       Stream.unwrap(
         call("files.content", (signal) => client.files.content(fileId, { signal })).pipe(
           Effect.map((response) =>
-            response.body === null
-              ? Stream.empty
-              : Stream.fromReadableStream({
-                evaluate: () => response.body!,
-                onError: toProviderError("files.content")
-              }).pipe(
-                Stream.decodeText,
-                Stream.splitLines,
-                Stream.map(decodeResultLine),
-                Stream.filter(Predicate.isNotUndefined)
-              )
+            Provider.responseLines(response, toProviderError("files.content")).pipe(
+              Stream.map(decodeResultLine),
+              Stream.filter(Predicate.isNotUndefined)
+            )
           )
         )
       )
