@@ -75,6 +75,8 @@ export interface Lines {
   readonly path: string
   readonly count: number
   readonly bytes: number
+  /** what `Service.upload` answered for this batch (its uploaded file): `submit` creates over it instead of uploading */
+  readonly uploaded?: string | undefined
 }
 
 /**
@@ -238,8 +240,15 @@ export interface Service {
   readonly limits: Limits
   /** encodes one request with `customId`; fails with a reason when the provider cannot take it */
   readonly encode: (request: Request.Request, customId: string) => R.Result<Encoded, string>
-  /** creates the remote batch (uploading its file first where the protocol needs one) */
+  /** creates the remote batch (uploading its file first where the protocol needs one, unless `uploaded` says it is) */
   readonly submit: (submission: Submission) => Effect.Effect<RemoteBatch, ProviderError.ProviderError>
+  /**
+   * Uploads a batch's file ahead of its create, for a protocol that creates over an uploaded file. The runner calls
+   * it outside the run's one-create-at-a-time lock, so files upload side by side while creates stay one at a time,
+   * and hands its answer to `submit` as `Lines.uploaded`; undefined when this batch needs no upload (it goes inline).
+   * An upload no create follows costs nothing but the file (a crash in between uploads again on resume).
+   */
+  readonly upload?: ((submission: Lines) => Effect.Effect<string | undefined, ProviderError.ProviderError>) | undefined
   /**
    * Finds a remote batch an earlier `submit` created for `submission.batchId`,
    * so a crash between create and the ledger write never pays twice.

@@ -86,6 +86,21 @@ describe("Pipeline.run", () => {
       assert.isAtMost(progress.maxInFlight, 2)
     }))
 
+  it.live("files upload side by side while creates go one at a time, each create over its own batch's file", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({ answer: echo, uploadDelay: "80 millis", createDelay: "20 millis" })
+      const { pipeline, out } = pipelineOf(rows(60), { batch: { maxRequests: 10, maxInFlight: 3 } })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      assert.strictEqual(new Set(out.all().map((s) => s.key)).size, 60)
+      assert.strictEqual(provider.creates.length, 6)
+      // every create went over a file uploaded ahead for its own batch (TestProvider refuses another batch's file)
+      assert.strictEqual(provider.createdOver.filter((f) => f !== undefined).length, 6)
+      assert.isAbove(provider.busy.maxUploads, 1)
+      assert.isAtMost(provider.busy.maxUploads, 3)
+      assert.strictEqual(provider.busy.maxCreates, 1)
+    }))
+
   it.live("identical requests from different rows are sent once and delivered to each row", () =>
     Effect.gen(function*() {
       const { layer, provider, stateDir } = setup({ answer: echo })

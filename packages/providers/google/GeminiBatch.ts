@@ -790,7 +790,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         (temp) => Effect.sync(() => fs.rmSync(temp, { force: true }))
       )
 
-    const upload = (submission: Provider.Lines, displayName: string) =>
+    const uploadFile = (submission: Provider.Lines, displayName: string) =>
       Effect.scoped(
         Effect.gen(function*() {
           const temp = yield* inputFile(submission)
@@ -801,6 +801,25 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         })
       )
 
+    /** the kind and model of a batch's group, and whether its create body carries its requests inline */
+    const shapeOf = (submission: Provider.Lines) => {
+      const [kind, ...rest] = submission.group.split(" ")
+      const displayName = displayNameOf(submission.batchId)
+      // the inline create body: the lines joined by commas in a wrapper with the display name
+      const inline = kind === "generate" && submission.bytes + 256 + displayName.length <= inlineMax
+      return { kind, model: rest.join(" "), displayName, inline }
+    }
+
+    /** a batch over the inline limit: its input file uploaded, its name answered; an inline batch uploads nothing */
+    const upload = (submission: Provider.Lines) =>
+      Effect.gen(function*() {
+        const { displayName, inline } = shapeOf(submission)
+        if (inline) return undefined
+        const fileName = yield* uploadFile(submission, displayName)
+        yield* Failpoint.hit("batch.uploaded")
+        return fileName
+      })
+
     const submit = (submission: Provider.Submission) =>
       Effect.gen(function*() {
         if (submission._tag !== "Lines") {
@@ -810,11 +829,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
             reason: new ProviderError.Unsupported({ message: "the Gemini API's batch mode takes inline requests or files, not table jobs" })
           })
         }
-        const [kind, ...rest] = submission.group.split(" ")
-        const model = rest.join(" ")
-        const displayName = displayNameOf(submission.batchId)
-        // the inline create body: the lines joined by commas in a wrapper with the display name
-        const inline = kind === "generate" && submission.bytes + 256 + displayName.length <= inlineMax
+        const { kind, model, displayName, inline } = shapeOf(submission)
         if (inline) {
           // each line is already the request as the API takes it (what `ai.batches.create` makes of
           // `inlinedRequest(line)`): the body is streamed from the file around them, never parsed, converted or held
@@ -828,8 +843,8 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           )
           return remoteOf(yield* operationOf("batches.create", text))
         }
-        const fileName = yield* upload(submission, displayName)
-        yield* Failpoint.hit("batch.uploaded")
+        const fileName = submission.uploaded ?? (yield* upload(submission))
+        if (fileName === undefined) return yield* localError("files.upload", "the uploaded file has no name")
         const { text } = kind === "embed"
           ? yield* call("batches.createEmbeddings", true, (httpOptions, abortSignal) => {
             // the SDK warns "experimental" on every call, synchronously: silenced for that moment only
@@ -1000,6 +1015,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       name: "gemini",
       limits: { ...limits, ...options.limits },
       encode,
+      upload,
       submit,
       find,
       status,

@@ -405,7 +405,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
     // the file is streamed and never held (see StreamingFetch); on interruption its descriptor is closed before the
     // upload counts as stopped
     const uploads = client.withOptions({ fetch: StreamingFetch.fetch })
-    const upload = (submission: Provider.Lines) =>
+    const uploadFile = (submission: Provider.Lines) =>
       Effect.acquireUseRelease(
         Effect.sync(() => fs.createReadStream(submission.path)),
         (file) => call("files.create", (signal) => uploads.files.create({ file, purpose: "batch" }, { signal })),
@@ -419,6 +419,14 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           )
       )
 
+    /** the batch file uploaded (`purpose: "batch"`): the id of the file a create goes over */
+    const upload = (submission: Provider.Lines) =>
+      Effect.gen(function*() {
+        const file = yield* uploadFile(submission)
+        yield* Failpoint.hit("batch.uploaded")
+        return file.id
+      })
+
     const submit = (submission: Provider.Submission) =>
       Effect.gen(function*() {
         if (submission._tag !== "Lines") {
@@ -428,19 +436,18 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
             reason: new ProviderError.Unsupported({ message: "OpenAI Batch takes JSONL files, not table jobs" })
           })
         }
-        const file = yield* upload(submission)
-        yield* Failpoint.hit("batch.uploaded")
+        const fileId = submission.uploaded ?? (yield* upload(submission))
         const endpoint = submission.group.split(" ")[0] as Endpoint
         // never let the SDK retry a create by itself: a create that went through before the error would be paid
         // twice. The runner looks for the batch with `find` before it sends again.
         const batch = yield* call("batches.create", (signal) =>
           createClient.batches.create({
-            input_file_id: file.id,
+            input_file_id: fileId,
             endpoint,
             completion_window: "24h",
             metadata: { offpeak_batch: submission.batchId, offpeak_run: submission.runId.slice(0, 512) }
           }, { signal, maxRetries: 0 }))
-        return { id: batch.id, meta: { inputFileId: file.id } }
+        return { id: batch.id, meta: { inputFileId: fileId } }
       })
 
     const find = (submission: Provider.Submission) =>
@@ -529,6 +536,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       name: "openai",
       limits: { ...limits, ...options.limits },
       encode,
+      upload,
       submit,
       find,
       status,

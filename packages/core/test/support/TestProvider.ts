@@ -33,6 +33,10 @@ export interface Script {
   readonly rateLimitedPolls?: { readonly times: number; readonly retryAfterMs: number }
   /** how long a synchronous call takes (default: no time) */
   readonly syncDelay?: Duration.Input
+  /** the provider creates over uploaded files (`Provider.upload`), each upload taking this long */
+  readonly uploadDelay?: Duration.Input
+  /** how long a create takes (default: no time) */
+  readonly createDelay?: Duration.Input
 }
 
 interface RemoteState {
@@ -54,6 +58,18 @@ export const make = (script: Script) => {
   let concurrent = 0
   let maxConcurrent = 0
   const ended = new Set<string>()
+  /** files uploaded by `upload` (id → batch id), and the most uploads and creates seen in progress at once */
+  const files = new Map<string, string>()
+  const busy = { uploads: 0, maxUploads: 0, creates: 0, maxCreates: 0 }
+  /** the file each create went over (undefined: the create uploaded its own) */
+  const createdOver: Array<string | undefined> = []
+  const during = <A, E>(key: "uploads" | "creates", delay: Duration.Input | undefined, effect: Effect.Effect<A, E>) =>
+    Effect.suspend(() => {
+      busy[key]++
+      if (key === "uploads") busy.maxUploads = Math.max(busy.maxUploads, busy.uploads)
+      else busy.maxCreates = Math.max(busy.maxCreates, busy.creates)
+      return Effect.sleep(delay ?? 0).pipe(Effect.andThen(effect), Effect.ensuring(Effect.sync(() => void busy[key]--)))
+    })
 
   const service: Provider.Service = {
     name: "test",
@@ -62,9 +78,21 @@ export const make = (script: Script) => {
       const line = JSON.stringify({ custom_id: customId, request: { ...request, output: request._tag === "Chat" && request.output ? { name: request.output.name } : undefined } })
       return Result.succeed({ line, bytes: Provider.lineBytes(line), group: request.model })
     },
+    ...(script.uploadDelay === undefined ? {} : {
+      upload: (submission: Provider.Lines) =>
+        during("uploads", script.uploadDelay, Effect.sync(() => {
+          const id = `file-${instance}-${files.size + 1}`
+          files.set(id, submission.batchId)
+          return id
+        }))
+    }),
     submit: (submission) =>
-      Effect.sync(() => {
+      during("creates", script.createDelay, Effect.sync(() => {
         if (submission._tag !== "Lines") throw new Error("lines only")
+        if (submission.uploaded !== undefined && files.get(submission.uploaded) !== submission.batchId) {
+          throw new Error(`create of ${submission.batchId} over ${submission.uploaded}, a file of another batch`)
+        }
+        createdOver.push(submission.uploaded)
         const lines = fs.readFileSync(submission.path, "utf8").split("\n").filter((l) => l.length > 0).map((l) =>
           JSON.parse(l) as Line
         )
@@ -77,7 +105,7 @@ export const make = (script: Script) => {
         concurrent++
         maxConcurrent = Math.max(maxConcurrent, concurrent)
         return { id, failed: script.failAfterCreate?.(creates.length) ?? false }
-      }).pipe(Effect.flatMap((r) =>
+      })).pipe(Effect.flatMap((r) =>
         "refused" in r
           ? Effect.fail(new ProviderError.ProviderError({ provider: "test", operation: "submit", reason: r.refused! }))
           : r.failed
@@ -179,6 +207,8 @@ export const make = (script: Script) => {
     creates,
     syncCalls,
     batches,
+    busy,
+    createdOver,
     get maxConcurrent() {
       return maxConcurrent
     }

@@ -176,8 +176,43 @@ export const make = <Rec, A, Row>(
 
       let halves: ReadonlyArray<Ledger.Batch> = []
       let status: Provider.Status | undefined
+      /** a step that may meet the provider's "too large": the batch is split in two instead, and is done */
+      const orSplit = <X>(effect: Effect.Effect<X, ProviderError.ProviderError>) =>
+        effect.pipe(
+          Effect.map(Option.some),
+          Effect.catchIf(Retry.isTooLarge, (error) => split(batch, error.reason.message).pipe(
+            Effect.tap((parts) => Effect.sync(() => {
+              halves = parts
+              state = "collected"
+            })),
+            Effect.as(Option.none<X>())
+          ))
+        )
+      /** a sealed batch is not sent once the run is cancelled, nor over the budget */
+      const mayCreate = Effect.gen(function*() {
+        if (state === "sealed" && cancelling) {
+          yield* cancelUnsent(batch)
+          state = "ended"
+        }
+        if (state === "sealed" && !reserved) {
+          if (yield* lifecycle.reserve(batch)) reserved = true
+          else state = "collected"
+        }
+      })
+      let reserved = false
+      let uploaded: string | undefined
       // a slot is held from create to the provider's last word; collecting and delivering happen outside it
       yield* Effect.gen(function*() {
+        if (state === "sealed" && provider.upload !== undefined) {
+          // its file uploaded before the create lock: files upload side by side, creates go one at a time
+          yield* mayCreate
+          if (state === "sealed") {
+            const upload = provider.upload
+            uploaded = Option.getOrUndefined(
+              yield* orSplit(retrying(upload(submission))).pipe(Effect.withSpan("offpeak.batch.upload", Telemetry.batchSpan(batch)))
+            )
+          }
+        }
         yield* Effect.gen(function*() {
         if (state === "submitting") {
           // a crash between create and the ledger write: adopt the batch the provider already has
@@ -185,26 +220,14 @@ export const make = <Rec, A, Row>(
           if (Option.isSome(found)) yield* markSubmitted(found.value)
           else state = "sealed"
         }
-        if (state === "sealed" && cancelling) {
-          yield* cancelUnsent(batch)
-          state = "ended"
-        }
-        if (state === "sealed" && !(yield* lifecycle.reserve(batch))) state = "collected"
+        yield* mayCreate
         if (state === "sealed") {
           yield* renewLease
           yield* ledger.updateBatch(batch.id, { state: "submitting" })
-          const created = yield* ctx.createOnce(submission).pipe(
-            Effect.map(Option.some),
-            Effect.catchIf(Retry.isTooLarge, (error) => split(batch, error.reason.message).pipe(
-              Effect.tap((parts) => Effect.sync(() => (halves = parts))),
-              Effect.as(Option.none<Provider.RemoteBatch>())
-            ))
-          )
+          const created = yield* orSplit(ctx.createOnce(uploaded === undefined ? submission : { ...submission, uploaded }))
           if (Option.isSome(created)) {
             yield* Failpoint.hit("batch.created")
             yield* markSubmitted(created.value)
-          } else {
-            state = "collected"
           }
         }
         }).pipe(
