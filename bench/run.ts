@@ -9,6 +9,7 @@
  *   npm run bench -- --latency                     # only the latency scenario
  *   npm run bench -- --wide 5000,50000 --rows 100000 --providers openai   # wide rows (~5 KB and ~50 KB of text)
  *   npm run bench -- --pg-embeddings --rows 100000   # Postgres → embeddings → Postgres (OFFPEAK_TEST_PG_URL or --pg-url)
+ *   npm run bench -- --rows 100000 --providers openai --upload-mbps 4   # uploads over a 4 MB/s link
  *
  * Flags: --rows N | --sizes N,N,… | --quick (10,000) choose the sizes; --repeat K runs each
  * side K times (medians are reported); --providers openai,anthropic,gemini (default all three);
@@ -29,6 +30,8 @@
  * must hold every source id once with a vector of 256 numbers, a sample of them equal to the engine's vector of their
  * text (bench/pg-embeddings-db.ts). The database: --pg-url, else OFFPEAK_TEST_PG_URL. The last row committed is the
  * side's last sink transaction returning.
+ * --upload-mbps M reads each batch upload at M MB/s at the OpenAI emulator (its `uploadBytesPerSecond`), as a link to
+ * the provider would, on both sides (OpenAI only).
  * --sample-memory writes offpeak's process.memoryUsage() every 250 ms to bench/.data/memory-<provider>-<scenario>.jsonl
  * and adds the peak heap, external and array-buffer MB to its progress line.
  *
@@ -76,7 +79,8 @@ const { values } = parseArgs({
     wide: { type: "string" },
     "sample-memory": { type: "boolean", default: false },
     "pg-embeddings": { type: "boolean", default: false },
-    "pg-url": { type: "string" }
+    "pg-url": { type: "string" },
+    "upload-mbps": { type: "string" }
   }
 })
 
@@ -106,6 +110,12 @@ if (pgEmbeddings && providers.some((p) => p !== "openai")) {
   throw new Error(`--pg-embeddings runs against OpenAI only (its baseline is bench/baseline-pg-embeddings.ts)`)
 }
 if (pgEmbeddings && widths.length > 0) throw new Error("--pg-embeddings and --wide are separate scenarios: pass one")
+// a link to the provider: each upload read at this many MB/s (the OpenAI emulator's `uploadBytesPerSecond`)
+const uploadMbps = values["upload-mbps"] === undefined ? undefined : Number(values["upload-mbps"])
+if (uploadMbps !== undefined && !(uploadMbps > 0)) throw new Error(`--upload-mbps must be a positive number, got "${values["upload-mbps"]}"`)
+if (uploadMbps !== undefined && providers.some((p) => p !== "openai")) {
+  throw new Error(`--upload-mbps throttles the OpenAI emulator's uploads only: add --providers openai`)
+}
 const pgUrl = pgEmbeddings ? values["pg-url"] ?? process.env.OFFPEAK_TEST_PG_URL : undefined
 if (pgEmbeddings && (pgUrl === undefined || pgUrl === "")) {
   console.error(
@@ -201,7 +211,11 @@ const KNOBS: Record<ProviderName, object> = {
 
 /** `offpeak emulator <provider>` answering as fast as it can, its finished-batch log at `log` */
 const startEmulator = async (provider: ProviderName, dir: string, log: string) => {
-  const knobs = JSON.stringify({ ...KNOBS[provider], finishedLog: log })
+  const knobs = JSON.stringify({
+    ...KNOBS[provider],
+    ...(uploadMbps !== undefined ? { uploadBytesPerSecond: uploadMbps * 1_000_000 } : {}),
+    finishedLog: log
+  })
   const child = spawn(process.execPath, [bin, "emulator", provider, "--dir", dir, "--knobs", knobs], {
     cwd: repo,
     stdio: ["ignore", "pipe", "inherit"]
@@ -567,6 +581,7 @@ fs.writeFileSync(
         inFlight,
         latencyRows: LATENCY_ROWS,
         maxRssMb,
+        ...(uploadMbps !== undefined ? { uploadMbps } : {}),
         ...(pgEmbeddings ? { pgEmbeddings: { model: PgEmbeddings!.MODEL, dimensions: PgEmbeddings!.DIMENSIONS, vectorType } } : {})
       },
       results: outcomes,

@@ -31,7 +31,7 @@ export const plugin: ProviderPlugin.Plugin = ProviderPlugin.make<Emulator.Option
     completionWindowMs: true, lineFailures: true, shuffle: true, maxLinesPerBatch: true, maxFileBytes: true,
     endpointFaults: true, createSucceedsThenFails: true, createLatencyMs: true, resetDownloads: true,
     notFoundAfterCreateMs: true, failBatches: true, enqueuedTokenLimit: true, lineErrors: true, dropLines: true,
-    emptyErrorFileId: true, finishedLog: true
+    emptyErrorFileId: true, finishedLog: true, uploadBytesPerSecond: true
   }),
   adapter: OpenAiBatch.make
 })

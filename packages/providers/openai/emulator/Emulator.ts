@@ -21,7 +21,8 @@
  *   creates that go through but answer 500 (`createSucceedsThenFails`),
  *   downloads cut mid-body (`resetDownloads`), 404 right after a create
  *   (`notFoundAfterCreateMs`), `error_file_id: ""` (`emptyErrorFileId`),
- *   creates answered late while their batch already exists (`createLatencyMs`).
+ *   creates answered late while their batch already exists (`createLatencyMs`),
+ *   uploads read at a link's rate (`uploadBytesPerSecond`).
  * - Also serves the synchronous `POST /v1/chat/completions` and
  *   `POST /v1/embeddings`.
  *
@@ -144,6 +145,12 @@ export interface Options {
    * the answer leaves.
    */
   readonly createLatencyMs?: number | undefined
+  /**
+   * How fast each upload (`POST /v1/files`) is read, in bytes per second: a
+   * link to the provider, per connection. The body is read no faster, so the
+   * client's upload takes its size over this rate. Unset: as fast as it comes.
+   */
+  readonly uploadBytesPerSecond?: number | undefined
   /**
    * The first `times` successful answers of `GET /v1/files/{id}/content` send
    * their headers (with the full `content-length`) and `afterBytes` bytes of
@@ -314,7 +321,8 @@ export const serve = (
       knobsOf(options),
       options.maxFileBytes ?? 200 * 1024 * 1024,
       faultKnobs,
-      Math.max(0, options.createLatencyMs ?? 0)
+      Math.max(0, options.createLatencyMs ?? 0),
+      Math.max(0, options.uploadBytesPerSecond ?? 0)
     )
     const runtime: Runtime.Runtime = {
       ...made,

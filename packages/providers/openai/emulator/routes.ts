@@ -150,14 +150,18 @@ const uploadFile = (rt: Runtime) =>
         if (part.key !== "file" || upload !== undefined) return Stream.runDrain(part.content)
         const target = { temp: rt.store.tempPath("upload"), name: part.name, bytes: 0 }
         upload = target
+        const started = Date.now()
         // stream to disk; past the size limit, keep draining the request but stop writing
         return Effect.acquireUseRelease(
           Effect.sync(() => fs.openSync(target.temp, "w")),
           (fd) =>
             Stream.runForEach(part.content, (chunk) =>
-              Effect.sync(() => {
+              Effect.suspend(() => {
                 target.bytes += chunk.length
                 if (target.bytes <= rt.maxFileBytes) fs.writeSync(fd, chunk)
+                // a slow link: the next chunk is read once the bytes so far have had their time
+                const due = rt.uploadBytesPerSecond > 0 ? started + (target.bytes / rt.uploadBytesPerSecond) * 1000 - Date.now() : 0
+                return due > 0 ? Effect.sleep(due) : Effect.void
               })),
           (fd) => Effect.sync(() => fs.closeSync(fd))
         )

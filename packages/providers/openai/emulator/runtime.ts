@@ -19,6 +19,8 @@ export interface Runtime {
   readonly maxFileBytes: number
   /** how late every create is answered, in ms (its batch exists from the moment the request arrived) */
   readonly createLatencyMs: number
+  /** how fast each upload is read, in bytes per second (0: as fast as it comes) */
+  readonly uploadBytesPerSecond: number
   /** the server-wide faults and their counters */
   readonly faults: Faults.Faults
   /** the batch as a client sees it now (persisting any state it reached), starting the work it needs */
@@ -45,7 +47,8 @@ export const make = Effect.fnUntraced(function*(
   knobs: Knobs,
   maxFileBytes: number,
   faultKnobs: Faults.FaultKnobs,
-  createLatencyMs = 0
+  createLatencyMs = 0,
+  uploadBytesPerSecond = 0
 ) {
   const faults = Faults.make(faultKnobs)
   const promptCache = Engine.promptCache()
@@ -123,5 +126,5 @@ export const make = Effect.fnUntraced(function*(
       return { batch: Batch.ordered(Batch.derive(updated, now).view) }
     })
 
-  return { store, knobs, maxFileBytes, createLatencyMs, faults, read, cancel, promptCache } satisfies Runtime
+  return { store, knobs, maxFileBytes, createLatencyMs, uploadBytesPerSecond, faults, read, cancel, promptCache } satisfies Runtime
 })

@@ -729,6 +729,30 @@ describe("Emulator fault knobs (official openai SDK)", () => {
     })
   })
 
+  it("uploadBytesPerSecond: each upload is read at that rate, as over a link to the provider, and arrives whole", async () => {
+    await withEmulator({ uploadBytesPerSecond: 400_000 }, async (client) => {
+      const rows = Array.from({ length: 400 }, (_, i) => chatLine(i))
+      const text = jsonl(rows)
+      // ~0.5 s of bytes at 400 kB/s
+      assert.isAtLeast(Buffer.byteLength(text), 180_000)
+      const expectedMs = (Buffer.byteLength(text) / 400_000) * 1000
+      const started = Date.now()
+      const one = await upload(client, rows)
+      assert.isAtLeast(Date.now() - started, expectedMs * 0.9, "one upload takes its bytes over the rate")
+      assert.strictEqual(await (await client.files.content(one.id)).text(), text, "and arrives whole")
+      // three at once: each is read at the rate, and each arrives whole
+      const three = await Promise.all([0, 1, 2].map(async () => {
+        const t0 = Date.now()
+        const file = await upload(client, rows)
+        return { file, ms: Date.now() - t0 }
+      }))
+      for (const { file, ms } of three) {
+        assert.isAtLeast(ms, expectedMs * 0.9)
+        assert.strictEqual(await (await client.files.content(file.id)).text(), text)
+      }
+    })
+  })
+
   it("resetDownloads: the first downloads send afterBytes bytes (at most all but one) and then drop the connection", async () => {
     await withEmulator({ resetDownloads: { times: 3, afterBytes: 100 } }, async (client) => {
       const rows = Array.from({ length: 30 }, (_, i) => chatLine(i))
