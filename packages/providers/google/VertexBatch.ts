@@ -577,20 +577,12 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         return job.name
       })
 
-    const submit = (submission: Provider.Submission): Effect.Effect<Provider.RemoteBatch, ProviderError.ProviderError> =>
+    /** a JSONL batch's lines in the model's own form, uploaded to the staging bucket: the `gs://` URI a job reads */
+    const upload = (submission: Provider.Lines): Effect.Effect<string, ProviderError.ProviderError> =>
       Effect.gen(function*() {
-        if (submission._tag === "Table") {
-          if (submission.kind !== "bigquery") {
-            return yield* unsupported("submit", `Vertex AI batch prediction runs over BigQuery tables, not ${submission.kind}`)
-          }
-          yield* Failpoint.hit("batch.uploaded")
-          const name = yield* create(submission, submission.model, submission.input, submission.output, {})
-          return { id: name, meta: { kind: "table" } }
-        }
         if (staging === undefined) {
           return yield* unsupported("submit", "a JSONL batch needs a Cloud Storage staging bucket (`staging: { bucket }`, or OFFPEAK_VERTEX_BUCKET)")
         }
-        const [, model = "", dims] = submission.group.split(" ")
         const client = yield* storage
         const object = objectOf(submission)
         yield* Effect.scoped(Effect.gen(function*() {
@@ -601,10 +593,25 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           })
         }))
         yield* Failpoint.hit("batch.uploaded")
+        return `gs://${staging.bucket}/${object}`
+      })
+
+    const submit = (submission: Provider.Submission): Effect.Effect<Provider.RemoteBatch, ProviderError.ProviderError> =>
+      Effect.gen(function*() {
+        if (submission._tag === "Table") {
+          if (submission.kind !== "bigquery") {
+            return yield* unsupported("submit", `Vertex AI batch prediction runs over BigQuery tables, not ${submission.kind}`)
+          }
+          yield* Failpoint.hit("batch.uploaded")
+          const name = yield* create(submission, submission.model, submission.input, submission.output, {})
+          return { id: name, meta: { kind: "table" } }
+        }
+        const [, model = "", dims] = submission.group.split(" ")
+        const input = submission.uploaded ?? (yield* upload(submission))
         const name = yield* create(
           submission,
           model,
-          `gs://${staging.bucket}/${object}`,
+          input,
           outputPrefixOf(submission),
           dims !== undefined ? { modelParameters: { outputDimensionality: Number(dims) } } : {}
         )
@@ -757,6 +764,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       name: "vertex",
       limits: { ...limits, ...options.limits },
       encode,
+      upload,
       submit,
       find,
       status,
