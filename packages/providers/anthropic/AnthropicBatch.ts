@@ -1075,9 +1075,20 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     // ----- status, results, cancel -----
 
+    /** the `results_url` of a batch `status` saw ended, for the `results` call that follows (not retrieved twice) */
+    const resultsUrls = new Map<string, string>()
     const status = (batch: Provider.RemoteBatch) =>
       withGrace(batch, call("messages.batches.retrieve", (signal) => client.messages.batches.retrieve(batch.id, {}, { signal })))
-        .pipe(Effect.tap(() => watch(batch)), Effect.map(toStatus))
+        .pipe(
+          Effect.tap((remote) =>
+            Effect.sync(() => {
+              if (remote.results_url) resultsUrls.set(batch.id, remote.results_url)
+              else resultsUrls.delete(batch.id)
+            })
+          ),
+          Effect.tap(() => watch(batch)),
+          Effect.map(toStatus)
+        )
 
     /**
      * What the SDK's `messages.batches.results` does (the batch's `results_url`, read through the client), with the
@@ -1088,13 +1099,19 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         withGrace(
           batch,
           call("messages.batches.results", async (signal) => {
-            const remote = await client.messages.batches.retrieve(batch.id, {}, { signal })
-            if (!remote.results_url) {
-              throw new Anthropic.AnthropicError(
-                `No batch \`results_url\`; Has it finished processing? ${remote.processing_status} - ${remote.id}`
-              )
+            // the url the poll that saw the batch ended read (a download read again retrieves the batch anew)
+            let url = resultsUrls.get(batch.id)
+            resultsUrls.delete(batch.id)
+            if (url === undefined) {
+              const remote = await client.messages.batches.retrieve(batch.id, {}, { signal })
+              if (!remote.results_url) {
+                throw new Anthropic.AnthropicError(
+                  `No batch \`results_url\`; Has it finished processing? ${remote.processing_status} - ${remote.id}`
+                )
+              }
+              url = remote.results_url
             }
-            return client.get(remote.results_url, { headers: { Accept: "application/binary" }, signal }).asResponse()
+            return client.get(url, { headers: { Accept: "application/binary" }, signal }).asResponse()
           })
         ).pipe(
           Effect.map((response) =>

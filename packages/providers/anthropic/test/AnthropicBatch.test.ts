@@ -521,11 +521,12 @@ describe("AnthropicBatch against the emulator", () => {
       assert.strictEqual((yield* Effect.flip(old.status(again))).reason._tag, "NotFound")
     }).pipe(Effect.scoped))
 
-  it.live("results are the lines of the batch's results_url: across reads, CRLF and blank lines; a line that is not JSON fails the download", () =>
+  it.live("results are the lines of the batch's results_url (the one the poll saw, else retrieved): across reads, CRLF and blank lines; a line that is not JSON fails the download", () =>
     Effect.gen(function*() {
       const line = (id: string) =>
         JSON.stringify({ custom_id: id, result: { type: "succeeded", message: message({ content: [{ type: "text", text: `answer ${id}`, citations: null }] }) } })
       let body: Array<string> = []
+      let retrieves = 0
       // retrieve answers an ended batch whose results_url is this server's; results are sent in pieces that cut lines
       const server = yield* Effect.acquireRelease(
         Effect.promise(() =>
@@ -542,6 +543,7 @@ describe("AnthropicBatch against the emulator", () => {
                 }
                 return next()
               }
+              retrieves++
               res.writeHead(200, { "content-type": "application/json" })
               res.end(JSON.stringify(batchObject({ processing_status: "ended", results_url: `${base}/v1/messages/batches/msgbatch_1/results` })))
             })
@@ -566,6 +568,16 @@ describe("AnthropicBatch against the emulator", () => {
       body = [line("a") + "\n", line("b").slice(0, 40) + "\n", line("c") + "\n"]
       const failed = yield* Effect.flip(Stream.runCollect(provider.results(remote, status)))
       assert.strictEqual(failed.operation, "messages.batches.results")
+      // without a poll before, each read of the results retrieved the batch for its url; after the poll that saw the
+      // batch ended, the results are read from the url it saw (retrieved once, not twice), and read again retrieves anew
+      assert.strictEqual(retrieves, 2)
+      body = ids.map((id) => line(id) + "\n")
+      const polled = yield* provider.status(remote)
+      assert.strictEqual(polled.state, "completed")
+      assert.strictEqual((yield* Stream.runCollect(provider.results(remote, polled))).length, 300)
+      assert.strictEqual(retrieves, 3)
+      assert.strictEqual((yield* Stream.runCollect(provider.results(remote, polled))).length, 300)
+      assert.strictEqual(retrieves, 4)
     }).pipe(Effect.scoped))
 
   it.live("sync: one request through the Messages API; HTTP answers are line results, broken connections errors", () =>
