@@ -19,8 +19,10 @@
  * ├─ offpeak.batch                  one per batch lifecycle: offpeak.batch.id, offpeak.batch.requests, offpeak.batch.bytes,
  * │  │                              offpeak.batch.mode, offpeak.provider, offpeak.run.id; then offpeak.batch.remote_id,
  * │  │                              offpeak.batch.provider_state, offpeak.batch.completed, offpeak.batch.failed
+ * │  ├─ offpeak.batch.upload        its file uploaded ahead of the create (OpenAI, Gemini files, Vertex through Cloud Storage)
+ * │  │  └─ openai files.create, gemini files.upload, …
  * │  ├─ offpeak.batch.submit        reserve, create (or adopt after a crash): offpeak.batch.remote_id
- * │  │  └─ openai files.create, openai batches.create, openai batches.list (find, after a failed create), …
+ * │  │  └─ openai batches.create, openai batches.list (find, after a failed create), anthropic messages.batches.create, …
  * │  ├─ offpeak.batch.poll          the whole wait, one span: offpeak.batch.polls, offpeak.batch.provider_state, counts
  * │  │  └─ openai batches.retrieve  (one per poll)
  * │  ├─ offpeak.batch.sync          a `sync` batch's calls (one span for all of them, not one per row):
