@@ -810,14 +810,15 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
       return { kind, model: rest.join(" "), displayName, inline }
     }
 
+    /** a batch's input file uploaded: its name */
+    const uploadNamed = (submission: Provider.Lines, displayName: string) =>
+      Effect.tap(uploadFile(submission, displayName), () => Failpoint.hit("batch.uploaded"))
+
     /** a batch over the inline limit: its input file uploaded, its name answered; an inline batch uploads nothing */
     const upload = (submission: Provider.Lines) =>
-      Effect.gen(function*() {
+      Effect.suspend(() => {
         const { displayName, inline } = shapeOf(submission)
-        if (inline) return undefined
-        const fileName = yield* uploadFile(submission, displayName)
-        yield* Failpoint.hit("batch.uploaded")
-        return fileName
+        return inline ? Effect.succeed(undefined) : uploadNamed(submission, displayName)
       })
 
     const submit = (submission: Provider.Submission) =>
@@ -843,8 +844,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
           )
           return remoteOf(yield* operationOf("batches.create", text))
         }
-        const fileName = submission.uploaded ?? (yield* upload(submission))
-        if (fileName === undefined) return yield* localError("files.upload", "the uploaded file has no name")
+        const fileName = submission.uploaded ?? (yield* uploadNamed(submission, displayName))
         const { text } = kind === "embed"
           ? yield* call("batches.createEmbeddings", true, (httpOptions, abortSignal) => {
             // the SDK warns "experimental" on every call, synchronously: silenced for that moment only

@@ -188,6 +188,7 @@ export const make = <Rec, A, Row>(
             Effect.as(Option.none<X>())
           ))
         )
+      let reserved = false
       /** a sealed batch is not sent once the run is cancelled, nor over the budget */
       const mayCreate = Effect.gen(function*() {
         if (state === "sealed" && cancelling) {
@@ -199,7 +200,6 @@ export const make = <Rec, A, Row>(
           else state = "collected"
         }
       })
-      let reserved = false
       let uploaded: string | undefined
       // a slot is held from create to the provider's last word; collecting and delivering happen outside it
       yield* Effect.gen(function*() {
