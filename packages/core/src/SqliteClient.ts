@@ -376,7 +376,7 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
   })
 
 /** a statement that changes rows and returns none */
-const isWrite = (sql: string) => /^\s*(INSERT|UPDATE|DELETE|REPLACE)\b/i.test(sql) && !/\bRETURNING\b/i.test(sql)
+const isWrite = (sql: string) => /^\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|ALTER|DROP)\b/i.test(sql) && !/\bRETURNING\b/i.test(sql)
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
 

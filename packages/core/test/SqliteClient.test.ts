@@ -51,6 +51,32 @@ describe("SqliteClient", () => {
       assert.strictEqual((yield* sql<{ n: number }>`SELECT COUNT(*) AS n FROM t`)[0]!.n, 2)
     }).pipe(Effect.scoped))
 
+  it.effect("schema changes inside a transaction are sent on too: one that fails fails it, and none of them stays", () =>
+    Effect.gen(function*() {
+      const sql = yield* client(tmpFile())
+      yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY)`
+      const tables = sql<{ name: string }>`SELECT name FROM sqlite_master WHERE type IN ('table', 'index') ORDER BY name`
+      const error = yield* Effect.gen(function*() {
+        yield* sql`CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT)`
+        yield* sql`CREATE INDEX u_v ON u (v)`
+        // t exists: not answered, so the failure shows on the next statement
+        yield* sql`CREATE TABLE t (id INTEGER PRIMARY KEY)`
+        yield* sql`ALTER TABLE u ADD COLUMN w TEXT`
+        return yield* tables
+      }).pipe(sql.withTransaction, Effect.flip)
+      assert.match(error.message, /table t already exists/)
+      assert.deepStrictEqual((yield* tables).map((r) => r.name), ["t"])
+      // the same changes in order go through, and a read in the transaction sees them
+      const seen = yield* Effect.gen(function*() {
+        yield* sql`CREATE TABLE u (id INTEGER PRIMARY KEY, v TEXT)`
+        yield* sql`CREATE INDEX u_v ON u (v)`
+        yield* sql`ALTER TABLE u ADD COLUMN w TEXT`
+        return yield* sql<{ name: string }>`SELECT name FROM pragma_table_info('u') ORDER BY cid`
+      }).pipe(sql.withTransaction)
+      assert.deepStrictEqual(seen.map((r) => r.name), ["id", "v", "w"])
+      assert.deepStrictEqual((yield* tables).map((r) => r.name), ["t", "u", "u_v"])
+    }).pipe(Effect.scoped))
+
   it.effect("a failing write outside a transaction fails at once", () =>
     Effect.gen(function*() {
       const sql = yield* client(":memory:")
