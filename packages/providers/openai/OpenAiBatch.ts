@@ -470,8 +470,20 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
         return Option.none<Provider.RemoteBatch>()
       })
 
+    // the output and error files of a batch a poll saw ended, taken by its download (one retrieve fewer)
+    const endedFiles = new Map<string, ReadonlyArray<string>>()
+    const filesOf = (remote: OpenAiBatchObject) =>
+      [remote.output_file_id, remote.error_file_id].filter((id): id is string => typeof id === "string" && id.length > 0)
+
     const status = (batch: Provider.RemoteBatch) =>
-      call("batches.retrieve", (signal) => client.batches.retrieve(batch.id, { signal })).pipe(Effect.map(toStatus))
+      call("batches.retrieve", (signal) => client.batches.retrieve(batch.id, { signal })).pipe(
+        Effect.map((remote) => {
+          const status = toStatus(remote)
+          if (Provider.isTerminal(status.state)) endedFiles.set(batch.id, filesOf(remote))
+          else endedFiles.delete(batch.id)
+          return status
+        })
+      )
 
     const download = (fileId: string): Stream.Stream<Provider.LineResult, ProviderError.ProviderError> =>
       Stream.unwrap(
@@ -487,16 +499,20 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
 
     const results = (batch: Provider.RemoteBatch) =>
       Stream.unwrap(
-        call("batches.retrieve", (signal) => client.batches.retrieve(batch.id, { signal })).pipe(
-          Effect.map((remote) => {
-            const files = [remote.output_file_id, remote.error_file_id].filter(
-              (id): id is string => typeof id === "string" && id.length > 0
-            )
-            return Stream.concat(
+        Effect.suspend(() => {
+          // the files the poll that saw the batch ended read (a download read again retrieves the batch anew)
+          const seen = endedFiles.get(batch.id)
+          endedFiles.delete(batch.id)
+          return seen !== undefined
+            ? Effect.succeed(seen)
+            : call("batches.retrieve", (signal) => client.batches.retrieve(batch.id, { signal })).pipe(Effect.map(filesOf))
+        }).pipe(
+          Effect.map((files) =>
+            Stream.concat(
               files.length > 0 ? download(files[0]!) : Stream.empty,
               files.length > 1 ? download(files[1]!) : Stream.empty
             )
-          })
+          )
         )
       )
 

@@ -182,6 +182,31 @@ describe("OpenAiBatch", () => {
       }
     }))
 
+  it.live("results read the files the poll that saw the batch ended named; a download read again retrieves the batch anew", () =>
+    Effect.gen(function*() {
+      const emulator = yield* Emulator.serve({ validationMs: 0, finalizingMs: 0 })
+      // the SDK takes the global fetch when the client is made: every retrieve (GET /batches/{id}) is counted
+      let retrieves = 0
+      const fetch = globalThis.fetch
+      globalThis.fetch = (input, init) => {
+        const url = input instanceof globalThis.Request ? input.url : String(input)
+        if ((init?.method ?? "GET") === "GET" && /\/batches\/batch_[^/]+$/.test(new URL(url).pathname)) retrieves++
+        return fetch(input, init)
+      }
+      const provider = yield* adapter(emulator.url).pipe(Effect.ensuring(Effect.sync(() => (globalThis.fetch = fetch))))
+      const requests = Array.from({ length: 5 }, (_, i) => chat(`ticket ${i}`))
+      const remote = yield* provider.submit(lines(requests, provider))
+      const status = yield* untilTerminal(provider, remote)
+      const polls = retrieves
+      assert.isAbove(polls, 0)
+      const first = yield* Stream.runCollect(provider.results(remote, status))
+      assert.sameMembers(first.map((r) => r.id), requests.map(Fingerprint.of))
+      assert.strictEqual(retrieves, polls, "the download took the files the last poll saw")
+      const again = yield* Stream.runCollect(provider.results(remote, status))
+      assert.strictEqual(again.length, 5)
+      assert.strictEqual(retrieves, polls + 1, "a download read again retrieves the batch")
+    }))
+
   it.live("a batch failing validation reports the line; error lines and no output file are handled", () =>
     Effect.gen(function*() {
       const emulator = yield* Emulator.serve({ validationMs: 5, lineFailures: [{ status: 400, rate: 1 }] })
