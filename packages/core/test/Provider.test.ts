@@ -3,7 +3,7 @@
  * the provider says only its results are left to write, so they are fetched soon after they are ready.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Schedule } from "effect"
+import { Duration, Effect, Schedule, Stream } from "effect"
 import * as Provider from "../src/Provider.ts"
 
 const status = (
@@ -61,4 +61,21 @@ describe("Provider.pollSchedule", () => {
     assert.isFalse(Provider.isFinishing(status("validating", { total: 5, completed: 5, failed: 0 })))
     assert.isFalse(Provider.isFinishing(status("running", { total: 0, completed: 0, failed: 0 })))
   })
+})
+
+describe("Provider.textLines", () => {
+  it.effect("cuts large chunks into small pieces to decode, and characters split between pieces come back whole", () =>
+    Effect.gen(function*() {
+      // lines of 1- to 4-byte characters, so piece boundaries fall inside characters; CRLF and LF both end a line
+      const lines = Array.from({ length: 3_000 }, (_, i) => `${i}: ${"aé€😀".repeat(1 + (i % 37))}`)
+      const text = lines.map((l, i) => l + (i % 2 === 0 ? "\r\n" : "\n")).join("")
+      const bytes = new TextEncoder().encode(text)
+      assert.isAbove(bytes.byteLength, 3 * 64 * 1024)
+      // one chunk of everything, then the same bytes in uneven chunks (a large one between small ones)
+      const whole = yield* Stream.runCollect(Provider.textLines(Stream.make(bytes)))
+      assert.deepStrictEqual(whole, lines)
+      const cuts = [0, 7, 70_001, 200_003, bytes.byteLength]
+      const uneven = Stream.fromIterable(cuts.slice(1).map((end, i) => bytes.subarray(cuts[i], end)))
+      assert.deepStrictEqual(yield* Stream.runCollect(Provider.textLines(uneven)), lines)
+    }))
 })

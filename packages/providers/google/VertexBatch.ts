@@ -683,7 +683,7 @@ export const make = (options: Options): Effect.Effect<Provider.Service> =>
             Stream.fromAsyncIterable(
               client.bucket(out.bucket).file(name).createReadStream() as AsyncIterable<Uint8Array>,
               toProviderError("storage.download")
-            ).pipe(Stream.decodeText, Stream.splitLines), { concurrency: 1 }),
+            ).pipe(Provider.textLines), { concurrency: 1 }),
           Stream.map((text) => decodeOutputLine(text, keyOf)),
           Stream.filter(Predicate.isNotUndefined)
         )
