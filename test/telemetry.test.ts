@@ -175,8 +175,8 @@ const checkTrace = (spans: ReadonlyArray<ReceivedSpan>, expected: {
   // the file uploaded ahead of the create, outside the create lock
   expect(new Set(stageOf("openai files.create"))).toEqual(new Set(["offpeak.batch.upload"]))
   expect(new Set(stageOf("openai batches.create"))).toEqual(new Set(["offpeak.batch.submit"]))
-  // (the adapter reads the batch once more when it fetches the results)
-  expect(new Set(stageOf("openai batches.retrieve"))).toEqual(new Set(["offpeak.batch.poll", "offpeak.batch.collect"]))
+  // (the results are read from the files the poll that saw the batch end named: no retrieve while collecting)
+  expect(new Set(stageOf("openai batches.retrieve"))).toEqual(new Set(["offpeak.batch.poll"]))
   expect(new Set(stageOf("openai files.content"))).toEqual(new Set(["offpeak.batch.collect"]))
   for (const call of spans.filter((s) => s.name.startsWith("openai "))) {
     expect(call.kind).toBe(3)
