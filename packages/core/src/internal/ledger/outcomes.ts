@@ -24,19 +24,26 @@ const OUTPUT_COLUMNS = [
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, batchSeq, inState, orFail, serially, fence, settleOffset, insertRows, inList, deliverable, addDeliverable } = shared
+  const { sql, runNum, batchSeq, inState, orFail, serially, fence, fenceStarted, settleOffset, insertRows, inList, deliverable, addDeliverable } = shared
 
   const recordOutcomes: Service["recordOutcomes"] = (runId, batchId, outcomes, maxAttempts) =>
     Effect.gen(function*() {
       if (outcomes.length === 0) return
-      yield* fence(runId)
+      const fenced = yield* fenceStarted(runId)
       const num = yield* runNum(runId)
       const seq = yield* batchSeq(batchId)
       // the first line for a request counts
       const first = new Map<number, Outcome>()
-      for (const o of outcomes) if (!first.has(o.request)) first.set(o.request, o)
-      // requests settled for good are numbered (in request order, so outputs are appended in key order)
-      const offset = yield* settleOffset(num, [...first.keys()])
+      let min = Infinity
+      for (const o of outcomes) {
+        if (first.has(o.request)) continue
+        first.set(o.request, o)
+        if (o.request < min) min = o.request
+      }
+      // requests settled for good are numbered (in request order, so outputs are appended in key order): request `id`
+      // becomes `offset + id`, above every number of the run so far (see `Shared.settleOffset`); the answered ones
+      // take theirs in the UPDATE that settles them, which answers the offset
+      let offset: number | undefined
       // only requests still in this batch change: a line seen twice (a re-download) or for another batch does not
       const settledNow = new Set<number>()
       // the rows these requests take to delivery (see `Shared.deliverable`)
@@ -44,12 +51,16 @@ export const make = (shared: Shared) => {
       const answered = [...first.values()].flatMap((o) => o._tag === "Succeeded" ? [o.request] : []).sort((a, b) => a - b)
       if (answered.length > 0) {
         const rows = yield* sql`UPDATE${orFail} offpeak_requests
-          SET state = 'succeeded', settled = ${offset} + id
+          SET state = 'succeeded', settled = (
+            SELECT CASE WHEN MAX(settled) > 0 THEN MAX(settled) ELSE 0 END
+            FROM offpeak_requests WHERE run = ${num} AND settled IS NOT NULL
+          ) + ${1 - min} + id
           WHERE run = ${num} AND ${inList("id", answered)} AND state = 'batched' AND batch = ${seq}
-          RETURNING id, row_count`.values
-        for (const [id, n] of rows) {
+          RETURNING id, row_count, settled`.values
+        for (const [id, n, settled] of rows) {
           settledNow.add(toNumber(id))
           settledRows += toNumber(n)
+          offset ??= toNumber(settled) - toNumber(id)
         }
       }
       // (an earlier attempt's error stays on a succeeded request for the record; its rows never read it)
@@ -76,7 +87,7 @@ export const make = (shared: Shared) => {
         OUTPUT_COLUMNS,
         succeeded.map(({ id, outcome: o }) => [
           num,
-          offset + id,
+          offset! + id,
           o.output,
           o.format ?? "json",
           o.usage.inputTokens,
@@ -110,6 +121,8 @@ export const make = (shared: Shared) => {
             unpriced = unpriced + ${add.unpriced}
           WHERE num = ${num}`
       }
+      // nothing settled above and a failure to number: the run's numbers so far give the offset
+      if (offset === undefined && failed.length > 0) offset = yield* settleOffset(num, [...first.keys()])
       for (const { id, attempts: sofar, rows, outcome: o } of failed) {
         const limit = Math.min(maxAttempts, o.maxAttempts ?? maxAttempts)
         const attempts = sofar + 1
@@ -117,13 +130,14 @@ export const make = (shared: Shared) => {
         if (!retry) settledRows += rows
         yield* sql`UPDATE${orFail} offpeak_requests SET
             attempts = ${attempts}, state = ${retry ? "queued" : "failed"}, batch = ${retry ? null : seq},
-            settled = ${retry ? null : offset + id},
+            settled = ${retry ? null : offset! + id},
             error_kind = ${o.failure.kind}, error_message = ${Redact.text(o.failure.message)},
             error_raw = ${o.failure.raw === undefined ? null : Redact.text(o.failure.raw)}
             ${o.cost === undefined ? sql`` : sql`, spent = COALESCE(spent, 0) + ${o.cost.spent},
             sync_spent = COALESCE(sync_spent, 0) + ${o.cost.sync}`}
           WHERE run = ${num} AND id = ${id}`
       }
+      yield* fenced
       // (before the commit: a transaction rolled back leaves the count above the rows, which only costs a look)
       addDeliverable(num, settledRows)
     }).pipe(sql.withTransaction, serially, mapError("recordOutcomes"))

@@ -39,39 +39,44 @@ type Errors = readonly [
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, orFail, serially, fence, inList, deliverable } = shared
+  const { sql, runNum, orFail, serially, fence, fenceStarted, inList, deliverable } = shared
 
-  /** where a part's rows come from: its own rows (`i.part`), or the rows of its range of settled requests */
+  /** a part's rows: its own rows (`i.part`), or the rows of its range of settled requests (`lo`..`hi`) */
+  type Source = { readonly seq: number; readonly lo: number | null; readonly hi: number | null }
+
+  /** where a part's rows come from */
   const partSource = (runId: string, seq: number) =>
     Effect.gen(function*() {
-      const num = yield* runNum(runId)
       const parts = yield* sql<{ lo: number | bigint | null; hi: number | bigint | null }>`
         SELECT lo, hi FROM offpeak_parts WHERE run_id = ${runId} AND seq = ${seq}`
       const part = parts[0]
       if (part === undefined) return yield* new LedgerError({ operation: "part", message: `no part ${seq} in run "${runId}"` })
-      return part.lo === null
-        ? {
-          from: sql`offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request`,
-          where: sql`i.run = ${num} AND i.part = ${seq}`,
-          order: sql`i.position`
-        }
-        : {
-          from: sql`offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id AND i.own = 0`,
-          where: sql`r.run = ${num} AND r.settled >= ${toNumber(part.lo)} AND r.settled <= ${toNumber(part.hi)}`,
-          // the order of the range's index, so the query walks the range and nothing else
-          order: sql`r.settled, i.position`
-        }
+      return { seq, lo: part.lo === null ? null : toNumber(part.lo), hi: part.hi === null ? null : toNumber(part.hi) }
     })
 
-  /** `assignPart` inside the caller's transaction */
+  const sourceSql = (num: number, source: Source) =>
+    source.lo === null
+      ? {
+        from: sql`offpeak_items i LEFT JOIN offpeak_requests r ON r.run = i.run AND r.id = i.request`,
+        where: sql`i.run = ${num} AND i.part = ${source.seq}`,
+        order: sql`i.position`
+      }
+      : {
+        from: sql`offpeak_requests r JOIN offpeak_items i ON i.run = r.run AND i.request = r.id AND i.own = 0`,
+        where: sql`r.run = ${num} AND r.settled >= ${source.lo} AND r.settled <= ${source.hi}`,
+        // the order of the range's index, so the query walks the range and nothing else
+        order: sql`r.settled, i.position`
+      }
+
+  /** `assignPart` inside the caller's transaction, fenced by the caller: the part fixed, and where its rows are */
   const assignIn = (runId: string, limit: number, options?: { readonly whole?: boolean }) =>
     Effect.gen(function*() {
-      yield* fence(runId)
       const num = yield* runNum(runId)
       const whole = options?.whole === true
-      const last = yield* sql<{ seq: number | bigint | null }>`
-        SELECT MAX(seq) AS seq FROM offpeak_parts WHERE run_id = ${runId}`
-      const seq = toNumber(last[0]?.seq ?? 0) + 1
+      // the last part, and the last settle number a part took (NULL for parts of rows on their own)
+      const last = yield* sql`SELECT MAX(seq), MAX(hi) FROM offpeak_parts WHERE run_id = ${runId}`.values
+      const [lastSeq, lastHi] = last[0] ?? [null, null]
+      const seq = toNumber(lastSeq ?? 0) + 1
       const insertPart = (lo: number | null, hi: number | null) =>
         sql`INSERT INTO offpeak_parts ${sql.insert({ run_id: runId, seq, state: "writing", delivered: 0, dead: 0, lo, hi })}`
       // rows deliverable on their own first
@@ -82,12 +87,10 @@ export const make = (shared: Shared) => {
         yield* insertPart(null, null)
         yield* sql`UPDATE${orFail} offpeak_items SET part = ${seq}
           WHERE run = ${num} AND ${inList("position", own.map((r) => toNumber(r[0])))}`
-        return Option.some(seq)
+        return Option.some<Source>({ seq, lo: null, hi: null })
       }
       // then the next range of settled requests, each with the rows that go out with it
-      const done = yield* sql<{ hi: number | bigint | null }>`
-        SELECT MAX(hi) AS hi FROM offpeak_parts WHERE run_id = ${runId} AND hi IS NOT NULL`
-      const after = Math.max(0, toNumber(done[0]?.hi ?? 0))
+      const after = Math.max(0, toNumber(lastHi ?? 0))
       // up to `limit` requests in settle order, as far as the first that brings the rows to `limit`: summed in the
       // database, so one row comes back instead of every request
       const range = yield* sql`
@@ -108,23 +111,26 @@ export const make = (shared: Shared) => {
       if (requests === 0 || (whole && rows < limit && toNumber(fetched) < limit)) {
         // every row waiting was counted: own ones (fewer than `limit`) and those of every request settled since
         deliverable.set(num, own.length + (requests === 0 ? 0 : rows))
-        return Option.none<number>()
+        return Option.none<Source>()
       }
       deliverable.delete(num)
       yield* insertPart(after + 1, hi)
-      return Option.some(seq)
+      return Option.some<Source>({ seq, lo: after + 1, hi })
     })
 
   const assignPart: Service["assignPart"] = (runId, limit, options) =>
-    assignIn(runId, limit, options).pipe(sql.withTransaction, serially, mapError("assignPart"))
+    Effect.gen(function*() {
+      yield* fence(runId)
+      return Option.map(yield* assignIn(runId, limit, options), (source) => source.seq)
+    }).pipe(sql.withTransaction, serially, mapError("assignPart"))
 
   const writingParts: Service["writingParts"] = (runId) =>
     sql<{ seq: number | bigint }>`SELECT seq FROM offpeak_parts WHERE run_id = ${runId} AND state = 'writing' ORDER BY seq`
       .pipe(Effect.map((rows) => rows.map((r) => toNumber(r.seq))), mapError("writingParts"))
 
-  const rowsOf = (runId: string, seq: number) =>
+  const rowsOf = (runId: string, part: Source) =>
     Effect.gen(function*() {
-      const source = yield* partSource(runId, seq)
+      const source = sourceSql(yield* runNum(runId), part)
       // rows as arrays: half the work of objects to build in the SQLite thread and to copy out of it; a row that
       // succeeded (nearly all) carries no error columns, a failed one its six as one JSON text
       const errors = sql.onDialectOrElse({
@@ -169,11 +175,12 @@ export const make = (shared: Shared) => {
       })
     })
 
-  const partRows: Service["partRows"] = (runId, seq) => rowsOf(runId, seq).pipe(mapError("partRows"))
+  const partRows: Service["partRows"] = (runId, seq) =>
+    Effect.flatMap(partSource(runId, seq), (source) => rowsOf(runId, source)).pipe(mapError("partRows"))
 
+  /** a written part committed, inside the caller's transaction, fenced by the caller */
   const commitIn = (runId: string, written: WrittenPart) =>
     Effect.gen(function*() {
-      yield* fence(runId)
       yield* sql`UPDATE offpeak_parts SET state = 'committed', delivered = ${written.delivered}, dead = ${written.dead}
         WHERE run_id = ${runId} AND seq = ${written.seq} AND state = 'writing'`
       if (written.refused !== undefined && written.refused.length > 0) {
@@ -187,7 +194,7 @@ export const make = (shared: Shared) => {
     })
 
   const commitPart: Service["commitPart"] = (runId, written) =>
-    commitIn(runId, written).pipe(sql.withTransaction, mapError("commitPart"))
+    Effect.andThen(fence(runId), commitIn(runId, written)).pipe(sql.withTransaction, mapError("commitPart"))
 
   const nextPart: Service["nextPart"] = (runId, options) =>
     Effect.gen(function*() {
@@ -197,10 +204,14 @@ export const make = (shared: Shared) => {
         if (waiting !== undefined && waiting < options.limit) return Option.none()
       }
       return yield* Effect.gen(function*() {
+        const fenced = yield* fenceStarted(runId)
         if (options.written !== undefined) yield* commitIn(runId, options.written)
-        const seq = yield* assignIn(runId, options.limit, options)
-        if (Option.isNone(seq)) return Option.none()
-        return Option.some({ seq: seq.value, rows: yield* rowsOf(runId, seq.value) })
+        const source = yield* assignIn(runId, options.limit, options)
+        const next = Option.isNone(source)
+          ? Option.none()
+          : Option.some({ seq: source.value.seq, rows: yield* rowsOf(runId, source.value) })
+        yield* fenced
+        return next
       }).pipe(sql.withTransaction)
     }).pipe(serially, mapError("nextPart"))
 

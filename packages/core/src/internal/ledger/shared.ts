@@ -4,7 +4,7 @@
  *
  * @internal
  */
-import { Array as Arr, Clock, Effect, Semaphore } from "effect"
+import { Array as Arr, Clock, Effect, Fiber, Semaphore } from "effect"
 import type { SqlClient, SqlError } from "effect/sql"
 import type { Batch, BatchMode, BatchState, Lease, Run, Service } from "../../Ledger.ts"
 import type { Mode, State as RunState } from "../../Run.ts"
@@ -276,6 +276,15 @@ export const make = (sql: SqlClient.SqlClient) =>
         })
       })
 
+    /**
+     * `fence`, sent now and waited for by the effect it returns, which the transaction runs before it commits: the
+     * check's round trip overlaps the statements after it. Inside the transaction the lease cannot change under it
+     * (SQLite holds the write lock; Postgres share-locks the lease row when the check reads it, and a takeover
+     * committed before that read fails the check, so the whole transaction rolls back).
+     */
+    const fenceStarted = (runId: string): Effect.Effect<Effect.Effect<void, LedgerError | SqlError.SqlError>> =>
+      fences.has(runId) ? Effect.map(Effect.forkChild(fence(runId)), Fiber.join) : Effect.succeed(Effect.void)
+
     /** `fence` for the run of a batch */
     const fenceBatch = (batchId: string) =>
       Effect.gen(function*() {
@@ -325,6 +334,7 @@ export const make = (sql: SqlClient.SqlClient) =>
       serially,
       forUpdate,
       fence,
+      fenceStarted,
       fenceBatch,
       settleOffset,
       insertRows,
