@@ -169,7 +169,8 @@ const ledgerSuite = (backend: Backend) => {
             ledger.recordOutcomes("run-1", "b1", [
               { _tag: "Succeeded", request: 1, output: "1", usage: { inputTokens: 1, outputTokens: 1 } }
             ], 3),
-            ledger.assignPart("run-1", 10)
+            ledger.assignPart("run-1", 10),
+            ledger.nextPart("run-1", { limit: 10 })
           ]
           for (const write of writes) {
             const error = yield* Effect.flip(write as Effect.Effect<unknown, Ledger.LedgerError>)
