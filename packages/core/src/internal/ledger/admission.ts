@@ -100,10 +100,13 @@ const plan = (num: number, accepted: ReadonlyArray<Candidate>, known: Known): Pl
 
 /** this part of the ledger, on the shared state */
 export const make = (shared: Shared) => {
-  const { sql, runNum, orFail, serially, fence, settleOffset, insertRows, inList, addDeliverable } = shared
+  const { sql, runNum, orFail, serially, fenceStarted, settleOffset, insertRows, inList, addDeliverable } = shared
 
-  /** step 1: rows at positions already admitted (a resumed read), or repeated within the chunk, are skipped */
-  const unadmitted = (num: number, rows: ReadonlyArray<AdmitRow>) =>
+  // Steps 1 to 3 each look something up for the chunk's rows; the three look-ups go out at once (one wait instead of
+  // three), each about every row of the chunk: only the rows that reach a step read its answers.
+
+  /** the positions of the chunk's range admitted before (a resumed read) */
+  const admittedPositions = (num: number, rows: ReadonlyArray<AdmitRow>) =>
     Effect.gen(function*() {
       let lo = Infinity
       let hi = -Infinity
@@ -111,61 +114,69 @@ export const make = (shared: Shared) => {
         if (r.position < lo) lo = r.position
         if (r.position > hi) hi = r.position
       }
-      const admitted = new Set<number>()
       const found = yield* sql`
         SELECT position FROM offpeak_items WHERE run = ${num} AND position >= ${lo} AND position <= ${hi}`.values
-      for (const row of found) admitted.add(toNumber(row[0]))
-      const candidates: Array<Candidate> = []
-      rows.forEach((row, index) => {
-        if (admitted.has(row.position)) return
-        admitted.add(row.position)
-        candidates.push({ index, row })
-      })
-      return { candidates, skipped: rows.length - candidates.length }
+      return new Set(found.map((row) => toNumber(row[0])))
     })
 
-  /** step 2: a key seen before (in this run, or earlier in the chunk) makes the row a failure under `key#position` */
-  const withoutDuplicates = (num: number, candidates: ReadonlyArray<Candidate>) =>
+  /** step 1: rows at positions already admitted (a resumed read), or repeated within the chunk, are skipped */
+  const unadmitted = (rows: ReadonlyArray<AdmitRow>, admitted: Set<number>) => {
+    const candidates: Array<Candidate> = []
+    rows.forEach((row, index) => {
+      if (admitted.has(row.position)) return
+      admitted.add(row.position)
+      candidates.push({ index, row })
+    })
+    return { candidates, skipped: rows.length - candidates.length }
+  }
+
+  /** the position each of the chunk's keys was first admitted at in this run */
+  const firstPositions = (num: number, rows: ReadonlyArray<AdmitRow>) =>
     Effect.gen(function*() {
       const first = new Map<string, number>()
-      const keys = [...new Set(candidates.map((c) => c.row.key))]
+      const keys = [...new Set(rows.map((r) => r.key))]
       if (keys.length > 0) {
         const hits = yield* sql`SELECT key, position FROM offpeak_items WHERE run = ${num} AND ${inList("key", keys)}`.values
         for (const [key, position] of hits) first.set(key as string, toNumber(position))
       }
-      let duplicates = 0
-      const accepted = candidates.map((candidate): Candidate => {
-        const row = candidate.row
-        const seen = first.get(row.key)
-        if (seen === undefined) {
-          first.set(row.key, row.position)
-          return candidate
-        }
-        duplicates++
-        return {
-          index: candidate.index,
-          row: {
-            key: `${row.key}#${row.position}`,
-            position: row.position,
-            fingerprint: null,
-            record: row.record,
-            failure: {
-              kind: "invalid_input",
-              message: `duplicate key ${JSON.stringify(row.key)}: first seen at row ${seen}; this row is not sent`
-            }
+      return first
+    })
+
+  /** step 2: a key seen before (in this run, or earlier in the chunk) makes the row a failure under `key#position` */
+  const withoutDuplicates = (candidates: ReadonlyArray<Candidate>, first: Map<string, number>) => {
+    let duplicates = 0
+    const accepted = candidates.map((candidate): Candidate => {
+      const row = candidate.row
+      const seen = first.get(row.key)
+      if (seen === undefined) {
+        first.set(row.key, row.position)
+        return candidate
+      }
+      duplicates++
+      return {
+        index: candidate.index,
+        row: {
+          key: `${row.key}#${row.position}`,
+          position: row.position,
+          fingerprint: null,
+          record: row.record,
+          failure: {
+            kind: "invalid_input",
+            message: `duplicate key ${JSON.stringify(row.key)}: first seen at row ${seen}; this row is not sent`
           }
         }
-      })
-      return { accepted, duplicates }
+      }
     })
+    return { accepted, duplicates }
+  }
 
   /**
    * step 3: requests this run already has, and results cached by earlier runs of the same provider and endpoint
    * (through the fingerprint index)
    */
-  const known = (num: number, accepted: ReadonlyArray<Candidate>) =>
+  const known = (num: number, rows: ReadonlyArray<AdmitRow>) =>
     Effect.gen(function*() {
-      const fingerprints = [...new Set(accepted.flatMap((a) => a.row.fingerprint === null ? [] : [a.row.fingerprint]))]
+      const fingerprints = [...new Set(rows.flatMap((r) => r.fingerprint === null ? [] : [r.fingerprint]))]
       const existing = new Map<string, { readonly id: number; readonly state: string; readonly cached: boolean }>()
       const cachedFrom = new Map<string, { readonly run: number; readonly id: number }>()
       if (fingerprints.length > 0) {
@@ -253,13 +264,17 @@ export const make = (shared: Shared) => {
   const admit: Service["admit"] = (runId, rows) =>
     Effect.gen(function*() {
       if (rows.length === 0) return { fresh: [], admitted: 0, skipped: 0, ready: 0, duplicates: 0 }
-      yield* fence(runId)
+      const fenced = yield* fenceStarted(runId)
       const num = yield* runNum(runId)
-      const { candidates, skipped } = yield* unadmitted(num, rows)
-      const { accepted, duplicates } = yield* withoutDuplicates(num, candidates)
-      const found = yield* known(num, accepted)
+      const [admitted, first, found] = yield* Effect.all(
+        [admittedPositions(num, rows), firstPositions(num, rows), known(num, rows)],
+        { concurrency: "unbounded" }
+      )
+      const { candidates, skipped } = unadmitted(rows, admitted)
+      const { accepted, duplicates } = withoutDuplicates(candidates, first)
       const planned = plan(num, accepted, found)
       yield* write(num, planned, found)
+      yield* fenced
       addDeliverable(num, planned.ready)
       return { fresh: planned.fresh, admitted: accepted.length, skipped, ready: planned.ready, duplicates }
     }).pipe(sql.withTransaction, serially, mapError("admit"))
