@@ -7,8 +7,9 @@
  *
  * **A thread of its own**: `node:sqlite` is synchronous, so the database
  * lives in a worker thread (`internal/sqliteWorker.js`) and each statement is
- * one message there and back; the main thread parses, encodes and writes while
- * SQLite works. `executeMany`/`writeMany` run one statement over thousands of
+ * one message there and back (inside a transaction, a write or a schema change
+ * goes without waiting for its answer: a failure fails the transaction's next
+ * statement); the main thread parses, encodes and writes while SQLite works. `executeMany`/`writeMany` run one statement over thousands of
  * rows of parameters in one message (no SQL text, parameter list or clone of
  * values as long as the rows).
  *
@@ -375,7 +376,7 @@ export const make = (options: Options): Effect.Effect<Service, SqlError.SqlError
     return Object.assign(client, { executeMany, writeMany }) as Service
   })
 
-/** a statement that changes rows and returns none */
+/** a statement that changes rows or the schema and returns none */
 const isWrite = (sql: string) => /^\s*(INSERT|UPDATE|DELETE|REPLACE|CREATE|ALTER|DROP)\b/i.test(sql) && !/\bRETURNING\b/i.test(sql)
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never
