@@ -300,7 +300,7 @@ export class Provider extends Context.Service<Provider, Service>()("@offpeak/cor
 export const isTerminal = (state: State): boolean =>
   state === "completed" || state === "failed" || state === "expired" || state === "cancelled"
 
-/** bytes decoded at once at most: a string of 128 KiB or more is a large object to V8, ~30× slower to make */
+/** bytes decoded at once at most: strings decoded from ~96 KiB or more came out ~30× slower per byte (`bench/decode.ts`) */
 const DECODE_BYTES = 64 * 1024
 
 /**
