@@ -474,6 +474,11 @@ describePostgres("the Postgres source through the runner (real Postgres)", (pgUr
     expect(rows.get(ROWS + 1)!.body).toMatch(/written late/)
     const sentTwo = createdOnce(await s.sent()) - sentOne
     expect(sentTwo).toBe(1)
+    // the failed run, followed by the one that completed, is not resumed: it would replace the later run's rows
+    const stale = await s.cli(["resume", failed.id], "out1", env).exit
+    expect(stale.code).not.toBe(0)
+    expect(`${stale.stdout}\n${stale.stderr}`).toMatch(new RegExp(`run ${failed.id} was followed by run \\S+ \\(completed`))
+    expect(createdOnce(await s.sent())).toBe(sentOne + sentTwo)
     console.log(
       `postgres source, a row committed behind the reader (inserted when ${admitted} rows were admitted): run ${failed.state}: ` +
         `${failed.message}; a new run delivered ${rows.size} rows and sent ${sentTwo} request`

@@ -70,6 +70,11 @@ export interface Run {
   readonly pipeline: string
   readonly module: string | null
   readonly provider: string
+  /**
+   * Where the run's requests go: `""` for the provider's own API, `"emulator"` for the local emulator, else the base
+   * URL of a compatible host (`Provider.Service.endpoint`). A resume must send to the same place.
+   */
+  readonly endpoint: string
   readonly mode: RunModule.Mode
   readonly state: RunModule.State
   readonly sourceDone: boolean
@@ -477,6 +482,8 @@ export interface Service {
       readonly budget?: bigint | null
       /** the run's deadline (epoch ms); null: none */
       readonly deadline?: number | null
+      /** where its requests go from now on (only while nothing was sent: see `Run.endpoint`) */
+      readonly endpoint?: string
     }
   ) => Effect.Effect<void, LedgerError>
   /** how long the latest batches (at most 50) of this provider took, from submit to end, in ms, slowest first */

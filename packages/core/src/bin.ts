@@ -46,6 +46,23 @@ if (typeof module.enableCompileCache === "function" && process.env.NODE_COMPILE_
   }
 }
 
+// Output whose reader went away (`offpeak status | head -1`, a `| tee` killed by Ctrl-C, a closed terminal) stops the
+// command as Ctrl-C does, once: a run detaches (its batches go on; `offpeak resume` picks them up) instead of dying
+// mid-write on an unhandled error, and what is still written goes nowhere. A hang-up (SIGHUP) is taken the same way.
+let stopping = false
+const stop = () => {
+  if (stopping) return
+  stopping = true
+  process.kill(process.pid, "SIGINT")
+}
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE" && e.code !== "EIO") throw e
+    stop()
+  })
+}
+process.on("SIGHUP", stop)
+
 // imported after the cache is on, so the CLI's modules are read from it
 const Cli = await import("./Cli.ts")
 

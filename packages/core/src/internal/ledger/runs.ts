@@ -41,6 +41,7 @@ export const make = (shared: Shared) => {
       )
       return {
         ...run,
+        endpoint: run.endpoint ?? "",
         mode: run.mode ?? "batch",
         state: "running" as const,
         sourceDone: false,
@@ -74,6 +75,7 @@ export const make = (shared: Shared) => {
       }
       if (patch.budget !== undefined) values.budget = patch.budget
       if (patch.deadline !== undefined) values.deadline = patch.deadline
+      if (patch.endpoint !== undefined) values.endpoint = patch.endpoint
       if (patch.snapshot !== undefined) {
         values.snapshot_low = patch.snapshot.low
         values.snapshot_high = patch.snapshot.high

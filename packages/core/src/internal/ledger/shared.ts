@@ -53,6 +53,7 @@ export interface RunRow {
   readonly pipeline: string
   readonly module: string | null
   readonly provider: string
+  readonly endpoint: string | null
   readonly mode: Mode
   readonly state: RunState
   readonly source_done: number | bigint
@@ -73,6 +74,7 @@ export const toRun = (row: RunRow): Run => ({
   pipeline: row.pipeline,
   module: row.module,
   provider: row.provider,
+  endpoint: row.endpoint ?? "",
   mode: row.mode,
   state: row.state,
   sourceDone: toNumber(row.source_done) === 1,

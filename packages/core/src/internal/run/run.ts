@@ -13,6 +13,7 @@ import * as fs from "node:fs/promises"
 import * as Ledger from "../../Ledger.ts"
 import type * as Pipeline from "../../Pipeline.ts"
 import * as Prices from "../../Prices.ts"
+import * as Redact from "../../Redact.ts"
 import * as Provider from "../../Provider.ts"
 import { RunError } from "../../Run.ts"
 import type * as Run from "../../Run.ts"
@@ -67,8 +68,57 @@ export const run = <Rec, A, Row>(
     if (options.cancel === true && existing?.state === "completed") {
       return yield* fail(`run ${runId} completed at ${existing.updatedAt}: there is nothing left to cancel (its rows are delivered)`)
     }
+    /** batches of a run that may be at the provider: created, or being created */
+    const sentBatches = (id: string) =>
+      Effect.map(ledger.openBatches(id), (open) => open.filter((b) => b.state !== "sealed"))
+    const where = (name: string, endpoint: string) =>
+      endpoint === "" ? `${name}'s API` : endpoint === "emulator" ? `the local ${name} emulator` : Redact.url(endpoint)
     const disposition = Delivery.dispositionFor(pipeline.sink, pipeline.incremental === true)
     if (disposition.startsWith("!")) return yield* fail(disposition.slice(1))
+
+    const plural = (n: number, one: string, many: string) => `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`
+    /** the other runs of this pipeline, newest first */
+    const others = Effect.map(ledger.listRuns, (runs) => runs.filter((r) => r.pipeline === pipeline.name && r.id !== runId))
+
+    /**
+     * A new run is refused while an earlier run of the pipeline that did not finish has batches at the provider: the
+     * new one would send their requests again, and pay for them twice. Checked under the lease, so no run of the
+     * pipeline moves on meanwhile.
+     */
+    const refuseBesideUnfinished = Effect.gen(function*() {
+      for (const other of yield* others) {
+        if (other.state === "completed" || other.state === "cancelled") continue
+        const sent = yield* sentBatches(other.id)
+        if (sent.length === 0) continue
+        const counts = yield* ledger.counts(other.id)
+        return yield* fail(
+          `run ${other.id} of this pipeline did not finish (${other.state} since ${other.updatedAt}; ` +
+            `${plural(sent.length, "batch", "batches")} at the provider, ${plural(counts.delivered + counts.dead, "row", "rows")} delivered): ` +
+            `\`offpeak resume ${other.id}\` finishes it without paying for its batches again, \`offpeak cancel ${other.id}\` ` +
+            `stops it. A new run now would send those requests again`
+        )
+      }
+    })
+
+    /**
+     * A run is not resumed once a later run of the pipeline completed or delivered rows: the later run's rows stand
+     * for the pipeline's now (a sink that replaces already removed this run's), and this one, finishing, would remove
+     * or overwrite them with older answers.
+     */
+    const refuseSuperseded = (run: Ledger.Run) =>
+      Effect.gen(function*() {
+        for (const other of yield* others) {
+          const later = other.createdAt > run.createdAt || (other.createdAt === run.createdAt && other.id > run.id)
+          if (!later) continue
+          const counts = yield* ledger.counts(other.id)
+          if (other.state !== "completed" && counts.delivered + counts.dead === 0) continue
+          return yield* fail(
+            `run ${run.id} was followed by run ${other.id} (${other.state}, ${plural(counts.delivered + counts.dead, "row", "rows")} ` +
+              `delivered), whose rows stand for this pipeline now: resuming the older run would replace them with its own. ` +
+              (other.state === "completed" ? "Start a new run instead" : `\`offpeak resume ${other.id}\` finishes the later one`)
+          )
+        }
+      })
 
     const lease = yield* ledger.acquire({ scope: pipeline.name, runId, ttlMs }).pipe(Effect.mapError((e) => fail(e.message)))
     const leaseRef = { current: lease }
@@ -86,7 +136,35 @@ export const run = <Rec, A, Row>(
       }
     }).pipe(Effect.mapError((e) => fail(`${e.message}; this process stops (the run goes on where it is owned)`)))
 
+    /**
+     * A resume sends where the run was started: its batches are there, and its answers came from there (answers from
+     * elsewhere would be mixed in, and an emulator's kept in the result cache as that place's). A run that sent
+     * nothing yet (started against a wrong base URL, say) moves to where this process sends.
+     */
+    const sameEndpoint = (run: Ledger.Run) =>
+      Effect.gen(function*() {
+        const here = provider.endpoint ?? ""
+        if (run.provider === provider.name && run.endpoint === here) return
+        const sent = yield* sentBatches(run.id)
+        const counts = yield* ledger.counts(run.id)
+        if (run.provider === provider.name && sent.length === 0 && counts.succeeded + counts.failed === 0) {
+          yield* ledger.updateRun(run.id, { endpoint: here })
+          return yield* Effect.logInfo(
+            `run ${run.id} sent nothing to ${where(run.provider, run.endpoint)}: it goes to ${where(provider.name, here)} from now on`
+          )
+        }
+        return yield* fail(
+          `run ${run.id} was started against ${where(run.provider, run.endpoint)}, and this process would send to ` +
+            `${where(provider.name, here)}: resume it with the settings it was started with (the provider, its API key and base URL)`
+        )
+      })
+
     const work = Effect.gen(function*() {
+      if (existing === undefined) yield* refuseBesideUnfinished
+      else if (existing.state !== "completed") {
+        yield* refuseSuperseded(existing)
+        yield* sameEndpoint(existing)
+      }
       const run = existing !== undefined
         // read again under the lease: the process that held it before may have moved the run on
         ? Option.getOrElse(yield* ledger.getRun(runId), () => existing)
@@ -128,6 +206,21 @@ export const run = <Rec, A, Row>(
         stateDir,
         renewLease
       })
+      if (run.state === "completed") {
+        // nothing left to do: its summary as it stands. (Going through the stages would end by finishing the sink
+        // again, which under `replace` removes what any later run delivered.)
+        yield* Effect.logInfo(`run ${runId} completed at ${run.updatedAt}: there is nothing left to resume`)
+        const counts = yield* Context.orFail(ctx)(ledger.counts(runId))
+        return yield* summarize(ctx, {
+          state: "completed",
+          message: null,
+          rows: counts.items,
+          succeeded: counts.delivered,
+          failed: counts.dead,
+          pending: counts.pendingItems,
+          batches: counts.batches
+        }, Date.now() - Math.max(0, Date.parse(run.updatedAt) - Date.parse(run.createdAt)))
+      }
       const cancelling = ctx.cancelling
       yield* ledger.updateRun(runId, { state: cancelling ? "cancelled" : "running", message: null })
       yield* Effect.tryPromise({
