@@ -477,7 +477,10 @@ export const make = <R, A, Row>(
 
     const read = sampleRows === undefined ? source.read : source.read.pipe(Stream.take(sampleRows))
     yield* read.pipe(
-      Stream.mapError((e) => sourceFailed(`${pipeline.source.name}: ${e.message}`)),
+      // (a source's own errors often name it already)
+      Stream.mapError((e) =>
+        sourceFailed(e.message.startsWith(pipeline.source.name) ? e.message : `${pipeline.source.name}: ${e.message}`)
+      ),
       Stream.rechunk(CHUNK),
       Stream.runForEachArray(account)
     )

@@ -130,6 +130,22 @@ export const isTransient = (error: ProviderError): boolean => {
  */
 export type Reason = ProviderError["reason"]
 
+/** the longest error text kept from an answer's body */
+const MESSAGE_CHARS = 500
+
+/**
+ * An error answer's text on one line: an HTML page (a proxy's or a wrong host's 404) by its text alone, whitespace and
+ * line breaks collapsed, clipped to {@link MESSAGE_CHARS} characters.
+ */
+const oneLine = (text: string): string => {
+  const html = /<(!doctype|html|head|body)\b/i.test(text)
+  const plain = (html ? text.replace(/<(script|style)\b[\s\S]*?<\/\1>/gi, " ").replace(/<[^>]*>/g, " ") : text)
+    .replace(/\s+/g, " ")
+    .trim()
+  const clipped = plain.length > MESSAGE_CHARS ? `${plain.slice(0, MESSAGE_CHARS)}…` : plain
+  return html ? `${clipped} (an HTML page: is the base URL right?)` : clipped
+}
+
 /**
  * The reason of an HTTP error answer: 429 `RateLimited`, 404 `NotFound`,
  * 5xx `ServerError`, other 4xx `Rejected` (with the provider's error code),
@@ -140,9 +156,10 @@ export type Reason = ProviderError["reason"]
  */
 export const reasonOfStatus = (
   status: number,
-  message: string,
+  body: string,
   extra: { readonly retryAfterMs?: number | undefined; readonly code?: string | null | undefined } = {}
 ): Reason => {
+  const message = oneLine(body)
   if (status === 429) {
     return new RateLimited({ message, ...(extra.retryAfterMs !== undefined ? { retryAfterMs: extra.retryAfterMs } : {}) })
   }

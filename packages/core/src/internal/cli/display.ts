@@ -54,6 +54,8 @@ const fit = (text: string, width: number) => text.length <= width ? text : width
 // ===== Formatting =====
 
 const int = (n: number) => Math.round(n).toLocaleString("en-US")
+/** `n` and the noun in its number: "1 request", "2 requests" */
+export const count = (n: number, one: string, many = `${one}s`) => `${int(n)} ${Math.round(n) === 1 ? one : many}`
 
 /** `1.2k`, `3.4M` */
 export const compact = (n: number): string =>
@@ -151,21 +153,21 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
     case "RunStarted":
       return event.resumed
         ? {
-          text: `resumed run ${event.runId}: ${int(event.delivered + event.dead)} rows already done` +
-            (event.openBatches > 0 ? `, ${event.openBatches} batches taken up where they were` : ""),
+          text: `resumed run ${event.runId}: ${count(event.delivered + event.dead, "row")} already done` +
+            (event.openBatches > 0 ? `, ${count(event.openBatches, "batch", "batches")} taken up where they were` : ""),
           tone: "info"
         }
         : { text: `run ${event.runId} started (${event.mode} mode)`, tone: "info" }
     case "SourceEnded":
       return {
-        text: `source read to its end: ${int(event.rows)} rows` +
+        text: `source read to its end: ${count(event.rows, "row")}` +
           (event.counted !== undefined ? ` (the source counts ${int(event.counted)})` : ""),
         tone: "info"
       }
     case "BatchSubmitted": {
       memory.batches.set(event.batchId, { requests: event.requests, submittedAt: now })
-      if (event.mode === "sync") return { text: `${b(event.batchId)}: ${int(event.requests)} requests sent as synchronous calls`, tone: "info" }
-      const what = event.mode === "table" ? `${int(event.requests)} rows` : `${int(event.requests)} requests`
+      if (event.mode === "sync") return { text: `${b(event.batchId)}: ${count(event.requests, "request")} sent as synchronous calls`, tone: "info" }
+      const what = event.mode === "table" ? count(event.requests, "row") : count(event.requests, "request")
       return {
         text: `${b(event.batchId)} submitted: ${what}${event.remoteId !== undefined ? ` (${event.remoteId})` : ""}`,
         tone: "info"
@@ -233,7 +235,7 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
       memory.unanswered = 0
       memory.failedLines = 0
       return {
-        text: `retry round ${event.round}: ${int(event.requests)} requests go out again in ${duration(event.waitMs)}` +
+        text: `retry round ${event.round}: ${count(event.requests, "request")} ${event.requests === 1 ? "goes" : "go"} out again in ${duration(event.waitMs)}` +
           (why !== "" ? ` (${why})` : ""),
         tone: "warn"
       }

@@ -7,7 +7,7 @@ import { Console, Effect, Option } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as path from "node:path"
 import * as ProviderPlugin from "../../ProviderPlugin.ts"
-import { failure, jsonFlag, stateDirFlag } from "./shared.ts"
+import { failure, jsonFlag, stateDirFlag, usage } from "./shared.ts"
 
 /** the `emulator` command */
 export const emulatorCommand = Command.make(
@@ -25,7 +25,7 @@ export const emulatorCommand = Command.make(
   },
   ({ provider, port, dir, knobs, json, stateDir }) =>
     Effect.gen(function*() {
-      const plugin = yield* ProviderPlugin.load(provider).pipe(Effect.mapError(failure))
+      const plugin = yield* ProviderPlugin.load(provider).pipe(Effect.mapError((e) => usage(e.message)))
       const parsed = Option.isSome(knobs)
         ? yield* Effect.fromResult(ProviderPlugin.parseKnobs(knobs.value, { from: "--knobs" })).pipe(Effect.mapError(failure))
         : undefined

@@ -11,7 +11,7 @@ import * as path from "node:path"
 import * as Ledger from "../../Ledger.ts"
 import type * as Result from "../../Result.ts"
 import * as Json from "./json.ts"
-import { failure, jsonFlag, ledgerLayer, stateDirFlag, stateFlag, usage } from "./shared.ts"
+import { failure, jsonFlag, existingLedgerLayer, stateDirFlag, stateFlag, usage } from "./shared.ts"
 import * as Table from "./table.ts"
 
 const KINDS: ReadonlyArray<Result.FailureKind> = Json.FailureKind.literals
@@ -115,7 +115,7 @@ export const failuresCommand = Command.make(
       if (next !== null) yield* Console.log(`next page: offpeak failures ${runId} --kind ${wanted} --after ${next}`)
       yield* Console.log(`one row in full: offpeak inspect ${runId} <key>`)
     }).pipe(
-      Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
+      Effect.provide(existingLedgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
       Effect.mapError(failure)
     )
 ).pipe(Command.withDescription("The rows of a run that failed: by kind with examples, or the rows of one kind"))

@@ -13,7 +13,7 @@ import * as Ledger from "../../Ledger.ts"
 import type * as Pipeline from "../../Pipeline.ts"
 import * as Request from "../../Request.ts"
 import * as Json from "./json.ts"
-import { failure, jsonFlag, ledgerLayer, loadPipeline, stateDirFlag, stateFlag, usage } from "./shared.ts"
+import { failure, jsonFlag, existingLedgerLayer, loadPipeline, stateDirFlag, stateFlag, usage } from "./shared.ts"
 
 const parse = (text: string | null): unknown => {
   if (text === null) return null
@@ -158,7 +158,7 @@ export const inspectCommand = Command.make(
       }
       yield* Console.log(out.join("\n"))
     }).pipe(
-      Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
+      Effect.provide(existingLedgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
       Effect.mapError(failure)
     )
 ).pipe(Command.withDescription("One row of a run: its record, request, attempts, batch and answer"))

@@ -131,6 +131,25 @@ export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer
   )
 
 /**
+ * The ledger a command only reads (`status`, `failures`, `inspect`): as {@link ledgerLayer}, but a SQLite file that
+ * does not exist is refused instead of created (a mistyped `--state-dir` would otherwise show an empty ledger it just
+ * made, folders and all).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const existingLedgerLayer = (stateDir: string, state?: string | undefined): Layer.Layer<Ledger.Ledger, unknown> => {
+  if (state !== undefined && isUrl(state)) return ledgerLayer(stateDir, state)
+  const filename = path.resolve(state ?? path.join(stateDir, "state.db"))
+  return fs.existsSync(filename) ? ledgerLayer(stateDir, state) : Layer.effect(
+    Ledger.Ledger,
+    Effect.fail(failure(
+      `no ledger at ${filename}: run a pipeline first (offpeak run <module>), or point --state-dir or --state at its ledger`
+    ))
+  )
+}
+
+/**
  * The command that resumes a run, with `--state-dir` when it is not the default and `--state` when it was given on
  * the command line (a value from `OFFPEAK_STATE` is still there for the next command).
  *

@@ -12,7 +12,8 @@ import * as Ledger from "../../Ledger.ts"
 import * as Prices from "../../Prices.ts"
 import { compact, duration } from "./display.ts"
 import * as Json from "./json.ts"
-import { failure, jsonFlag, ledgerLayer, stateDirFlag, stateFlag, usage } from "./shared.ts"
+import * as Summary from "./summary.ts"
+import { failure, jsonFlag, existingLedgerLayer, stateDirFlag, stateFlag, usage } from "./shared.ts"
 import * as Table from "./table.ts"
 
 const int = (n: number) => n.toLocaleString("en-US")
@@ -155,7 +156,7 @@ const showRun = (runId: string, json: boolean) =>
         `${Table.dateTime(r.createdAt)} · last update ${Table.timeNear(r.updatedAt, r.createdAt)} · ` +
           `${r.state === "running" ? "running for" : "took"} ${duration(r.elapsedMs)}`
       ],
-      ["rows", `${int(c.items)} · delivered ${int(c.delivered)} · failed ${int(c.dead)} · pending ${int(c.pendingItems)}`],
+      ["rows", Summary.rowsLine({ rows: c.items, succeeded: c.delivered, dead: c.dead, pending: c.pendingItems, failedByKind: failures }, "delivered")],
       [
         "requests",
         `${int(c.requests)} · queued ${int(c.queued)} · in batches ${int(c.batched)} · succeeded ${int(c.succeeded)} · failed ${int(c.failed)}`
@@ -234,7 +235,7 @@ export const statusCommand = Command.make(
   },
   ({ runId, json, stateDir, state }) =>
     (Option.isNone(runId) ? listRuns(json) : showRun(runId.value, json)).pipe(
-      Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
+      Effect.provide(existingLedgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
       Effect.mapError(failure)
     )
 ).pipe(Command.withDescription("List runs (times, rows, tokens, cost, who works them), or show one run and its batches"))

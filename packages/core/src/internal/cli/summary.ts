@@ -11,7 +11,7 @@ import * as Ledger from "../../Ledger.ts"
 import type * as Pipeline from "../../Pipeline.ts"
 import * as Prices from "../../Prices.ts"
 import type * as Progress from "../../Progress.ts"
-import { duration } from "./display.ts"
+import { count, duration } from "./display.ts"
 import type * as Json from "./json.ts"
 
 /** the report of a run's end (`--json` prints it as it is) */
@@ -91,6 +91,26 @@ export const fromLedger = (
     }
   })
 
+/**
+ * A run's rows in one line that adds up: failures recorded but not in the dead letter yet (a run that stopped before
+ * delivering them) count as failed, not pending, and say so.
+ */
+export const rowsLine = (rows: {
+  readonly rows: number
+  readonly succeeded: number
+  readonly dead: number
+  readonly pending: number
+  readonly failedByKind: ReadonlyArray<{ readonly kind: string; readonly rows: number }>
+}, succeededLabel = "succeeded"): string => {
+  const recorded = rows.failedByKind.reduce((n, k) => n + k.rows, 0)
+  const waiting = Math.max(0, Math.min(recorded - rows.dead, rows.pending))
+  const kinds = rows.failedByKind.map((k) => `${k.kind} ${int(k.rows)}`).join(", ")
+  const notes = [kinds, ...(waiting > 0 ? [`${int(waiting)} not in the dead letter yet`] : [])].filter((x) => x !== "")
+  return `${int(rows.rows)} · ${succeededLabel} ${int(rows.succeeded)} · failed ${int(rows.dead + waiting)}` +
+    (notes.length > 0 ? ` (${notes.join("; ")})` : "") +
+    (rows.pending - waiting > 0 ? ` · pending ${int(rows.pending - waiting)}` : "")
+}
+
 /** the summary as text: one line per fact, the labels aligned */
 export const render = (
   report: Report,
@@ -104,24 +124,19 @@ export const render = (
   const stateColor = report.state === "completed" ? paint("32") : report.state === "failed" ? paint("31") : paint("33")
   const c = options.counters
   const lines: Array<[string, string]> = []
-  const kinds = report.failedByKind.map((k) => `${k.kind} ${int(k.rows)}`).join(", ")
-  lines.push([
-    "rows",
-    `${int(report.rows)} · succeeded ${int(report.succeeded)} · failed ${int(report.failed)}${kinds !== "" ? ` (${kinds})` : ""}` +
-      (report.pending > 0 ? ` · pending ${int(report.pending)}` : "")
-  ])
+  lines.push(["rows", rowsLine({ ...report, dead: report.failed })])
   if (c?.sourceRows !== undefined) lines.push(["source", `${int(c.sourceRows)} rows in this run's range, every one read`])
   if (report.cachedRows > 0 || report.dedupedRows > 0) {
     lines.push([
       "saved",
-      `${int(report.cachedRows)} answers from the result cache · ${int(report.dedupedRows)} rows shared a request (dedupe)`
+      `${count(report.cachedRows, "answer")} from the result cache · ${count(report.dedupedRows, "row")} shared a request (dedupe)`
     ])
   }
   const extras = [
     ...(c !== undefined && (c.batchesEnded["expired"] ?? 0) > 0 ? [`${c.batchesEnded["expired"]} expired`] : []),
     ...(c !== undefined && c.splits > 0 ? [`${c.splits} split`] : []),
     ...(c !== undefined && c.retryRounds > 0
-      ? [`${c.retryRounds} retry round${c.retryRounds > 1 ? "s" : ""} sent ${int(c.retried)} requests again`]
+      ? [`${count(c.retryRounds, "retry round")} sent ${count(c.retried, "request")} again`]
       : []),
     ...(c !== undefined && c.backoffs > 0 ? [`${c.backoffs} provider calls backed off`] : [])
   ]
