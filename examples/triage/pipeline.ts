@@ -34,7 +34,12 @@ export const Triage = Schema.Struct({
 }).annotate({ title: "Triage" })
 
 /** the model per provider: `offpeak run examples/triage/pipeline.ts --provider anthropic` */
-const MODELS: Record<string, string> = { openai: "gpt-4o-mini", anthropic: "claude-haiku-4-5", gemini: "gemini-2.5-flash" }
+const MODELS: Record<string, string> = {
+  openai: "gpt-4o-mini",
+  anthropic: "claude-haiku-4-5",
+  gemini: "gemini-2.5-flash",
+  vertex: "gemini-2.5-flash"
+}
 
 const SYSTEM = [
   "You triage customer support tickets.",
@@ -45,7 +50,7 @@ const SYSTEM = [
 
 export default Pipeline.make({
   name: "triage",
-  source: Csv.source({ path: fileURLToPath(new URL("./tickets.csv", import.meta.url)), schema: Ticket, name: "tickets.csv" }),
+  source: Csv.source({ path: fileURLToPath(new URL("./tickets.csv", import.meta.url)), schema: Ticket, name: "tickets.csv", key: "id" }),
   key: (ticket) => ticket.id,
   request: (ticket, { provider }) =>
     Request.chat({
