@@ -235,7 +235,11 @@ describe("offpeak commands on one run", () => {
       ["an unknown kind", ["failures", summary.runId, "--kind", "bogus", "--state-dir", state], /--kind must be one of invalid_input, provider_error/],
       ["an unknown flag", ["status", "--bogus"], /Unrecognized flag: --bogus/],
       ["an unknown command", ["frobnicate"], /Unknown subcommand "frobnicate"/],
-      ["a missing module", ["run", "nowhere.ts", "--state-dir", state], /nowhere\.ts: no such file/]
+      ["a missing module", ["run", "nowhere.ts", "--state-dir", state], /nowhere\.ts: no such file/],
+      // a command that only reads does not create a ledger where there is none (a mistyped folder)
+      ["status of a ledger that is not there", ["status", "--state-dir", path.join(dir, "no-such-state")], /no ledger at \S+no-such-state\/state\.db/],
+      ["failures of a ledger that is not there", ["failures", summary.runId, "--state", path.join(dir, "nope.db")], /no ledger at \S+nope\.db/],
+      ["an unknown provider's emulator", ["emulator", "nosuch"], /unknown provider "nosuch"/]
     ]
     for (const [what, args, said] of usages) {
       const exit = await runCli(args, { cwd: dir, env })
@@ -243,6 +247,8 @@ describe("offpeak commands on one run", () => {
       expect(exit.stderr, what).toMatch(said)
       expect(exit.stdout, what).toBe("")
     }
+    expect(fs.existsSync(path.join(dir, "no-such-state")), "no folder made").toBe(false)
+    expect(fs.existsSync(path.join(dir, "nope.db")), "no ledger made").toBe(false)
   }, 120_000)
 })
 

@@ -8,6 +8,7 @@ import * as Progress from "@offpeak/core/Progress"
 import type * as RunEvent from "@offpeak/core/RunEvent"
 import { describe, expect, it } from "vitest"
 import * as Display from "../packages/core/src/internal/cli/display.ts"
+import * as Summary from "../packages/core/src/internal/cli/summary.ts"
 
 /** a terminal that keeps what was written, and the screen it would show (cursor moves and erasures applied) */
 const fakeTerminal = (options: { isTTY: boolean; color?: boolean; columns?: number; unicode?: boolean }) => {
@@ -210,5 +211,19 @@ describe("the live display", () => {
     Progress.update(b, { _tag: "SourceSized", bytes: 1_000_000 })
     Progress.update(b, { _tag: "RowsRead", rows: 500, skipped: 0, bytes: 250_000 })
     expect(Progress.total(b)).toEqual({ rows: 2_000, estimate: true })
+  })
+})
+
+describe("a run's rows line", () => {
+  it("adds up: failures not in the dead letter yet count as failed, not pending, and say so; nouns in their number", () => {
+    // a run that failed before it delivered anything: 2 rows refused at admission, 150 never answered
+    expect(Summary.rowsLine({ rows: 152, succeeded: 0, dead: 0, pending: 152, failedByKind: [{ kind: "invalid_input", rows: 2 }] }))
+      .toBe("152 · succeeded 0 · failed 2 (invalid_input 2; 2 not in the dead letter yet) · pending 150")
+    expect(Summary.rowsLine({ rows: 152, succeeded: 150, dead: 2, pending: 0, failedByKind: [{ kind: "invalid_input", rows: 2 }] }))
+      .toBe("152 · succeeded 150 · failed 2 (invalid_input 2)")
+    expect(Summary.rowsLine({ rows: 10, succeeded: 10, dead: 0, pending: 0, failedByKind: [] }, "delivered"))
+      .toBe("10 · delivered 10 · failed 0")
+    expect([Display.count(1, "batch", "batches"), Display.count(2, "batch", "batches"), Display.count(1_000, "row")])
+      .toEqual(["1 batch", "2 batches", "1,000 rows"])
   })
 })

@@ -186,6 +186,42 @@ describe("offpeak CLI", () => {
     expect(sent).toHaveLength(600)
   }, 120_000)
 
+  it("a hang-up, or output whose reader went away, detaches as Ctrl-C does; resume finishes each run", async () => {
+    for (const how of ["SIGHUP", "stderr closed"] as const) {
+      const dir = tmpDir(`cli-${how.replace(" ", "-")}`)
+      const input = path.join(dir, "tickets.csv")
+      writeTickets(input, 400, how === "SIGHUP" ? 13 : 17)
+      const out = path.join(dir, "out")
+      const url = await startEmulator("openai", dir, { linesPerSecond: 200 })
+      const env = {
+        OPENAI_API_KEY: "test",
+        OPENAI_BASE_URL: url,
+        OFFPEAK_POLL_INITIAL: "100 millis",
+        OFFPEAK_POLL_MAX: "500 millis",
+        OFFPEAK_TEST_INPUT: input,
+        OFFPEAK_TEST_OUT: out,
+        OFFPEAK_TEST_MAX_REQUESTS: "100"
+      }
+      const state = path.join(dir, "state")
+      const db = path.join(state, "state.db")
+      const run = startCli(["run", fixture, "--state-dir", state], { cwd: dir, env })
+      await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
+      // (a terminal closed, an ssh session dropped; a `2>&1 | head` or `| tee` that stopped reading)
+      if (how === "SIGHUP") run.child.kill("SIGHUP")
+      else run.child.stderr!.destroy()
+      const exit = await run.exit
+      expect(exit.code, how).toBe(130)
+      const [r] = query<{ id: string; state: string }>(db, "SELECT id, state FROM offpeak_runs")
+      expect(r!.state, how).toBe("detached")
+      const resumed = await runCli(["resume", r!.id, "--state-dir", state], { cwd: dir, env })
+      expect(resumed.code, resumed.stderr).toBe(0)
+      expect(readParts(out), how).toHaveLength(400)
+      const sent = (await openAiSent(url)).flat()
+      expect(new Set(sent).size, how).toBe(400)
+      expect(sent, how).toHaveLength(400)
+    }
+  }, 120_000)
+
   it("--cancel-on-exit: Ctrl-C cancels the batches at the provider and records the unfinished rows as cancelled", async () => {
     const dir = tmpDir("cli-cancel")
     const input = path.join(dir, "tickets.csv")

@@ -5,6 +5,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Schedule, Stream } from "effect"
 import * as Provider from "../src/Provider.ts"
+import * as ProviderError from "../src/ProviderError.ts"
 
 const status = (
   state: Provider.State,
@@ -78,4 +79,19 @@ describe("Provider.textLines", () => {
       const uneven = Stream.fromIterable(cuts.slice(1).map((end, i) => bytes.subarray(cuts[i], end)))
       assert.deepStrictEqual(yield* Stream.runCollect(Provider.textLines(uneven)), lines)
     }))
+})
+
+describe("ProviderError.reasonOfStatus", () => {
+  it("an HTML error page (a wrong base URL, a proxy) becomes one line of its text with a hint; long bodies are clipped", () => {
+    const page = "<html>\n<head><title>404 Not Found</title><style>body { color: red }</style></head>\n<body>\n" +
+      "<h1>404 Not Found</h1>\n<hr><center>nginx</center>\n</body>\n</html>\n"
+    const reason = ProviderError.reasonOfStatus(404, page)
+    assert.strictEqual(reason._tag, "NotFound")
+    assert.strictEqual(reason.message, "404 Not Found 404 Not Found nginx (an HTML page: is the base URL right?)")
+    const json = ProviderError.reasonOfStatus(400, `{\n  "error": {\n    "message": "bad",\n    "code": "x"\n  }\n}`)
+    assert.strictEqual(json.message, `{ "error": { "message": "bad", "code": "x" } }`)
+    const long = ProviderError.reasonOfStatus(500, "x".repeat(2_000))
+    assert.strictEqual(long.message.length, 501)
+    assert.isTrue(long.message.endsWith("…"))
+  })
 })

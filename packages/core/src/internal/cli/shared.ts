@@ -143,7 +143,7 @@ export const existingLedgerLayer = (stateDir: string, state?: string | undefined
   const filename = path.resolve(state ?? path.join(stateDir, "state.db"))
   return fs.existsSync(filename) ? ledgerLayer(stateDir, state) : Layer.effect(
     Ledger.Ledger,
-    Effect.fail(failure(
+    Effect.fail(usage(
       `no ledger at ${filename}: run a pipeline first (offpeak run <module>), or point --state-dir or --state at its ledger`
     ))
   )
