@@ -186,7 +186,7 @@ describe("offpeak CLI", () => {
     expect(sent).toHaveLength(600)
   }, 120_000)
 
-  it("a hang-up, or output whose reader went away, detaches as Ctrl-C does; resume finishes each run", async () => {
+  it("a hang-up, or output whose reader went away, detaches as Ctrl-C does (--json says so on stdout); resume finishes each run", async () => {
     for (const how of ["SIGHUP", "stderr closed"] as const) {
       const dir = tmpDir(`cli-${how.replace(" ", "-")}`)
       const input = path.join(dir, "tickets.csv")
@@ -204,7 +204,7 @@ describe("offpeak CLI", () => {
       }
       const state = path.join(dir, "state")
       const db = path.join(state, "state.db")
-      const run = startCli(["run", fixture, "--state-dir", state], { cwd: dir, env })
+      const run = startCli(["run", fixture, "--state-dir", state, "--json"], { cwd: dir, env })
       await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
       // (a terminal closed, an ssh session dropped; a `2>&1 | head` or `| tee` that stopped reading)
       if (how === "SIGHUP") run.child.kill("SIGHUP")
@@ -213,6 +213,9 @@ describe("offpeak CLI", () => {
       expect(exit.code, how).toBe(130)
       const [r] = query<{ id: string; state: string }>(db, "SELECT id, state FROM offpeak_runs")
       expect(r!.state, how).toBe("detached")
+      // --json: the summary on stdout says so too, with the command that goes on
+      const said = JSON.parse(exit.stdout)
+      expect([said.runId, said.state, said.resume], how).toEqual([r!.id, "detached", `offpeak resume ${r!.id} --state-dir ${state}`])
       const resumed = await runCli(["resume", r!.id, "--state-dir", state], { cwd: dir, env })
       expect(resumed.code, resumed.stderr).toBe(0)
       expect(readParts(out), how).toHaveLength(400)

@@ -161,6 +161,18 @@ const execute = (options: Execution) =>
           `${Progress.format(counters)}\ndetached from run ${counters.runId}: batches at the provider keep running; ` +
             `${resumeWith(counters.runId)} picks them up\n`
         )
+        if (!options.json) return
+        // a script reading the summary gets one here too: the run as the ledger has it, and the command that goes on
+        const report = yield* Summary.fromLedger(yield* Ledger.Ledger, {
+          runId: counters.runId,
+          state: "detached",
+          message: "detached: batches at the provider keep running",
+          durationMs: Date.now() - started,
+          results,
+          deadLetter: options.pipeline.deadLetter?.name ?? path.join(stateDir, "runs", counters.runId, "dead-letter"),
+          resume: resumeWith(counters.runId)
+        }).pipe(Effect.option)
+        if (Option.isSome(report)) process.stdout.write(`${Json.render(Json.Summary, report.value)}\n`)
       })
 
     const outcome = yield* Pipeline.run(options.pipeline, {

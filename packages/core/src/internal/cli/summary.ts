@@ -53,11 +53,13 @@ export const fromSummary = (
   maxDeadExceeded: options.maxDeadExceeded
 })
 
-/** the report of a run that stopped with an error, from what the ledger recorded */
+/** the report of a run that stopped with an error (or detached), from what the ledger recorded */
 export const fromLedger = (
   ledger: Ledger.Service,
   options: {
     readonly runId: string
+    /** default `failed` */
+    readonly state?: "failed" | "detached"
     readonly message: string
     readonly durationMs: number
     readonly results: string
@@ -71,7 +73,7 @@ export const fromLedger = (
     const spend = yield* ledger.spend(options.runId)
     return {
       runId: options.runId,
-      state: "failed" as const,
+      state: options.state ?? "failed",
       message: options.message,
       durationMs: Math.max(0, Math.round(options.durationMs)),
       rows: counts.items,
