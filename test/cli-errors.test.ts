@@ -179,6 +179,34 @@ describe("the state database", () => {
 })
 
 describe("a provider that cannot be reached", () => {
+  it("a run that never reached its provider stops within a minute, saying to check the base URL, and how to resume", async () => {
+    const dir = tmpDir("cli-never-answered")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 30, 6)
+    const port = await closedPort()
+    const started = Date.now()
+    const run = await runCli(["run", fixture, "--state-dir", "st"], {
+      cwd: dir,
+      env: {
+        OPENAI_API_KEY: "sk-test",
+        OPENAI_BASE_URL: `http://127.0.0.1:${port}/v1`,
+        OFFPEAK_TEST_INPUT: input,
+        OFFPEAK_TEST_OUT: path.join(dir, "out")
+      }
+    })
+    const tookMs = Date.now() - started
+    console.log(`never answered: exit ${run.code} after ${tookMs} ms\n${run.stdout}`)
+    expect(run.code).toBe(1)
+    // not retry.transientFor (6 hours): about a minute at most, and what to check
+    expect(tookMs).toBeLessThan(90_000)
+    expect(run.stdout).toMatch(
+      new RegExp(`cannot connect to 127\\.0\\.0\\.1:${port}: connection refused .*\\(nothing answered in \\d+s since this process started: check the provider's base URL and the network, then resume the run\\)`)
+    )
+    expect(run.stdout).toMatch(/resume\s+offpeak resume tickets-\S+ --state-dir st/)
+    // the last word before it stopped is not a "next attempt" it never made
+    expect(run.stderr.trimEnd().split("\n").filter((l) => /provider unreachable/.test(l)).at(-1)).not.toMatch(/in [\d.]+ ?m?s\)?;? failing for 1m/)
+  }, 150_000)
+
   it("reasonOfFailure names the host and the cause behind an SDK's \"Connection error.\"", async () => {
     const port = await closedPort()
     const client = new OpenAI({ apiKey: "x", baseURL: `http://127.0.0.1:${port}/v1`, maxRetries: 0 })

@@ -180,8 +180,24 @@ export const make = <Rec, A, Row>(options: {
     }
 
     const horizon = Duration.fromInputUnsafe(pipeline.retry?.transientFor ?? "6 hours")
-    const transient = Retry.transientSchedule(horizon, emit)
-    const gaveUp = Retry.gaveUp(horizon)
+    /**
+     * Until the provider has answered this process once, a connection that cannot be made is tried for
+     * {@link Retry.FIRST_CONTACT} rather than `transientFor`: a wrong base URL or host stops the run in a minute,
+     * saying so, instead of retrying for hours; once it answered, an outage is waited out.
+     */
+    let answered = false
+    const firstCall = Date.now()
+    const noted = <X>(effect: Effect.Effect<X, ProviderError.ProviderError>) =>
+      effect.pipe(
+        Effect.tap(() => Effect.sync(() => (answered = true))),
+        Effect.tapError((e) => Effect.sync(() => (answered ||= e.reason._tag !== "Transport")))
+      )
+    const keepTrying = (e: ProviderError.ProviderError) =>
+      ProviderError.isTransient(e) &&
+      (answered || e.reason._tag !== "Transport" || Date.now() - firstCall < Duration.toMillis(Retry.FIRST_CONTACT))
+    const gaveUp = (e: ProviderError.ProviderError) =>
+      !answered && e.reason._tag === "Transport" ? Retry.neverAnswered(e, Date.now() - firstCall) : Retry.gaveUp(horizon)(e)
+    const transient = Retry.transientSchedule(horizon, emit, keepTrying)
 
     let seq = yield* ledger.nextBatchSeq(runId).pipe(Effect.mapError((e) => fail(e.message)))
     const switchAt = run.deadline === null ? null : run.deadline - (options.deadlineMarginMs ?? 0)
@@ -233,8 +249,7 @@ export const make = <Rec, A, Row>(options: {
       counters,
       emit,
       fail,
-      retrying: (effect) =>
-        Effect.retry(effect, { while: ProviderError.isTransient, schedule: transient }).pipe(Effect.mapError(gaveUp)),
+      retrying: (effect) => Effect.retry(noted(effect), { while: keepTrying, schedule: transient }).pipe(Effect.mapError(gaveUp)),
       transient,
       gaveUp,
       createOnce: (submission) =>
@@ -242,13 +257,13 @@ export const make = <Rec, A, Row>(options: {
           let looked = false
           return Effect.suspend(() =>
             looked
-              ? Effect.retry(provider.find(submission), { while: ProviderError.isTransient, schedule: transient }).pipe(
-                Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => provider.submit(submission) }))
+              ? Effect.retry(noted(provider.find(submission)), { while: keepTrying, schedule: transient }).pipe(
+                Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => noted(provider.submit(submission)) }))
               )
-              : provider.submit(submission)
+              : noted(provider.submit(submission))
           ).pipe(
             Effect.tapError((error) => Effect.sync(() => (looked = ProviderError.isTransient(error)))),
-            Effect.retry({ while: ProviderError.isTransient, schedule: transient }),
+            Effect.retry({ while: keepTrying, schedule: transient }),
             Effect.mapError(gaveUp)
           )
         }),

@@ -15,7 +15,12 @@ import type * as RunEvent from "../../RunEvent.ts"
  * Back-off doubling from half a second to a minute, jittered, never shorter than the provider's `retry-after`, for
  * `horizon` in all. A batch has 24 hours: a rate-limit storm or an outage of a few hours must not fail it.
  */
-export const transientSchedule = (horizon: Duration.Duration, emit: (event: RunEvent.RunEvent) => void) =>
+export const transientSchedule = (
+  horizon: Duration.Duration,
+  emit: (event: RunEvent.RunEvent) => void,
+  /** whether a failure is tried again (the retry's own condition): no "next attempt" is announced for one that is not */
+  again: (error: ProviderError.ProviderError) => boolean = () => true
+) =>
   Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("1 minute")]).pipe(
     Schedule.jittered,
     Schedule.setInputType<ProviderError.ProviderError>(),
@@ -25,6 +30,7 @@ export const transientSchedule = (horizon: Duration.Duration, emit: (event: RunE
           ? Duration.max(duration, Duration.millis(input.reason.retryAfterMs))
           : duration
         const delayMs = Duration.toMillis(delay)
+        if (!again(input)) return delay
         if (input.reason._tag === "Transport") {
           // said at the first failure, not after minutes of silence: which host, why, and when the next try is
           emit({
@@ -66,6 +72,23 @@ export const gaveUp = (horizon: Duration.Duration) => (error: ProviderError.Prov
 }
 
 /** a provider may answer 404 for a batch it created moments ago (propagation): retried for this long */
+/**
+ * How long a connection that cannot be made is tried again before the provider first answered this process: the
+ * attempt after it is the last (the back-off doubles, so that is within about a minute).
+ */
+export const FIRST_CONTACT = Duration.seconds(30)
+
+/** the error of a provider that never answered this process in `elapsedMs`: most often a wrong base URL or host */
+export const neverAnswered = (error: ProviderError.ProviderError, elapsedMs: number): ProviderError.ProviderError =>
+  new ProviderError.ProviderError({
+    provider: error.provider,
+    operation: error.operation,
+    reason: new ProviderError.Transport({
+      message: `${error.reason.message} (nothing answered in ${Duration.format(Duration.seconds(Math.round(elapsedMs / 1000)))} ` +
+        `since this process started: check the provider's base URL and the network, then resume the run)`
+    })
+  })
+
 export const NOT_FOUND_GRACE = "2 minutes"
 
 /** the provider refused a batch for its size: splitting it can help */
