@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Effect, Function, Option, Predicate, Semaphore, Stream } from "effect"
+import { Cause, Effect, Exit, Function, Option, Predicate, Semaphore, Stream } from "effect"
 import * as Batcher from "../../Batcher.ts"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
@@ -283,16 +283,19 @@ export const make = <Rec, A, Row>(
           })
           yield* pollOnce.pipe(
             Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
-            Effect.ensuring(Effect.sync(() =>
-              ctx.emit({
-                _tag: "BatchEnded",
-                batchId: batch.id,
-                mode: "batch",
-                providerState: last?.providerState ?? "unknown",
-                completed: last?.counts.completed ?? 0,
-                failed: last?.counts.failed ?? 0
-              })
-            )),
+            // (a process that stops watching, Ctrl-C, has not seen the batch end: it goes on at the provider)
+            Effect.onExit((exit) =>
+              Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? Effect.void : Effect.sync(() =>
+                ctx.emit({
+                  _tag: "BatchEnded",
+                  batchId: batch.id,
+                  mode: "batch",
+                  providerState: last?.providerState ?? "unknown",
+                  completed: last?.counts.completed ?? 0,
+                  failed: last?.counts.failed ?? 0
+                })
+              )
+            ),
             Effect.withSpan("offpeak.batch.poll", Telemetry.batchSpan(batch))
           )
           status = last!
