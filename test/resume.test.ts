@@ -153,6 +153,8 @@ describe("a run that did not finish", () => {
     // the resume with its own settings finishes it: every row once
     const resumed = await runCli(["resume", runId, "--state-dir", state], { cwd: dir, env })
     expect(resumed.code, resumed.stderr).toBe(0)
+    // its figures are this process's, and it says so
+    expect(resumed.stdout).toMatch(/: completed in [\d.]+ m?s \(this process; the run started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\)/)
     const ids = (rows: ReadonlyArray<{ id: string }>) => rows.map((r) => r.id)
     expect(new Set(ids(readParts(out))).size).toBe(2_000)
     expect(readParts(out)).toHaveLength(2_000)

@@ -194,6 +194,13 @@ const execute = (options: Execution) =>
     yield* stopDisplay
 
     const color = process.stdout.isTTY === true && !process.env.NO_COLOR
+    /** when a resumed run started (its summary's figures are this process's) */
+    const runs = yield* Ledger.Ledger
+    const startedAt = (runId: string) =>
+      options.resume === undefined ? Effect.succeed(undefined) : runs.getRun(runId).pipe(
+        Effect.map((run) => Option.isSome(run) ? run.value.createdAt : undefined),
+        Effect.orElseSucceed(() => undefined)
+      )
     if (outcome._tag === "Success") {
       const summary = outcome.success
       const exceeded = overMaxDead !== undefined && overMaxDead(summary.failed, summary.rows)
@@ -209,7 +216,7 @@ const execute = (options: Execution) =>
       process.stdout.write(
         options.json
           ? `${Json.render(Json.Summary, report)}\n`
-          : Summary.render(report, { counters, maxDead: options.maxDead, color })
+          : Summary.render(report, { counters, maxDead: options.maxDead, color, startedAt: yield* startedAt(summary.runId) })
       )
       if (summary.state === "failed" || exceeded) {
         return yield* new CliExit({

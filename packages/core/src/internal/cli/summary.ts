@@ -13,6 +13,7 @@ import * as Prices from "../../Prices.ts"
 import type * as Progress from "../../Progress.ts"
 import { count, duration } from "./display.ts"
 import type * as Json from "./json.ts"
+import * as Table from "./table.ts"
 
 /** the report of a run's end (`--json` prints it as it is) */
 export type Report = typeof Json.Summary.Type
@@ -120,6 +121,8 @@ export const render = (
     readonly counters?: Progress.Counters | undefined
     readonly maxDead?: string | undefined
     readonly color?: boolean | undefined
+    /** a resumed run: when the run started (the duration, retry rounds and back-offs are this process's) */
+    readonly startedAt?: string | undefined
   } = {}
 ): string => {
   const paint = (code: string) => (s: string) => options.color === true ? `\x1b[${code}m${s}\x1b[0m` : s
@@ -172,6 +175,7 @@ export const render = (
   const width = Math.max(...lines.map(([label]) => label.length))
   const head = `run ${report.runId}: ${stateColor(report.state)}` +
     (report.state === "completed" || report.state === "cancelled" ? ` in ${duration(report.durationMs)}` : ` after ${duration(report.durationMs)}`) +
+    (options.startedAt !== undefined ? ` (this process; the run started ${Table.dateTime(options.startedAt)})` : "") +
     (report.message !== null ? ` — ${report.message}` : "")
   return [head, ...lines.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`)].join("\n") + "\n"
 }

@@ -219,7 +219,7 @@ export const run = <Rec, A, Row>(
           failed: counts.dead,
           pending: counts.pendingItems,
           batches: counts.batches
-        }, Date.now() - Math.max(0, Date.parse(run.updatedAt) - Date.parse(run.createdAt)))
+        }, Date.now())
       }
       const cancelling = ctx.cancelling
       yield* ledger.updateRun(runId, { state: cancelling ? "cancelled" : "running", message: null })
