@@ -7,7 +7,7 @@
  *
  * @internal
  */
-import { Cause, Effect, Exit, Function, Option, Predicate, Semaphore, Stream } from "effect"
+import { Effect, Function, Option, Predicate, Semaphore, Stream } from "effect"
 import * as Batcher from "../../Batcher.ts"
 import * as Failpoint from "../../Failpoint.ts"
 import type * as Ledger from "../../Ledger.ts"
@@ -17,7 +17,7 @@ import type { RunError } from "../../Run.ts"
 import * as Memory from "../memory.ts"
 import * as Telemetry from "../telemetry.ts"
 import type { Context } from "./context.ts"
-import { orFail as orFailOf } from "./context.ts"
+import { orFail as orFailOf, reportingEnd } from "./context.ts"
 import * as Files from "./files.ts"
 import type * as Lifecycle from "./lifecycle.ts"
 import type * as Outcomes from "./outcomes.ts"
@@ -283,19 +283,7 @@ export const make = <Rec, A, Row>(
           })
           yield* pollOnce.pipe(
             Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
-            // (a process that stops watching, Ctrl-C, has not seen the batch end: it goes on at the provider)
-            Effect.onExit((exit) =>
-              Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? Effect.void : Effect.sync(() =>
-                ctx.emit({
-                  _tag: "BatchEnded",
-                  batchId: batch.id,
-                  mode: "batch",
-                  providerState: last?.providerState ?? "unknown",
-                  completed: last?.counts.completed ?? 0,
-                  failed: last?.counts.failed ?? 0
-                })
-              )
-            ),
+            reportingEnd(ctx, batch.id, "batch", () => last),
             Effect.withSpan("offpeak.batch.poll", Telemetry.batchSpan(batch))
           )
           status = last!

@@ -6,7 +6,7 @@
  *
  * @internal
  */
-import { Duration, Effect, Option, Result as R, Schema, Semaphore } from "effect"
+import { Cause, Duration, Effect, Exit, Option, Result as R, Schema, Semaphore } from "effect"
 import * as path from "node:path"
 import type * as Ledger from "../../Ledger.ts"
 import * as PartFiles from "../../PartFiles.ts"
@@ -121,6 +121,32 @@ export const orFail = <Rec, A, Row>(ctx: Context<Rec, A, Row>) =>
   effect: Effect.Effect<X, E, R>
 ): Effect.Effect<X, RunError, R> =>
   Effect.mapError(effect, (e) => e._tag === "RunError" ? e as unknown as RunError : ctx.fail(e.message))
+
+/**
+ * A batch's polling that reports its end (`BatchEnded`, with the last status seen) once it stops, unless the process
+ * stopped watching it (interrupted: Ctrl-C): then the batch goes on at the provider, still in flight.
+ */
+export const reportingEnd = <Rec, A, Row>(
+  ctx: Context<Rec, A, Row>,
+  batchId: string,
+  mode: "batch" | "table",
+  last: () => Provider.Status | undefined
+) =>
+<X, E, R>(poll: Effect.Effect<X, E, R>): Effect.Effect<X, E, R> =>
+  Effect.onExit(poll, (exit) => {
+    if (Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)) return Effect.void
+    const status = last()
+    return Effect.sync(() =>
+      ctx.emit({
+        _tag: "BatchEnded",
+        batchId,
+        mode,
+        providerState: status?.providerState ?? "unknown",
+        completed: status?.counts.completed ?? 0,
+        failed: status?.counts.failed ?? 0
+      })
+    )
+  })
 
 /** builds the context of a run the process owns */
 export const make = <Rec, A, Row>(options: {

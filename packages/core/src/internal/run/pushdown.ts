@@ -19,7 +19,7 @@ import type * as Run from "../../Run.ts"
 import type * as Source from "../../Source.ts"
 import * as Telemetry from "../telemetry.ts"
 import type { Context } from "./context.ts"
-import { orFail as orFailOf } from "./context.ts"
+import { orFail as orFailOf, reportingEnd } from "./context.ts"
 import * as Delivery from "./delivery.ts"
 import * as Retry from "./retry.ts"
 import type { Outcome } from "./run.ts"
@@ -149,16 +149,7 @@ export const run = <Rec, A, Row>(ctx: Context<Rec, A, Row>, pushdown: Source.Pus
                 })
               ),
               Effect.repeat({ schedule: provider.pollSchedule, until: (s) => Provider.isTerminal(s.state) }),
-              Effect.ensuring(Effect.sync(() =>
-                ctx.emit({
-                  _tag: "BatchEnded",
-                  batchId: job.id,
-                  mode: "table",
-                  providerState: last?.providerState ?? "unknown",
-                  completed: last?.counts.completed ?? 0,
-                  failed: last?.counts.failed ?? 0
-                })
-              )),
+              reportingEnd(ctx, job.id, "table", () => last),
               Effect.withSpan("offpeak.batch.poll", Telemetry.batchSpan(job))
             )
             if (last !== undefined) yield* Effect.annotateCurrentSpan(Telemetry.statusAttributes(last))
