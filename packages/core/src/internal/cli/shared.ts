@@ -131,6 +131,21 @@ export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer
   )
 
 /**
+ * Why a command that only reads has no ledger to read: the SQLite file it names (`state`, or `<stateDir>/state.db`)
+ * is not there; undefined when it is (or `state` is a Postgres URL).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const missingLedger = (stateDir: string, state?: string | undefined): string | undefined => {
+  if (state !== undefined && isUrl(state)) return undefined
+  const filename = path.resolve(state ?? path.join(stateDir, "state.db"))
+  return fs.existsSync(filename)
+    ? undefined
+    : `no ledger at ${filename}: run a pipeline first (offpeak run <module>), or point --state-dir or --state at its ledger`
+}
+
+/**
  * The ledger a command only reads (`status`, `failures`, `inspect`): as {@link ledgerLayer}, but a SQLite file that
  * does not exist is refused instead of created (a mistyped `--state-dir` would otherwise show an empty ledger it just
  * made, folders and all).
@@ -139,14 +154,8 @@ export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer
  * @category layers
  */
 export const existingLedgerLayer = (stateDir: string, state?: string | undefined): Layer.Layer<Ledger.Ledger, unknown> => {
-  if (state !== undefined && isUrl(state)) return ledgerLayer(stateDir, state)
-  const filename = path.resolve(state ?? path.join(stateDir, "state.db"))
-  return fs.existsSync(filename) ? ledgerLayer(stateDir, state) : Layer.effect(
-    Ledger.Ledger,
-    Effect.fail(usage(
-      `no ledger at ${filename}: run a pipeline first (offpeak run <module>), or point --state-dir or --state at its ledger`
-    ))
-  )
+  const missing = missingLedger(stateDir, state)
+  return missing === undefined ? ledgerLayer(stateDir, state) : Layer.effect(Ledger.Ledger, Effect.fail(usage(missing)))
 }
 
 /**

@@ -7,12 +7,11 @@
  */
 import { Console, Context, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
-import * as fs from "node:fs"
 import * as path from "node:path"
 import * as Ledger from "../../Ledger.ts"
 import * as Redact from "../../Redact.ts"
 import * as SqliteClient from "../../SqliteClient.ts"
-import { CliFailure, failure, ledgerLayer, stateDirFlag, stateFlag } from "./shared.ts"
+import { CliFailure, failure, ledgerLayer, missingLedger, stateDirFlag, stateFlag } from "./shared.ts"
 
 /**
  * The ledger the view reads: a Postgres URL as every command opens it; a SQLite file opened read-only, and refused
@@ -21,12 +20,9 @@ import { CliFailure, failure, ledgerLayer, stateDirFlag, stateFlag } from "./sha
 const viewLedger = (stateDir: string, state: string | undefined) =>
   Effect.gen(function*() {
     if (state !== undefined && /^postgres(ql)?:\/\//.test(state)) return { layer: ledgerLayer(stateDir, state), where: Redact.text(state) }
+    const missing = missingLedger(stateDir, state)
+    if (missing !== undefined) return yield* new CliFailure({ message: missing })
     const filename = path.resolve(state ?? path.join(stateDir, "state.db"))
-    if (!fs.existsSync(filename)) {
-      return yield* new CliFailure({
-        message: `no ledger at ${filename}: run a pipeline first (offpeak run <module>), or point --state-dir or --state at its ledger`
-      })
-    }
     return {
       layer: Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename, readOnly: true }))) as Layer.Layer<Ledger.Ledger, unknown>,
       where: filename
