@@ -12,6 +12,29 @@ import { openAiSent } from "./support/providers.ts"
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
 afterAll(killAll)
 
+/** tickets, an OpenAI emulator in another process slow enough to stop a run mid-way, and the CLI's environment */
+const detachable = async (
+  name: string,
+  o: { readonly rows: number; readonly seed: number; readonly maxRequests: number; readonly linesPerSecond: number }
+) => {
+  const dir = tmpDir(name)
+  const input = path.join(dir, "tickets.csv")
+  writeTickets(input, o.rows, o.seed)
+  const out = path.join(dir, "out")
+  const url = await startEmulator("openai", dir, { linesPerSecond: o.linesPerSecond })
+  const env = {
+    OPENAI_API_KEY: "test",
+    OPENAI_BASE_URL: url,
+    OFFPEAK_POLL_INITIAL: "100 millis",
+    OFFPEAK_POLL_MAX: "500 millis",
+    OFFPEAK_TEST_INPUT: input,
+    OFFPEAK_TEST_OUT: out,
+    OFFPEAK_TEST_MAX_REQUESTS: String(o.maxRequests)
+  }
+  const state = path.join(dir, "state")
+  return { dir, out, url, env, state, db: path.join(state, "state.db") }
+}
+
 describe("offpeak CLI", () => {
   it("runs the triage example offline on the embedded default (the README's first command)", async () => {
     const cwd = tmpDir("cli-triage")
@@ -155,22 +178,8 @@ describe("offpeak CLI", () => {
   }, 120_000)
 
   it("Ctrl-C detaches: the run is recorded as detached and resume finishes it", async () => {
-    const dir = tmpDir("cli-sigint")
-    const input = path.join(dir, "tickets.csv")
-    writeTickets(input, 600, 5)
-    const out = path.join(dir, "out")
-    const url = await startEmulator("openai", dir, { linesPerSecond: 300 })
-    const env = {
-      OPENAI_API_KEY: "test",
-      OPENAI_BASE_URL: url,
-      OFFPEAK_POLL_INITIAL: "100 millis",
-      OFFPEAK_POLL_MAX: "500 millis",
-      OFFPEAK_TEST_INPUT: input,
-      OFFPEAK_TEST_OUT: out,
-      OFFPEAK_TEST_MAX_REQUESTS: "200"
-    }
-    const db = path.join(dir, "state", "state.db")
-    const run = startCli(["run", fixture, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    const { dir, out, url, env, state, db } = await detachable("cli-sigint", { rows: 600, seed: 5, maxRequests: 200, linesPerSecond: 300 })
+    const run = startCli(["run", fixture, "--state-dir", state], { cwd: dir, env })
     await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
     run.child.kill("SIGINT")
     const exit = await run.exit
@@ -178,7 +187,7 @@ describe("offpeak CLI", () => {
     expect(exit.stderr).toMatch(/detached from run \S+: batches at the provider keep running/)
     const [r] = query<{ id: string; state: string }>(db, "SELECT id, state FROM offpeak_runs")
     expect(r!.state).toBe("detached")
-    const resumed = await runCli(["resume", r!.id, "--state-dir", path.join(dir, "state")], { cwd: dir, env })
+    const resumed = await runCli(["resume", r!.id, "--state-dir", state], { cwd: dir, env })
     expect(resumed.code, resumed.stderr).toBe(0)
     expect(readParts(out)).toHaveLength(600)
     const sent = (await openAiSent(url)).flat()
@@ -188,22 +197,12 @@ describe("offpeak CLI", () => {
 
   it("a hang-up, or output whose reader went away, detaches as Ctrl-C does (--json says so on stdout); resume finishes each run", async () => {
     for (const how of ["SIGHUP", "stderr closed"] as const) {
-      const dir = tmpDir(`cli-${how.replace(" ", "-")}`)
-      const input = path.join(dir, "tickets.csv")
-      writeTickets(input, 400, how === "SIGHUP" ? 13 : 17)
-      const out = path.join(dir, "out")
-      const url = await startEmulator("openai", dir, { linesPerSecond: 200 })
-      const env = {
-        OPENAI_API_KEY: "test",
-        OPENAI_BASE_URL: url,
-        OFFPEAK_POLL_INITIAL: "100 millis",
-        OFFPEAK_POLL_MAX: "500 millis",
-        OFFPEAK_TEST_INPUT: input,
-        OFFPEAK_TEST_OUT: out,
-        OFFPEAK_TEST_MAX_REQUESTS: "100"
-      }
-      const state = path.join(dir, "state")
-      const db = path.join(state, "state.db")
+      const { dir, out, url, env, state, db } = await detachable(`cli-${how.replace(" ", "-")}`, {
+        rows: 400,
+        seed: how === "SIGHUP" ? 13 : 17,
+        maxRequests: 100,
+        linesPerSecond: 200
+      })
       const run = startCli(["run", fixture, "--state-dir", state, "--json"], { cwd: dir, env })
       await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
       // (a terminal closed, an ssh session dropped; a `2>&1 | head` or `| tee` that stopped reading)
