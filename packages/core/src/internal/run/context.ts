@@ -208,7 +208,7 @@ export const make = <Rec, A, Row>(options: {
     const horizon = Duration.fromInputUnsafe(pipeline.retry?.transientFor ?? "6 hours")
     /**
      * Until the provider has answered this process once, a connection that cannot be made is tried for
-     * {@link Retry.FIRST_CONTACT} rather than `transientFor`: a wrong base URL or host stops the run in a minute,
+     * {@link Retry.FIRST_CONTACT} rather than `transientFor`: a wrong base URL or host stops the run in half a minute,
      * saying so, instead of retrying for hours; once it answered, an outage is waited out.
      */
     let answered = false
@@ -218,12 +218,14 @@ export const make = <Rec, A, Row>(options: {
         Effect.tap(() => Effect.sync(() => (answered = true))),
         Effect.tapError((e) => Effect.sync(() => (answered ||= e.reason._tag !== "Transport")))
       )
+    const firstContactBy = firstCall + Duration.toMillis(Retry.FIRST_CONTACT)
+    const beforeFirstContact = (e: ProviderError.ProviderError) => !answered && e.reason._tag === "Transport"
     const keepTrying = (e: ProviderError.ProviderError) =>
-      ProviderError.isTransient(e) &&
-      (answered || e.reason._tag !== "Transport" || Date.now() - firstCall < Duration.toMillis(Retry.FIRST_CONTACT))
+      ProviderError.isTransient(e) && (!beforeFirstContact(e) || Date.now() < firstContactBy)
     const gaveUp = (e: ProviderError.ProviderError) =>
-      !answered && e.reason._tag === "Transport" ? Retry.neverAnswered(e, Date.now() - firstCall) : Retry.gaveUp(horizon)(e)
-    const transient = Retry.transientSchedule(horizon, emit, keepTrying)
+      beforeFirstContact(e) ? Retry.neverAnswered(e, Date.now() - firstCall) : Retry.gaveUp(horizon)(e)
+    const transient = Retry.transientSchedule(horizon, emit, keepTrying, (e) =>
+      beforeFirstContact(e) ? firstContactBy : undefined)
 
     let seq = yield* ledger.nextBatchSeq(runId).pipe(Effect.mapError((e) => fail(e.message)))
     const switchAt = run.deadline === null ? null : run.deadline - (options.deadlineMarginMs ?? 0)

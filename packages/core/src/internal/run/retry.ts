@@ -19,16 +19,20 @@ export const transientSchedule = (
   horizon: Duration.Duration,
   emit: (event: RunEvent.RunEvent) => void,
   /** whether a failure is tried again (the retry's own condition): no "next attempt" is announced for one that is not */
-  again: (error: ProviderError.ProviderError) => boolean = () => true
+  again: (error: ProviderError.ProviderError) => boolean = () => true,
+  /** the latest time (epoch ms) a failure's next attempt may be made, if any: the wait is shortened to it */
+  lastAttemptBy: (error: ProviderError.ProviderError) => number | undefined = () => undefined
 ) =>
   Schedule.min([Schedule.exponential("500 millis", 2), Schedule.spaced("1 minute")]).pipe(
     Schedule.jittered,
     Schedule.setInputType<ProviderError.ProviderError>(),
     Schedule.modifyDelay(({ duration, input }) =>
       Effect.sync(() => {
-        const delay = input.reason._tag === "RateLimited" && input.reason.retryAfterMs !== undefined
+        const wanted = input.reason._tag === "RateLimited" && input.reason.retryAfterMs !== undefined
           ? Duration.max(duration, Duration.millis(input.reason.retryAfterMs))
           : duration
+        const by = lastAttemptBy(input)
+        const delay = by === undefined ? wanted : Duration.min(wanted, Duration.millis(Math.max(0, by - Date.now())))
         const delayMs = Duration.toMillis(delay)
         if (!again(input)) return delay
         if (input.reason._tag === "Transport") {
@@ -71,10 +75,9 @@ export const gaveUp = (horizon: Duration.Duration) => (error: ProviderError.Prov
     : new ProviderError.ProviderError({ provider: error.provider, operation: error.operation, reason })
 }
 
-/** a provider may answer 404 for a batch it created moments ago (propagation): retried for this long */
 /**
  * How long a connection that cannot be made is tried again before the provider first answered this process: the
- * attempt after it is the last (the back-off doubles, so that is within about a minute).
+ * waits are shortened so the last attempt is made at this mark, and the run stops right after it.
  */
 export const FIRST_CONTACT = Duration.seconds(30)
 
@@ -89,6 +92,7 @@ export const neverAnswered = (error: ProviderError.ProviderError, elapsedMs: num
     })
   })
 
+/** a provider may answer 404 for a batch it created moments ago (propagation): retried for this long */
 export const NOT_FOUND_GRACE = "2 minutes"
 
 /** the provider refused a batch for its size: splitting it can help */
