@@ -324,3 +324,21 @@ describe("offpeak emulator --json", () => {
     expect(said.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/)
   }, 60_000)
 })
+
+describe("a deadline", () => {
+  it("too near for the batch API is said at the start, and every request goes synchronously at the full price", async () => {
+    const dir = tmpDir("cli-deadline")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 40, 5)
+    const env = { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined, OFFPEAK_TEST_INPUT: input, OFFPEAK_TEST_OUT: path.join(dir, "out") }
+    // a fresh ledger knows no batch durations: the margin is 15 minutes, so a deadline in 20 s is within it
+    const run = await runCli(["run", fixture, "--state-dir", "st", "--deadline", "20s", "--json"], { cwd: dir, env })
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toMatch(/its deadline \S+ is too near for the batch API \(the margin before it: 15m\): every request goes through the synchronous API, at the full price/)
+    const summary = decode(Json.Summary, run.stdout)
+    expect(summary.succeeded).toBe(40)
+    expect(summary.cost.spentUsd).toBeGreaterThan(0)
+    expect(summary.cost.spentUsd).toBe(summary.cost.syncEquivalentUsd)
+    expect(readParts(path.join(dir, "out"))).toHaveLength(40)
+  }, 120_000)
+})

@@ -748,4 +748,30 @@ describe("Pipeline.run modes", () => {
           `kept from them, ${provider.syncCalls.length} rows sent synchronously, done ${Date.now() - started} ms after the start`
       )
     }))
+
+  it.live("a deadline: a batch that waited for a slot past the switch is not created; its rows go synchronously", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({ answer: echo, pollsToComplete: 1_000_000_000 })
+      const started = Date.now()
+      // one slot: the first batch stalls in it until the switch cancels it; the next ones wait for the slot meanwhile
+      const { pipeline, out } = pipelineOf(rows(40), {
+        batch: { maxRequests: 10, maxInFlight: 1 },
+        deadline: started + 5_500,
+        deadlineMargin: "4 seconds"
+      })
+      const summary = yield* Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer))
+      assert.strictEqual(summary.state, "completed")
+      const all = out.all()
+      assert.strictEqual(all.length, 40)
+      assert.strictEqual(new Set(all.map((r) => r.key)).size, 40)
+      // only the batch in the slot before the switch reached the batch API
+      assert.strictEqual(provider.creates.length, 1)
+      const answeredByBatch = new Set([...provider.batches.values()].flatMap((b) => b.lines.slice(0, Math.ceil(b.lines.length / 2))).map((l) => l.custom_id))
+      assert.strictEqual(provider.syncCalls.length, 40 - answeredByBatch.size)
+      for (const id of provider.syncCalls) assert.isFalse(answeredByBatch.has(id))
+      console.log(
+        `deadline, one slot: ${provider.creates.length} batch created, ${answeredByBatch.size} answers kept from it, ` +
+          `${provider.syncCalls.length} rows sent synchronously`
+      )
+    }))
 })

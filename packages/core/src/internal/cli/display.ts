@@ -229,7 +229,7 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
       const why = event.reasons !== undefined && event.reasons.length > 0
         ? event.reasons.map((r) => `${int(r.requests)} ${r.kind}`).join(", ")
         : [
-          ...(memory.unanswered > 0 ? [`${int(memory.unanswered)} unanswered in expired batches`] : []),
+          ...(memory.unanswered > 0 ? [`${int(memory.unanswered)} unanswered in expired or cancelled batches`] : []),
           ...(memory.failedLines > 0 ? [`${int(memory.failedLines)} failed`] : [])
         ].join(", ")
       memory.unanswered = 0

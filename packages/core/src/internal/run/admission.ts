@@ -94,9 +94,14 @@ export const make = <Rec, A, Row>(
     return `${group}\u0000${hash.digest("hex").slice(0, 16)}`
   }
 
-  /** a request's worst case when the run has a budget (at the sync price unless every batch goes to the batch API) */
+  /**
+   * a request's worst case when the run has a budget: at the sync price unless every batch goes to the batch API (a
+   * deadline may send any of them synchronously)
+   */
   const worstOf = (request: Request.Request): R.Result<bigint | undefined, string> =>
-    ctx.budget === null ? R.succeed(undefined) : ctx.worstCase(request, ctx.run.mode === "batch" ? "batch" : "sync")
+    ctx.budget === null
+      ? R.succeed(undefined)
+      : ctx.worstCase(request, ctx.run.mode === "batch" && ctx.switchAt === null ? "batch" : "sync")
 
   /** a row ready for admission: its ledger row, its request's batch item, or why the run cannot go on */
   type Encoded = {

@@ -157,7 +157,8 @@ export const make = <Rec, A, Row>(
         count: batch.requestCount,
         bytes: batch.bytes
       }
-      let state = batch.state
+      /** `switched`: the deadline's switch came while the batch waited to be sent; it goes through the synchronous API */
+      let state = batch.state as Ledger.Batch["state"] | "switched"
       let remote: Provider.RemoteBatch | undefined = batch.remoteId === null
         ? undefined
         : { id: batch.remoteId, meta: batch.remoteMeta ?? undefined }
@@ -195,6 +196,9 @@ export const make = <Rec, A, Row>(
           yield* cancelUnsent(batch)
           state = "ended"
         }
+        // checked here, in its slot and under the create lock, not only when the batch was sealed: it may have waited
+        // for a slot past the switch, and a batch created then is cancelled at once while its rows go synchronously
+        if (state === "sealed" && ctx.pastSwitch()) state = "switched"
         if (state === "sealed" && !reserved) {
           if (yield* lifecycle.reserve(batch)) reserved = true
           else state = "collected"
@@ -292,6 +296,10 @@ export const make = <Rec, A, Row>(
           state = "ended"
         }
       }).pipe(Semaphore.withPermits(ctx.locks.slots, 1))
+      if (state === "switched") {
+        yield* ledger.updateBatch(batch.id, { mode: "sync" })
+        return yield* sync.send({ ...batch, mode: "sync" })
+      }
       if (state === "ended" && remote !== undefined) {
         const final = status ??
           (yield* ProviderError.retryNotFound(retrying(provider.status(remote)), { since: submittedAt, grace: Retry.NOT_FOUND_GRACE }))

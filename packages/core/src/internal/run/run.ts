@@ -228,9 +228,12 @@ export const run = <Rec, A, Row>(
         catch: (e) => fail(`cannot create ${ctx.batchDir}: ${e instanceof Error ? e.message : String(e)}`)
       })
       const started = Date.now()
-      const body = (pipeline.source.pushdown !== undefined && (provider.tables ?? []).length > 0
-        ? Pushdown.run(ctx, pipeline.source.pushdown)
-        : lines(ctx)).pipe(Effect.flatMap((outcome) => summarize(ctx, outcome, started)))
+      const pushdown = pipeline.source.pushdown !== undefined && (provider.tables ?? []).length > 0
+      const work = (pushdown ? Pushdown.run(ctx, pipeline.source.pushdown!) : lines(ctx)).pipe(
+        Effect.flatMap((outcome) => summarize(ctx, outcome, started))
+      )
+      // a table job has no synchronous way: a deadline changes nothing there
+      const body = ctx.switchAt === null || cancelling || pushdown ? work : yield* deadlineNoticed(ctx, ctx.switchAt, work)
       return yield* body.pipe(
         Effect.tap((summary) => Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: summary.state }))),
         Effect.tap((summary) => Effect.annotateCurrentSpan(Telemetry.summaryAttributes(summary))),
@@ -256,6 +259,45 @@ export const run = <Rec, A, Row>(
     Effect.mapError((e) => e._tag === "RunError" ? e : new RunError({ runId: options.resume ?? "", message: e.message })),
     Effect.withSpan("offpeak.run", { attributes: { "offpeak.pipeline": pipeline.name, "offpeak.run.resumed": options.resume !== undefined } })
   )
+
+/**
+ * A run with a deadline says when it leaves the batch API for the synchronous one (at the full price): at its start,
+ * and again when that time comes while it works. A deadline already within its margin is a warning at once.
+ */
+const deadlineNoticed = <Rec, A, Row, X, E, R>(
+  ctx: Context.Context<Rec, A, Row>,
+  switchAt: number,
+  work: Effect.Effect<X, E, R>
+) =>
+  Effect.gen(function*() {
+    const deadline = ctx.run.deadline!
+    const seconds = (ms: number) => Duration.format(Duration.seconds(Math.max(1, Math.round(ms / 1000))))
+    const at = (ms: number) => new Date(ms).toISOString()
+    const margin = `the margin before it: ${seconds(deadline - switchAt)}`
+    const left = switchAt - Date.now()
+    if (left <= 0) {
+      yield* Effect.logWarning(
+        `run ${ctx.runId}: its deadline ${at(deadline)} is too near for the batch API (${margin}): every request goes ` +
+          `through the synchronous API, at the full price`
+      )
+      return work
+    }
+    yield* Effect.logInfo(
+      `run ${ctx.runId}: deadline ${at(deadline)}: batches until ${at(switchAt)} (${margin}), then the synchronous API, ` +
+        `at the full price`
+    )
+    const notice = Effect.sleep(Duration.millis(left)).pipe(
+      Effect.andThen(() =>
+        Effect.logWarning(
+          `run ${ctx.runId}: the deadline ${at(deadline)} is ${seconds(deadline - Date.now())} away: batches at the ` +
+            `provider are cancelled (their answers kept), every request left goes through the synchronous API`
+        )
+      ),
+      Effect.andThen(Effect.never)
+    )
+    // the notice never ends: the work's end ends the race, and the notice with it
+    return Effect.raceFirst(work, notice)
+  })
 
 /** a run whose requests go out as lines (batch files, or synchronous calls) */
 const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
