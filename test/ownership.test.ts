@@ -46,7 +46,7 @@ const exactlyOnce = async (url: string, out: string, rows: number) => {
 const refusal = /pipeline "tickets" is being worked by run (\S+): process (\d+) on \S+, since .* \(last heartbeat \d+ s ago\)/
 
 describe("one owner per run (SQLite state)", () => {
-  it("a resume of a live run and a second run of the same pipeline are refused at once, naming the owner", async () => {
+  it("a resume, a cancel and a second run of a live run are refused at once, naming the owner and the command for after", async () => {
     // slow enough that the first run is still at work when the others start
     const { dir, out, url, env, state } = await setup("own-live", 1_000, 21, 20)
     const db = path.join(state, "state.db")
@@ -54,18 +54,21 @@ describe("one owner per run (SQLite state)", () => {
     await waitFor("a submitted batch", () => submittedBatches(db) >= 1)
     const [r] = query<{ id: string }>(db, "SELECT id FROM offpeak_runs")
     const started = Date.now()
-    const [resume, second] = await Promise.all([
+    const [resume, second, cancel] = await Promise.all([
       runCli(["resume", r!.id, "--state-dir", state], { cwd: dir, env }),
-      runCli(["run", fixture, "--state-dir", state], { cwd: dir, env })
+      runCli(["run", fixture, "--state-dir", state], { cwd: dir, env }),
+      runCli(["cancel", r!.id, "--state-dir", state], { cwd: dir, env })
     ])
     const refusedIn = Date.now() - started
     expect(first.child.exitCode, "the first run was still at work").toBeNull()
-    for (const attempt of [resume, second]) {
+    for (const [attempt, then] of [[resume, "resume"], [second, "resume"], [cancel, "cancel"]] as const) {
       expect(attempt.code).not.toBe(0)
       const m = refusal.exec(attempt.stderr)
       expect(m, attempt.stderr).not.toBeNull()
       expect(m![1]).toBe(r!.id)
       expect(Number(m![2])).toBe(first.child.pid)
+      // the command to give once it is stopped, with the flags that find this ledger
+      expect(attempt.stderr).toContain(`then \`offpeak ${then} ${r!.id} --state-dir ${state}\``)
     }
     // the refused `run` created no run of its own
     expect(query(db, "SELECT id FROM offpeak_runs")).toHaveLength(1)

@@ -30,6 +30,7 @@ import {
   loadPipeline,
   prewarmLedger,
   resumeHint,
+  withStateFlags,
   stateDirFlag,
   stateFlag,
   usage
@@ -228,7 +229,10 @@ const execute = (options: Execution) =>
     }
     // the provider could not be set up (bad knobs, a base URL with credentials): no run started
     if (!(outcome.failure instanceof RunError)) return yield* failure(outcome.failure)
-    const error = outcome.failure
+    const error = new RunError({
+      runId: outcome.failure.runId,
+      message: withStateFlags(outcome.failure.message, options.stateDirGiven, options.state)
+    })
     const runId = error.runId !== "" ? error.runId : counters.runId
     const ledger = yield* Ledger.Ledger
     const known = runId === "" ? Option.none() : yield* ledger.getRun(runId).pipe(Effect.orElseSucceed(() => Option.none()))

@@ -165,14 +165,26 @@ export const existingLedgerLayer = (stateDir: string, state?: string | undefined
  * @since 0.1.0
  * @category formatting
  */
-export const resumeHint = (runId: string, stateDir: string, state?: string | undefined): string => {
-  const parts = ["offpeak", "resume", runId]
+export const resumeHint = (runId: string, stateDir: string, state?: string | undefined): string =>
+  commandHint("resume", runId, stateDir, state)
+
+/** `offpeak <command> <run>` with the flags that find the run's ledger again (none for the default folder) */
+export const commandHint = (command: "resume" | "cancel", runId: string, stateDir: string, state?: string | undefined): string => {
+  const parts = ["offpeak", command, runId]
   if (path.resolve(stateDir) !== path.resolve(".offpeak")) parts.push("--state-dir", quote(stateDir))
   if (state !== undefined && state !== process.env.OFFPEAK_STATE) {
     parts.push("--state", quote(isUrl(state) ? Redact.url(state) : state))
   }
   return parts.join(" ")
 }
+
+/**
+ * A runner's message names `offpeak resume <run>` or `offpeak cancel <run>` without the flags that found this ledger
+ * (it does not know them): the CLI adds them, so the command can be pasted as given.
+ */
+export const withStateFlags = (message: string, stateDir: string, state?: string | undefined): string =>
+  message.replace(/`offpeak (resume|cancel) ([^`\s]+)`/g, (_, command: "resume" | "cancel", runId: string) =>
+    `\`${commandHint(command, runId, stateDir, state)}\``)
 
 /** a shell word, quoted when it needs to be */
 export const quote = (word: string): string => /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`

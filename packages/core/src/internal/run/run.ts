@@ -120,7 +120,16 @@ export const run = <Rec, A, Row>(
         }
       })
 
-    const lease = yield* ledger.acquire({ scope: pipeline.name, runId, ttlMs }).pipe(Effect.mapError((e) => fail(e.message)))
+    const lease = yield* ledger.acquire({ scope: pipeline.name, runId, ttlMs }).pipe(
+      // asked to cancel: once the other process is stopped, the command to give is cancel, not resume
+      Effect.mapError((e) =>
+        fail(
+          options.cancel === true && e._tag === "LeaseHeld"
+            ? e.message.replace(`\`offpeak resume ${e.runId}\``, `\`offpeak cancel ${e.runId}\``)
+            : e.message
+        )
+      )
+    )
     const leaseRef = { current: lease }
     const renewLease = ledger.renew(leaseRef.current).pipe(
       Effect.tap((renewed) => Effect.sync(() => (leaseRef.current = renewed))),
