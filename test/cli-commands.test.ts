@@ -325,8 +325,26 @@ describe("offpeak emulator --json", () => {
   }, 60_000)
 })
 
-describe("a deadline", () => {
-  it("too near for the batch API is said at the start, and every request goes synchronously at the full price", async () => {
+describe("a run that would pay the full price without being asked to", () => {
+  it("--mode auto with batches smaller than syncBelow says every batch goes synchronously", async () => {
+    const dir = tmpDir("cli-auto")
+    const input = path.join(dir, "tickets.csv")
+    writeTickets(input, 30, 4)
+    const env = {
+      OPENAI_API_KEY: undefined,
+      OPENAI_BASE_URL: undefined,
+      OFFPEAK_TEST_INPUT: input,
+      OFFPEAK_TEST_OUT: path.join(dir, "out"),
+      OFFPEAK_TEST_MAX_REQUESTS: "20"
+    }
+    const run = await runCli(["run", fixture, "--state-dir", "st", "--mode", "auto", "--json"], { cwd: dir, env })
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toMatch(/mode auto: a batch holds at most 20 requests \(batch\.maxRequests\), fewer than batch\.syncBelow \(100\): every batch goes through the synchronous API, at the full price/)
+    const summary = decode(Json.Summary, run.stdout)
+    expect(summary.cost.spentUsd).toBe(summary.cost.syncEquivalentUsd)
+  }, 120_000)
+
+  it("a deadline too near for the batch API is said at the start, and every request goes synchronously at the full price", async () => {
     const dir = tmpDir("cli-deadline")
     const input = path.join(dir, "tickets.csv")
     writeTickets(input, 40, 5)

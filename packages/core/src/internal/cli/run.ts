@@ -29,6 +29,7 @@ import {
   ledgerLayer,
   loadPipeline,
   prewarmLedger,
+  commandHint,
   resumeHint,
   withStateFlags,
   stateDirFlag,
@@ -151,7 +152,10 @@ const execute = (options: Execution) =>
           ),
           Effect.catch((e) =>
             Effect.sync(() =>
-              process.stderr.write(`cancellation not finished (${e.message}): offpeak cancel ${counters.runId} completes it\n`)
+              process.stderr.write(
+                `cancellation not finished (${e.message}): ` +
+                  `${commandHint("cancel", counters.runId, options.stateDirGiven, options.state)} completes it\n`
+              )
             )
           )
         )

@@ -335,6 +335,13 @@ const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
       dead: before.dead,
       openBatches: open.length
     })
+    const { maxRequests, syncBelow } = ctx.limits
+    if (run.mode === "auto" && maxRequests < syncBelow) {
+      yield* Effect.logWarning(
+        `mode auto: a batch holds at most ${maxRequests} requests (batch.maxRequests), fewer than batch.syncBelow ` +
+          `(${syncBelow}): every batch goes through the synchronous API, at the full price`
+      )
+    }
     if (cancelling) {
       // nothing more is sent: requests never batched end cancelled, batches at the provider are cancelled there
       yield* batches.cancelQueued
