@@ -678,8 +678,12 @@ const advise = (e: Estimate, o: { readonly sampleRows: number | undefined }): Ar
   if (e.requests > 0 && e.requests < SMALL_JOB && e.mode !== "sync") {
     out.push(
       `only ${e.requests.toLocaleString("en-US")} requests: below a few hundred the synchronous API is simpler ` +
-        `(answers at once, no 24-hour window) and the batch saving is ${money(e.cost.saving.expectedUsd ?? e.cost.saving.boundUsd)}` +
-        `${e.cost.saving.expectedUsd === null ? " at most" : ""}: consider --mode sync`
+        `(answers at once, no 24-hour window)` +
+        (e.cost.unpriced.length > 0
+          ? ""
+          : ` and the batch saving is ${money(e.cost.saving.expectedUsd ?? e.cost.saving.boundUsd)}` +
+            `${e.cost.saving.expectedUsd === null ? " at most" : ""}`) +
+        `: consider --mode sync`
     )
   }
   if (e.requests >= SMALL_JOB && e.mode === "sync") {

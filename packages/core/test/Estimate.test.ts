@@ -380,6 +380,17 @@ describe("Estimate.make", () => {
       assert.strictEqual(auto.cost.planned.syncRequests, 50)
       assert.isAbove(auto.cost.planned.boundUsd, auto.cost.batch.boundUsd)
       assert.isBelow(auto.cost.planned.boundUsd, auto.cost.sync.boundUsd)
+      // a model with no price: its cost is unknown, not $0.00
+      const unknown = yield* Estimate.make(
+        pipelineOf(tickets(30), { request: (t) => Request.chat({ model: "my-own-model", prompt: t.body, maxTokens: 50 }) }),
+        { provider: service }
+      )
+      assert.deepStrictEqual(unknown.cost.unpriced, ["my-own-model"])
+      const text = Estimate.format(unknown)
+      assert.match(text, /batch API\s+unknown\s+-\n/)
+      assert.match(text, /synchronous API\s+unknown\s+-\n/)
+      assert.match(text, /unpriced\s+my-own-model: no price known, not in the sums \(a `prices` override gives one\)/)
+      assert.notInclude(text, "$0.00")
       console.log(`small job: ${advice}`)
     }))
 })

@@ -67,7 +67,10 @@ export const format = (e: Estimate): string => {
   )
   label("cache", `${(e.cachedInput.share * 100).toFixed(0)} % of input assumed read from the prompt cache: ${e.cachedInput.note}`)
   const c = e.cost
-  const cell = (v: number | null) => padStart(v === null ? "-" : usd(v), 18)
+  // a model without a price adds nothing to the sums: they are shown as a floor, or as unknown when nothing is priced
+  const unpriced = c.unpriced.length > 0
+  const cell = (v: number | null) =>
+    padStart(v === null ? "-" : unpriced && v === 0 ? "unknown" : unpriced ? `≥ ${usd(v)}` : usd(v), 18)
   lines.push(`  ${pad("cost", 22)}${padStart("at most", 18)}${padStart("expected", 18)}`)
   lines.push(`  ${pad("  batch API", 22)}${cell(c.batch.boundUsd)}${cell(c.batch.expectedUsd)}`)
   lines.push(`  ${pad("  synchronous API", 22)}${cell(c.sync.boundUsd)}${cell(c.sync.expectedUsd)}`)
@@ -85,7 +88,7 @@ export const format = (e: Estimate): string => {
         (c.overBudgetUsd === null ? " (within it)" : ` — ${usd(c.overBudgetUsd)} over`)
     )
   }
-  if (c.unpriced.length > 0) label("unpriced", c.unpriced.join(", "))
+  if (unpriced) label("unpriced", `${c.unpriced.join(", ")}: no price known, not in the sums (a \`prices\` override gives one)`)
   if (e.dryRun !== null) {
     label("dry run", `${int(e.dryRun.files.length)} batch file${e.dryRun.files.length === 1 ? "" : "s"} in ${e.dryRun.dir}`)
     const shown = e.dryRun.files.slice(0, 10)
