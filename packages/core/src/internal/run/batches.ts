@@ -240,9 +240,13 @@ export const make = <Rec, A, Row>(
         )
         if (remote !== undefined) yield* Effect.annotateCurrentSpan("offpeak.batch.remote_id", remote.id)
         if (state === "submitted" && cancelling) {
-          // ask the provider to stop; a batch that already ended refuses, which is fine
+          // ask the provider to stop; a batch that already ended refuses (a 4xx), which is fine and not worth a warning
           yield* retrying(provider.cancel(remote!)).pipe(
-            Effect.catch((error) => Effect.logWarning(`cancel ${remote!.id}: ${error.message}`))
+            Effect.catch((error) =>
+              error.reason._tag === "Rejected"
+                ? Effect.logDebug(`cancel ${remote!.id}: ${error.message}`)
+                : Effect.logWarning(`cancel ${remote!.id}: ${error.message}`)
+            )
           )
         }
         if (state === "submitted") {
