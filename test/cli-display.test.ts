@@ -81,6 +81,10 @@ describe("the live display", () => {
     emit({ _tag: "PartWritten", seq: 1, delivered: 380, dead: 0, refused: 0 })
     emit({ _tag: "RetryRound", round: 1, requests: 120, waitMs: 1_000 })
     emit({ _tag: "BatchSplit", batchId: `${runId}-b00002`, into: [60, 60], reason: "413 File is too large" })
+    // a batch the deadline cancelled: its unanswered requests are said as cancelled, not expired
+    emit({ _tag: "BatchSubmitted", batchId: `${runId}-b00003`, remoteId: "batch_def", requests: 50, mode: "batch" })
+    emit({ _tag: "BatchEnded", batchId: `${runId}-b00003`, mode: "batch", providerState: "cancelled", completed: 20, failed: 0 })
+    emit({ _tag: "RetryRound", round: 2, requests: 30, waitMs: 0 })
     emit({
       _tag: "ProviderUnreachable",
       provider: "openai",
@@ -99,13 +103,14 @@ describe("the live display", () => {
     expect(said).toContain("batch b00001 submitted: 500 requests (batch_abc)")
     expect(said).toMatch(/batch b00001 expired at the provider after 4\.0 s: 380 of 500 answered; the other 120 go to a retry round \(while attempts remain\)/)
     expect(said).toMatch(/retry round 1: 120 requests go out again in 1\.0 s \(120 unanswered in expired batches\)/)
+    expect(said).toMatch(/retry round 2: 30 requests go out again in .* \(30 unanswered in cancelled batches\)/)
     expect(said).toContain("batch b00002 split into 60 + 60 requests: 413 File is too large")
     expect(said).toMatch(/provider unreachable: openai files\.create: cannot connect to 127\.0\.0\.1:9: connection refused .*next attempt at \d\d:\d\d:\d\d \(in 2\.0 s\)/)
     // exactly one status (two lines) on screen, at the bottom: every earlier one was erased before a line went above it
     expect(lines.filter((l) => l.includes("elapsed"))).toHaveLength(1)
     expect(lines.filter((l) => l.startsWith("batches "))).toHaveLength(1)
     expect(lines.at(-2)).toMatch(/^\s*38% \[█+▒*░+\] 380\/1,000 rows · [\d.]+ rows\/s · 0:06 elapsed · ETA \d+:\d\d$/)
-    expect(lines.at(-1)).toMatch(/^batches 1 ended · succeeded 380 · failed 0 · retry rounds 1$/)
+    expect(lines.at(-1)).toMatch(/^batches 2 ended · succeeded 380 · failed 0 · retry rounds 2$/)
     // the cursor is hidden while the status is drawn and shown again at the end
     expect(writes.join("")).toContain("\x1b[?25l")
     display.close()

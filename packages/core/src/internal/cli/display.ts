@@ -108,8 +108,8 @@ export interface EventLine {
 interface Memory {
   /** requests and submission time of batches this process sent */
   readonly batches: Map<string, { readonly requests: number; readonly submittedAt: number }>
-  /** since the last retry round: unanswered requests of expired or cancelled batches, failed lines */
-  unanswered: number
+  /** since the last retry round: unanswered requests of expired and of cancelled batches (a deadline), failed lines */
+  unanswered: { expired: number; cancelled: number }
   failedLines: number
   /** 429s answered so far */
   rateLimited: number
@@ -138,7 +138,7 @@ const heldBack = (held: number) => held > 0 ? ` (${held} more since the last lin
 
 const newMemory = (): Memory => ({
   batches: new Map(),
-  unanswered: 0,
+  unanswered: { expired: 0, cancelled: 0 },
   failedLines: 0,
   rateLimited: 0,
   unreachableSince: undefined,
@@ -192,7 +192,7 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
         case "cancelled": {
           // providers count the lines an expiry cut off as failed: every request without an answer is said once
           const missing = requests === undefined ? undefined : Math.max(0, requests - event.completed)
-          if (missing !== undefined) memory.unanswered += missing
+          if (missing !== undefined) memory.unanswered[event.providerState] += missing
           else memory.failedLines += event.failed
           return {
             text: `${b(event.batchId)} ${event.providerState} at the provider${took}: ${int(event.completed)}` +
@@ -229,10 +229,12 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
       const why = event.reasons !== undefined && event.reasons.length > 0
         ? event.reasons.map((r) => `${int(r.requests)} ${r.kind}`).join(", ")
         : [
-          ...(memory.unanswered > 0 ? [`${int(memory.unanswered)} unanswered in expired or cancelled batches`] : []),
+          ...(["expired", "cancelled"] as const).flatMap((how) =>
+            memory.unanswered[how] > 0 ? [`${int(memory.unanswered[how])} unanswered in ${how} batches`] : []
+          ),
           ...(memory.failedLines > 0 ? [`${int(memory.failedLines)} failed`] : [])
         ].join(", ")
-      memory.unanswered = 0
+      memory.unanswered = { expired: 0, cancelled: 0 }
       memory.failedLines = 0
       return {
         text: `retry round ${event.round}: ${count(event.requests, "request")} ${event.requests === 1 ? "goes" : "go"} out again in ${duration(event.waitMs)}` +
