@@ -103,6 +103,7 @@ describe("the live display", () => {
     expect(said).toContain("batch b00001 submitted: 500 requests (batch_abc)")
     expect(said).toMatch(/batch b00001 expired at the provider after 4\.0 s: 380 of 500 answered; the other 120 go to a retry round \(while attempts remain\)/)
     expect(said).toMatch(/retry round 1: 120 requests go out again in 1\.0 s \(120 unanswered in expired batches\)/)
+    expect(said).toMatch(/batch b00003 cancelled at the provider.*: 20 of 50 answered; the other 30 go to a retry round/)
     expect(said).toMatch(/retry round 2: 30 requests go out again in .* \(30 unanswered in cancelled batches\)/)
     expect(said).toContain("batch b00002 split into 60 + 60 requests: 413 File is too large")
     expect(said).toMatch(/provider unreachable: openai files\.create: cannot connect to 127\.0\.0\.1:9: connection refused .*next attempt at \d\d:\d\d:\d\d \(in 2\.0 s\)/)

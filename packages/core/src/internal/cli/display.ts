@@ -111,6 +111,8 @@ interface Memory {
   /** since the last retry round: unanswered requests of expired and of cancelled batches (a deadline), failed lines */
   unanswered: { expired: number; cancelled: number }
   failedLines: number
+  /** the run is being cancelled (`offpeak cancel`): a cancelled batch's unanswered requests end cancelled, not retried */
+  readonly cancelling: boolean
   /** 429s answered so far */
   rateLimited: number
   /** the first time the provider could not be reached, and how many times since */
@@ -136,8 +138,9 @@ const loud = (memory: Memory, key: string, now: number): { readonly print: boole
 
 const heldBack = (held: number) => held > 0 ? ` (${held} more since the last line)` : ""
 
-const newMemory = (): Memory => ({
+const newMemory = (cancelling = false): Memory => ({
   batches: new Map(),
+  cancelling,
   unanswered: { expired: 0, cancelled: 0 },
   failedLines: 0,
   rateLimited: 0,
@@ -198,9 +201,9 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
             text: `${b(event.batchId)} ${event.providerState} at the provider${took}: ${int(event.completed)}` +
               (requests !== undefined ? ` of ${int(requests)} answered` : ` answered${failedLines}`) +
               (missing !== undefined && missing > 0
-                ? event.providerState === "expired"
-                  ? `; the other ${int(missing)} go to a retry round (while attempts remain)`
-                  : `; the other ${int(missing)} are recorded as cancelled`
+                ? event.providerState === "cancelled" && memory.cancelling
+                  ? `; the other ${int(missing)} are recorded as cancelled`
+                  : `; the other ${int(missing)} go to a retry round (while attempts remain)`
                 : ""),
             tone: "warn"
           }
@@ -412,11 +415,13 @@ export const make = (options: {
   readonly counters: Progress.Counters
   readonly intervalMs?: number | undefined
   readonly now?: (() => number) | undefined
+  /** the run is being cancelled (`offpeak cancel`) */
+  readonly cancelling?: boolean | undefined
 }): Display => {
   const { terminal, counters } = options
   const now = options.now ?? Date.now
   const intervalMs = options.intervalMs ?? 5_000
-  const memory = newMemory()
+  const memory = newMemory(options.cancelling ?? false)
   const samples: Array<Sample> = []
   let doneAtStart = Progress.done(counters)
   let startedAt = now()

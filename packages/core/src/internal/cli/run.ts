@@ -105,7 +105,7 @@ const execute = (options: Execution) =>
     const counters = Progress.make()
     const terminal = Display.terminalOf(process.stderr)
     guardCursor(terminal)
-    const display = Display.make({ terminal, counters, intervalMs: plainInterval() })
+    const display = Display.make({ terminal, counters, intervalMs: plainInterval(), cancelling: options.cancel })
     const providerLayer = plugin.layer({
       emulatorDir: path.join(stateDir, "emulator", plugin.name),
       onNotice: (line) => display.line(Redact.text(line))
