@@ -75,6 +75,16 @@ const valueAt = (input: unknown, path: ReadonlyArray<PropertyKey>): { readonly v
 
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 
+/** a value as a message shows it: JSON, with a bigint (a Postgres `bigint` column) as `5n`, never a throw */
+const shownValue = (value: unknown): string => {
+  if (typeof value === "bigint") return `${value}n`
+  try {
+    return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}
+
 /**
  * `field "priority": Expected "low" | "high", got "urgent"`; several issues are
  * joined with `; `.
@@ -84,7 +94,7 @@ export const schemaReason = (error: Schema.SchemaError, input: unknown): string 
     const path = (issue.path ?? []).map((p) => (typeof p === "object" ? p.key : p))
     const field = path.length > 0 ? `field ${JSON.stringify(formatPath(path))}: ` : ""
     const got = path.length > 0 ? valueAt(input, path) : undefined
-    const shown = got === undefined ? "" : `, got ${truncate(JSON.stringify(got.value) ?? String(got.value), MAX_GOT)}`
+    const shown = got === undefined ? "" : `, got ${truncate(shownValue(got.value), MAX_GOT)}`
     return `${field}${issue.message}${shown}`
   }).join("; ")
 

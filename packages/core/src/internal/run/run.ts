@@ -257,7 +257,15 @@ export const run = <Rec, A, Row>(
             Effect.ignore,
             Effect.andThen(Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: "failed", message: e.message })))
           )
-        )
+        ),
+        // a bug (a throw no error type foresaw) fails the run too, saying what was thrown: not left `running`
+        Effect.tapDefect((defect) => {
+          const message = `offpeak failed unexpectedly: ${defect instanceof Error ? defect.message : String(defect)}`
+          return ledger.updateRun(runId, { state: "failed", message }).pipe(
+            Effect.ignore,
+            Effect.andThen(Effect.sync(() => ctx.emit({ _tag: "RunEnded", state: "failed", message })))
+          )
+        })
       )
     }).pipe(Effect.mapError((e) => e._tag === "RunError" ? e : fail(e.message)))
 
