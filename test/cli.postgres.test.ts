@@ -6,7 +6,7 @@ import { Effect } from "effect"
 import { expect, it } from "vitest"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { describePostgres, freshSchema } from "../packages/core/test/support/postgres.ts"
+import { connect, describePostgres, freshSchema } from "../packages/core/test/support/postgres.ts"
 import { readParts, repo, runCli, startCli, tmpDir, waitFor, writeTickets } from "./support/files.ts"
 
 const fixture = path.join(repo, "test/fixtures/tickets.pipeline.ts")
@@ -49,4 +49,19 @@ describePostgres("offpeak CLI with a Postgres ledger", (pgUrl) => {
       expect(new Set(rows.map((r) => r.id)).size).toBe(1_500)
     })))
   }, 120_000)
+
+  it("status, failures and inspect on a database with no ledger refuse it (exit 2) and create no table there", async () => {
+    await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const { url, schema } = yield* freshSchema(pgUrl, "empty")
+      const dir = tmpDir("cli-pg-empty")
+      for (const args of [["status"], ["failures", "some-run"], ["inspect", "some-run", "k"]]) {
+        const said = yield* Effect.promise(() => runCli([...args, "--state", url], { cwd: dir, env: { OFFPEAK_STATE: undefined } }))
+        expect(said.code, `${args[0]}: ${said.stderr}`).toBe(2)
+        expect(said.stderr).toMatch(/no ledger at postgres:\/\/\S+ \(no offpeak tables in that database\)/)
+      }
+      const sql = yield* connect(pgUrl)
+      const tables = yield* sql<{ n: number }>`SELECT COUNT(*)::int AS n FROM information_schema.tables WHERE table_schema = ${schema}`
+      expect(tables[0]!.n).toBe(0)
+    })))
+  }, 60_000)
 })

@@ -14,6 +14,7 @@ import * as Ledger from "../../Ledger.ts"
 import * as Pipeline from "../../Pipeline.ts"
 import * as Redact from "../../Redact.ts"
 import * as SqliteClient from "../../SqliteClient.ts"
+import { SqlClient } from "effect/sql"
 
 /**
  * A command failed with a message for the user; `exitCode` 2 for a usage error (a wrong argument, an unknown run),
@@ -106,14 +107,35 @@ export const prewarmLedger = (state: string | undefined): Effect.Effect<void> =>
  * @since 0.1.0
  * @category layers
  */
-export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer.Layer<Ledger.Ledger, unknown> =>
+export const ledgerLayer = (
+  stateDir: string,
+  state?: string | undefined,
+  /** a Postgres database without offpeak's tables is refused, not given them (a command that only reads) */
+  mustExist = false
+): Layer.Layer<Ledger.Ledger, unknown> =>
   Layer.unwrap(Effect.sync(() => {
     if (state !== undefined && isUrl(state)) {
       Redact.registerUrl(state)
+      const exists = Layer.effectDiscard(Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        // in the schema the ledger's tables are made in (the first of the search path)
+        const found = yield* sql<{ t: string | null }>`SELECT to_regclass(format('%I.offpeak_runs', current_schema()))::text AS t`
+        if (found[0]?.t === null || found[0]?.t === undefined) {
+          return yield* Effect.fail(usage(
+            `no ledger at ${Redact.url(state)} (no offpeak tables in that database): run a pipeline with this --state ` +
+              `first, or point --state at the database that holds its ledger`
+          ))
+        }
+      }))
       // the Postgres client (and its driver) is loaded only for a postgres:// ledger
       return Layer.unwrap(
         Effect.promise(() => import("@effect/sql-pg/PgClient")).pipe(
-          Effect.map((PgClient) => Ledger.layer.pipe(Layer.provide(PgClient.layer({ url: Redacted.make(state) }))))
+          Effect.map((PgClient) =>
+            Ledger.layer.pipe(
+              Layer.provide(mustExist ? exists : Layer.empty),
+              Layer.provide(PgClient.layer({ url: Redacted.make(state) }))
+            )
+          )
         )
       )
     }
@@ -121,7 +143,9 @@ export const ledgerLayer = (stateDir: string, state?: string | undefined): Layer
     return Ledger.layer.pipe(Layer.provide(SqliteClient.layer({ filename })))
   })).pipe(
     Layer.catchCause((cause) => {
-      const message = messageOf(Cause.squash(cause))
+      const squashed = Cause.squash(cause)
+      if (squashed instanceof CliFailure) return Layer.effect(Ledger.Ledger, Effect.fail(squashed))
+      const message = messageOf(squashed)
       const where = ledgerWhere(stateDir, state)
       return Layer.effect(
         Ledger.Ledger,
@@ -155,7 +179,7 @@ export const missingLedger = (stateDir: string, state?: string | undefined): str
  */
 export const existingLedgerLayer = (stateDir: string, state?: string | undefined): Layer.Layer<Ledger.Ledger, unknown> => {
   const missing = missingLedger(stateDir, state)
-  return missing === undefined ? ledgerLayer(stateDir, state) : Layer.effect(Ledger.Ledger, Effect.fail(usage(missing)))
+  return missing === undefined ? ledgerLayer(stateDir, state, true) : Layer.effect(Ledger.Ledger, Effect.fail(usage(missing)))
 }
 
 /**
