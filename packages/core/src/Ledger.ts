@@ -95,6 +95,8 @@ export interface Run {
   readonly budget: bigint | null
   /** the time by which the run must be done (epoch ms), if it has one */
   readonly deadline: number | null
+  /** the name of the source it reads (null for runs of older versions) */
+  readonly source: string | null
 }
 
 /**
@@ -467,6 +469,8 @@ export interface Service {
     readonly mode?: RunModule.Mode | undefined
     /** the working directory the run was started from: a resume resolves relative paths from it */
     readonly cwd?: string | undefined
+    /** the name of the source it reads (`Source.name`: a file, a table); an incremental run goes on from its own */
+    readonly source?: string | undefined
   }) => Effect.Effect<Run, LedgerError>
   readonly getRun: (id: string) => Effect.Effect<Option.Option<Run>, LedgerError>
   readonly listRuns: Effect.Effect<ReadonlyArray<Run>, LedgerError>
@@ -488,8 +492,15 @@ export interface Service {
   ) => Effect.Effect<void, LedgerError>
   /** how long the latest batches (at most 50) of this provider took, from submit to end, in ms, slowest first */
   readonly batchDurations: (provider: string) => Effect.Effect<ReadonlyArray<number>, LedgerError>
-  /** the checkpoint of the pipeline's latest completed run that has one */
-  readonly lastCheckpoint: (pipeline: string) => Effect.Effect<Option.Option<string>, LedgerError>
+  /**
+   * The checkpoint of the pipeline's latest completed run that has one, of the same source and endpoint when given
+   * (a run of another table, or one against the local emulator, says nothing of where this one stands; runs of
+   * versions that did not record their source count as the same source)
+   */
+  readonly lastCheckpoint: (
+    pipeline: string,
+    of?: { readonly source?: string | undefined; readonly endpoint?: string | undefined }
+  ) => Effect.Effect<Option.Option<string>, LedgerError>
   /** admits a chunk of rows in one transaction */
   readonly admit: (runId: string, rows: ReadonlyArray<AdmitRow>) => Effect.Effect<Admission, LedgerError>
   /** queued requests (new after a crash, or waiting for a retry), one record each, in pages of request numbers after `after` */

@@ -518,12 +518,31 @@ const ledgerSuite = (backend: Backend) => {
             for (
               const column of ["paid", "paid_sync", "answers", "input_tokens", "output_tokens", "cached_input_tokens", "unpriced", "cached_rows", "shared_rows"]
             ) yield* sql`ALTER TABLE offpeak_runs DROP COLUMN ${sql.literal(column)}`
-            yield* sql`DELETE FROM offpeak_migrations WHERE migration_id = 8`
+            // and what came after 0008
+            yield* sql`ALTER TABLE offpeak_runs DROP COLUMN source`
+            yield* sql`DELETE FROM offpeak_migrations WHERE migration_id >= 8`
           }).pipe(Effect.provide(store.client!()))
           yield* checkTotals(yield* openLedger(store))
         })
       ))
   }
+
+  it.effect("an incremental run's checkpoint is its source's and endpoint's: another table or endpoint starts afresh", () =>
+    withLedger((ledger) =>
+      Effect.gen(function*() {
+        yield* ledger.createRun({ id: "a1", pipeline: "p", module: null, provider: "openai", endpoint: "", source: "ds1.docs" })
+        yield* ledger.updateRun("a1", { state: "completed", checkpoint: { value: "c-ds1", position: 10 } })
+        yield* ledger.createRun({ id: "a2", pipeline: "p", module: null, provider: "openai", endpoint: "emulator", source: "ds1.docs" })
+        yield* ledger.updateRun("a2", { state: "completed", checkpoint: { value: "c-emu", position: 5 } })
+        assert.strictEqual(Option.getOrThrow(yield* ledger.getRun("a1")).source, "ds1.docs")
+        const at = (of: { source?: string; endpoint?: string }) => ledger.lastCheckpoint("p", of).pipe(Effect.map(Option.getOrNull))
+        assert.strictEqual(yield* at({ source: "ds1.docs", endpoint: "" }), "c-ds1")
+        assert.strictEqual(yield* at({ source: "ds1.docs", endpoint: "emulator" }), "c-emu")
+        // the pipeline pointed at another table, or at an endpoint it never ran against: from the start
+        assert.isNull(yield* at({ source: "ds2.docs", endpoint: "" }))
+        assert.isNull(yield* at({ source: "ds1.docs", endpoint: "https://example.test/v1" }))
+      })
+    ))
 
   it.effect("runs, batches and their remote ids read back as written", () =>
     withLedger((ledger) =>

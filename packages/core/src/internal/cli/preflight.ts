@@ -107,7 +107,7 @@ const sampleSource = (pipeline: Pipeline.Pipeline<unknown, unknown>, n: number, 
   Effect.gen(function*() {
     let source: Source.Source<unknown> = pipeline.source
     if (pipeline.incremental === true && source.continueAfter !== undefined) {
-      const last = yield* ledger.lastCheckpoint(pipeline.name)
+      const last = yield* ledger.lastCheckpoint(pipeline.name, { source: pipeline.source.name })
       if (Option.isSome(last)) source = source.continueAfter(last.value, 1)
     }
     return {

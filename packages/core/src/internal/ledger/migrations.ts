@@ -324,5 +324,11 @@ export const migrations = {
       WHERE num IS NOT NULL`
     yield* sql`CREATE INDEX offpeak_items_failed ON offpeak_items (run, position) WHERE error_kind IS NOT NULL`
     yield* sql`CREATE INDEX offpeak_requests_batched ON offpeak_requests (run, batch, id) WHERE state = 'batched'`
+  }),
+  // the source a run reads: an incremental run goes on from the checkpoint of a run of the same source (and endpoint),
+  // not from one of another table the pipeline was pointed at before
+  "0009_source": Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`ALTER TABLE offpeak_runs ADD COLUMN source TEXT`
   })
 }

@@ -27,9 +27,9 @@ export const make = (shared: Shared) => {
         yield* fence(run.id)
         yield* sql`INSERT INTO offpeak_runs
           (id, pipeline, module, provider, endpoint, mode, state, source_done, message, checkpoint, checkpoint_position,
-           cwd, created_at, updated_at, num, item_count, request_count)
+           cwd, source, created_at, updated_at, num, item_count, request_count)
         SELECT ${run.id}, ${run.pipeline}, ${run.module}, ${run.provider}, ${run.endpoint ?? ""}, ${run.mode ?? "batch"},
-           'running', 0, NULL, NULL, NULL, ${run.cwd ?? null},
+           'running', 0, NULL, NULL, NULL, ${run.cwd ?? null}, ${run.source ?? null},
            ${now}, ${now}, COALESCE(MAX(num), 0) + 1, 0, 0
         FROM offpeak_runs`
       }).pipe(
@@ -50,6 +50,7 @@ export const make = (shared: Shared) => {
         checkpointPosition: null,
         snapshot: null,
         cwd: run.cwd ?? null,
+        source: run.source ?? null,
         budget: null,
         deadline: null,
         createdAt: now,
@@ -95,9 +96,11 @@ export const make = (shared: Shared) => {
       mapError("batchDurations")
     )
 
-  const lastCheckpoint: Service["lastCheckpoint"] = (pipeline) =>
+  const lastCheckpoint: Service["lastCheckpoint"] = (pipeline, of) =>
     sql<{ checkpoint: string }>`SELECT checkpoint FROM offpeak_runs
-      WHERE pipeline = ${pipeline} AND state = 'completed' AND checkpoint IS NOT NULL
+      WHERE pipeline = ${pipeline} AND state = 'completed' AND checkpoint IS NOT NULL${
+      of?.source === undefined ? sql`` : sql` AND (source IS NULL OR source = ${of.source})`
+    }${of?.endpoint === undefined ? sql`` : sql` AND endpoint = ${of.endpoint}`}
       ORDER BY created_at DESC, id DESC LIMIT 1`.pipe(
       Effect.map((rows) => rows.length === 0 ? Option.none<string>() : Option.some(rows[0]!.checkpoint)),
       mapError("lastCheckpoint")

@@ -67,6 +67,7 @@ export interface RunRow {
   readonly snapshot_low: string | null
   readonly snapshot_high: string | null
   readonly cwd: string | null
+  readonly source?: string | null
 }
 
 export const toRun = (row: RunRow): Run => ({
@@ -86,7 +87,8 @@ export const toRun = (row: RunRow): Run => ({
   snapshot: row.snapshot_high === null ? null : { low: row.snapshot_low, high: row.snapshot_high },
   cwd: row.cwd,
   budget: row.budget === null || row.budget === undefined ? null : BigInt(row.budget),
-  deadline: row.deadline === null || row.deadline === undefined ? null : toNumber(row.deadline)
+  deadline: row.deadline === null || row.deadline === undefined ? null : toNumber(row.deadline),
+  source: row.source ?? null
 })
 
 export interface BatchRow {

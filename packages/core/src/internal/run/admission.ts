@@ -48,7 +48,7 @@ export const range = <Rec, A, Row>(ctx: Context<Rec, A, Row>) =>
     const resumed = ctx.options.resume !== undefined
     let low: string | null = run.snapshot?.low ?? null
     if (!resumed && pipeline.incremental && pipeline.source.continueAfter !== undefined) {
-      const last = yield* ledger.lastCheckpoint(pipeline.name)
+      const last = yield* ledger.lastCheckpoint(pipeline.name, { source: pipeline.source.name, endpoint: run.endpoint })
       if (Option.isSome(last)) {
         low = last.value
         yield* ledger.updateRun(runId, { checkpoint: { value: last.value, position: 0 } })

@@ -184,7 +184,8 @@ export const run = <Rec, A, Row>(
           provider: options.provider ?? pipeline.provider ?? provider.name,
           endpoint: provider.endpoint,
           mode: options.mode ?? pipeline.mode ?? "batch",
-          cwd: process.cwd()
+          cwd: process.cwd(),
+          source: pipeline.source.name
         })
       yield* Effect.annotateCurrentSpan({ "offpeak.run.id": runId, "offpeak.provider": provider.name, "offpeak.mode": run.mode })
       // the budget: the run's own, unless this start gives one (a new run takes the pipeline's)
