@@ -9,6 +9,7 @@ import * as Progress from "../src/Progress.ts"
 import * as Provider from "../src/Provider.ts"
 import * as ProviderError from "../src/ProviderError.ts"
 import * as Request from "../src/Request.ts"
+import type { RunError } from "../src/Run.ts"
 import type * as Result from "../src/Result.ts"
 import type * as Sink from "../src/Sink.ts"
 import * as SinkModule from "../src/Sink.ts"
@@ -472,6 +473,36 @@ describe("Pipeline.run modes", () => {
       }).pipe(Effect.provide(layer))
       assert.deepStrictEqual(parts, [], "every part written was committed")
       console.log(`concurrent parts: ${writes} parts written, at most ${most} at once; 5000 rows delivered once`)
+    }))
+
+  it.live("a table that refuses every row of a part for one reason stops the run, resumable once fixed; nothing paid twice", () =>
+    Effect.gen(function*() {
+      const { layer, provider, stateDir } = setup({ answer: echo })
+      // a column of the wrong type: every row is refused alike, and the sink cannot name one
+      let broken = true
+      const kept: Array<Result.Succeeded<Ticket, { readonly echo: string }>> = []
+      const why = "Array specified for non-repeated field: embedding"
+      const sink: Sink.Sink<Result.Succeeded<Ticket, { readonly echo: string }>> = {
+        name: "docs",
+        write: (_part, rows) =>
+          broken
+            ? Effect.fail(new SinkModule.SinkError({ sink: "docs", message: why, reason: new SinkModule.Refused({ message: why }) }))
+            : Effect.sync(() => void kept.push(...rows))
+      }
+      const dead = memorySink<Result.Failed<Ticket>>()
+      const { pipeline } = pipelineOf(rows(200), { sink, deadLetter: dead.sink, batch: { maxRequests: 100, maxInFlight: 2 } })
+      const failed = yield* Effect.flip(Pipeline.run(pipeline, { stateDir }).pipe(Effect.provide(layer)))
+      assert.match(failed.message, /docs refused every one of part \d+'s \d+ rows for the same reason, so the table is at fault, not the rows: Array specified for non-repeated field: embedding\. Fix the table, then resume the run/)
+      assert.lengthOf(dead.all(), 0)
+      const created = provider.creates.length
+      broken = false
+      assert.strictEqual(failed._tag, "RunError")
+      const resumed = yield* Pipeline.run(pipeline, { stateDir, resume: (failed as RunError).runId }).pipe(Effect.provide(layer))
+      assert.strictEqual(resumed.state, "completed")
+      assert.strictEqual(kept.length, 200)
+      assert.strictEqual(new Set(kept.map((r) => r.key)).size, 200)
+      assert.strictEqual(provider.creates.length, created)
+      console.log(`whole part refused: the run stopped (${failed.message.slice(0, 80)}…); resumed once fixed: 200 rows, ${created} batches created once`)
     }))
 
   it.live("a value the sink refuses costs its own row: the part is split until it is isolated, the rest delivered once", () =>

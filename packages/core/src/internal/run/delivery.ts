@@ -21,6 +21,11 @@ const PART_BYTES = 8 * 1024 * 1024
 
 /** while parts are being written and no other can be fixed yet, how long before the ledger is asked again */
 const LOOK_AGAIN = "100 millis"
+/**
+ * A part of at least this many rows that the sink refuses row by row, every one for the same reason, says the table is
+ * wrong (a column's type, a vector's dimensions), not the rows: the run stops, resumable, instead of dead-lettering them
+ */
+const WHOLE_PART_REFUSED = 10
 
 const message = (u: unknown) => u instanceof Error ? u.message : String(u)
 
@@ -214,6 +219,18 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
           })
         )
       const refused = yield* isolate(rows.map((_, i) => i))
+      const reasons = new Set(refused.map((r) => r.reason.message))
+      if (refused.length === rows.length && rows.length >= WHOLE_PART_REFUSED && reasons.size === 1) {
+        // not the rows: the table (a column's type or size, a vector's dimensions). Dead-lettering them all would
+        // complete the run with nothing delivered (and an incremental run's next one would not read them again)
+        const [reason] = reasons
+        return yield* new Sink.SinkError({
+          sink: pipeline.sink.name,
+          message: `${pipeline.sink.name} refused every one of part ${part.seq}'s ${rows.length} rows for the same reason, ` +
+            `so the table is at fault, not the rows: ${reason}. Fix the table, then resume the run (nothing is paid again)`,
+          reason: new Sink.Unavailable({ message: reason! })
+        })
+      }
       if (refused.length > 0) {
         // the part is what remains, written whole, unless the last write that went through was exactly that (a
         // trial write of a half leaves only that half in a part file)
