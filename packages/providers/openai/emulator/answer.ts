@@ -194,6 +194,9 @@ export const chat = (body: unknown, id: string, created: number, caching?: Cache
 
 const toBase64 = (vector: ReadonlyArray<number>) => Buffer.from(new Float32Array(vector).buffer).toString("base64")
 
+/** the most tokens one embedding input may have (`text-embedding-3-*`, `ada-002`: 8,191) */
+const EMBEDDING_CONTEXT = 8_191
+
 /** answers a `/v1/embeddings` body */
 export const embeddings = (body: unknown): Answer => {
   if (!isObject(body)) return invalid("The request body must be a JSON object.", null)
@@ -223,8 +226,18 @@ export const embeddings = (body: unknown): Answer => {
     return invalid(`Invalid value for 'encoding_format': '${String(encoding)}'. Supported values are: 'float' and 'base64'.`, "encoding_format")
   }
   let tokens = 0
-  const data = inputs.map((input, index) => {
-    const out = Engine.embed({ model: body.model as string, input, dimensions: dimensions as number | undefined })
+  const outs = inputs.map((input) => Engine.embed({ model: body.model as string, input, dimensions: dimensions as number | undefined }))
+  // each input is held to the embedding models' context, as the API does (and nothing is billed)
+  const over = outs.find((out) => out.usage.inputTokens > EMBEDDING_CONTEXT)
+  if (over !== undefined) {
+    const n = over.usage.inputTokens
+    return invalid(
+      `This model's maximum context length is ${EMBEDDING_CONTEXT + 1} tokens, however you requested ${n} tokens ` +
+        `(${n} in your prompt; 0 for the completion). Please reduce your prompt; or completion length.`,
+      null
+    )
+  }
+  const data = outs.map((out, index) => {
     tokens += out.usage.inputTokens
     return { object: "embedding", index, embedding: encoding === "base64" ? toBase64(out.vector) : out.vector }
   })

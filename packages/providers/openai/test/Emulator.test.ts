@@ -575,6 +575,13 @@ describe("Emulator (official openai SDK)", () => {
       assert.deepStrictEqual(Array.from(embedding.data[1]!.embedding), Engine.embed({ model: "text-embedding-3-large", input: "beta" }).vector)
       const bad = await client.chat.completions.create({ model: "m", messages: [] }).catch((e) => e)
       assert.instanceOf(bad, OpenAI.BadRequestError)
+      // an input over the embedding models' 8,191 tokens is refused, as the API does, not answered and billed
+      const long = "lorem ipsum dolor sit amet ".repeat(4_000)
+      const tokens = Engine.embed({ model: "text-embedding-3-small", input: long }).usage.inputTokens
+      assert.isAbove(tokens, 8_191)
+      const tooLong = await client.embeddings.create({ model: "text-embedding-3-small", input: ["short", long] }).catch((e) => e)
+      assert.instanceOf(tooLong, OpenAI.BadRequestError)
+      assert.match((tooLong as Error).message, new RegExp(`maximum context length is 8192 tokens, however you requested ${tokens} tokens`))
     })
   })
 })
