@@ -236,10 +236,13 @@ export const classified = (c: Classify): string => {
   const keyText = c.keys.length === 1 ? `CAST(i.${q(c.keys[0]!)} AS STRING)` : `TO_JSON_STRING(STRUCT(${c.keys.map((k) => `i.${q(k)} AS ${q(k)}`).join(", ")}))`
   const status = "COALESCE(o.__status, '')"
   const missing = "'no answer: the job ended without answering this row'"
+  // a source row whose prompt (or input) expression is NULL: said as such, not as the provider's "not valid JSON"
+  const nullInput = `'the source row gives no ${c.kind === "chat" ? "prompt" : "input"}: its expression is NULL'`
   if (c.kind === "embedding") {
     return `SELECT ${c.keys.map((k) => `i.${q(k)}`).join(", ")}, ${keyText} AS __key,
   o.__vector AS ${q(c.embeddingColumn)},
   CASE
+    WHEN i.content IS NULL THEN ${nullInput}
     WHEN o.__present IS NULL THEN ${missing}
     WHEN ${status} != '' THEN CONCAT('the job failed the row: ', o.__status)
     WHEN o.__vector IS NULL THEN 'the answer holds no embedding values'
@@ -265,6 +268,7 @@ LEFT JOIN (
   return `SELECT ${c.keys.map((k) => `i.${q(k)}`).join(", ")}, ${keyText} AS __key,
   ${c.columns.map((col, i) => `${checks[i]!.value} AS ${q(col.name)}`).join(",\n  ")},
   CASE
+    WHEN JSON_VALUE(i.request, '$.contents[0].parts[0].text') IS NULL THEN ${nullInput}
     WHEN o.__present IS NULL THEN ${missing}
     WHEN ${status} != '' THEN CONCAT('the job failed the row: ', o.__status)
     WHEN o.__has_response IS NOT TRUE THEN 'the job wrote neither a response nor a status'

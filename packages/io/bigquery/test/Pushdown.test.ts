@@ -189,6 +189,23 @@ describe("BigQuery.pushdown", () => {
       }))
   })
 
+  it("a source row whose prompt is NULL is named as such among the failures, not by the provider's \"not valid JSON\"", async () => {
+    await run((connection, _emulator, bq) =>
+      Effect.gen(function*() {
+        yield* query(bq, `CREATE TABLE shop.products AS SELECT n AS id, CONCAT('Product ', CAST(n AS STRING)) AS title, IF(n = 2, NULL, 'oak') AS body, TRUE AS even FROM UNNEST(GENERATE_ARRAY(1, 3)) AS n`)
+        const pd = chatPushdown(connection)
+        const staged = yield* pd.stage({ runId: "run-1", batchId: "batch-1" })
+        yield* writeOutput(bq, staged, [
+          { id: 1, response: response(good(1)) },
+          { id: 2, status: JSON.stringify({ code: 3, message: "The request is not valid JSON.", status: "INVALID_ARGUMENT" }) },
+          { id: 3, response: response(good(3)) }
+        ])
+        expect(yield* pd.tally(staged)).toEqual({ succeeded: 2, failed: 1 })
+        const failures = [...yield* Stream.runCollect(pd.failures(staged))]
+        expect(failures.map((f) => [f.key, f.message])).toEqual([["2", "the source row gives no prompt: its expression is NULL"]])
+      }))
+  })
+
   it("a retry stages only the failed keys with their first requests; landing both jobs puts every key in the target once", async () => {
     await run((connection, _emulator, bq) =>
       Effect.gen(function*() {
