@@ -218,6 +218,21 @@ describe("the live display", () => {
     Progress.update(b, { _tag: "RowsRead", rows: 500, skipped: 0, bytes: 250_000 })
     expect(Progress.total(b)).toEqual({ rows: 2_000, estimate: true })
   })
+
+  it("a resume counts the rows earlier attempts read: read and the percent are the run's, not this process's", () => {
+    // 15,000 rows admitted and delivered before; the resume reads on after the checkpoint
+    const c = Progress.make("r")
+    Progress.update(c, { _tag: "RunStarted", runId: "r", pipeline: "p", mode: "batch", resumed: true, delivered: 15_000, dead: 0, openBatches: 0, admitted: 15_000 })
+    Progress.update(c, { _tag: "RowsRead", rows: 2_000, skipped: 0 })
+    Progress.update(c, { _tag: "SourceEnded", rows: 17_000 })
+    Progress.update(c, { _tag: "PartWritten", seq: 9, delivered: 2_000, dead: 0, refused: 0 })
+    expect(Progress.format(c)).toMatch(/^read 17,000 · .*succeeded 17,000 · failed 0 · 100% of 17,000 rows$/)
+    // a resume of a source without a checkpoint reads from the start and skips what was admitted
+    const d = Progress.make("d")
+    Progress.update(d, { _tag: "RunStarted", runId: "d", pipeline: "p", mode: "batch", resumed: true, delivered: 3_000, dead: 0, openBatches: 0, admitted: 3_000 })
+    Progress.update(d, { _tag: "RowsRead", rows: 5_000, skipped: 3_000 })
+    expect(Progress.format(d)).toMatch(/^read 5,000 · resumed past 3,000 · /)
+  })
 })
 
 describe("a run's rows line", () => {

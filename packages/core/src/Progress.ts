@@ -18,6 +18,8 @@ export interface Counters {
   read: number
   /** rows skipped on resume */
   skipped: number
+  /** source rows earlier attempts of the run admitted (what a resume reads on after) */
+  admittedBefore: number
   /** requests in batches accepted by the provider */
   submitted: number
   /** batches submitted and not yet ended */
@@ -71,6 +73,7 @@ export const make = (runId = ""): Counters => ({
   runId,
   read: 0,
   skipped: 0,
+  admittedBefore: 0,
   submitted: 0,
   inFlight: 0,
   maxInFlight: 0,
@@ -113,14 +116,24 @@ export const done = (c: Counters): number => c.succeeded + c.failed
  * @category getters
  */
 export const total = (c: Counters): { readonly rows: number; readonly estimate: boolean } | undefined => {
-  if (c.sourceDone) return { rows: c.read, estimate: false }
+  const read = runRead(c)
+  if (c.sourceDone) return { rows: read, estimate: false }
   const size = c.sourceSize
-  if (size?.rows !== undefined) return { rows: Math.max(size.rows, c.read), estimate: size.estimate }
+  if (size?.rows !== undefined) return { rows: Math.max(size.rows, read), estimate: size.estimate }
   if (size?.bytes !== undefined && size.bytes > 0 && c.bytesRead > 0 && c.read > 0) {
-    return { rows: Math.max(c.read, Math.round(c.read * size.bytes / c.bytesRead)), estimate: true }
+    return { rows: Math.max(read, Math.round(c.read * size.bytes / c.bytesRead)), estimate: true }
   }
   return undefined
 }
+
+/**
+ * The run's source rows read so far: those earlier attempts admitted, and the new ones this process read (a resume
+ * that reads from the start skips the admitted ones again).
+ *
+ * @since 0.1.0
+ * @category getters
+ */
+export const runRead = (c: Counters): number => Math.max(c.read, c.admittedBefore + c.read - c.skipped)
 
 /**
  * Batches by where they stand now: waiting to be sent (`sealed`), at the provider (by its state), and ended.
@@ -153,7 +166,7 @@ export const batchesByState = (c: Counters): {
 export const format = (c: Counters): string => {
   const size = total(c)
   return [
-    `read ${fmt(c.read)}`,
+    `read ${fmt(runRead(c))}`,
     ...(c.skipped > 0 ? [`resumed past ${fmt(c.skipped)}`] : []),
     `submitted ${fmt(c.submitted)}`,
     `in flight ${fmt(c.inFlight)}`,
@@ -181,6 +194,7 @@ export const update = (c: Counters, event: RunEvent.RunEvent): void => {
       c.succeeded = event.delivered
       c.failed = event.dead
       c.batches += event.openBatches
+      c.admittedBefore = event.admitted ?? 0
       c.startedAt = Date.now()
       return
     }

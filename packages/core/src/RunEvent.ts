@@ -24,6 +24,8 @@ export interface RunStarted {
   readonly dead: number
   /** batches left open by earlier attempts, taken up now */
   readonly openBatches: number
+  /** source rows earlier attempts admitted (a resume reads on after them) */
+  readonly admitted?: number | undefined
 }
 
 /**

@@ -334,7 +334,7 @@ export const status = (
     ? `ETA ${tilde}${clock((remaining / rate) * 1000)}`
     : "ETA —"
   const facts = [
-    total !== undefined ? `${int(done)}/${tilde}${int(total.rows)} rows` : `${int(done)} rows done · ${int(c.read)} read`,
+    total !== undefined ? `${int(done)}/${tilde}${int(total.rows)} rows` : `${int(done)} rows done · ${int(Progress.runRead(c))} read`,
     rate !== undefined ? `${rate >= 10 ? int(rate) : rate.toFixed(1)} rows/s` : "— rows/s",
     `${clock(elapsed)} elapsed`,
     eta
@@ -347,7 +347,7 @@ export const status = (
     const part = options.unicode ? "▒" : "="
     const empty = options.unicode ? "░" : "-"
     const doneCells = Math.min(barWidth, Math.floor((barWidth * done) / total.rows))
-    const readCells = Math.min(barWidth - doneCells, Math.max(0, Math.floor((barWidth * c.read) / total.rows) - doneCells))
+    const readCells = Math.min(barWidth - doneCells, Math.max(0, Math.floor((barWidth * Progress.runRead(c)) / total.rows) - doneCells))
     const bar = green(full.repeat(doneCells)) + cyan(part.repeat(readCells)) + dim(empty.repeat(barWidth - doneCells - readCells))
     const plain = `${head}[${"x".repeat(barWidth)}] ${facts}`
     first = plain.length <= width ? `${head}[${bar}] ${facts}` : fit(`${head}${facts}`, width)

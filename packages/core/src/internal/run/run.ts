@@ -342,7 +342,8 @@ const lines = <Rec, A, Row>(ctx: Context.Context<Rec, A, Row>) =>
       resumed: ctx.options.resume !== undefined,
       delivered: before.delivered,
       dead: before.dead,
-      openBatches: open.length
+      openBatches: open.length,
+      admitted: before.items
     })
     const { maxRequests, syncBelow } = ctx.limits
     if (run.mode === "auto" && maxRequests < syncBelow) {
