@@ -505,6 +505,49 @@ describe("Pipeline.run modes", () => {
       console.log(`whole part refused: the run stopped (${failed.message.slice(0, 80)}…); resumed once fixed: 200 rows, ${created} batches created once`)
     }))
 
+  it.live("a sink naming one refused row at a time: ten alike and the part's last row alike alone stop the run after 11 writes; bad rows alone do not", () =>
+    Effect.gen(function*() {
+      // BigQuery names the row at fault: a table at fault would cost one write per row of the part
+      const naming = (refuses: (r: Result.Succeeded<Ticket, { readonly echo: string }>) => boolean) => {
+        const kept: Array<Result.Succeeded<Ticket, { readonly echo: string }>> = []
+        let writes = 0
+        const sink: Sink.Sink<Result.Succeeded<Ticket, { readonly echo: string }>> = {
+          name: "bq",
+          write: (_part, rows) =>
+            Effect.suspend(() => {
+              writes++
+              const at = rows.findIndex(refuses)
+              return at >= 0
+                ? Effect.fail(new SinkModule.SinkError({ sink: "bq", message: "no", reason: new SinkModule.Refused({ message: "Array specified for non-repeated field: embedding", row: at }) }))
+                : Effect.sync(() => void kept.push(...rows))
+            })
+        }
+        return { sink, kept, writes: () => writes }
+      }
+      const table = naming(() => true)
+      const first = setup({ answer: echo })
+      const broken = yield* Effect.flip(
+        Pipeline.run(pipelineOf(rows(100), { sink: table.sink, batch: { maxRequests: 100 } }).pipeline, { stateDir: first.stateDir }).pipe(
+          Effect.provide(first.layer)
+        )
+      )
+      assert.match(broken.message, /bq refused the first 10 rows of part 1 it was given, and its last row alone, for the same reason, so the table is at fault/)
+      assert.strictEqual(table.writes(), 11)
+      // twelve bad rows first, then good ones: the last row alone goes through, so the rows are isolated as before
+      const data = naming((r) => r.record.body.startsWith("bad"))
+      const dead = memorySink<Result.Failed<Ticket>>()
+      const second = setup({ answer: echo })
+      const ok = yield* Pipeline.run(
+        pipelineOf(rows(100, (i) => i <= 12 ? `bad ${i}` : `ticket ${i}`), { sink: data.sink, deadLetter: dead.sink, batch: { maxRequests: 100 } }).pipeline,
+        { stateDir: second.stateDir }
+      ).pipe(Effect.provide(second.layer))
+      assert.strictEqual(ok.state, "completed")
+      assert.strictEqual(ok.failed, 12)
+      assert.strictEqual(new Set(data.kept.map((r) => r.key)).size, 88)
+      assert.lengthOf(dead.all(), 12)
+      console.log(`naming sink: a table at fault stopped after ${table.writes()} writes; 12 bad rows isolated in ${data.writes()} writes, 88 delivered`)
+    }))
+
   it.live("a value the sink refuses costs its own row: the part is split until it is isolated, the rest delivered once", () =>
     Effect.gen(function*() {
       const { layer, stateDir } = setup({ answer: echo })

@@ -542,8 +542,10 @@ export interface SinkOptions {
   readonly name?: string | undefined
 }
 
-/** how many job ids a part tries before the write is `Unavailable` */
+/** how many jobs one write makes (each failed for the service's reasons) before it is `Unavailable` */
 const ATTEMPTS = 4
+/** job ids a write looks through: those of earlier attempts that failed are passed over (each resume may add some) */
+const MAX_JOB_IDS = 64
 
 const sha = (...parts: ReadonlyArray<string | Uint8Array>) => {
   const h = crypto.createHash("sha256")
@@ -676,43 +678,57 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
   const TRANSIENT = new Set(["backendError", "internalError", "rateLimitExceeded", "jobBackendError", "jobInternalError", "stopped", "quotaExceeded"])
 
   /**
-   * Runs a job under the first free id of `base_0 … base_3`: a job already
-   * there (BigQuery refuses the id: 409) is read instead of run again; one
-   * that failed for the service's reasons moves on to the next id.
+   * Runs a job under the first free id of `base_0`, `base_1`, …: a job already
+   * there (BigQuery refuses the id: 409) is read instead of run again — done,
+   * it is not run twice; failed (an earlier process's attempt: a job that
+   * fails changes nothing), the next id is tried, so a resume after the table
+   * was fixed runs it again. A job this call made that fails for the
+   * service's reasons moves on to the next id, `ATTEMPTS` times.
    */
   const runJob = (bq: Client, location: string | undefined, base: string, create: (jobId: string) => Promise<unknown>) =>
     Effect.gen(function*() {
-      for (let n = 0; n < ATTEMPTS; n++) {
+      let made = 0
+      for (let n = 0; n < MAX_JOB_IDS && made < ATTEMPTS; n++) {
         const jobId = `${base}_${n}`
         const job = bq.job(jobId, location === undefined ? {} : { location })
         // create; a lost answer (500 after the job was made, a dropped connection) is retried: the id makes it safe
         let tries = 0
+        /** this call made the job (or may have: an error answered although it was made), rather than found it there */
+        let mine = true
         while (true) {
           const created = yield* Effect.tryPromise({ try: () => create(jobId), catch: (e) => e }).pipe(
             Effect.as("created" as const),
             Effect.catch((e) => Effect.succeed(BqClient.statusOf(e) === 409 ? "exists" as const : e))
           )
-          if (created === "created" || created === "exists") break
+          if (created === "created" || created === "exists") {
+            // a 409 after a lost answer of this call is its own job too
+            mine = created === "created" || tries > 0
+            break
+          }
           if (++tries >= 4) return yield* sinkError(`cannot create job ${jobId}: ${BqClient.describe(created)}`)
           // does it exist although the answer was an error?
           const found = yield* Effect.tryPromise({ try: () => job.getMetadata(), catch: (e) => e }).pipe(Effect.as(true), Effect.catch(() => Effect.succeed(false)))
           if (found) break
           yield* Effect.sleep(Duration.millis(200 * 2 ** tries))
         }
+        if (mine) made++
         const metadata = yield* waitDone(job)
         const error = metadata.status.errorResult
         if (error === undefined) return { ok: true } as Outcome
         const transient = TRANSIENT.has(error.reason ?? "")
+        // an earlier attempt's failure is not this one's: what it refused may have been fixed since (a failed job
+        // changed nothing, so the next id runs it again)
+        if (!mine) continue
         if (!transient) return { ok: false, transient: false, errors: metadata.status.errors ?? [error] } as Outcome
         yield* Effect.logWarning(`bigquery sink ${name}: job ${jobId} failed (${error.reason}: ${error.message}); running it again as ${base}_${n + 1}`)
       }
       return { ok: false, transient: true, errors: [{ reason: "backendError", message: `${ATTEMPTS} jobs ${base}_* failed` }] } as Outcome
     })
 
-  /** whether some job `base_0 … base_3` is DONE without error (scanning until an id that does not exist) */
+  /** whether some job `base_0`, `base_1`, … is DONE without error (scanning until an id that does not exist) */
   const succeeded = (bq: Client, location: string | undefined, base: string) =>
     Effect.gen(function*() {
-      for (let n = 0; n < ATTEMPTS; n++) {
+      for (let n = 0; n < MAX_JOB_IDS; n++) {
         const found = yield* Effect.tryPromise({ try: () => bq.job(`${base}_${n}`, location === undefined ? {} : { location }).getMetadata(), catch: (e) => e }).pipe(
           Effect.map(([m]) => m as { status?: { state?: string; errorResult?: unknown } }),
           Effect.catch(() => Effect.succeed(undefined))
@@ -823,6 +839,9 @@ export const sink = <A = unknown>(options: SinkOptions): Sink.Sink<A> => {
       const staging = tableOf(bq, { projectId: t.projectId, datasetId: stagingDataset, tableId: `${t.tableId}__offpeak_stage_${base.slice(-40)}` })
       // a MERGE already done (a part written again after a crash): nothing to do
       if (!(yield* succeeded(bq, location, `${base}_merge`))) {
+        // a staging table an earlier attempt left without a load that went through has that time's schema (the
+        // target's before it was fixed): made again with the target's schema now
+        if (!(yield* succeeded(bq, location, `${base}_load`))) yield* deleteTable(staging)
         yield* helperTable(staging, fields, 86_400_000)
         yield* load(bq, location, staging, `${base}_load`, body, fields, "WRITE_TRUNCATE").pipe(Effect.flatMap(onError))
         // the load may have run long ago (a crash before the MERGE) and its staging table expired or been dropped:

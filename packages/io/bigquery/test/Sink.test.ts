@@ -134,6 +134,25 @@ describe("BigQuery.sink", () => {
       }))
   })
 
+  it("a part a wrongly typed table refused is written once the table is fixed: an earlier attempt's failed job is not its answer", async () => {
+    await run({}, (connection, _, bq) =>
+      Effect.gen(function*() {
+        // the target exists with a column of the wrong type (a STRING where the rows hold arrays)
+        yield* query(bq, "CREATE TABLE ds.embeddings (id INT64, title STRING, embedding STRING)")
+        const sink = BigQuery.sink<Doc>({ table: "ds.embeddings", key: "id", connection })
+        const refused = yield* Effect.flip(sink.write({ runId: "run-1", seq: 1 }, docs(1, 20)))
+        expect(Sink.isRefused(refused)).toBe(true)
+        // fixed: the same part (same run, part and rows, so the same job ids) is written again, as a resume does
+        yield* query(bq, "DROP TABLE ds.embeddings")
+        yield* query(bq, "CREATE TABLE ds.embeddings (id INT64, title STRING, embedding ARRAY<FLOAT64>)")
+        // a resume is a new process: a sink of its own, which reads the fixed table
+        yield* BigQuery.sink<Doc>({ table: "ds.embeddings", key: "id", connection }).write({ runId: "run-1", seq: 1 }, docs(1, 20))
+        const rows = yield* query(bq, "SELECT id FROM ds.embeddings ORDER BY id")
+        expect(rows.map((r) => r.id)).toEqual(docs(1, 20).map((d) => d.id))
+        console.log(`bigquery sink: refused by the wrong table (${refused.message.slice(0, 70)}…), written once fixed: ${rows.length} rows`)
+      }))
+  })
+
   it("service faults: a jobs.insert answered 500 after creating its job is found, not run twice; a MERGE job failing with backendError runs again under the next id", async () => {
     await run({ jobInsertSucceedsThenFails: 1, failJobs: { kind: "query", times: 1, reason: "backendError" } }, (connection, emulator, bq) =>
       Effect.gen(function*() {

@@ -200,6 +200,19 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
     Effect.gen(function*() {
       // how many rows the last write that went through held (writes are sequential; each a subset of the good rows)
       let lastWritten = -1
+      /** not the rows: the table (a column's type or size, a vector's dimensions); the run stops, resumable */
+      const tableAtFault = (what: string, reason: string) =>
+        new Sink.SinkError({
+          sink: pipeline.sink.name,
+          message: `${pipeline.sink.name} refused ${what} for the same reason, so the table is at fault, not the rows: ` +
+            `${reason}. Fix the table, then resume the run (nothing is paid again)`,
+          reason: new Sink.Unavailable({ message: reason })
+        })
+      // rows the sink named one after the other for the same reason, nothing written yet: past WHOLE_PART_REFUSED,
+      // the part's last row is tried alone, and refused alike it is the table (instead of a write for every row)
+      let streak = 0
+      let streakReason: string | undefined
+      let probed = false
       const isolate = (
         indices: ReadonlyArray<number>
       ): Effect.Effect<Array<{ readonly index: number; readonly reason: Sink.Refused }>, Sink.SinkError> =>
@@ -212,7 +225,27 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
             const named = reason.row
             if (named !== undefined && named >= 0 && named < indices.length) {
               const rest = indices.filter((_, i) => i !== named)
-              return Effect.map(isolate(rest), (more) => [{ index: indices[named]!, reason }, ...more])
+              const found = { index: indices[named]!, reason }
+              streak = reason.message === streakReason ? streak + 1 : 1
+              streakReason = reason.message
+              if (!probed && streak >= WHOLE_PART_REFUSED && lastWritten < 0 && rest.length > 1) {
+                probed = true
+                const last = rest.at(-1)!
+                return pipeline.sink.write(part, [rows[last] as Row]).pipe(
+                  Effect.tap(() => Effect.sync(() => (lastWritten = 1))),
+                  Effect.as(false),
+                  Effect.catchIf(
+                    (e) => Sink.isRefused(e) && (e.reason as Sink.Refused).message === reason.message,
+                    () => Effect.succeed(true)
+                  ),
+                  Effect.flatMap((alike) =>
+                    alike
+                      ? Effect.fail(tableAtFault(`the first ${streak} rows of part ${part.seq} it was given, and its last row alone,`, reason.message))
+                      : Effect.map(isolate(rest), (more) => [found, ...more])
+                  )
+                )
+              }
+              return Effect.map(isolate(rest), (more) => [found, ...more])
             }
             const half = Math.ceil(indices.length / 2)
             return Effect.zipWith(isolate(indices.slice(0, half)), isolate(indices.slice(half)), (a, b) => [...a, ...b])
@@ -221,15 +254,9 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
       const refused = yield* isolate(rows.map((_, i) => i))
       const reasons = new Set(refused.map((r) => r.reason.message))
       if (refused.length === rows.length && rows.length >= WHOLE_PART_REFUSED && reasons.size === 1) {
-        // not the rows: the table (a column's type or size, a vector's dimensions). Dead-lettering them all would
-        // complete the run with nothing delivered (and an incremental run's next one would not read them again)
-        const [reason] = reasons
-        return yield* new Sink.SinkError({
-          sink: pipeline.sink.name,
-          message: `${pipeline.sink.name} refused every one of part ${part.seq}'s ${rows.length} rows for the same reason, ` +
-            `so the table is at fault, not the rows: ${reason}. Fix the table, then resume the run (nothing is paid again)`,
-          reason: new Sink.Unavailable({ message: reason! })
-        })
+        // dead-lettering them all would complete the run with nothing delivered (and an incremental run's next one
+        // would not read them again)
+        return yield* tableAtFault(`every one of part ${part.seq}'s ${rows.length} rows`, [...reasons][0]!)
       }
       if (refused.length > 0) {
         // the part is what remains, written whole, unless the last write that went through was exactly that (a
