@@ -239,6 +239,8 @@ describe("offpeak commands on one run", () => {
       // a command that only reads does not create a ledger where there is none (a mistyped folder)
       ["status of a ledger that is not there", ["status", "--state-dir", path.join(dir, "no-such-state")], /no ledger at \S+no-such-state\/state\.db/],
       ["failures of a ledger that is not there", ["failures", summary.runId, "--state", path.join(dir, "nope.db")], /no ledger at \S+nope\.db/],
+      ["resume in a ledger that is not there", ["resume", summary.runId, "--state-dir", path.join(dir, "no-such-state")], /no ledger at \S+no-such-state\/state\.db/],
+      ["cancel in a ledger that is not there", ["cancel", summary.runId, "--state", path.join(dir, "nope.db")], /no ledger at \S+nope\.db/],
       ["an unknown provider's emulator", ["emulator", "nosuch"], /unknown provider "nosuch"/]
     ]
     for (const [what, args, said] of usages) {

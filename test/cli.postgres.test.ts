@@ -50,11 +50,11 @@ describePostgres("offpeak CLI with a Postgres ledger", (pgUrl) => {
     })))
   }, 120_000)
 
-  it("status, failures and inspect on a database with no ledger refuse it (exit 2) and create no table there", async () => {
+  it("status, failures, inspect, resume and cancel on a database with no ledger refuse it (exit 2) and create no table there", async () => {
     await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
       const { url, schema } = yield* freshSchema(pgUrl, "empty")
       const dir = tmpDir("cli-pg-empty")
-      for (const args of [["status"], ["failures", "some-run"], ["inspect", "some-run", "k"]]) {
+      for (const args of [["status"], ["failures", "some-run"], ["inspect", "some-run", "k"], ["resume", "some-run"], ["cancel", "some-run"]]) {
         const said = yield* Effect.promise(() => runCli([...args, "--state", url], { cwd: dir, env: { OFFPEAK_STATE: undefined } }))
         expect(said.code, `${args[0]}: ${said.stderr}`).toBe(2)
         expect(said.stderr).toMatch(/no ledger at postgres:\/\/\S+ \(no offpeak tables in that database\)/)

@@ -156,7 +156,7 @@ export const describe = (event: RunEvent.RunEvent, counters: Progress.Counters, 
     case "RunStarted":
       return event.resumed
         ? {
-          text: `resumed run ${event.runId}: ${count(event.delivered + event.dead, "row")} already done` +
+          text: `${memory.cancelling ? "cancelling" : "resumed"} run ${event.runId}: ${count(event.delivered + event.dead, "row")} already done` +
             (event.openBatches > 0 ? `, ${count(event.openBatches, "batch", "batches")} taken up where they were` : ""),
           tone: "info"
         }

@@ -26,6 +26,7 @@ import {
   EXIT_FAILED,
   failure,
   jsonFlag,
+  existingLedgerLayer,
   ledgerLayer,
   loadPipeline,
   prewarmLedger,
@@ -356,7 +357,11 @@ const continueRun = (
     const run = yield* Effect.gen(function*() {
       const ledger = yield* Ledger.Ledger
       return yield* ledger.getRun(runId)
-    }).pipe(Effect.provide(ledgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))), Effect.mapError(failure))
+    }).pipe(
+      // a resume or cancel has a run to find: a mistyped folder or database is refused, not given an empty ledger
+      Effect.provide(existingLedgerLayer(path.resolve(stateDir), Option.getOrUndefined(state))),
+      Effect.mapError(failure)
+    )
     if (Option.isNone(run)) return yield* usage(`no run "${runId}" in the ledger (offpeak status lists the runs)`)
     if (run.value.module === null) {
       return yield* usage(`run ${runId} was started from code; resume it with Pipeline.run(pipeline, { resume })`)

@@ -205,7 +205,7 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
         new Sink.SinkError({
           sink: pipeline.sink.name,
           message: `${pipeline.sink.name} refused ${what} for the same reason, so the table is at fault, not the rows: ` +
-            `${reason}. Fix the table, then resume the run (nothing is paid again)`,
+            `${reason.replace(/[.\s]+$/, "")}. Fix the table, then resume the run (nothing is paid again)`,
           reason: new Sink.Unavailable({ message: reason })
         })
       // rows the sink named one after the other for the same reason, nothing written yet: past WHOLE_PART_REFUSED,
