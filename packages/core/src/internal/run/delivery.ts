@@ -230,20 +230,10 @@ export const make = <Rec, A, Row>(ctx: Context<Rec, A, Row>) => {
               streakReason = reason.message
               if (!probed && streak >= WHOLE_PART_REFUSED && lastWritten < 0 && rest.length > 1) {
                 probed = true
-                const last = rest.at(-1)!
-                return pipeline.sink.write(part, [rows[last] as Row]).pipe(
-                  Effect.tap(() => Effect.sync(() => (lastWritten = 1))),
-                  Effect.as(false),
-                  Effect.catchIf(
-                    (e) => Sink.isRefused(e) && (e.reason as Sink.Refused).message === reason.message,
-                    () => Effect.succeed(true)
-                  ),
-                  Effect.flatMap((alike) =>
-                    alike
-                      ? Effect.fail(tableAtFault(`the first ${streak} rows of part ${part.seq} it was given, and its last row alone,`, reason.message))
-                      : Effect.map(isolate(rest), (more) => [found, ...more])
-                  )
-                )
+                return Effect.flatMap(isolate([rest.at(-1)!]), (alone) =>
+                  alone[0]?.reason.message === reason.message
+                    ? Effect.fail(tableAtFault(`the first ${streak} rows of part ${part.seq} it was given, and its last row alone,`, reason.message))
+                    : Effect.map(isolate(rest), (more) => [found, ...more]))
               }
               return Effect.map(isolate(rest), (more) => [found, ...more])
             }
