@@ -281,19 +281,27 @@ describe("a run that fails", () => {
   }, 120_000)
 })
 
+/** a folder with `rows` tickets and the env of a run on the in-process OpenAI emulator (no key), results in `out/` */
+const offline = (name: string, rows: number, seed: number, extra: Record<string, string> = {}) => {
+  const dir = tmpDir(name)
+  const input = path.join(dir, "tickets.csv")
+  writeTickets(input, rows, seed)
+  const env = {
+    OPENAI_API_KEY: undefined,
+    OPENAI_BASE_URL: undefined,
+    OFFPEAK_TEST_INPUT: input,
+    OFFPEAK_TEST_OUT: path.join(dir, "out"),
+    ...extra
+  }
+  return { dir, env }
+}
+
 describe("status of a run at work", () => {
   it("names the process that works it (pid, host, heartbeat), and says so once that process is gone", async () => {
-    const dir = tmpDir("cli-holder")
-    const input = path.join(dir, "tickets.csv")
-    writeTickets(input, 400, 8)
-    const env = {
-      OPENAI_API_KEY: undefined,
-      OPENAI_BASE_URL: undefined,
-      OFFPEAK_TEST_INPUT: input,
-      OFFPEAK_TEST_OUT: path.join(dir, "out"),
+    const { dir, env } = offline("cli-holder", 400, 8, {
       OFFPEAK_TEST_MAX_REQUESTS: "100",
       OFFPEAK_EMULATOR_KNOBS: JSON.stringify({ linesPerSecond: 5 })
-    }
+    })
     const run = startCli(["run", fixture, "--state-dir", "st"], { cwd: dir, env })
     await waitFor("a submitted batch", () => /batch b00001 submitted/.test(run.output().stderr))
     const live = await runCli(["status", "--state-dir", "st"], { cwd: dir })
@@ -329,16 +337,7 @@ describe("offpeak emulator --json", () => {
 
 describe("a run that would pay the full price without being asked to", () => {
   it("--mode auto with batches smaller than syncBelow says every batch goes synchronously", async () => {
-    const dir = tmpDir("cli-auto")
-    const input = path.join(dir, "tickets.csv")
-    writeTickets(input, 30, 4)
-    const env = {
-      OPENAI_API_KEY: undefined,
-      OPENAI_BASE_URL: undefined,
-      OFFPEAK_TEST_INPUT: input,
-      OFFPEAK_TEST_OUT: path.join(dir, "out"),
-      OFFPEAK_TEST_MAX_REQUESTS: "20"
-    }
+    const { dir, env } = offline("cli-auto", 30, 4, { OFFPEAK_TEST_MAX_REQUESTS: "20" })
     const run = await runCli(["run", fixture, "--state-dir", "st", "--mode", "auto", "--json"], { cwd: dir, env })
     expect(run.code, run.stderr).toBe(0)
     expect(run.stderr).toMatch(/mode auto: a batch holds at most 20 requests \(batch\.maxRequests\), fewer than batch\.syncBelow \(100\): every batch goes through the synchronous API, at the full price/)
@@ -347,10 +346,7 @@ describe("a run that would pay the full price without being asked to", () => {
   }, 120_000)
 
   it("a deadline too near for the batch API is said at the start, and every request goes synchronously at the full price", async () => {
-    const dir = tmpDir("cli-deadline")
-    const input = path.join(dir, "tickets.csv")
-    writeTickets(input, 40, 5)
-    const env = { OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined, OFFPEAK_TEST_INPUT: input, OFFPEAK_TEST_OUT: path.join(dir, "out") }
+    const { dir, env } = offline("cli-deadline", 40, 5)
     // a fresh ledger knows no batch durations: the margin is 15 minutes, so a deadline in 20 s is within it
     const run = await runCli(["run", fixture, "--state-dir", "st", "--deadline", "20s", "--json"], { cwd: dir, env })
     expect(run.code, run.stderr).toBe(0)
